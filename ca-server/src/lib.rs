@@ -1,0 +1,3 @@
+//! The reference Device Trust CA (`devicetrust-ca`), protocol v1.
+
+pub mod mdm;

@@ -1,0 +1,75 @@
+//! The MDM check: is this device managed? Asked before every issuance (enroll and renew).
+//!
+//! The CA talks to the MDM only through [`ManagedDeviceCheck`]. Implementations: Jamf Pro
+//! ([`jamf`]), a static list for development ([`static_list`]), and [`AllowAll`] for
+//! `devicetrust-ca dev` without a list. Every implementation fails closed: when the MDM
+//! cannot be asked, the answer is an error, never "managed".
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+/// Why the MDM says a device is not managed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotManagedReason {
+    /// No inventory record has this serial number.
+    UnknownDevice,
+    /// The record exists but the MDM does not manage the device.
+    Unmanaged,
+    /// The record for this serial carries another UDID.
+    UdidMismatch,
+}
+
+impl NotManagedReason {
+    /// A short lowercase description for logs and events.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownDevice => "unknown to the mdm",
+            Self::Unmanaged => "not managed",
+            Self::UdidMismatch => "udid does not match the mdm record",
+        }
+    }
+}
+
+/// The MDM's answer about one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MdmVerdict {
+    /// Managed, and the UDID matches.
+    Managed,
+    /// Not managed, for this reason.
+    NotManaged(NotManagedReason),
+}
+
+/// The MDM could not be asked. The CA answers `mdm_unavailable` and issues nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MdmError {
+    /// The MDM could not be reached, timed out, or answered with a server error.
+    #[error("the mdm is unavailable: {0}")]
+    Unavailable(String),
+    /// The MDM refused our credentials.
+    #[error("the mdm refused our credentials: {0}")]
+    Unauthorized(String),
+    /// The MDM answered something we cannot read.
+    #[error("the mdm answered something unreadable: {0}")]
+    Malformed(String),
+}
+
+/// Asks the MDM whether a device is managed.
+#[async_trait]
+pub trait ManagedDeviceCheck: Send + Sync + fmt::Debug {
+    /// Looks the device up by `serial_number` and checks that its record carries `udid`.
+    async fn check(&self, serial_number: &str, udid: &str) -> Result<MdmVerdict, MdmError>;
+}
+
+/// Every device is managed. Only for `devicetrust-ca dev` without a device list; the CLI
+/// warns on stderr when it uses it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAll;
+
+#[async_trait]
+impl ManagedDeviceCheck for AllowAll {
+    async fn check(&self, _serial_number: &str, _udid: &str) -> Result<MdmVerdict, MdmError> {
+        Ok(MdmVerdict::Managed)
+    }
+}
