@@ -498,11 +498,9 @@ impl ErrorCode {
             Self::ClientCertificateRequired | Self::CertificateExpired => Reaction::Reenroll,
             Self::DeviceNotManaged => Reaction::RetryNextRun,
             Self::CertificateRevoked => Reaction::Uninstall,
-            Self::RateLimited
-            | Self::ReadOnly
-            | Self::MdmUnavailable
-            | Self::Internal
-            | Self::Unknown(_) => Reaction::RetryLater,
+            Self::RateLimited | Self::ReadOnly | Self::MdmUnavailable | Self::Internal | Self::Unknown(_) => {
+                Reaction::RetryLater
+            }
         }
     }
 

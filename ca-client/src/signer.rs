@@ -133,8 +133,8 @@ pub enum KeyError {
 impl SoftwareKey {
     /// Generates a new key.
     pub fn generate(algorithm: KeyAlgorithm) -> Result<Self, KeyError> {
-        let key_pair =
-            KeyPair::generate_for(rcgen_algorithm(algorithm)).map_err(|e| KeyError::Generate(e.to_string()))?;
+        let key_pair = KeyPair::generate_for(rcgen_algorithm(algorithm))
+            .map_err(|e| KeyError::Generate(e.to_string()))?;
         Ok(Self { key_pair, algorithm })
     }
 
@@ -186,7 +186,11 @@ mod tests {
         for algorithm in [KeyAlgorithm::EcdsaP256Sha256, KeyAlgorithm::EcdsaP384Sha384] {
             let key = SoftwareKey::generate(algorithm).expect("generate");
             use rcgen::PublicKeyData as _;
-            assert_eq!(key.subject_public_key_info(), key.key_pair.subject_public_key_info(), "{algorithm:?}");
+            assert_eq!(
+                key.subject_public_key_info(),
+                key.key_pair.subject_public_key_info(),
+                "{algorithm:?}"
+            );
         }
     }
 
