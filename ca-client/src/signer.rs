@@ -11,10 +11,11 @@ use std::fmt;
 use rcgen::KeyPair;
 
 /// The key algorithms the agent creates and the CA accepts from agents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum KeyAlgorithm {
     /// ECDSA on P-256 with SHA-256; the default.
+    #[default]
     EcdsaP256Sha256,
     /// ECDSA on P-384 with SHA-384.
     EcdsaP384Sha384,
