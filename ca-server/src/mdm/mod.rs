@@ -4,10 +4,26 @@
 //! ([`jamf`]), a static list for development ([`static_list`]), and [`AllowAll`] for
 //! `devicetrust-ca dev` without a list. Every implementation fails closed: when the MDM
 //! cannot be asked, the answer is an error, never "managed".
+//!
+//! [`PositiveCache`] wraps any of them to remember "managed" for a few minutes, and
+//! [`from_settings`] turns the configuration's `[mdm]` table ([`MdmSettings`]) into the
+//! check the CA uses.
 
 use std::fmt;
 
 use async_trait::async_trait;
+
+pub mod cache;
+pub mod jamf;
+pub mod settings;
+pub mod static_list;
+
+pub use cache::PositiveCache;
+pub use jamf::{ClientSecret, JamfClient, JamfConfig};
+pub use settings::{
+    CLIENT_SECRET_ENV, JamfSettings, MdmSettings, MdmSetupError, from_settings, from_settings_with_env,
+};
+pub use static_list::{StaticList, StaticListError};
 
 /// Why the MDM says a device is not managed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,5 +87,23 @@ pub struct AllowAll;
 impl ManagedDeviceCheck for AllowAll {
     async fn check(&self, _serial_number: &str, _udid: &str) -> Result<MdmVerdict, MdmError> {
         Ok(MdmVerdict::Managed)
+    }
+}
+
+/// Monotonic time for Jamf token lifetimes and cache entries, so that tests can move time
+/// forward without sleeping. Unlike the CA's wall clock ([`crate::clock::Clock`]) it never
+/// jumps when the system time is set.
+pub trait MonotonicClock: Send + Sync + fmt::Debug {
+    /// The current instant.
+    fn now(&self) -> std::time::Instant;
+}
+
+/// The real monotonic clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemMonotonicClock;
+
+impl MonotonicClock for SystemMonotonicClock {
+    fn now(&self) -> std::time::Instant {
+        std::time::Instant::now()
     }
 }
