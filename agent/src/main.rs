@@ -1,1 +1,55 @@
-fn main() {}
+//! The `devicetrust-agent` binary: parses the command line, sets up logging to stderr, runs
+//! the command and turns its outcome into a documented exit code (see `--help`).
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
+use agent::cli::Cli;
+use agent::exit::Exit;
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with 0; usage errors to stderr with 2.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(Exit::Usage.code()));
+        }
+    };
+    init_logging(cli.verbose);
+    let stdin = std::io::stdin();
+    let mut stdin = stdin.lock();
+    let stdout = std::io::stdout();
+    let mut stdout = stdout.lock();
+    match agent::commands::execute(&cli, &mut stdin, &mut stdout) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let exit = e.exit();
+            eprintln!("devicetrust-agent: error: {e}");
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                eprintln!("  caused by: {c}");
+                cause = c.source();
+            }
+            ExitCode::from(exit)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    // -v is about the agent's own decisions; the TLS and HTTP stacks join only at -vv.
+    let default = match verbose {
+        0 => "info",
+        1 => "info,agent=debug,ca_client=debug",
+        _ => "debug,agent=trace,ca_client=trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DEVICETRUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .with_env_filter(filter)
+        .init();
+}

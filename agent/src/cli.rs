@@ -1,0 +1,154 @@
+//! The command line (clap derive): subcommands, flags and the help text.
+//!
+//! No flag carries a secret: the enrollment token is read from standard input, a file or
+//! the environment (see [`crate::token`]), so it never appears in the process list.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::exit::EXIT_CODES_HELP;
+use crate::token::TokenSource;
+
+/// Keeps this device's mutual-TLS client certificate enrolled, renewed and presented by
+/// browsers.
+#[derive(Debug, Parser)]
+#[command(name = "devicetrust-agent", version, about, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// Configuration file (default: /etc/devicetrust/agent.toml, then
+    /// ~/.config/devicetrust/agent.toml).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Log more (-v: debug, -vv: trace); DEVICETRUST_LOG takes a tracing filter instead.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Enroll this device (needs an enrollment token); does nothing when already enrolled.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Enroll(TokenArgs),
+    /// What the timer runs: check revocation, renew when due, enroll when a token is given.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Run(TokenArgs),
+    /// Renew the certificate when due, or now with --force.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Renew {
+        /// Renew now, ignoring the due time and any backoff after failures.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the certificate, renewal, CA, browser and store state (no network).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Status {
+        /// Print JSON.
+        #[arg(long, conflicts_with = "jamf_ea")]
+        json: bool,
+        /// Print a Jamf Pro extension attribute: <result>STATE, expires YYYY-MM-DD</result>.
+        #[arg(long)]
+        jamf_ea: bool,
+    },
+    /// Install the daily and login run (user), or the browsers' managed policy (--system, root).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Install {
+        /// Install the system-wide browser policy instead (needs root).
+        #[arg(long)]
+        system: bool,
+    },
+    /// Remove everything the agent made for this user (or, with --system, system-wide).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Uninstall {
+        /// Remove the system-wide browser policy instead (needs root).
+        #[arg(long)]
+        system: bool,
+    },
+    /// Print the version.
+    Version,
+}
+
+/// Where the enrollment token comes from. Without either flag, the environment variable
+/// DEVICETRUST_ENROLLMENT_TOKEN is used when set.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// Read the enrollment token from the first line of standard input.
+    #[arg(long, conflicts_with = "token_file")]
+    pub token_stdin: bool,
+    /// Read the enrollment token from a file.
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    /// The source these flags select.
+    pub fn source(&self) -> TokenSource {
+        match (&self.token_file, self.token_stdin) {
+            (Some(path), _) => TokenSource::File(path.clone()),
+            (None, true) => TokenSource::Stdin,
+            (None, false) => TokenSource::Environment,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parse_table() {
+        let ok: [(&str, &[&str]); 9] = [
+            ("ok/run", &["run"]),
+            ("ok/run-config-after", &["run", "--config", "/x.toml"]),
+            ("ok/config-before", &["--config", "/x.toml", "status", "--json"]),
+            ("ok/enroll-stdin", &["enroll", "--token-stdin"]),
+            ("ok/enroll-file", &["enroll", "--token-file", "/t"]),
+            ("ok/renew-force", &["renew", "--force"]),
+            ("ok/jamf", &["status", "--jamf-ea"]),
+            ("ok/system", &["uninstall", "--system", "--config", "/x.toml"]),
+            ("ok/version", &["version", "--config", "/x.toml"]),
+        ];
+        for (name, args) in ok {
+            let argv = std::iter::once("devicetrust-agent").chain(args.iter().copied());
+            assert!(Cli::try_parse_from(argv).is_ok(), "{name}");
+        }
+        let fail: [(&str, &[&str]); 5] = [
+            ("fail/token-as-argument", &["enroll", "--token", "abc"]),
+            ("fail/both-token-sources", &["enroll", "--token-stdin", "--token-file", "/t"]),
+            ("fail/both-formats", &["status", "--json", "--jamf-ea"]),
+            ("fail/no-command", &[]),
+            ("fail/unknown", &["frobnicate"]),
+        ];
+        for (name, args) in fail {
+            let argv = std::iter::once("devicetrust-agent").chain(args.iter().copied());
+            assert!(Cli::try_parse_from(argv).is_err(), "{name}");
+        }
+    }
+
+    #[test]
+    fn token_source_table() {
+        let args =
+            |stdin, file: Option<&str>| TokenArgs { token_stdin: stdin, token_file: file.map(PathBuf::from) };
+        assert_eq!(args(true, None).source(), TokenSource::Stdin);
+        assert_eq!(args(false, Some("/t")).source(), TokenSource::File(PathBuf::from("/t")));
+        assert_eq!(args(false, None).source(), TokenSource::Environment);
+    }
+
+    #[test]
+    fn help_documents_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("8  certificate expired, needs re-enrollment"), "{help}");
+    }
+}

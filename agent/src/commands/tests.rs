@@ -1,0 +1,540 @@
+//! The commands against the in-memory CA, a file store in a temporary directory, a fixed
+//! clock and recording fakes for the browsers, the scheduler and the notifier.
+
+use std::sync::{Arc, Mutex};
+
+use chrono::TimeZone as _;
+
+use super::*;
+use crate::config::Config;
+use crate::hooks::{SimulatedCrash, Step};
+use crate::platform::{
+    BrowserIntegration, BrowserStatus, DeviceFacts, FixedClock, Notifier, Scheduler, SchedulerStatus,
+};
+use crate::store::FileIdentityStore;
+use crate::testing::{FakeCa, TOKEN, early, not_after};
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+#[derive(Debug)]
+struct FakeDevice {
+    mdm: MdmEnrollment,
+}
+
+impl DeviceFacts for FakeDevice {
+    fn udid(&self) -> Result<String, PlatformError> {
+        Ok("UDID-FROM-PLATFORM".into())
+    }
+    fn serial_number(&self) -> Result<String, PlatformError> {
+        Ok("SER-1".into())
+    }
+    fn display_name(&self) -> Result<String, PlatformError> {
+        Ok("Test device".into())
+    }
+    fn os_version(&self) -> Result<String, PlatformError> {
+        Ok("1.0".into())
+    }
+    fn current_user(&self) -> Result<String, PlatformError> {
+        Ok("alice".into())
+    }
+    fn console_user(&self) -> Result<Option<String>, PlatformError> {
+        Ok(Some("alice".into()))
+    }
+    fn mdm_enrollment(&self) -> Result<MdmEnrollment, PlatformError> {
+        Ok(self.mdm)
+    }
+}
+
+#[derive(Debug)]
+struct FakeBrowsers {
+    log: Log,
+    applied: Mutex<bool>,
+}
+
+impl BrowserIntegration for FakeBrowsers {
+    fn apply(
+        &self,
+        scope: Scope,
+        target: &BrowserTarget<'_>,
+        identity: Option<&Identity>,
+    ) -> Result<Vec<String>, PlatformError> {
+        self.log.lock().expect("log").push(format!(
+            "apply {scope:?} {} {}",
+            target.cert_auth_domain,
+            identity.is_some()
+        ));
+        *self.applied.lock().expect("applied") = true;
+        Ok(vec![format!("applied for {}", target.cert_auth_domain)])
+    }
+    fn status(&self, _target: &BrowserTarget<'_>) -> Result<Vec<BrowserStatus>, PlatformError> {
+        let present = *self.applied.lock().expect("applied");
+        Ok(vec![BrowserStatus { browser: "fakebrowser".into(), present, managed: false, detail: None }])
+    }
+    fn remove(
+        &self,
+        scope: Scope,
+        _target: Option<&BrowserTarget<'_>>,
+    ) -> Result<Vec<String>, PlatformError> {
+        self.log.lock().expect("log").push(format!("remove {scope:?}"));
+        let mut applied = self.applied.lock().expect("applied");
+        let was = std::mem::replace(&mut *applied, false);
+        Ok(if was { vec!["browser setting".into()] } else { Vec::new() })
+    }
+}
+
+#[derive(Debug)]
+struct FakeScheduler {
+    log: Log,
+    installed: Mutex<bool>,
+}
+
+impl Scheduler for FakeScheduler {
+    fn install(&self, spec: &ScheduleSpec<'_>) -> Result<Vec<String>, PlatformError> {
+        self.log.lock().expect("log").push(format!("schedule {}", spec.config.is_some()));
+        *self.installed.lock().expect("installed") = true;
+        Ok(vec!["installed the timer".into()])
+    }
+    fn uninstall(&self) -> Result<Vec<String>, PlatformError> {
+        self.log.lock().expect("log").push("unschedule".into());
+        let was = std::mem::replace(&mut *self.installed.lock().expect("installed"), false);
+        Ok(if was { vec!["timer".into()] } else { Vec::new() })
+    }
+    fn status(&self) -> Result<SchedulerStatus, PlatformError> {
+        let installed = *self.installed.lock().expect("installed");
+        Ok(SchedulerStatus { installed, detail: format!("fake timer installed={installed}") })
+    }
+}
+
+#[derive(Debug)]
+struct FakeNotifier {
+    log: Log,
+}
+
+impl Notifier for FakeNotifier {
+    fn browser_restart_needed(&self, browsers: &[String]) {
+        self.log.lock().expect("log").push(format!("restart {}", browsers.join(",")));
+    }
+}
+
+#[derive(Debug)]
+struct CrashAt(Option<Step>);
+
+impl Checkpoints for CrashAt {
+    fn reached(&self, step: Step) -> Result<(), SimulatedCrash> {
+        if self.0 == Some(step) { Err(SimulatedCrash(step)) } else { Ok(()) }
+    }
+}
+
+struct Harness {
+    _temp: tempfile::TempDir,
+    data_dir: std::path::PathBuf,
+    ca: Arc<FakeCa>,
+    clock: Arc<FixedClock>,
+    log: Log,
+    mdm: MdmEnrollment,
+    crash: Option<Step>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let data_dir = temp.path().join("data");
+        Self {
+            _temp: temp,
+            data_dir,
+            ca: Arc::new(FakeCa::new()),
+            clock: Arc::new(FixedClock::new(early())),
+            log: Arc::default(),
+            mdm: MdmEnrollment::Unknown,
+            crash: None,
+        }
+    }
+
+    /// A fresh agent over the same files, CA and clock: like a new process.
+    fn agent(&self) -> Agent {
+        let config = Loaded {
+            config: Config {
+                ca_url: Some("https://127.0.0.1:9".into()),
+                device_udid: Some("UDID-1".into()),
+                ..Config::default()
+            },
+            path: None,
+            explicit: false,
+        };
+        let store = FileIdentityStore::new(&self.data_dir);
+        let platform = Platform {
+            data_dir: self.data_dir.clone(),
+            store: Arc::new(store),
+            device: Box::new(FakeDevice { mdm: self.mdm }),
+            browsers: Box::new(FakeBrowsers {
+                log: self.log.clone(),
+                applied: Mutex::new(self.browsers_applied()),
+            }),
+            scheduler: Box::new(FakeScheduler { log: self.log.clone(), installed: Mutex::new(false) }),
+            notifier: Box::new(FakeNotifier { log: self.log.clone() }),
+            clock: self.clock.clone(),
+        };
+        Agent::new(config, platform, Some(Box::new(self.ca.clone())), Box::new(CrashAt(self.crash)))
+    }
+
+    fn browsers_applied(&self) -> bool {
+        let log = self.log.lock().expect("log");
+        log.iter()
+            .rev()
+            .find(|l| l.starts_with("apply User") || l.starts_with("remove User"))
+            .is_some_and(|l| l.starts_with("apply"))
+    }
+
+    fn requests(&self) -> u32 {
+        *self.ca.requests.lock().expect("requests")
+    }
+
+    fn serial(&self) -> Option<String> {
+        self.agent().current().expect("current").map(|c| c.info.serial_number().to_owned())
+    }
+
+    fn logged(&self, prefix: &str) -> usize {
+        self.log.lock().expect("log").iter().filter(|l| l.starts_with(prefix)).count()
+    }
+}
+
+fn token() -> Option<Secret> {
+    Some(Secret::new(TOKEN.into()))
+}
+
+fn output(f: impl FnOnce(&mut Vec<u8>) -> Result<(), AgentError>) -> (Result<(), AgentError>, String) {
+    let mut out = Vec::new();
+    let result = f(&mut out);
+    (result, String::from_utf8(out).expect("utf-8"))
+}
+
+fn exit_of(result: &Result<(), AgentError>) -> Exit {
+    result.as_ref().map_or_else(AgentError::exit, |()| Exit::Success)
+}
+
+fn enrolled() -> Harness {
+    let h = Harness::new();
+    let (result, out) = output(|o| h.agent().enroll(token(), o));
+    result.expect("enroll");
+    assert!(out.starts_with("enrolled: certificate "), "{out}");
+    h
+}
+
+fn late() -> DateTime<Utc> {
+    // Past any due time (Nov 25 .. Dec 2 for the fake's certificates), before expiry.
+    Utc.with_ymd_and_hms(2026, 12, 20, 0, 0, 0).single().expect("date")
+}
+
+#[test]
+fn ok_enroll_and_run_nothing_due() {
+    let h = enrolled();
+    assert_eq!(h.logged("apply User"), 1, "browsers configured after enrollment");
+    let state = h.agent().state.load().expect("state");
+    assert_eq!(state.backoff.failures, 0);
+    assert!(h.agent().state.load_metadata().expect("metadata").is_some(), "metadata cached");
+
+    let before = h.requests();
+    let (result, out) = output(|o| h.agent().run(None, o));
+    result.expect("run");
+    assert_eq!(out, "", "a quiet run prints nothing");
+    assert_eq!(h.requests(), before + 1, "run asks the ca about the certificate, nothing else");
+
+    let (result, out) = output(|o| h.agent().enroll(token(), o));
+    result.expect("enroll again");
+    assert!(out.starts_with("already enrolled"), "{out}");
+    assert_eq!(h.ca.certs().len(), 1);
+}
+
+#[test]
+fn fail_not_enrolled_without_token_makes_no_request() {
+    let h = Harness::new();
+    for (name, result) in [
+        ("fail/run", output(|o| h.agent().run(None, o)).0),
+        ("fail/enroll", output(|o| h.agent().enroll(None, o)).0),
+        ("fail/renew", output(|o| h.agent().renew(true, o)).0),
+    ] {
+        assert_eq!(exit_of(&result), Exit::NotEnrolled, "{name}");
+    }
+    assert_eq!(h.requests(), 0);
+}
+
+#[test]
+fn ok_run_renews_when_due_and_tells_the_user() {
+    let h = enrolled();
+    let first = h.serial();
+    h.clock.set(late());
+    let (result, out) = output(|o| h.agent().run(None, o));
+    result.expect("run");
+    assert!(out.starts_with("renewed: certificate "), "{out}");
+    assert_ne!(h.serial(), first);
+    assert_eq!(h.logged("restart"), 1, "the user hears that browsers need a restart");
+    assert_eq!(h.ca.certs().len(), 2);
+    // Due again? No: the new certificate is fresh for the fake clock's purposes only if
+    // its validity is; the fake issues fixed dates, so the next run renews again, which is
+    // what `renew` without --force must not do before the due time:
+    h.clock.set(early());
+    let (result, out) = output(|o| h.agent().renew(false, o));
+    result.expect("renew not due");
+    assert!(out.starts_with("nothing to do: renewal is due at 2026-1"), "{out}");
+}
+
+#[test]
+fn fail_ca_down_keeps_identity_and_backs_off() {
+    let h = enrolled();
+    let serial = h.serial();
+    h.ca.knobs().down = true;
+
+    let (result, _) = output(|o| h.agent().run(None, o));
+    assert_eq!(exit_of(&result), Exit::CaUnavailable, "status check failed");
+    assert_eq!(h.serial(), serial);
+
+    h.clock.set(late());
+    let (result, _) = output(|o| h.agent().run(None, o));
+    assert_eq!(exit_of(&result), Exit::CaUnavailable, "renewal failed");
+    assert_eq!(h.serial(), serial, "identity untouched");
+    let state = h.agent().state.load().expect("state");
+    assert_eq!(state.backoff.failures, 1);
+    assert!(
+        state.backoff.last_error.as_deref().is_some_and(|e| e.contains("could not connect")),
+        "{state:?}"
+    );
+
+    // The next run waits without trying the renewal (only the status check goes out).
+    let before = h.requests();
+    let (result, _) = output(|o| h.agent().run(None, o));
+    assert!(matches!(result, Err(AgentError::BackingOff { failures: 1, .. })), "{result:?}");
+    assert_eq!(h.requests(), before + 1);
+
+    // --force ignores the backoff; with the CA back it renews.
+    h.ca.knobs().down = false;
+    let (result, out) = output(|o| h.agent().renew(true, o));
+    result.expect("forced renewal");
+    assert!(out.starts_with("renewed"), "{out}");
+    assert_eq!(h.agent().state.load().expect("state").backoff.failures, 0);
+}
+
+#[test]
+fn fail_malformed_answer_changes_nothing() {
+    let h = enrolled();
+    let serial = h.serial();
+    h.ca.knobs().wrong_key = true;
+    let (result, _) = output(|o| h.agent().renew(true, o));
+    assert_eq!(exit_of(&result), Exit::CaUnavailable, "{result:?}");
+    assert_eq!(h.serial(), serial);
+}
+
+#[test]
+fn ok_revocation_uninstalls_then_reenrollment_works() {
+    let h = enrolled();
+    let serial = h.serial().expect("serial");
+    {
+        let agent = h.agent();
+        agent
+            .platform
+            .scheduler
+            .install(&ScheduleSpec {
+                program: std::path::Path::new("/bin/true"),
+                config: None,
+                device_offset: std::time::Duration::ZERO,
+            })
+            .expect("schedule");
+    }
+    h.ca.revoke_all();
+    let (result, out) = output(|o| h.agent().run(None, o));
+    assert_eq!(exit_of(&result), Exit::Revoked, "{result:?}");
+    assert!(out.contains("removed browser setting"), "{out}");
+    assert!(h.serial().is_none(), "the identity is gone");
+    assert_eq!(h.logged("unschedule"), 1);
+
+    let report = crate::status::gather(&h.agent());
+    assert_eq!(report.state, crate::status::State::Revoked);
+
+    let (result, _) = output(|o| h.agent().run(None, o));
+    assert_eq!(exit_of(&result), Exit::NotEnrolled, "nothing left; a token is needed");
+    let (result, out) = output(|o| h.agent().enroll(token(), o));
+    result.expect("re-enroll");
+    assert!(out.starts_with("enrolled"), "{out}");
+    assert_ne!(h.serial().as_deref(), Some(serial.as_str()));
+    assert_eq!(crate::status::gather(&h.agent()).state, crate::status::State::Enrolled);
+}
+
+#[test]
+fn ok_revoked_answer_to_renewal_uninstalls() {
+    let h = enrolled();
+    h.ca.revoke_all();
+    let (result, _) = output(|o| h.agent().renew(true, o));
+    assert_eq!(exit_of(&result), Exit::Revoked, "{result:?}");
+    assert!(h.serial().is_none());
+}
+
+#[test]
+fn fail_expired_keeps_files() {
+    let h = enrolled();
+    h.clock.set(not_after() + TimeDelta::days(1));
+    for (name, result) in [
+        ("fail/run", output(|o| h.agent().run(token(), o)).0),
+        ("fail/renew-force", output(|o| h.agent().renew(true, o)).0),
+        ("fail/enroll", output(|o| h.agent().enroll(token(), o)).0),
+    ] {
+        assert_eq!(exit_of(&result), Exit::Expired, "{name}: {result:?}");
+    }
+    assert!(h.serial().is_some(), "kept for diagnosis");
+    assert_eq!(crate::status::gather(&h.agent()).state, crate::status::State::Expired);
+}
+
+#[test]
+fn fail_local_mdm_check_stops_before_any_request() {
+    let mut h = Harness::new();
+    h.mdm = MdmEnrollment::NotEnrolled;
+    let (result, _) = output(|o| h.agent().enroll(token(), o));
+    assert_eq!(exit_of(&result), Exit::NotManaged);
+    assert_eq!(h.requests(), 0);
+}
+
+#[test]
+fn ok_crash_during_renewal_is_finished_by_the_next_run_without_a_request() {
+    let mut h = enrolled();
+    h.crash = Some(Step::RenewAfterStoreNew);
+    let (result, _) = output(|o| h.agent().renew(true, o));
+    assert!(matches!(result, Err(AgentError::Lifecycle(LifecycleError::Crash(_)))), "{result:?}");
+    h.crash = None;
+    let before = h.requests();
+    let serial = h.serial();
+    let (result, _) = output(|o| h.agent().renew(false, o));
+    result.expect("recovered");
+    assert_ne!(h.serial(), serial, "switched to the stored identity");
+    assert_eq!(h.requests(), before, "recovery needs no request");
+    assert_eq!(h.ca.certs().len(), 2);
+}
+
+#[test]
+fn ok_uninstall_twice() {
+    let h = enrolled();
+    let (result, out) = output(|o| h.agent().uninstall(false, o));
+    result.expect("uninstall");
+    assert!(out.contains("removed identities"), "{out}");
+    assert!(out.contains("removed agent state"), "{out}");
+    assert!(out.contains("removed browser setting"), "{out}");
+    assert!(!h.data_dir.exists(), "the data directory is gone");
+    let (result, out) = output(|o| h.agent().uninstall(false, o));
+    result.expect("again");
+    assert_eq!(out, "nothing to remove\n");
+    assert!(!h.data_dir.exists());
+}
+
+#[test]
+fn ok_install_schedules_and_applies() {
+    let h = enrolled();
+    let (result, out) = output(|o| h.agent().install(false, o));
+    result.expect("install");
+    assert!(out.contains("installed the timer"), "{out}");
+    let (result, out) = output(|o| h.agent().install(true, o));
+    result.expect("install --system");
+    assert!(out.contains("applied for https://127.0.0.1:9"), "{out}");
+    assert_eq!(h.logged("apply System"), 1);
+}
+
+#[test]
+fn status_json_has_the_contract_shape() {
+    let h = enrolled();
+    let report = crate::status::gather(&h.agent());
+    let (result, text) = output(|o| crate::status::render(&report, crate::status::Format::Json, o));
+    result.expect("render");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let keys = |v: &serde_json::Value| {
+        let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&json), ["browsers", "ca", "certificate", "renewal", "state", "store"]);
+    assert_eq!(json["state"], "enrolled");
+    assert_eq!(
+        keys(&json["certificate"]),
+        ["daysRemaining", "issuer", "notAfter", "notBefore", "serialNumber", "subject"]
+    );
+    assert_eq!(keys(&json["renewal"]), ["dueAt", "lastAttempt", "lastError", "nextAttempt"]);
+    assert_eq!(keys(&json["ca"]), ["url"]);
+    assert_eq!(json["certificate"]["issuer"], crate::testing::ISSUER_CN);
+    assert_eq!(json["certificate"]["daysRemaining"], 306);
+    assert_eq!(json["certificate"]["notAfter"], "2027-01-01T00:00:00Z");
+    assert_eq!(json["browsers"]["fakebrowser"]["present"], true);
+    assert_eq!(json["store"]["kind"], "files");
+    assert_eq!(json["store"]["identity"], true);
+
+    let (_, ea) = output(|o| crate::status::render(&report, crate::status::Format::JamfEa, o));
+    assert_eq!(ea, "<result>enrolled, expires 2027-01-01</result>\n");
+    let (_, plain) = output(|o| crate::status::render(&report, crate::status::Format::Plain, o));
+    let column = plain.find("enrolled").expect("state value");
+    assert!(plain.starts_with("State:"), "{plain}");
+    assert!(
+        plain
+            .lines()
+            .all(|l| l.len() > column && l[..column].ends_with(' ') && !l[column..].starts_with(' ')),
+        "aligned:\n{plain}"
+    );
+}
+
+#[test]
+fn status_table() {
+    let h = Harness::new();
+    let cases: Vec<(&str, Box<dyn Fn(&Harness)>, &str, &str)> = vec![
+        ("ok/not-enrolled", Box::new(|_| {}), "not_enrolled", "<result>not_enrolled</result>\n"),
+        (
+            "ok/enrolled",
+            Box::new(|h| output(|o| h.agent().enroll(token(), o)).0.expect("enroll")),
+            "enrolled",
+            "<result>enrolled, expires 2027-01-01</result>\n",
+        ),
+        (
+            "ok/renewal-due",
+            Box::new(|h| h.clock.set(late())),
+            "renewal_due",
+            "<result>renewal_due, expires 2027-01-01</result>\n",
+        ),
+        (
+            "ok/expired",
+            Box::new(|h| h.clock.set(not_after())),
+            "expired",
+            "<result>expired, expires 2027-01-01</result>\n",
+        ),
+        (
+            "fail/corrupt-state",
+            Box::new(|h| std::fs::write(h.data_dir.join("state.json"), "{").expect("corrupt")),
+            "error",
+            "<result>error</result>\n",
+        ),
+    ];
+    for (name, step, state, ea) in cases {
+        step(&h);
+        let report = crate::status::gather(&h.agent());
+        assert_eq!(report.state.as_str(), state, "{name}");
+        let (_, text) = output(|o| crate::status::render(&report, crate::status::Format::JamfEa, o));
+        assert_eq!(text, ea, "{name}");
+    }
+}
+
+#[test]
+fn exit_codes_for_ca_errors() {
+    let refused = |code: ErrorCode| ClientError::Ca {
+        status: code.http_status(),
+        message: String::new(),
+        code,
+        retry_after: None,
+    };
+    let table = [
+        ("fail/not-managed", refused(ErrorCode::DeviceNotManaged), Exit::NotManaged),
+        ("fail/limit", refused(ErrorCode::EnrollmentLimitReached), Exit::LimitReached),
+        ("fail/revoked", refused(ErrorCode::CertificateRevoked), Exit::Revoked),
+        ("fail/expired", refused(ErrorCode::CertificateExpired), Exit::Expired),
+        ("fail/unknown-cert", refused(ErrorCode::ClientCertificateRequired), Exit::Expired),
+        ("fail/token", refused(ErrorCode::InvalidToken), Exit::Usage),
+        ("fail/mdm-down", refused(ErrorCode::MdmUnavailable), Exit::CaUnavailable),
+        ("fail/rate", refused(ErrorCode::RateLimited), Exit::CaUnavailable),
+        ("fail/csr", refused(ErrorCode::InvalidCsr), Exit::Failure),
+        ("fail/down", ClientError::Connect { url: "u".into(), reason: "r".into() }, Exit::CaUnavailable),
+        ("fail/garbage", ClientError::Malformed { status: 200, reason: "r".into() }, Exit::CaUnavailable),
+    ];
+    for (name, error, exit) in table {
+        assert_eq!(exit_for_client_error(&error), exit, "{name}");
+    }
+}

@@ -1,0 +1,341 @@
+//! The agent's configuration file: where it is looked for, what it may say, and checks.
+//!
+//! `--config PATH` names the file (it must exist). Otherwise the first file that exists of
+//! `/etc/devicetrust/agent.toml` (the administrator's) and
+//! `$XDG_CONFIG_HOME/devicetrust/agent.toml` (default `~/.config/devicetrust/agent.toml`) is
+//! used, and without either the defaults apply. Unknown keys are errors, so that a typo does
+//! not silently fall back to a default. Relative paths in the file are relative to the file's
+//! directory.
+
+use std::path::{Path, PathBuf};
+
+use chrono::TimeDelta;
+use serde::Deserialize;
+use url::Url;
+
+/// The administrator's configuration file.
+pub const SYSTEM_CONFIG: &str = "/etc/devicetrust/agent.toml";
+
+/// Largest accepted `renew_before_days`.
+pub const MAX_RENEW_BEFORE_DAYS: u32 = 3650;
+
+/// The file's contents.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The CA's base URL (`https://`).
+    pub ca_url: Option<String>,
+    /// PEM file of the roots trusted for the CA's TLS certificate (pinned: nothing else is
+    /// trusted); without it the system's roots are used.
+    pub ca_bundle: Option<PathBuf>,
+    /// Renew when fewer days than this remain (capped at a third of the lifetime); default 30.
+    pub renew_before_days: Option<u32>,
+    /// Replaces the device's hardware UUID.
+    pub device_udid: Option<String>,
+    /// Replaces the device's serial number.
+    pub device_serial: Option<String>,
+    /// Replaces the data directory (default `$XDG_DATA_HOME/devicetrust`).
+    pub data_dir: Option<PathBuf>,
+    /// Time allowed for each request to the CA, in seconds; default 30.
+    pub ca_timeout_seconds: Option<u64>,
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file named by `--config` does not exist or cannot be read.
+    #[error("could not read the configuration file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys or wrong types.
+    #[error("the configuration file {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value is out of range or malformed.
+    #[error("{key} in {source_name} is invalid: {reason}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// The file, or "the defaults".
+        source_name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A value the command needs is not configured.
+    #[error("{key} is not set; add it to {where_}")]
+    Missing {
+        /// The key.
+        key: &'static str,
+        /// Where it could be set.
+        where_: String,
+    },
+    /// The CA bundle cannot be read.
+    #[error("could not read the ca bundle {path}")]
+    Bundle {
+        /// The bundle file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The configuration in effect, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// The values, with relative paths resolved.
+    pub config: Config,
+    /// The file read, if any.
+    pub path: Option<PathBuf>,
+    /// Whether the file was named by `--config` (the scheduler then passes it on).
+    pub explicit: bool,
+}
+
+impl Loaded {
+    fn source_name(&self) -> String {
+        self.path.as_ref().map_or_else(|| "the defaults".to_owned(), |p| p.display().to_string())
+    }
+
+    /// The CA URL, checked; `Ok(None)` when not configured.
+    pub fn ca_url(&self) -> Result<Option<Url>, ConfigError> {
+        let Some(raw) = &self.config.ca_url else { return Ok(None) };
+        let invalid =
+            |reason: String| ConfigError::Invalid { key: "ca_url", source_name: self.source_name(), reason };
+        let url = Url::parse(raw).map_err(|e| invalid(e.to_string()))?;
+        if url.scheme() != "https" {
+            return Err(invalid(format!("the scheme must be https, not {}", url.scheme())));
+        }
+        if url.host().is_none() {
+            return Err(invalid("no host".to_owned()));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid("credentials do not belong in the url".to_owned()));
+        }
+        Ok(Some(url))
+    }
+
+    /// The CA URL, required.
+    pub fn require_ca_url(&self) -> Result<Url, ConfigError> {
+        self.ca_url()?.ok_or_else(|| ConfigError::Missing { key: "ca_url", where_: self.where_to_set() })
+    }
+
+    fn where_to_set(&self) -> String {
+        self.path.as_ref().map_or_else(
+            || format!("{SYSTEM_CONFIG} or ~/.config/devicetrust/agent.toml, or pass --config"),
+            |p| p.display().to_string(),
+        )
+    }
+
+    /// The renewal window.
+    pub fn renew_before(&self) -> Result<TimeDelta, ConfigError> {
+        match self.config.renew_before_days {
+            None => Ok(crate::core::schedule::DEFAULT_RENEW_BEFORE),
+            Some(days @ 1..=MAX_RENEW_BEFORE_DAYS) => Ok(TimeDelta::days(i64::from(days))),
+            Some(days) => Err(ConfigError::Invalid {
+                key: "renew_before_days",
+                source_name: self.source_name(),
+                reason: format!("{days} is not between 1 and {MAX_RENEW_BEFORE_DAYS}"),
+            }),
+        }
+    }
+
+    /// The request timeout.
+    pub fn ca_timeout(&self) -> Result<std::time::Duration, ConfigError> {
+        match self.config.ca_timeout_seconds {
+            None => Ok(ca_client::client::DEFAULT_TIMEOUT),
+            Some(secs @ 1..=600) => Ok(std::time::Duration::from_secs(secs)),
+            Some(secs) => Err(ConfigError::Invalid {
+                key: "ca_timeout_seconds",
+                source_name: self.source_name(),
+                reason: format!("{secs} is not between 1 and 600"),
+            }),
+        }
+    }
+
+    /// The pinned CA bundle's bytes, if configured.
+    pub fn ca_bundle(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        let Some(path) = &self.config.ca_bundle else { return Ok(None) };
+        std::fs::read(path).map(Some).map_err(|source| ConfigError::Bundle { path: path.clone(), source })
+    }
+
+    /// Checks every value that can be checked without the network.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.ca_url()?;
+        self.renew_before()?;
+        self.ca_timeout()?;
+        for (key, value) in
+            [("device_udid", &self.config.device_udid), ("device_serial", &self.config.device_serial)]
+        {
+            if let Some(value) = value
+                && (value.trim().is_empty() || value.chars().any(char::is_control))
+            {
+                return Err(ConfigError::Invalid {
+                    key,
+                    source_name: self.source_name(),
+                    reason: "empty or has control characters".to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The user's configuration file: `$XDG_CONFIG_HOME/devicetrust/agent.toml`, else
+/// `$HOME/.config/devicetrust/agent.toml`.
+pub fn user_config_path(xdg_config_home: Option<&Path>, home: Option<&Path>) -> Option<PathBuf> {
+    let base = match xdg_config_home.filter(|p| p.is_absolute()) {
+        Some(xdg) => xdg.to_owned(),
+        None => home.filter(|h| h.is_absolute())?.join(".config"),
+    };
+    Some(base.join("devicetrust").join("agent.toml"))
+}
+
+/// Loads the configuration: `explicit` if given, else the first existing of `candidates`,
+/// else the defaults.
+pub fn load(explicit: Option<&Path>, candidates: &[PathBuf]) -> Result<Loaded, ConfigError> {
+    let (path, is_explicit) = match explicit {
+        Some(path) => (Some(path.to_owned()), true),
+        None => (candidates.iter().find(|p| p.is_file()).cloned(), false),
+    };
+    let Some(path) = path else {
+        return Ok(Loaded { config: Config::default(), path: None, explicit: false });
+    };
+    let text =
+        std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+    let mut config: Config = toml::from_str(&text)
+        .map_err(|e| ConfigError::Parse { path: path.clone(), message: e.message().to_owned() })?;
+    // An absolute path names the same file whatever the working directory of a timer run.
+    let path = std::path::absolute(&path).unwrap_or(path);
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    for slot in [&mut config.ca_bundle, &mut config.data_dir] {
+        if let Some(p) = slot.as_mut()
+            && p.is_relative()
+        {
+            *p = base.join(&*p);
+        }
+    }
+    let loaded = Loaded { config, path: Some(path), explicit: is_explicit };
+    loaded.validate()?;
+    Ok(loaded)
+}
+
+/// The default search list: the system file, then the user's.
+pub fn default_candidates() -> Vec<PathBuf> {
+    let xdg = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from);
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let mut out = vec![PathBuf::from(SYSTEM_CONFIG)];
+    out.extend(user_config_path(xdg.as_deref(), home.as_deref()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    #[test]
+    fn ok_cases() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let full = write(
+            temp.path(),
+            "full.toml",
+            r#"
+            ca_url = "https://ca.example.com:8443"
+            ca_bundle = "bundle.pem"
+            renew_before_days = 20
+            device_udid = "UDID"
+            device_serial = "SERIAL"
+            data_dir = "/var/tmp/dt"
+            ca_timeout_seconds = 5
+            "#,
+        );
+        let loaded = load(Some(&full), &[]).expect("ok/full");
+        assert!(loaded.explicit);
+        assert_eq!(loaded.config.ca_bundle, Some(temp.path().join("bundle.pem")), "relative to the file");
+        assert_eq!(loaded.config.data_dir, Some(PathBuf::from("/var/tmp/dt")));
+        assert_eq!(loaded.renew_before().expect("window"), TimeDelta::days(20));
+        assert_eq!(loaded.require_ca_url().expect("url").as_str(), "https://ca.example.com:8443/");
+
+        let none = load(None, &[temp.path().join("missing.toml")]).expect("ok/defaults");
+        assert_eq!(none.path, None);
+        assert_eq!(none.renew_before().expect("default"), TimeDelta::days(30));
+        assert!(none.require_ca_url().is_err(), "ca_url is required by commands that talk to the ca");
+
+        let second = write(temp.path(), "user.toml", "renew_before_days = 10\n");
+        let picked =
+            load(None, &[temp.path().join("missing.toml"), second.clone(), full]).expect("ok/first-existing");
+        assert_eq!(picked.path, Some(second));
+        assert!(!picked.explicit);
+    }
+
+    #[test]
+    fn fail_cases() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let cases = [
+            ("fail/unknown-key", "ca_ulr = \"https://x\"\n"),
+            ("fail/not-toml", "ca_url = \n"),
+            ("fail/http", "ca_url = \"http://ca.example.com\"\n"),
+            ("fail/credentials", "ca_url = \"https://u:p@ca.example.com\"\n"),
+            ("fail/window-zero", "renew_before_days = 0\n"),
+            ("fail/window-negative", "renew_before_days = -1\n"),
+            ("fail/window-huge", "renew_before_days = 99999\n"),
+            ("fail/timeout-zero", "ca_timeout_seconds = 0\n"),
+            ("fail/blank-udid", "device_udid = \" \"\n"),
+        ];
+        for (name, text) in cases {
+            let path = write(temp.path(), "c.toml", text);
+            assert!(load(Some(&path), &[]).is_err(), "{name}");
+        }
+        assert!(
+            matches!(load(Some(&temp.path().join("nope.toml")), &[]), Err(ConfigError::Read { .. })),
+            "fail/missing-explicit"
+        );
+    }
+
+    #[test]
+    fn example_file_documents_every_key() {
+        let text = include_str!("../agent.example.toml");
+        let config: Config = toml::from_str(text).expect("the example parses");
+        assert!(config.ca_url.is_some());
+        // Commented-out keys must be real keys too.
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')) => rest,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let all: Config = toml::from_str(&uncommented).expect("every documented key parses");
+        assert!(all.device_udid.is_some() && all.device_serial.is_some() && all.data_dir.is_some());
+        assert!(
+            all.ca_timeout_seconds.is_some() && all.renew_before_days.is_some() && all.ca_bundle.is_some()
+        );
+    }
+
+    #[test]
+    fn user_config_path_table() {
+        let p = |s: &str| Some(PathBuf::from(s));
+        assert_eq!(user_config_path(p("/x").as_deref(), p("/h").as_deref()), p("/x/devicetrust/agent.toml"));
+        assert_eq!(
+            user_config_path(p("x").as_deref(), p("/h").as_deref()),
+            p("/h/.config/devicetrust/agent.toml")
+        );
+        assert_eq!(user_config_path(None, None), None);
+    }
+}

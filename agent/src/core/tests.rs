@@ -1,0 +1,355 @@
+//! Table tests and property tests of the decision rules.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use proptest::prelude::*;
+
+use super::backoff::Jitter;
+use super::*;
+use crate::platform::FixedClock;
+
+fn at(days: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::UNIX_EPOCH + TimeDelta::days(20_000 + days)
+}
+
+/// A one-year certificate from day 0 to day 365, due at day 335 with no offset.
+fn year() -> CertFacts {
+    CertFacts { not_before: at(0), not_after: at(365) }
+}
+
+fn inputs(identity: LocalIdentity, intent: Intent) -> Inputs {
+    Inputs {
+        identity,
+        ca: CaVerdict::Unknown,
+        intent,
+        token_given: false,
+        renew_before: TimeDelta::days(30),
+        device_offset: TimeDelta::zero(),
+        backoff: BackoffState::default(),
+        mdm: MdmEnrollment::Unknown,
+    }
+}
+
+fn failing_since(day: i64) -> BackoffState {
+    BackoffState::default().after_failure(at(day), Jitter::NONE, "ca down")
+}
+
+#[test]
+fn decision_table() {
+    use Blocked::*;
+    use LocalIdentity as L;
+    let run = Intent::Run;
+    let renew = Intent::Renew { force: false };
+    let force = Intent::Renew { force: true };
+    let with = |mut i: Inputs, f: &dyn Fn(&mut Inputs)| {
+        f(&mut i);
+        i
+    };
+    let table: Vec<(&str, Inputs, DateTime<Utc>, Decision)> = vec![
+        (
+            "ok/enroll-with-token",
+            with(inputs(L::None, run), &|i| i.token_given = true),
+            at(0),
+            Decision::Enroll,
+        ),
+        (
+            "ok/enroll-command",
+            with(inputs(L::None, Intent::Enroll), &|i| i.token_given = true),
+            at(0),
+            Decision::Enroll,
+        ),
+        (
+            "ok/enroll-resumes-pending-key",
+            with(inputs(L::PendingKey, run), &|i| i.token_given = true),
+            at(0),
+            Decision::Enroll,
+        ),
+        ("fail/enroll-without-token", inputs(L::None, run), at(0), Decision::Blocked(NoToken)),
+        ("fail/pending-key-without-token", inputs(L::PendingKey, run), at(0), Decision::Blocked(NoToken)),
+        ("fail/renew-without-identity", inputs(L::None, force), at(0), Decision::Blocked(NotEnrolled)),
+        (
+            "fail/enroll-not-managed",
+            with(inputs(L::None, Intent::Enroll), &|i| {
+                i.token_given = true;
+                i.mdm = MdmEnrollment::NotEnrolled;
+            }),
+            at(0),
+            Decision::Blocked(DeviceNotManaged),
+        ),
+        (
+            "fail/run-enroll-backing-off",
+            with(inputs(L::None, run), &|i| {
+                i.token_given = true;
+                i.backoff = failing_since(0);
+            }),
+            at(0),
+            Decision::Blocked(BackingOff { until: at(0) + TimeDelta::hours(1) }),
+        ),
+        (
+            "ok/explicit-enroll-ignores-backoff",
+            with(inputs(L::None, Intent::Enroll), &|i| {
+                i.token_given = true;
+                i.backoff = failing_since(0);
+            }),
+            at(0),
+            Decision::Enroll,
+        ),
+        (
+            "ok/already-enrolled",
+            with(inputs(L::Enrolled(year()), Intent::Enroll), &|i| i.token_given = true),
+            at(1),
+            Decision::Nothing { next_due: at(335) },
+        ),
+        ("ok/not-due", inputs(L::Enrolled(year()), run), at(334), Decision::Nothing { next_due: at(335) }),
+        ("ok/due", inputs(L::Enrolled(year()), run), at(335), Decision::Renew(RenewReason::Due)),
+        (
+            "ok/renew-command-due",
+            inputs(L::Enrolled(year()), renew),
+            at(340),
+            Decision::Renew(RenewReason::Due),
+        ),
+        (
+            "ok/renew-command-not-due",
+            inputs(L::Enrolled(year()), renew),
+            at(10),
+            Decision::Nothing { next_due: at(335) },
+        ),
+        (
+            "ok/offset-moves-due-earlier",
+            with(inputs(L::Enrolled(year()), run), &|i| i.device_offset = TimeDelta::days(7)),
+            at(328),
+            Decision::Renew(RenewReason::Due),
+        ),
+        ("ok/force", inputs(L::Enrolled(year()), force), at(1), Decision::Renew(RenewReason::Forced)),
+        (
+            "ok/force-ignores-backoff",
+            with(inputs(L::Enrolled(year()), force), &|i| i.backoff = failing_since(1)),
+            at(1),
+            Decision::Renew(RenewReason::Forced),
+        ),
+        (
+            "fail/due-but-backing-off",
+            with(inputs(L::Enrolled(year()), run), &|i| i.backoff = failing_since(340)),
+            at(340),
+            Decision::Blocked(BackingOff { until: at(340) + TimeDelta::hours(1) }),
+        ),
+        (
+            "ok/due-after-backoff",
+            with(inputs(L::Enrolled(year()), run), &|i| i.backoff = failing_since(340)),
+            at(341),
+            Decision::Renew(RenewReason::Due),
+        ),
+        (
+            "ok/resume-renewal",
+            inputs(L::Renewing { current: year() }, run),
+            at(1),
+            Decision::Renew(RenewReason::Resume),
+        ),
+        (
+            "fail/resume-backing-off",
+            with(inputs(L::Renewing { current: year() }, run), &|i| i.backoff = failing_since(1)),
+            at(1),
+            Decision::Blocked(BackingOff { until: at(1) + TimeDelta::hours(1) }),
+        ),
+        (
+            "fail/renew-not-managed",
+            with(inputs(L::Enrolled(year()), force), &|i| i.mdm = MdmEnrollment::NotEnrolled),
+            at(1),
+            Decision::Blocked(DeviceNotManaged),
+        ),
+        (
+            "ok/not-managed-but-not-due",
+            with(inputs(L::Enrolled(year()), run), &|i| i.mdm = MdmEnrollment::NotEnrolled),
+            at(1),
+            Decision::Nothing { next_due: at(335) },
+        ),
+        (
+            "ok/revoked-uninstalls",
+            with(inputs(L::Enrolled(year()), run), &|i| i.ca = CaVerdict::Revoked),
+            at(1),
+            Decision::Uninstall,
+        ),
+        (
+            "ok/revoked-and-expired-uninstalls",
+            with(inputs(L::Enrolled(year()), run), &|i| i.ca = CaVerdict::Revoked),
+            at(400),
+            Decision::Uninstall,
+        ),
+        (
+            "ok/revoked-during-renewal-uninstalls",
+            with(inputs(L::Renewing { current: year() }, force), &|i| i.ca = CaVerdict::Revoked),
+            at(1),
+            Decision::Uninstall,
+        ),
+        (
+            "ok/revoked-verdict-without-identity-allows-enroll",
+            with(inputs(L::None, run), &|i| {
+                i.ca = CaVerdict::Revoked;
+                i.token_given = true;
+            }),
+            at(1),
+            Decision::Enroll,
+        ),
+        ("fail/expired", inputs(L::Enrolled(year()), run), at(365), Decision::Expired { not_after: at(365) }),
+        (
+            "fail/expired-forced",
+            inputs(L::Enrolled(year()), force),
+            at(366),
+            Decision::Expired { not_after: at(365) },
+        ),
+        (
+            "fail/expired-with-token-never-enrolls",
+            with(inputs(L::Enrolled(year()), Intent::Enroll), &|i| i.token_given = true),
+            at(366),
+            Decision::Expired { not_after: at(365) },
+        ),
+        (
+            "fail/ca-wants-reenrollment",
+            with(inputs(L::Enrolled(year()), force), &|i| i.ca = CaVerdict::ReenrollRequired),
+            at(1),
+            Decision::Blocked(ReenrollRequired),
+        ),
+    ];
+    for (name, inputs, now, want) in table {
+        assert_eq!(decide_at(&inputs, now), want, "{name}");
+    }
+}
+
+#[test]
+fn decide_reads_the_clock() {
+    let clock = FixedClock::new(at(1));
+    let i = inputs(LocalIdentity::Enrolled(year()), Intent::Run);
+    assert_eq!(decide(&i, &clock), Decision::Nothing { next_due: at(335) });
+    clock.set(at(336));
+    assert_eq!(decide(&i, &clock), Decision::Renew(RenewReason::Due));
+}
+
+fn arb_time() -> impl Strategy<Value = DateTime<Utc>> {
+    (-800i64 * 86_400..800 * 86_400).prop_map(|s| at(0) + TimeDelta::seconds(s))
+}
+
+fn arb_cert() -> impl Strategy<Value = CertFacts> {
+    (arb_time(), 1i64..(800 * 86_400))
+        .prop_map(|(nb, life)| CertFacts { not_before: nb, not_after: nb + TimeDelta::seconds(life) })
+}
+
+fn arb_identity() -> impl Strategy<Value = LocalIdentity> {
+    prop_oneof![
+        Just(LocalIdentity::None),
+        Just(LocalIdentity::PendingKey),
+        arb_cert().prop_map(LocalIdentity::Enrolled),
+        arb_cert().prop_map(|current| LocalIdentity::Renewing { current }),
+    ]
+}
+
+fn arb_inputs() -> impl Strategy<Value = Inputs> {
+    let intent = prop_oneof![
+        Just(Intent::Run),
+        Just(Intent::Enroll),
+        Just(Intent::Renew { force: false }),
+        Just(Intent::Renew { force: true }),
+    ];
+    let ca = prop_oneof![
+        Just(CaVerdict::Unknown),
+        Just(CaVerdict::Good),
+        Just(CaVerdict::Revoked),
+        Just(CaVerdict::ReenrollRequired),
+    ];
+    let mdm = prop_oneof![
+        Just(MdmEnrollment::Unknown),
+        Just(MdmEnrollment::Enrolled),
+        Just(MdmEnrollment::NotEnrolled)
+    ];
+    let backoff = (0u32..12, arb_time(), any::<u16>()).prop_map(|(failures, last, jitter)| {
+        (0..failures).fold(BackoffState::default(), |b, _| b.after_failure(last, Jitter(jitter), "failed"))
+    });
+    (arb_identity(), ca, intent, any::<bool>(), 0i64..400, 0i64..(7 * 86_400), backoff, mdm).prop_map(
+        |(identity, ca, intent, token_given, window_days, offset_secs, backoff, mdm)| Inputs {
+            identity,
+            ca,
+            intent,
+            token_given,
+            renew_before: TimeDelta::days(window_days),
+            device_offset: TimeDelta::seconds(offset_secs),
+            backoff,
+            mdm,
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn never_enrolls_while_an_identity_exists(i in arb_inputs(), now in arb_time()) {
+        let d = decide_at(&i, now);
+        if i.identity.current().is_some() {
+            prop_assert_ne!(d, Decision::Enroll);
+        }
+        if d == Decision::Enroll {
+            prop_assert!(i.token_given, "enrolled without a token");
+            prop_assert!(!matches!(i.intent, Intent::Renew { .. }), "enrolled on renew");
+        }
+    }
+
+    #[test]
+    fn never_renews_before_due_unless_forced_or_resuming(i in arb_inputs(), now in arb_time()) {
+        if let Decision::Renew(reason) = decide_at(&i, now) {
+            let current = i.identity.current().copied();
+            prop_assert!(current.is_some(), "renewal without an identity");
+            let Some(current) = current else { return Ok(()) };
+            prop_assert!(now < current.not_after, "renewed an expired certificate");
+            let due = schedule::renewal_due(&current, i.renew_before, i.device_offset);
+            match reason {
+                RenewReason::Due => prop_assert!(now >= due),
+                RenewReason::Forced => prop_assert_eq!(i.intent, Intent::Renew { force: true }),
+                RenewReason::Resume => {
+                    prop_assert!(matches!(i.identity, LocalIdentity::Renewing { .. }), "resumed without a pending key");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn backoff_holds_unless_forced(i in arb_inputs(), now in arb_time()) {
+        let d = decide_at(&i, now);
+        if i.backoff.waiting_until(now).is_some() && i.intent == Intent::Run {
+            prop_assert!(!matches!(d, Decision::Enroll | Decision::Renew(_)), "{d:?}");
+        }
+        if let Decision::Renew(reason) = d && i.backoff.waiting_until(now).is_some() {
+            prop_assert_eq!(reason, RenewReason::Forced);
+        }
+    }
+
+    #[test]
+    fn revoked_identity_always_uninstalls(i in arb_inputs(), now in arb_time()) {
+        let d = decide_at(&i, now);
+        let revoked = i.ca == CaVerdict::Revoked && i.identity.current().is_some();
+        prop_assert_eq!(d == Decision::Uninstall, revoked);
+    }
+
+    #[test]
+    fn expired_identity_is_reported_not_renewed(i in arb_inputs(), now in arb_time()) {
+        if let Some(current) = i.identity.current()
+            && now >= current.not_after
+            && i.ca != CaVerdict::Revoked
+        {
+            prop_assert_eq!(decide_at(&i, now), Decision::Expired { not_after: current.not_after });
+        }
+    }
+
+    #[test]
+    fn not_managed_never_contacts_the_ca(i in arb_inputs(), now in arb_time()) {
+        if i.mdm == MdmEnrollment::NotEnrolled {
+            prop_assert!(!matches!(decide_at(&i, now), Decision::Enroll | Decision::Renew(_)));
+        }
+    }
+
+    #[test]
+    fn nothing_names_a_future_due_time(i in arb_inputs(), now in arb_time()) {
+        if let Decision::Nothing { next_due } = decide_at(&i, now)
+            && i.intent != Intent::Enroll
+        {
+            prop_assert!(next_due > now);
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Crash safety across processes (feature `test-hooks`): the agent aborts at each named step
+//! of enrollment and renewal, exactly as a kill would leave it; the next `run` must end with
+//! exactly one valid identity and the CA must hold no extra unbound certificate.
+
+use std::os::unix::process::ExitStatusExt as _;
+
+use crate::support::{Home, TOKEN, TestCa, code, text};
+
+const ENROLL_STEPS: [&str; 3] =
+    ["enroll.after_pending_key", "enroll.after_request", "enroll.after_store_cert"];
+const RENEW_STEPS: [&str; 4] =
+    ["renew.after_pending_key", "renew.after_request", "renew.after_store_new", "renew.after_switch"];
+
+fn assert_aborted(out: &std::process::Output, step: &str) {
+    assert_eq!(out.status.signal(), Some(6), "{step}: expected SIGABRT: {}", text(out));
+}
+
+fn assert_one_identity(home: &Home, step: &str) {
+    let status = home.status();
+    assert_eq!(status["state"], "enrolled", "{step}: {status}");
+    assert_eq!(status["store"]["pendingKey"], false, "{step}: {status}");
+    assert_eq!(home.identity_dirs(), 1, "{step}");
+}
+
+#[test]
+fn every_enroll_step() {
+    for step in ENROLL_STEPS {
+        let ca = TestCa::start();
+        let home = Home::for_ca(&ca);
+        let mut cmd = home.command(&["enroll", "--token-stdin"]);
+        cmd.env("DEVICETRUST_TEST_ABORT_AT", step);
+        assert_aborted(&home.run_with(cmd, Some(&format!("{TOKEN}\n"))), step);
+
+        let mut cmd = home.command(&["run"]);
+        cmd.env("DEVICETRUST_ENROLLMENT_TOKEN", TOKEN);
+        let out = home.run_with(cmd, None);
+        assert_eq!(code(&out), 0, "{step}: {}", text(&out));
+        assert_one_identity(&home, step);
+        assert_eq!(ca.certs().len(), 1, "{step}: one certificate issued in all");
+        assert_eq!(ca.unbound(), 1, "{step}");
+    }
+}
+
+#[test]
+fn every_renew_step() {
+    for step in RENEW_STEPS {
+        let ca = TestCa::start();
+        let home = Home::for_ca(&ca);
+        home.enroll();
+        let mut cmd = home.command(&["renew", "--force"]);
+        cmd.env("DEVICETRUST_TEST_ABORT_AT", step);
+        assert_aborted(&home.run_with(cmd, None), step);
+
+        let out = home.run(&["run"]);
+        assert_eq!(code(&out), 0, "{step}: {}", text(&out));
+        assert_one_identity(&home, step);
+        assert_eq!(home.serial().as_deref(), Some("2001"), "{step}: the renewal completed");
+        assert_eq!(ca.certs().len(), 2, "{step}: one renewal, one new certificate");
+        assert_eq!(ca.unbound(), 1, "{step}");
+    }
+}

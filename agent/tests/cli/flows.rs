@@ -1,0 +1,121 @@
+//! The flows through the binary against the in-test HTTPS CA: enrollment, status over mutual
+//! TLS, forced renewal, malformed answers, the CA going down, revocation, re-enrollment and
+//! uninstall.
+
+use crate::support::{Home, Mode, TOKEN, TestCa, code, text};
+
+#[test]
+fn enroll_renew_revoke_reenroll_uninstall() {
+    let ca = TestCa::start();
+    let home = Home::for_ca(&ca);
+
+    let out = home.enroll();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("enrolled: certificate 2000"), "{}", text(&out));
+    let status = home.status();
+    assert_eq!(status["state"], "enrolled", "{status}");
+    assert_eq!(status["certificate"]["issuer"], crate::support::ISSUER_CN);
+    assert_eq!(status["store"]["identity"], true);
+    assert!(status["certificate"]["daysRemaining"].as_i64().is_some_and(|d| d >= 364), "{status}");
+
+    // Every file private; the token in none of them.
+    for (path, mode) in Home::tree(&home.data_dir()) {
+        let want = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{}", path.display());
+        if path.is_file() {
+            let bytes = std::fs::read(&path).expect("read");
+            assert!(!String::from_utf8_lossy(&bytes).contains(TOKEN), "token in {}", path.display());
+        }
+    }
+
+    // A run: the status check over mutual TLS succeeds, nothing is due.
+    let out = home.run(&["run"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+
+    // Enrolling again changes nothing.
+    let out = home.run_with(home.command(&["enroll", "--token-stdin"]), Some(&format!("{TOKEN}\n")));
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("already enrolled"), "{}", text(&out));
+    assert_eq!(ca.certs().len(), 1);
+    assert_eq!(ca.unbound(), 1);
+
+    let out = home.run(&["renew", "--force"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(home.serial().as_deref(), Some("2001"));
+    assert_eq!(home.identity_dirs(), 1, "the old identity is deleted");
+    assert_eq!(ca.certs()[0].state, "superseded");
+
+    ca.revoke_all();
+    let out = home.run(&["run"]);
+    assert_eq!(code(&out), 6, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed identities"), "{}", text(&out));
+    assert_eq!(home.status()["state"], "revoked");
+    let out = home.run(&["status", "--jamf-ea"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "<result>revoked</result>\n");
+    assert_eq!(home.identity_dirs(), 0);
+
+    // Re-enrollment, with the token from the environment this time.
+    let out = home.run_with(
+        {
+            let mut cmd = home.command(&["run"]);
+            cmd.env("DEVICETRUST_ENROLLMENT_TOKEN", TOKEN);
+            cmd
+        },
+        None,
+    );
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(home.status()["state"], "enrolled");
+
+    let out = home.run(&["uninstall"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed identities"), "{}", text(&out));
+    assert!(!home.data_dir().exists(), "{:?}", Home::tree(&home.data_dir()));
+    let out = home.run(&["uninstall"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "nothing to remove\n");
+}
+
+#[test]
+fn malformed_answers_and_a_dead_ca_change_no_identity() {
+    let ca = TestCa::start();
+    let home = Home::for_ca(&ca);
+    home.enroll();
+    let cert_files = |home: &Home| -> Vec<Vec<u8>> {
+        let mut files: Vec<_> = Home::tree(&home.data_dir().join("identities"))
+            .into_iter()
+            .filter(|(p, _)| p.is_file())
+            .map(|(p, _)| std::fs::read(p).expect("read"))
+            .collect();
+        files.sort();
+        files
+    };
+    let before = cert_files(&home);
+
+    ca.set_mode(Mode::Garbage);
+    for args in [&["run"][..], &["renew", "--force"]] {
+        let out = home.run(args);
+        assert_eq!(code(&out), 5, "{args:?}: {}", text(&out));
+    }
+    assert_eq!(cert_files(&home), before, "the identity is untouched");
+
+    drop(ca);
+    let out = home.run(&["run"]);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    let out = home.run(&["renew", "--force"]);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    assert_eq!(cert_files(&home), before);
+    let status = home.status();
+    assert_eq!(status["state"], "enrolled");
+    assert!(status["renewal"]["nextAttempt"].is_string(), "backing off: {status}");
+}
+
+/// Without the `test-hooks` feature the crash hook is compiled out: the variable is ignored.
+#[cfg(not(feature = "test-hooks"))]
+#[test]
+fn abort_hook_is_absent_from_normal_builds() {
+    let ca = TestCa::start();
+    let home = Home::for_ca(&ca);
+    let mut cmd = home.command(&["enroll", "--token-stdin"]);
+    cmd.env("DEVICETRUST_TEST_ABORT_AT", "enroll.after_pending_key");
+    let out = home.run_with(cmd, Some(&format!("{TOKEN}\n")));
+    assert_eq!(code(&out), 0, "{}", text(&out));
+}
