@@ -20,6 +20,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
+    /// The CA's base URL (https), overriding `ca_url` from the configuration.
+    #[arg(long, global = true, value_name = "URL")]
+    pub ca_url: Option<String>,
+
     /// Log more (-v: debug, -vv: trace); DEVICETRUST_LOG takes a tracing filter instead.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -69,8 +73,36 @@ pub enum Command {
         #[arg(long)]
         system: bool,
     },
+    /// Print a configuration profile (.mobileconfig) for an MDM, made from the CA's metadata.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Profile(ProfileArgs),
+    /// Jamf Pro's policy entry point (macOS, as root).
+    #[cfg(target_os = "macos")]
+    Jamf(crate::macos::jamf::JamfCli),
+    /// Apps allowed to use the device key without a prompt (macOS).
+    #[cfg(target_os = "macos")]
+    #[command(subcommand)]
+    Allowlist(crate::macos::allowlist::AllowlistCommand),
     /// Print the version.
     Version,
+}
+
+/// `profile <kind>`: which profile, for which CA.
+#[derive(Debug, Clone, Args)]
+pub struct ProfileArgs {
+    /// agent, chrome, edge, browsers or icloud-keychain.
+    #[arg(value_enum)]
+    pub kind: crate::mobileconfig::ProfileKind,
+    /// PEM roots trusted for the CA's TLS while fetching its metadata (default: the
+    /// configuration's `ca_bundle`, else the system's roots).
+    #[arg(long, value_name = "PATH")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Write to this file (mode 0600) instead of standard output.
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+    /// For the agent profile: include the enrollment token read from this file.
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// Where the enrollment token comes from. Without either flag, the environment variable
@@ -109,7 +141,9 @@ mod tests {
 
     #[test]
     fn parse_table() {
-        let ok: [(&str, &[&str]); 9] = [
+        let ok: [(&str, &[&str]); 11] = [
+            ("ok/ca-url-override", &["run", "--ca-url", "https://ca.example.com"]),
+            ("ok/profile", &["profile", "browsers", "--ca-url", "https://ca.example.com", "--out", "/p"]),
             ("ok/run", &["run"]),
             ("ok/run-config-after", &["run", "--config", "/x.toml"]),
             ("ok/config-before", &["--config", "/x.toml", "status", "--json"]),
@@ -124,12 +158,13 @@ mod tests {
             let argv = std::iter::once("devicetrust-agent").chain(args.iter().copied());
             assert!(Cli::try_parse_from(argv).is_ok(), "{name}");
         }
-        let fail: [(&str, &[&str]); 5] = [
+        let fail: [(&str, &[&str]); 6] = [
             ("fail/token-as-argument", &["enroll", "--token", "abc"]),
             ("fail/both-token-sources", &["enroll", "--token-stdin", "--token-file", "/t"]),
             ("fail/both-formats", &["status", "--json", "--jamf-ea"]),
             ("fail/no-command", &[]),
             ("fail/unknown", &["frobnicate"]),
+            ("fail/profile-unknown-kind", &["profile", "firefox"]),
         ];
         for (name, args) in fail {
             let argv = std::iter::once("devicetrust-agent").chain(args.iter().copied());

@@ -107,6 +107,9 @@ pub enum AgentError {
     /// Uninstall could not remove everything.
     #[error("could not remove everything: {}", .0.join("; "))]
     Incomplete(Vec<String>),
+    /// A configuration profile could not be made or written.
+    #[error(transparent)]
+    Profile(#[from] crate::mobileconfig::ProfileError),
     /// Writing the command's output failed.
     #[error("could not write the output")]
     Output(#[source] std::io::Error),
@@ -145,6 +148,8 @@ impl AgentError {
         match self {
             Self::Config(_) | Self::Token(_) | Self::DeviceFacts(_) => Exit::Usage,
             Self::Platform(_) | Self::Incomplete(_) | Self::Output(_) => Exit::Failure,
+            Self::Profile(crate::mobileconfig::ProfileError::Write { .. }) => Exit::Failure,
+            Self::Profile(_) => Exit::Usage,
             Self::Lifecycle(e) => match e {
                 LifecycleError::Ca { source, .. } => exit_for_client_error(source),
                 LifecycleError::Rejected(_) => Exit::CaUnavailable,
@@ -830,7 +835,17 @@ pub fn execute(
         )?;
         return Ok(());
     }
-    let config = crate::config::load(cli.config.as_deref(), &crate::config::default_candidates())?;
+    let mut config = crate::config::load(cli.config.as_deref(), &crate::config::default_candidates())?;
+    // Forced values of the managed preferences domain win over the file.
+    #[cfg(target_os = "macos")]
+    crate::macos::apply_managed_config(&mut config.config)?;
+    if let Some(url) = &cli.ca_url {
+        config.config.ca_url = Some(url.clone());
+    }
+    config.validate()?;
+    if let Command::Profile(args) = &cli.command {
+        return profile(args, &config, out);
+    }
     let token = match &cli.command {
         Command::Enroll(args) | Command::Run(args) => {
             crate::token::read_token(&args.source(), stdin, std::env::var(crate::token::TOKEN_ENV).ok())?
@@ -853,8 +868,63 @@ pub fn execute(
         }
         Command::Install { system } => agent.install(*system, out),
         Command::Uninstall { system } => agent.uninstall(*system, out),
-        Command::Version => Ok(()),
+        Command::Version | Command::Profile(_) => Ok(()),
+        #[cfg(target_os = "macos")]
+        Command::Jamf(_) | Command::Allowlist(_) => Ok(()),
     }
+}
+
+/// How to reach the CA at `url` under this configuration.
+fn client_options(
+    config: &Loaded,
+    url: url::Url,
+    pinned_roots_pem: Option<Vec<u8>>,
+    os_version: &str,
+) -> Result<ca_client::ClientOptions, AgentError> {
+    let mut options = ca_client::ClientOptions::new(url);
+    options.pinned_roots_pem = pinned_roots_pem;
+    options.timeout = config.ca_timeout()?;
+    options.connect_timeout = options.connect_timeout.min(options.timeout);
+    options.user_agent = ca_client::user_agent(
+        lifecycle::CLIENT_VERSION,
+        ca_client::protocol::Platform::current(),
+        os_version,
+    );
+    Ok(options)
+}
+
+/// `profile <kind>`: asks the CA for its metadata, then prints (or writes, 0600) a
+/// configuration profile made from it. Needs no enrollment and touches no local state.
+fn profile(args: &crate::cli::ProfileArgs, config: &Loaded, out: &mut dyn Write) -> Result<(), AgentError> {
+    use crate::mobileconfig::{self, ProfileInputs};
+    let url = config.require_ca_url()?;
+    let roots = match &args.ca_bundle {
+        Some(path) => {
+            Some(std::fs::read(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?)
+        }
+        None => config.ca_bundle()?,
+    };
+    let remote = crate::remote::RemoteCa::new(client_options(config, url.clone(), roots, "unknown")?)
+        .map_err(|source| AgentError::Ca { action: "set up the ca client", source })?;
+    let metadata =
+        remote.metadata().map_err(|source| AgentError::Ca { action: "fetch the ca's metadata", source })?;
+    let mut inputs = ProfileInputs::from_metadata(&metadata, &url);
+    if let Some(path) = &args.token_file {
+        let token = crate::token::read_token(
+            &crate::token::TokenSource::File(path.clone()),
+            &mut std::io::empty(),
+            None,
+        )?;
+        inputs.enrollment_token = token.map(|t| t.expose().to_owned());
+    }
+    match &args.out {
+        Some(path) => {
+            mobileconfig::write_file(path, &mobileconfig::render(args.kind, &inputs)?)?;
+            writeln!(out, "wrote {} profile to {}", args.kind, path.display())?;
+        }
+        None => mobileconfig::write_profile(args.kind, &inputs, out)?,
+    }
+    Ok(())
 }
 
 impl Agent {
@@ -866,16 +936,8 @@ impl Agent {
         })?;
         let ca: Option<Box<dyn CaApi>> = match config.ca_url()? {
             Some(url) if needs_ca => {
-                let mut options = ca_client::ClientOptions::new(url);
-                options.pinned_roots_pem = config.ca_bundle()?;
-                options.timeout = config.ca_timeout()?;
-                options.connect_timeout = options.connect_timeout.min(options.timeout);
                 let os_version = platform.device.os_version().unwrap_or_else(|_| "unknown".to_owned());
-                options.user_agent = ca_client::user_agent(
-                    lifecycle::CLIENT_VERSION,
-                    ca_client::protocol::Platform::current(),
-                    &os_version,
-                );
+                let options = client_options(&config, url, config.ca_bundle()?, &os_version)?;
                 let remote = crate::remote::RemoteCa::new(options)
                     .map_err(|source| AgentError::Ca { action: "set up the ca client", source })?;
                 Some(Box::new(remote))

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use agent::cli::Cli;
 use agent::exit::Exit;
 use clap::Parser as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -22,6 +24,10 @@ fn main() -> ExitCode {
     let mut stdin = stdin.lock();
     let stdout = std::io::stdout();
     let mut stdout = stdout.lock();
+    #[cfg(target_os = "macos")]
+    if let Some(code) = run_macos_only(&cli, &mut stdin, &mut stdout) {
+        return code;
+    }
     match agent::commands::execute(&cli, &mut stdin, &mut stdout) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -37,6 +43,35 @@ fn main() -> ExitCode {
     }
 }
 
+/// The macOS-only subcommands, which speak in the Jamf policy log's terms rather than in
+/// agent errors; `None` for every other subcommand.
+#[cfg(target_os = "macos")]
+fn run_macos_only(
+    cli: &Cli,
+    stdin: &mut dyn std::io::BufRead,
+    out: &mut dyn std::io::Write,
+) -> Option<ExitCode> {
+    use agent::cli::Command;
+    match &cli.command {
+        Command::Jamf(jamf) => {
+            let token = if jamf.token_stdin {
+                match agent::token::read_token(&agent::token::TokenSource::Stdin, stdin, None) {
+                    Ok(token) => token,
+                    Err(e) => {
+                        let _ = writeln!(out, "ERROR: {e}");
+                        return Some(ExitCode::from(Exit::Usage.code()));
+                    }
+                }
+            } else {
+                None
+            };
+            Some(agent::macos::run_jamf(&jamf.args, token, cli.config.as_deref(), out))
+        }
+        Command::Allowlist(command) => Some(agent::macos::run_allowlist(command, cli.config.as_deref(), out)),
+        _ => None,
+    }
+}
+
 fn init_logging(verbose: u8) {
     // -v is about the agent's own decisions; the TLS and HTTP stacks join only at -vv.
     let default = match verbose {
@@ -46,10 +81,13 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("DEVICETRUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .with_env_filter(filter)
-        .init();
+        .with_target(false);
+    let registry = tracing_subscriber::registry().with(filter).with(stderr);
+    // On a Mac the same events also go to the unified log (subsystem com.devicetrust.agent).
+    #[cfg(target_os = "macos")]
+    let registry = registry.with(agent::macos::oslog_layer());
+    registry.init();
 }
