@@ -1,3 +1,41 @@
 //! The reference Device Trust CA (`devicetrust-ca`), protocol v1.
+//!
+//! Layers, from the wire inwards: [`server`] (sockets, TLS handshakes, HTTP connections,
+//! shutdown), [`api`] (routes, bodies, error responses), [`service`] (what each endpoint
+//! does, in the contract's order), and beneath it [`authority`] (X.509), [`store`]
+//! (persistence), [`mdm`] (is the device managed?) and [`clock`]. [`config`], [`dev`] and
+//! [`cli`] set it all up.
+//!
+//! To run a CA in-process (as the tests do):
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use ca_server::dev::{prepare, DevOptions};
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let env = prepare(&DevOptions { data_dir: "dev".into(), managed_devices: None }, listener.local_addr()?)?;
+//! let ca = ca_server::Ca::builder(env.config.clone()).build().await?;
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let server = tokio::spawn(ca_server::serve(listener, ca, async { let _ = stopped.await; }));
+//! // ... talk to env.url, trusting env.ca_bundle ...
+//! let _ = stop.send(());
+//! server.await??;
+//! # Ok(()) }
+//! ```
 
+pub mod api;
+pub mod authority;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod dev;
+pub mod error;
+pub mod fsutil;
 pub mod mdm;
+pub mod secret;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod tls;
+
+pub use server::{Listeners, serve, serve_listeners};
+pub use service::{Ca, CaBuilder};

@@ -1,0 +1,49 @@
+-- Devices, the certificates issued to them, and the system log.
+-- Times are INTEGER milliseconds since the Unix epoch (UTC), so that comparisons are numeric.
+
+CREATE TABLE devices (
+    udid            TEXT PRIMARY KEY NOT NULL,
+    serial_number   TEXT NOT NULL,
+    display_name    TEXT NOT NULL,
+    os_version      TEXT NOT NULL,
+    platform        TEXT NOT NULL,
+    created_at_ms   INTEGER NOT NULL,
+    updated_at_ms   INTEGER NOT NULL
+);
+
+CREATE TABLE certificates (
+    serial          TEXT PRIMARY KEY NOT NULL,       -- lowercase hex
+    device_udid     TEXT NOT NULL REFERENCES devices (udid),
+    user_name       TEXT NOT NULL,                   -- the enrolling user
+    bound_user      TEXT,                            -- set at first use at the cert-auth domain
+    spki_sha256     TEXT NOT NULL,                   -- lowercase hex
+    fingerprint     TEXT NOT NULL UNIQUE,            -- lowercase hex SHA-256 of the DER
+    state           TEXT NOT NULL CHECK (state IN ('unbound', 'bound', 'superseded', 'revoked')),
+    not_before_ms   INTEGER NOT NULL,
+    not_after_ms    INTEGER NOT NULL,
+    issued_at_ms    INTEGER NOT NULL,
+    revoked_at_ms   INTEGER,
+    renewed_from    TEXT REFERENCES certificates (serial),
+    superseded_by   TEXT REFERENCES certificates (serial),
+    certificate_pem TEXT NOT NULL
+);
+
+-- Idempotency lookups and the unbound count.
+CREATE INDEX certificates_by_device_key ON certificates (device_udid, spki_sha256);
+CREATE INDEX certificates_by_device_state ON certificates (device_udid, state);
+-- Revocation by user (enrolling or bound).
+CREATE INDEX certificates_by_user ON certificates (user_name);
+CREATE INDEX certificates_by_bound_user ON certificates (bound_user);
+-- The CRL.
+CREATE INDEX certificates_revoked ON certificates (state, not_after_ms) WHERE state = 'revoked';
+
+CREATE TABLE events (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    published_ms    INTEGER NOT NULL,
+    event_type      TEXT NOT NULL,
+    outcome         TEXT NOT NULL CHECK (outcome IN ('SUCCESS', 'FAILURE')),
+    user_name       TEXT,
+    device_udid     TEXT,
+    serial          TEXT,
+    reason          TEXT
+);

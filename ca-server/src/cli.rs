@@ -1,0 +1,145 @@
+//! The command line: `devicetrust-ca serve --config FILE` and `devicetrust-ca dev`.
+//!
+//! Exit codes: 0 after a clean shutdown (SIGINT or SIGTERM), 1 when the CA cannot start or
+//! fails while running (the error chain is printed on stderr), 2 for a usage error.
+//! Secrets are never taken from arguments: tokens come from files or the environment as
+//! the configuration says.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::dev::{self, DevOptions};
+use crate::mdm::MdmSettings;
+use crate::server::{self, Listeners};
+use crate::service::Ca;
+
+/// The reference Device Trust CA (protocol v1).
+#[derive(Debug, Parser)]
+#[command(name = "devicetrust-ca", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the CA described by a TOML configuration file.
+    Serve {
+        /// The configuration file (see config.example.toml).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run a local CA for trying it out and for tests: generates whatever is missing in the
+    /// data directory and prints one JSON line with the URL, tokens and files on stdout.
+    Dev {
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, value_name = "ADDR", default_value = dev::DEFAULT_LISTEN)]
+        listen: SocketAddr,
+        /// Directory for the CA, TLS files, tokens and database.
+        #[arg(long, value_name = "DIR", default_value = "devicetrust-ca-dev")]
+        data_dir: PathBuf,
+        /// JSON list of managed devices, `[{"udid": "...", "serialNumber": "..."}]`.
+        /// Without it every device counts as managed.
+        #[arg(long, value_name = "FILE")]
+        managed_devices: Option<PathBuf>,
+    },
+}
+
+/// Parses the arguments, runs the command, and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Register the handlers before serving, so that a signal during startup is not lost.
+    let shutdown = shutdown_signal().context("cannot install signal handlers")?;
+    match cli.command {
+        Command::Serve { config } => {
+            let config = Config::load(&config)?;
+            if config.mdm == MdmSettings::AllowAll {
+                tracing::warn!(
+                    "[mdm] kind = \"allow_all\": every device counts as managed; use only for development"
+                );
+            }
+            let ca = Ca::builder(config.clone()).build().await.context("cannot start the CA")?;
+            let main = TcpListener::bind(config.server.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+            let cert_auth = match &config.cert_auth {
+                Some(listener) => Some(
+                    TcpListener::bind(listener.listen)
+                        .await
+                        .with_context(|| format!("cannot listen on {}", listener.listen))?,
+                ),
+                None => None,
+            };
+            server::serve_listeners(Listeners { main, cert_auth }, ca, shutdown).await?;
+        }
+        Command::Dev { listen, data_dir, managed_devices } => {
+            let listener =
+                TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            let local = listener.local_addr().context("cannot read the listening address")?;
+            let env = dev::prepare(&DevOptions { data_dir, managed_devices }, local)
+                .context("cannot prepare the data directory")?;
+            if env.allows_all_devices {
+                eprintln!(
+                    "warning: no --managed-devices list: every device counts as managed. Use this only for development."
+                );
+            }
+            let ca = Ca::builder(env.config.clone()).build().await.context("cannot start the CA")?;
+            // The listener is bound and listening: connections from here on are accepted.
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "{}", env.ready_line())
+                .and_then(|()| stdout.flush())
+                .context("cannot write to stdout")?;
+            drop(stdout);
+            server::serve(listener, ca, shutdown).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Completes at the first SIGINT or SIGTERM.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        }
+    })
+}

@@ -1,0 +1,425 @@
+//! The CA's configuration: the TOML file of `devicetrust-ca serve --config FILE`
+//! (documented setting by setting in `ca-server/config.example.toml`).
+//!
+//! These types are the file's shape and its defaults, nothing more: loading keys, tokens
+//! and certificates from the paths named here happens when the CA is built
+//! ([`crate::service::CaBuilder`]). Unknown keys are refused, so a typo is an error at
+//! startup rather than a silently ignored setting. Secrets never live in this file: tokens
+//! name a file or an environment variable.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::mdm::MdmSettings;
+use crate::secret::SecretSource;
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`: listener, TLS, data directory, the cert-auth domain.
+    pub server: ServerSettings,
+    /// `[cert_auth]`: an optional second listener for the cert-auth domain.
+    #[serde(default)]
+    pub cert_auth: Option<CertAuthListener>,
+    /// `[ca]`: the issuing CA and the certificate profile.
+    #[serde(default)]
+    pub ca: CaSettings,
+    /// `[tokens]`: where the enrollment and admin tokens come from.
+    pub tokens: TokenSettings,
+    /// `[limits]`: rate limits.
+    #[serde(default)]
+    pub limits: LimitSettings,
+    /// `[store]`: the database.
+    #[serde(default)]
+    pub store: StoreSettings,
+    /// `[mdm]`: which MDM is asked whether a device is managed.
+    pub mdm: MdmSettings,
+}
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the config file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the right shape.
+    #[error("invalid config file {path}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid setting `{setting}`: {reason}")]
+    Invalid {
+        /// The setting, e.g. `ca.certificate_lifetime_days`.
+        setting: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a TOML file. Relative paths in it are taken relative to the
+    /// file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let mut config = Self::parse(&text)
+            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?;
+        if let Some(base) = path.parent() {
+            config.resolve_relative_to(base);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text (no validation, no path resolution).
+    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    fn resolve_relative_to(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.server.data_dir);
+        fix(&mut self.server.tls.certificate);
+        fix(&mut self.server.tls.private_key);
+        if let Some(listener) = &mut self.cert_auth
+            && let Some(tls) = &mut listener.tls
+        {
+            fix(&mut tls.certificate);
+            fix(&mut tls.private_key);
+        }
+        for p in [&mut self.ca.certificate, &mut self.ca.private_key].into_iter().flatten() {
+            fix(p);
+        }
+        self.ca.chain.iter_mut().for_each(fix);
+        for source in [&mut self.tokens.enrollment, &mut self.tokens.admin] {
+            if let Some(p) = &mut source.file {
+                fix(p);
+            }
+        }
+        match &mut self.mdm {
+            MdmSettings::StaticList { path } => fix(path),
+            MdmSettings::Jamf(jamf) => {
+                for p in [&mut jamf.client_secret_file, &mut jamf.ca_bundle].into_iter().flatten() {
+                    fix(p);
+                }
+            }
+            MdmSettings::AllowAll => {}
+        }
+        // The SQLite path is relative to the data directory, not to the file.
+    }
+
+    /// Checks ranges and combinations serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |setting, reason: &str| Err(ConfigError::Invalid { setting, reason: reason.to_owned() });
+        let url = match url::Url::parse(&self.server.cert_auth_domain) {
+            Ok(url) => url,
+            Err(e) => return invalid("server.cert_auth_domain", &e.to_string()),
+        };
+        if url.scheme() != "https"
+            || url.host().is_none()
+            || !matches!(url.path(), "" | "/")
+            || url.query().is_some()
+        {
+            return invalid(
+                "server.cert_auth_domain",
+                "must be an https origin such as https://ca.example.com:8443",
+            );
+        }
+        if !(1..=3650).contains(&self.ca.certificate_lifetime_days) {
+            return invalid("ca.certificate_lifetime_days", "must be between 1 and 3650");
+        }
+        if self.ca.renew_before_days >= self.ca.certificate_lifetime_days {
+            return invalid("ca.renew_before_days", "must be shorter than the certificate lifetime");
+        }
+        if self.ca.max_unbound_certificates == 0 {
+            return invalid("ca.max_unbound_certificates", "must be at least 1");
+        }
+        if self.ca.backdate_secs > 86_400 {
+            return invalid("ca.backdate_secs", "must be at most 86400 (a day)");
+        }
+        if self.ca.subject_common_name.trim().is_empty() {
+            return invalid("ca.subject_common_name", "must not be empty");
+        }
+        if self.ca.certificate.is_some() != self.ca.private_key.is_some() {
+            return invalid("ca.certificate", "set both ca.certificate and ca.private_key, or neither");
+        }
+        if self.ca.crl_validity_hours == 0 {
+            return invalid("ca.crl_validity_hours", "must be at least 1");
+        }
+        if self.limits.enrollments_per_minute == 0 {
+            return invalid("limits.enrollments_per_minute", "must be at least 1");
+        }
+        if let Some(learn_more) = &self.server.learn_more_url
+            && !matches!(
+                url::Url::parse(learn_more).map(|u| u.scheme().to_owned()).as_deref(),
+                Ok("https" | "http")
+            )
+        {
+            return invalid("server.learn_more_url", "must be an http(s) URL");
+        }
+        Ok(())
+    }
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// `listen`: address of the main listener (every endpoint).
+    pub listen: SocketAddr,
+    /// `cert_auth_domain`: the https origin where browsers present certificates, as
+    /// published in the metadata.
+    pub cert_auth_domain: String,
+    /// `data_dir`: where the database and a generated CA live. Created with mode 0700.
+    pub data_dir: PathBuf,
+    /// `[server.tls]`: the server certificate of the main listener.
+    pub tls: TlsFiles,
+    /// `read_only` (default false): refuse every write with 503 `read_only`.
+    #[serde(default)]
+    pub read_only: bool,
+    /// `learn_more_url`: the "Learn more" link of the verify endpoint's HTML page.
+    #[serde(default)]
+    pub learn_more_url: Option<String>,
+    /// `shutdown_grace_secs` (default 30): how long requests in flight may take to finish
+    /// after SIGTERM.
+    #[serde(default = "default_shutdown_grace_secs")]
+    pub shutdown_grace_secs: u64,
+}
+
+fn default_shutdown_grace_secs() -> u64 {
+    30
+}
+
+/// A certificate chain and its key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// `certificate`: the chain, leaf first.
+    pub certificate: PathBuf,
+    /// `private_key`: the key (PKCS#8, PKCS#1 or SEC1 PEM).
+    pub private_key: PathBuf,
+}
+
+/// `[cert_auth]`: a second listener serving the verify endpoint (and the CRL) only.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertAuthListener {
+    /// `listen`: its address.
+    pub listen: SocketAddr,
+    /// `[cert_auth.tls]`: its server certificate; defaults to `[server.tls]`.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+}
+
+/// `[ca]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaSettings {
+    /// `certificate`: PEM of an existing issuing CA. With `private_key`; without both, a CA
+    /// is generated in the data directory at first start.
+    pub certificate: Option<PathBuf>,
+    /// `private_key`: its PKCS#8 PEM key (mode 0600).
+    pub private_key: Option<PathBuf>,
+    /// `chain`: further PEM certificates sent after the issuer (if it is an intermediate).
+    pub chain: Vec<PathBuf>,
+    /// `issuer_common_name` (default `MTLS Certificate Authority`): CN of a generated CA.
+    pub issuer_common_name: String,
+    /// `generated_validity_days` (default 3650): validity of a generated CA.
+    pub generated_validity_days: u32,
+    /// `subject_common_name` (default `Device Trust`): subject CN of issued certificates.
+    pub subject_common_name: String,
+    /// `certificate_lifetime_days` (default 365).
+    pub certificate_lifetime_days: u32,
+    /// `renew_before_days` (default 30): published in the metadata.
+    pub renew_before_days: u32,
+    /// `max_unbound_certificates` (default 5).
+    pub max_unbound_certificates: u32,
+    /// `backdate_secs` (default 300): notBefore is this far before issuance.
+    pub backdate_secs: u32,
+    /// `crl_validity_hours` (default 24): the CRL's nextUpdate after its thisUpdate.
+    pub crl_validity_hours: u32,
+}
+
+impl Default for CaSettings {
+    fn default() -> Self {
+        Self {
+            certificate: None,
+            private_key: None,
+            chain: Vec::new(),
+            issuer_common_name: crate::authority::DEFAULT_ISSUER_COMMON_NAME.to_owned(),
+            generated_validity_days: 3650,
+            subject_common_name: "Device Trust".to_owned(),
+            certificate_lifetime_days: 365,
+            renew_before_days: 30,
+            max_unbound_certificates: 5,
+            backdate_secs: 300,
+            crl_validity_hours: 24,
+        }
+    }
+}
+
+/// `[tokens]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    /// `enrollment = { file = "..." }` or `{ env = "VAR" }`: the bearer token of enroll.
+    pub enrollment: SecretSource,
+    /// `admin = { file = "..." }` or `{ env = "VAR" }`: the bearer token of the admin API.
+    pub admin: SecretSource,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// `enrollments_per_minute` (default 60): enroll and renew requests per device.
+    pub enrollments_per_minute: u32,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self { enrollments_per_minute: 60 }
+    }
+}
+
+/// `[store]`, chosen by `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum StoreSettings {
+    /// `kind = "sqlite"`.
+    Sqlite {
+        /// `path` (default `devicetrust-ca.sqlite3`): relative to the data directory.
+        #[serde(default = "default_sqlite_path")]
+        path: PathBuf,
+        /// `read_connections` (default 4).
+        #[serde(default = "default_read_connections")]
+        read_connections: u32,
+    },
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self::Sqlite { path: default_sqlite_path(), read_connections: default_read_connections() }
+    }
+}
+
+fn default_sqlite_path() -> PathBuf {
+    PathBuf::from("devicetrust-ca.sqlite3")
+}
+
+fn default_read_connections() -> u32 {
+    crate::store::sqlite::DEFAULT_READ_CONNECTIONS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [server]
+        listen = "127.0.0.1:8443"
+        cert_auth_domain = "https://ca.example.com:8443"
+        data_dir = "data"
+        tls = { certificate = "tls.pem", private_key = "tls.key" }
+
+        [tokens]
+        enrollment = { file = "enrollment-token" }
+        admin = { env = "DEVICETRUST_ADMIN_TOKEN" }
+
+        [mdm]
+        kind = "allow_all"
+    "#;
+
+    #[test]
+    fn minimal_file_gets_the_defaults() {
+        let config = Config::parse(MINIMAL).expect("parse");
+        config.validate().expect("valid");
+        assert_eq!(config.ca, CaSettings::default());
+        assert_eq!(config.limits.enrollments_per_minute, 60);
+        assert_eq!(config.mdm, MdmSettings::AllowAll);
+        assert!(config.cert_auth.is_none());
+    }
+
+    #[test]
+    fn the_example_file_parses_and_validates() {
+        let text = include_str!("../config.example.toml");
+        let config = Config::parse(text).expect("config.example.toml parses");
+        config.validate().expect("config.example.toml validates");
+    }
+
+    #[test]
+    fn validation() {
+        let cases: [(&str, &str, Option<&str>); 6] = [
+            ("ok/minimal", "", None),
+            ("fail/http-domain", "server.cert_auth_domain = 'http://x'", Some("server.cert_auth_domain")),
+            (
+                "fail/domain-with-path",
+                "server.cert_auth_domain = 'https://x/p'",
+                Some("server.cert_auth_domain"),
+            ),
+            ("fail/zero-limit", "ca.max_unbound_certificates = 0", Some("ca.max_unbound_certificates")),
+            ("fail/renew-window", "ca.renew_before_days = 400", Some("ca.renew_before_days")),
+            ("fail/half-ca", "ca.certificate = 'ca.pem'", Some("ca.certificate")),
+        ];
+        for (name, tweak, want) in cases {
+            let mut config = Config::parse(MINIMAL).expect("parse");
+            if let Some((key, value)) = tweak.split_once(" = ") {
+                let value = value.trim_matches('\'');
+                match key {
+                    "server.cert_auth_domain" => config.server.cert_auth_domain = value.into(),
+                    "ca.max_unbound_certificates" => {
+                        config.ca.max_unbound_certificates = value.parse().expect("n")
+                    }
+                    "ca.renew_before_days" => config.ca.renew_before_days = value.parse().expect("n"),
+                    "ca.certificate" => config.ca.certificate = Some(value.into()),
+                    other => panic!("{name}: unknown key {other}"),
+                }
+            }
+            match (config.validate(), want) {
+                (Ok(()), None) => {}
+                (Err(ConfigError::Invalid { setting, .. }), Some(want)) => {
+                    assert_eq!(setting, want, "{name}")
+                }
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let text = MINIMAL.replace("[tokens]", "[tokens]\nenrollment_token = 'x'");
+        assert!(Config::parse(&text).is_err());
+    }
+
+    #[test]
+    fn relative_paths_follow_the_file() {
+        let mut config = Config::parse(MINIMAL).expect("parse");
+        config.resolve_relative_to(Path::new("/etc/devicetrust-ca"));
+        assert_eq!(config.server.data_dir, Path::new("/etc/devicetrust-ca/data"));
+        assert_eq!(
+            config.tokens.enrollment.file.as_deref(),
+            Some(Path::new("/etc/devicetrust-ca/enrollment-token"))
+        );
+    }
+}

@@ -1,0 +1,724 @@
+//! The CA's behaviour, independent of HTTP: what enroll, renew, status, verify and the admin
+//! operations do, in the order the contract prescribes, and what they record.
+//!
+//! [`Ca`] holds everything a request needs (issuing CA, store, MDM, clock, tokens, rate
+//! limiter, TLS configurations) and is shared by every connection as an `Arc<Ca>`.
+//! [`CaBuilder`] turns a [`Config`] into a `Ca`, loading or generating every file the
+//! configuration names; tests swap in their own clock, MDM or store through it.
+//!
+//! Refusals are [`ApiError`]s. Recording them as FAILURE events is the HTTP layer's job
+//! ([`Ca::record_refusal`]), because it knows which request failed before the body was
+//! even parsed.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration as StdDuration;
+
+use ca_client::protocol::{
+    CertificateState, CertificateStatus, DeviceRecord, DeviceRef, EnrollRequest, Event, EventType,
+    IssuedCertificate, Metadata, Outcome, RenewRequest,
+};
+use chrono::{DateTime, Duration, Utc};
+use governor::clock::Clock as _;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use rustls::ServerConfig;
+
+use crate::authority::{self, Authority, Profile};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, ConfigError, StoreSettings};
+use crate::error::ApiError;
+use crate::fsutil;
+use crate::mdm::{self, ManagedDeviceCheck, MdmVerdict};
+use crate::secret::{SecretError, Token};
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
+use crate::store::{
+    AuthOutcome, Authentication, CertificateRow, EnrollOutcome, Enrollment, NewEvent, RenewOutcome, Renewal,
+    RevokeTarget, Store, StoreError,
+};
+use crate::tls::{self, IssuedCertVerifier, TlsError};
+
+/// Longest accepted identifier fields (UDID, serial number, versions).
+const MAX_ID_LEN: usize = 128;
+/// Longest accepted free-text fields (user, display name).
+const MAX_TEXT_LEN: usize = 256;
+/// How long a generated CRL is served before it is regenerated even without a local
+/// revocation (another CA instance may have revoked, certificates may have expired).
+const CRL_CACHE_SECS: i64 = 60;
+
+/// Why the CA could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory could not be created.
+    #[error("cannot create the data directory")]
+    DataDir(#[source] fsutil::WriteError),
+    /// The issuing CA could not be loaded or generated.
+    #[error(transparent)]
+    Authority(#[from] authority::AuthorityError),
+    /// A token could not be loaded.
+    #[error(transparent)]
+    Token(#[from] SecretError),
+    /// The admin token equals the enrollment token.
+    #[error("the admin token must differ from the enrollment token")]
+    SameTokens,
+    /// The MDM could not be set up.
+    #[error("cannot set up the mdm check")]
+    Mdm(#[source] mdm::MdmSetupError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A TLS configuration could not be built.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// A client certificate presented in the TLS handshake (already verified to chain to the
+/// issuing CA), as the HTTP layer hands it to the handlers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresentedCertificate {
+    /// Lowercase hex SHA-256 of the DER; the store's lookup key.
+    pub fingerprint: String,
+}
+
+impl PresentedCertificate {
+    /// Fingerprints a DER certificate.
+    pub fn from_der(der: &[u8]) -> Self {
+        use sha2::Digest as _;
+        Self { fingerprint: hex::encode(sha2::Sha256::digest(der)) }
+    }
+}
+
+/// Who and what a refusal concerns, as far as the request revealed it before failing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefusalContext {
+    /// The event type to record; `None` for requests the contract logs no event for.
+    pub event_type: Option<EventType>,
+    /// The user.
+    pub user: Option<String>,
+    /// The device.
+    pub udid: Option<String>,
+    /// The certificate.
+    pub serial: Option<String>,
+}
+
+impl RefusalContext {
+    /// A context recording events of `event_type`.
+    pub fn new(event_type: EventType) -> Self {
+        Self { event_type: Some(event_type), ..Self::default() }
+    }
+
+    /// A context that records no event.
+    pub fn unrecorded() -> Self {
+        Self::default()
+    }
+
+    /// Fills in what a stored certificate says.
+    pub fn certificate(&mut self, row: &CertificateRow) {
+        self.udid = Some(row.device_udid.clone());
+        self.serial = Some(row.serial.clone());
+        self.user.get_or_insert_with(|| row.bound_user.clone().unwrap_or_else(|| row.user.clone()));
+    }
+}
+
+/// The answer to enroll and renew: the certificate, and whether it was issued just now
+/// (201) or is an idempotent repeat (200).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueReply {
+    /// The response body.
+    pub body: IssuedCertificate,
+    /// Whether a new certificate was stored.
+    pub created: bool,
+}
+
+struct CachedCrl {
+    der: Arc<Vec<u8>>,
+    number: u64,
+    generated_at: DateTime<Utc>,
+    generation: u64,
+}
+
+/// The certificate authority service. See the module documentation.
+pub struct Ca {
+    authority: Authority,
+    store: Arc<dyn Store>,
+    mdm: Arc<dyn ManagedDeviceCheck>,
+    clock: Arc<dyn Clock>,
+    enrollment_token: Token,
+    admin_token: Token,
+    limiter: DefaultKeyedRateLimiter<String>,
+    read_only: AtomicBool,
+    cert_auth_domain: String,
+    learn_more_url: Option<String>,
+    lifetime_days: u32,
+    renew_before_days: u32,
+    max_unbound: u32,
+    crl_validity: Duration,
+    crl: tokio::sync::Mutex<Option<CachedCrl>>,
+    revocations: std::sync::atomic::AtomicU64,
+    tls_main: Arc<ServerConfig>,
+    tls_cert_auth: Arc<ServerConfig>,
+    shutdown_grace: StdDuration,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca")
+            .field("authority", &self.authority)
+            .field("store", &self.store)
+            .field("mdm", &self.mdm)
+            .field("cert_auth_domain", &self.cert_auth_domain)
+            .field("read_only", &self.read_only)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Ca`] from a [`Config`].
+#[derive(Debug)]
+pub struct CaBuilder {
+    config: Config,
+    clock: Option<Arc<dyn Clock>>,
+    mdm: Option<Arc<dyn ManagedDeviceCheck>>,
+    store: Option<Arc<dyn Store>>,
+}
+
+impl CaBuilder {
+    /// Uses `clock` instead of the system clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Uses `mdm` instead of the one `[mdm]` describes.
+    pub fn mdm(mut self, mdm: Arc<dyn ManagedDeviceCheck>) -> Self {
+        self.mdm = Some(mdm);
+        self
+    }
+
+    /// Uses `store` instead of the one `[store]` describes.
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Loads or generates everything the configuration names and opens the store.
+    pub async fn build(self) -> Result<Arc<Ca>, SetupError> {
+        let config = self.config;
+        config.validate()?;
+        let data_dir = &config.server.data_dir;
+        fsutil::create_private_dir(data_dir).map_err(SetupError::DataDir)?;
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+
+        let profile = Profile {
+            subject_common_name: config.ca.subject_common_name.clone(),
+            lifetime: Duration::days(i64::from(config.ca.certificate_lifetime_days)),
+            backdate: Duration::seconds(i64::from(config.ca.backdate_secs)),
+        };
+        let authority = match (&config.ca.certificate, &config.ca.private_key) {
+            (Some(cert), Some(key)) => Authority::load(cert, key, &config.ca.chain, profile)?,
+            _ => Authority::load_or_generate(
+                data_dir,
+                &config.ca.issuer_common_name,
+                Duration::days(i64::from(config.ca.generated_validity_days)),
+                clock.now(),
+                profile,
+            )?,
+        };
+        if authority.not_after()
+            < clock.now() + Duration::days(i64::from(config.ca.certificate_lifetime_days))
+        {
+            tracing::warn!(
+                not_after = %authority.not_after(),
+                "the issuing CA expires before certificates issued today; they will stop validating when it does"
+            );
+        }
+
+        let enrollment_token = config.tokens.enrollment.load("enrollment token")?;
+        let admin_token = config.tokens.admin.load("admin token")?;
+        if enrollment_token.same_as(&admin_token) {
+            return Err(SetupError::SameTokens);
+        }
+
+        let mdm = match self.mdm {
+            Some(mdm) => mdm,
+            None => mdm::from_settings(&config.mdm).map_err(SetupError::Mdm)?,
+        };
+
+        let store: Arc<dyn Store> = match self.store {
+            Some(store) => store,
+            None => match &config.store {
+                StoreSettings::Sqlite { path, read_connections } => {
+                    let path: PathBuf = data_dir.join(path);
+                    Arc::new(
+                        SqliteStore::open(&SqliteOptions { path, read_connections: *read_connections })
+                            .await?,
+                    )
+                }
+            },
+        };
+
+        let verifier = IssuedCertVerifier::new(authority.certificate_der().clone(), clock.clone())?;
+        let tls_main = tls::server_config(
+            tls::load_chain(&config.server.tls.certificate)?,
+            tls::load_key(&config.server.tls.private_key)?,
+            verifier.clone(),
+        )?;
+        let tls_cert_auth = match config.cert_auth.as_ref().and_then(|l| l.tls.as_ref()) {
+            Some(files) => tls::server_config(
+                tls::load_chain(&files.certificate)?,
+                tls::load_key(&files.private_key)?,
+                verifier,
+            )?,
+            None => tls_main.clone(),
+        };
+
+        let per_minute = NonZeroU32::new(config.limits.enrollments_per_minute).unwrap_or(NonZeroU32::MIN);
+        Ok(Arc::new(Ca {
+            authority,
+            store,
+            mdm,
+            clock,
+            enrollment_token,
+            admin_token,
+            limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            read_only: AtomicBool::new(config.server.read_only),
+            cert_auth_domain: config.server.cert_auth_domain.trim_end_matches('/').to_owned(),
+            learn_more_url: config.server.learn_more_url.clone(),
+            lifetime_days: config.ca.certificate_lifetime_days,
+            renew_before_days: config.ca.renew_before_days,
+            max_unbound: config.ca.max_unbound_certificates,
+            crl_validity: Duration::hours(i64::from(config.ca.crl_validity_hours)),
+            crl: tokio::sync::Mutex::new(None),
+            revocations: std::sync::atomic::AtomicU64::new(0),
+            tls_main,
+            tls_cert_auth,
+            shutdown_grace: StdDuration::from_secs(config.server.shutdown_grace_secs),
+        }))
+    }
+}
+
+impl Ca {
+    /// A builder for a CA described by `config`.
+    pub fn builder(config: Config) -> CaBuilder {
+        CaBuilder { config, clock: None, mdm: None, store: None }
+    }
+
+    /// The CA's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The issuing CA.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The TLS configuration of the main listener.
+    pub fn tls_main(&self) -> Arc<ServerConfig> {
+        self.tls_main.clone()
+    }
+
+    /// The TLS configuration of the cert-auth listener.
+    pub fn tls_cert_auth(&self) -> Arc<ServerConfig> {
+        self.tls_cert_auth.clone()
+    }
+
+    /// How long requests in flight may take after a shutdown signal.
+    pub fn shutdown_grace(&self) -> StdDuration {
+        self.shutdown_grace
+    }
+
+    /// The "Learn more" link of the verify page.
+    pub fn learn_more_url(&self) -> Option<&str> {
+        self.learn_more_url.as_deref()
+    }
+
+    /// Whether writes are refused.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only.load(Ordering::Relaxed)
+    }
+
+    /// Turns read-only mode on or off at runtime.
+    pub fn set_read_only(&self, read_only: bool) {
+        self.read_only.store(read_only, Ordering::Relaxed);
+        tracing::info!(read_only, "read-only mode changed");
+    }
+
+    /// Closes the store. Called once the listeners have drained.
+    pub async fn close(&self) {
+        self.store.close().await;
+    }
+
+    /// Forgets rate-limiter state of devices that have been quiet for a while.
+    pub fn prune_rate_limiter(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
+    /// The public metadata.
+    pub fn metadata(&self) -> Metadata {
+        Metadata {
+            cert_auth_domain: self.cert_auth_domain.clone(),
+            issuer_common_name: self.authority.issuer_common_name().to_owned(),
+            ca_certificates: self.authority.chain_pem().to_vec(),
+            certificate_lifetime_days: self.lifetime_days,
+            renew_before_days: self.renew_before_days,
+            max_unbound_certificates: self.max_unbound,
+            read_only: self.is_read_only(),
+        }
+    }
+
+    /// Refuses writes in read-only mode.
+    pub fn ensure_writable(&self) -> Result<(), ApiError> {
+        if self.is_read_only() { Err(ApiError::ReadOnly) } else { Ok(()) }
+    }
+
+    /// Checks a presented enrollment bearer token.
+    pub fn check_enrollment_token(&self, presented: Option<&str>) -> Result<(), ApiError> {
+        match presented {
+            Some(token) if self.enrollment_token.matches(token) => Ok(()),
+            _ => Err(ApiError::InvalidToken),
+        }
+    }
+
+    /// Checks a presented admin bearer token.
+    pub fn check_admin_token(&self, presented: Option<&str>) -> Result<(), ApiError> {
+        match presented {
+            Some(token) if self.admin_token.matches(token) => Ok(()),
+            _ => Err(ApiError::InvalidAdminToken),
+        }
+    }
+
+    fn rate_limit(&self, udid: &str) -> Result<(), ApiError> {
+        self.limiter.check_key(&udid.to_owned()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.limiter.clock().now());
+            // Round up: a client that waits exactly this long must get through.
+            let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            ApiError::RateLimited { retry_after_secs: retry_after_secs.max(1) }
+        })
+    }
+
+    async fn ask_mdm(&self, serial_number: &str, udid: &str) -> Result<(), ApiError> {
+        match self.mdm.check(serial_number, udid).await {
+            Ok(MdmVerdict::Managed) => Ok(()),
+            Ok(MdmVerdict::NotManaged(reason)) => Err(ApiError::DeviceNotManaged(reason)),
+            Err(e) => Err(ApiError::MdmUnavailable(e)),
+        }
+    }
+
+    fn reply(&self, row: &CertificateRow, created: bool) -> IssueReply {
+        IssueReply {
+            body: IssuedCertificate {
+                certificate: row.certificate_pem.clone(),
+                chain: self.authority.chain_pem().to_vec(),
+                serial_number: row.serial.clone(),
+                not_before: row.not_before,
+                not_after: row.not_after,
+                state: row.state,
+            },
+            created,
+        }
+    }
+
+    /// Enrollment, after the token and read-only checks: request shape, rate limit, CSR,
+    /// MDM, then issuance (which applies idempotency and the unbound limit).
+    pub async fn enroll(
+        &self,
+        request: &EnrollRequest,
+        context: &mut RefusalContext,
+    ) -> Result<IssueReply, ApiError> {
+        context.user = Some(request.user.clone());
+        context.udid = Some(request.device.udid.clone());
+        validate_enroll(request)?;
+        self.rate_limit(&request.device.udid)?;
+        let csr = authority::check_csr(&request.csr)?;
+        self.ask_mdm(&request.device.serial_number, &request.device.udid).await?;
+        let now = self.clock.now();
+        let issued = self.authority.issue(&csr, &request.device.udid, now)?;
+        let outcome = self
+            .store
+            .enroll(Enrollment {
+                device: &request.device,
+                platform: request.platform,
+                user: &request.user,
+                certificate: &issued,
+                max_unbound: self.max_unbound,
+                now,
+            })
+            .await?;
+        match outcome {
+            EnrollOutcome::Issued(row) => {
+                tracing::info!(serial = %row.serial, udid = %row.device_udid, user = %row.user, "issued a certificate");
+                Ok(self.reply(&row, true))
+            }
+            EnrollOutcome::Existing(row) => {
+                tracing::info!(serial = %row.serial, udid = %row.device_udid, "idempotent enrollment repeat");
+                Ok(self.reply(&row, false))
+            }
+            EnrollOutcome::LimitReached => Err(ApiError::EnrollmentLimitReached { max: self.max_unbound }),
+        }
+    }
+
+    /// Finds the stored certificate behind a presented client certificate.
+    pub async fn identify(
+        &self,
+        presented: Option<&PresentedCertificate>,
+        context: &mut RefusalContext,
+    ) -> Result<CertificateRow, ApiError> {
+        let presented = presented.ok_or(ApiError::ClientCertificateRequired("no client certificate"))?;
+        let row = self.store.certificate_by_fingerprint(&presented.fingerprint).await?.ok_or(
+            ApiError::ClientCertificateRequired("a certificate of this ca that it has no record of"),
+        )?;
+        context.certificate(&row);
+        Ok(row)
+    }
+
+    fn ensure_current(&self, row: &CertificateRow) -> Result<(), ApiError> {
+        if row.state == CertificateState::Revoked {
+            return Err(ApiError::CertificateRevoked { serial: row.serial.clone() });
+        }
+        if row.is_expired(self.clock.now()) {
+            return Err(ApiError::CertificateExpired {
+                serial: row.serial.clone(),
+                not_after: row.not_after,
+            });
+        }
+        Ok(())
+    }
+
+    /// Renewal with the presented certificate `old`: it must be current; then shape, rate
+    /// limit, CSR (with a new key), MDM, and issuance of the successor.
+    pub async fn renew(&self, old: &CertificateRow, request: &RenewRequest) -> Result<IssueReply, ApiError> {
+        self.ensure_current(old)?;
+        check_id("clientVersion", &request.client_version)?;
+        self.rate_limit(&old.device_udid)?;
+        let csr = authority::check_csr(&request.csr)?;
+        if csr.spki_sha256() == old.spki_sha256 {
+            return Err(authority::CsrError::KeyReused.into());
+        }
+        self.ask_mdm(&old.device_serial_number, &old.device_udid).await?;
+        let now = self.clock.now();
+        let issued = self.authority.issue(&csr, &old.device_udid, now)?;
+        let outcome = self
+            .store
+            .renew(Renewal {
+                presented_serial: &old.serial,
+                certificate: &issued,
+                max_unbound: self.max_unbound,
+                now,
+            })
+            .await?;
+        match outcome {
+            RenewOutcome::Issued(row) => {
+                tracing::info!(serial = %row.serial, renewed = %old.serial, udid = %row.device_udid, "renewed a certificate");
+                Ok(self.reply(&row, true))
+            }
+            RenewOutcome::Existing(row) => Ok(self.reply(&row, false)),
+            RenewOutcome::LimitReached => Err(ApiError::EnrollmentLimitReached { max: self.max_unbound }),
+            RenewOutcome::Revoked(row) => Err(ApiError::CertificateRevoked { serial: row.serial }),
+            RenewOutcome::Expired(row) => {
+                Err(ApiError::CertificateExpired { serial: row.serial, not_after: row.not_after })
+            }
+            RenewOutcome::Unknown => {
+                Err(ApiError::ClientCertificateRequired("a certificate that vanished from the store"))
+            }
+        }
+    }
+
+    /// The status of the presented certificate. A revoked one is reported (200), so that
+    /// the agent learns it must uninstall; an expired one is refused.
+    pub fn status(&self, row: &CertificateRow) -> Result<CertificateStatus, ApiError> {
+        if row.state != CertificateState::Revoked && row.is_expired(self.clock.now()) {
+            return Err(ApiError::CertificateExpired {
+                serial: row.serial.clone(),
+                not_after: row.not_after,
+            });
+        }
+        Ok(CertificateStatus {
+            serial_number: row.serial.clone(),
+            state: row.state,
+            bound_user: row.bound_user.clone(),
+            not_after: row.not_after,
+            device: DeviceRef { udid: row.device_udid.clone() },
+        })
+    }
+
+    /// Verification at the cert-auth domain: binds at first use (unless read-only).
+    pub async fn verify(
+        &self,
+        row: &CertificateRow,
+        user: Option<&str>,
+        context: &mut RefusalContext,
+    ) -> Result<CertificateRow, ApiError> {
+        if let Some(user) = user {
+            context.user = Some(user.to_owned());
+            check_text("user", user, false)?;
+        }
+        let outcome = self
+            .store
+            .authenticate(Authentication {
+                serial: &row.serial,
+                user,
+                bind: !self.is_read_only(),
+                now: self.clock.now(),
+            })
+            .await?;
+        match outcome {
+            AuthOutcome::Trusted(row) => Ok(row),
+            AuthOutcome::Revoked(row) => Err(ApiError::CertificateRevoked { serial: row.serial }),
+            AuthOutcome::Expired(row) => {
+                Err(ApiError::CertificateExpired { serial: row.serial, not_after: row.not_after })
+            }
+            AuthOutcome::Unknown => {
+                Err(ApiError::ClientCertificateRequired("a certificate that vanished from the store"))
+            }
+        }
+    }
+
+    /// Revokes every current certificate of a user or device; returns how many.
+    pub async fn revoke(&self, target: RevokeTarget<'_>) -> Result<u64, ApiError> {
+        let serials = self.store.revoke(target, self.clock.now()).await?;
+        if !serials.is_empty() {
+            self.revocations.fetch_add(1, Ordering::SeqCst);
+        }
+        tracing::info!(?target, count = serials.len(), "revoked certificates");
+        Ok(serials.len() as u64)
+    }
+
+    /// A device and its certificates.
+    pub async fn device(&self, udid: &str) -> Result<DeviceRecord, ApiError> {
+        self.store.device(udid).await?.ok_or(ApiError::NotFound)
+    }
+
+    /// The system log after `after`.
+    pub async fn events(&self, after: i64, limit: u32) -> Result<Vec<Event>, ApiError> {
+        Ok(self.store.events(after, limit).await?)
+    }
+
+    /// The DER CRL, regenerated after a revocation and at least every minute.
+    pub async fn crl(&self) -> Result<Arc<Vec<u8>>, ApiError> {
+        let now = self.clock.now();
+        let generation = self.revocations.load(Ordering::SeqCst);
+        let mut cached = self.crl.lock().await;
+        if let Some(crl) = cached.as_ref()
+            && crl.generation == generation
+            && (now - crl.generated_at).num_seconds() < CRL_CACHE_SECS
+            && now >= crl.generated_at
+        {
+            return Ok(crl.der.clone());
+        }
+        let revoked = self.store.revoked_unexpired(now).await?;
+        // CRL numbers must increase; the clock keeps them increasing across restarts.
+        let number =
+            cached.as_ref().map_or(0, |c| c.number + 1).max(u64::try_from(now.timestamp()).unwrap_or(0));
+        let der = Arc::new(self.authority.crl(&revoked, now, now + self.crl_validity, number)?);
+        *cached = Some(CachedCrl { der: der.clone(), number, generated_at: now, generation });
+        Ok(der)
+    }
+
+    /// Records a refusal as a FAILURE event (when its context names an event type) and logs
+    /// it. A failure to record is logged, never turned into a second error.
+    pub async fn record_refusal(&self, context: &RefusalContext, error: &ApiError) {
+        if error.is_internal() {
+            tracing::error!(error = %ErrorChain(error), udid = context.udid.as_deref().unwrap_or("-"), "request failed");
+        } else {
+            tracing::info!(
+                code = error.code_str(),
+                reason = %ErrorChain(error),
+                udid = context.udid.as_deref().unwrap_or("-"),
+                user = context.user.as_deref().unwrap_or("-"),
+                "refused"
+            );
+        }
+        let Some(event_type) = context.event_type else { return };
+        let event = NewEvent {
+            published: self.clock.now(),
+            event_type,
+            outcome: Outcome::Failure,
+            user: context.user.clone(),
+            udid: context.udid.clone(),
+            serial: context.serial.clone(),
+            reason: Some(error.code_str().to_owned()),
+        };
+        if let Err(e) = self.store.record(event).await {
+            tracing::error!(error = %ErrorChain(&e), "cannot record a refusal event");
+        }
+    }
+}
+
+/// Displays an error with its sources, `a: b: c`.
+#[derive(Debug)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+fn validate_enroll(request: &EnrollRequest) -> Result<(), ApiError> {
+    check_id("clientVersion", &request.client_version)?;
+    check_id("device.udid", &request.device.udid)?;
+    check_id("device.serialNumber", &request.device.serial_number)?;
+    check_text("device.displayName", &request.device.display_name, true)?;
+    check_text("device.osVersion", &request.device.os_version, true)?;
+    check_text("user", &request.user, false)?;
+    Ok(())
+}
+
+/// Identifiers end up in URIs (the SAN), logs and MDM queries: unreserved URI characters
+/// only.
+fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty() || value.len() > MAX_ID_LEN {
+        return Err(ApiError::InvalidRequest(format!("`{field}` must be 1 to {MAX_ID_LEN} characters")));
+    }
+    if !value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')) {
+        return Err(ApiError::InvalidRequest(format!(
+            "`{field}` may contain only letters, digits, '-', '.', '_' and '~'"
+        )));
+    }
+    Ok(())
+}
+
+fn check_text(field: &str, value: &str, may_be_empty: bool) -> Result<(), ApiError> {
+    if (!may_be_empty && value.trim().is_empty()) || value.chars().count() > MAX_TEXT_LEN {
+        let min = if may_be_empty { 0 } else { 1 };
+        return Err(ApiError::InvalidRequest(format!(
+            "`{field}` must be {min} to {MAX_TEXT_LEN} characters"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::InvalidRequest(format!("`{field}` must not contain control characters")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_checks() {
+        let cases: [(&str, Result<(), ()>); 6] = [
+            ("ok/uuid", check_id("x", "564D2C3F-0B5A-4F6B-9C1D-1A2B3C4D5E6F").map_err(drop)),
+            ("fail/empty", check_id("x", "").map_err(drop)),
+            ("fail/space", check_id("x", "a b").map_err(drop)),
+            ("fail/slash", check_id("x", "a/b").map_err(drop)),
+            ("ok/display-name", check_text("x", "Alice's MacBook Pro", true).map_err(drop)),
+            ("fail/newline", check_text("x", "alice\nroot", false).map_err(drop)),
+        ];
+        for (name, got) in cases {
+            assert_eq!(got.is_ok(), name.starts_with("ok/"), "{name}");
+        }
+    }
+}

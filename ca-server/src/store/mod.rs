@@ -1,0 +1,271 @@
+//! Persistence: devices, certificates and the system log, behind the [`Store`] trait.
+//!
+//! Each operation that changes state is one transaction that re-checks everything it relies
+//! on (the idempotency key, the unbound count, the state of a presented certificate) while
+//! holding the write lock. Checks the service did earlier are only a fast path; the
+//! store's answer is the one that counts. Success events are written in the same
+//! transaction as the change they describe, so the log never disagrees with the data.
+//!
+//! [`sqlite::SqliteStore`] is the embedded default. The trait speaks in protocol types and
+//! plain values (no SQL types) so that a PostgreSQL store can implement it later.
+
+pub mod sqlite;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use ca_client::protocol::{CertificateState, DeviceInfo, DeviceRecord, Event, EventType, Outcome, Platform};
+use chrono::{DateTime, Utc};
+
+use crate::authority::{Issued, RevokedEntry};
+
+/// Why the store failed. Internal: clients see `internal`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database could not be opened or migrated.
+    #[error("cannot open the database at {path}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The store has been closed.
+    #[error("the store is closed")]
+    Closed,
+    /// A query failed.
+    #[error("database error while trying to {operation}")]
+    Query {
+        /// What the store was doing.
+        operation: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A stored value cannot be read back.
+    #[error("the database holds an unreadable {what}: {value:?}")]
+    Corrupt {
+        /// Which column.
+        what: &'static str,
+        /// The value.
+        value: String,
+    },
+}
+
+/// A certificate as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CertificateRow {
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// The device's UDID.
+    pub device_udid: String,
+    /// The device's serial number (the MDM lookup key), as last enrolled.
+    pub device_serial_number: String,
+    /// The enrolling user.
+    pub user: String,
+    /// The user bound at first use.
+    pub bound_user: Option<String>,
+    /// Lowercase hex SHA-256 of the SubjectPublicKeyInfo.
+    pub spki_sha256: String,
+    /// Lowercase hex SHA-256 of the DER certificate.
+    pub fingerprint: String,
+    /// State.
+    pub state: CertificateState,
+    /// Start of validity.
+    pub not_before: DateTime<Utc>,
+    /// End of validity.
+    pub not_after: DateTime<Utc>,
+    /// When it was issued.
+    pub issued_at: DateTime<Utc>,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// The certificate that replaced it at renewal.
+    pub superseded_by: Option<String>,
+    /// The certificate, PEM.
+    pub certificate_pem: String,
+}
+
+impl fmt::Debug for CertificateRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificateRow")
+            .field("serial", &self.serial)
+            .field("device_udid", &self.device_udid)
+            .field("state", &self.state)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertificateRow {
+    /// Whether `now` is past its notAfter.
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        now >= self.not_after
+    }
+}
+
+/// An enrollment to carry out.
+#[derive(Debug, Clone, Copy)]
+pub struct Enrollment<'a> {
+    /// The device as the request describes it.
+    pub device: &'a DeviceInfo,
+    /// The agent's platform.
+    pub platform: Platform,
+    /// The enrolling user.
+    pub user: &'a str,
+    /// The signed certificate to store if nothing stands in the way.
+    pub certificate: &'a Issued,
+    /// The unbound limit.
+    pub max_unbound: u32,
+    /// Now.
+    pub now: DateTime<Utc>,
+}
+
+/// What an enrollment did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EnrollOutcome {
+    /// The certificate was stored.
+    Issued(CertificateRow),
+    /// The device already holds an active certificate for this key; nothing was stored.
+    Existing(CertificateRow),
+    /// The device holds `max_unbound` unbound certificates; nothing was stored.
+    LimitReached,
+}
+
+/// A renewal to carry out.
+#[derive(Debug, Clone, Copy)]
+pub struct Renewal<'a> {
+    /// The serial of the certificate presented over mutual TLS.
+    pub presented_serial: &'a str,
+    /// The signed successor to store if nothing stands in the way.
+    pub certificate: &'a Issued,
+    /// The unbound limit.
+    pub max_unbound: u32,
+    /// Now.
+    pub now: DateTime<Utc>,
+}
+
+/// What a renewal did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RenewOutcome {
+    /// The successor was stored and the presented certificate superseded.
+    Issued(CertificateRow),
+    /// The device already holds an active certificate for the new key; nothing changed.
+    Existing(CertificateRow),
+    /// The successor would be unbound and the device is at its limit.
+    LimitReached,
+    /// The presented certificate was revoked (possibly a moment ago).
+    Revoked(CertificateRow),
+    /// The presented certificate is past its notAfter.
+    Expired(CertificateRow),
+    /// The presented certificate is not in the store.
+    Unknown,
+}
+
+/// A certificate presented at the cert-auth domain.
+#[derive(Debug, Clone, Copy)]
+pub struct Authentication<'a> {
+    /// Its serial.
+    pub serial: &'a str,
+    /// The application's signed-in user, if the caller named one.
+    pub user: Option<&'a str>,
+    /// Whether to bind an unbound certificate (false in read-only mode).
+    pub bind: bool,
+    /// Now.
+    pub now: DateTime<Utc>,
+}
+
+/// What an authentication found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthOutcome {
+    /// Valid; the row after binding.
+    Trusted(CertificateRow),
+    /// Revoked.
+    Revoked(CertificateRow),
+    /// Past its notAfter.
+    Expired(CertificateRow),
+    /// Not in the store.
+    Unknown,
+}
+
+/// Whose certificates to revoke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeTarget<'a> {
+    /// Every certificate issued to or bound to this user.
+    User(&'a str),
+    /// Every certificate of this device.
+    Device(&'a str),
+}
+
+/// An event to append to the system log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// When.
+    pub published: DateTime<Utc>,
+    /// What.
+    pub event_type: EventType,
+    /// Success or failure.
+    pub outcome: Outcome,
+    /// The user concerned.
+    pub user: Option<String>,
+    /// The device concerned.
+    pub udid: Option<String>,
+    /// The certificate concerned.
+    pub serial: Option<String>,
+    /// The error code of a refusal.
+    pub reason: Option<String>,
+}
+
+/// Devices, certificates and events.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// The unexpired, unrevoked, not superseded certificate of `udid` for this key, if any.
+    async fn active_certificate_for_key(
+        &self,
+        udid: &str,
+        spki_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<CertificateRow>, StoreError>;
+
+    /// The certificate with this DER SHA-256, in any state.
+    async fn certificate_by_fingerprint(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<CertificateRow>, StoreError>;
+
+    /// Stores a new certificate unless the idempotency key or the limit says otherwise;
+    /// records `user.credential.enroll` (and `pki.cert.issue`) on success.
+    async fn enroll(&self, enrollment: Enrollment<'_>) -> Result<EnrollOutcome, StoreError>;
+
+    /// Stores a successor and supersedes the presented certificate; records
+    /// `pki.cert.renew` (and `pki.cert.issue`) on success.
+    async fn renew(&self, renewal: Renewal<'_>) -> Result<RenewOutcome, StoreError>;
+
+    /// Checks a presented certificate, binds it at first use, records
+    /// `user.authentication.authenticate` on success.
+    async fn authenticate(&self, authentication: Authentication<'_>) -> Result<AuthOutcome, StoreError>;
+
+    /// Revokes every unexpired, unrevoked certificate of the target; records one
+    /// `pki.cert.revoke` per certificate. Returns the revoked serials.
+    async fn revoke(&self, target: RevokeTarget<'_>, now: DateTime<Utc>) -> Result<Vec<String>, StoreError>;
+
+    /// The device and all its certificates, oldest first.
+    async fn device(&self, udid: &str) -> Result<Option<DeviceRecord>, StoreError>;
+
+    /// Events with an id above `after`, oldest first, at most `limit`.
+    async fn events(&self, after: i64, limit: u32) -> Result<Vec<Event>, StoreError>;
+
+    /// Appends one event (refusals).
+    async fn record(&self, event: NewEvent) -> Result<(), StoreError>;
+
+    /// Revoked certificates that have not expired yet: the CRL's content.
+    async fn revoked_unexpired(&self, now: DateTime<Utc>) -> Result<Vec<RevokedEntry>, StoreError>;
+
+    /// Finishes pending work and closes the database.
+    async fn close(&self);
+}

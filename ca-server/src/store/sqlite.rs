@@ -1,0 +1,1014 @@
+//! The embedded SQLite store (sqlx), in WAL mode in the data directory.
+//!
+//! **Writes** go to one task that owns the only write connection. It takes every write
+//! waiting in its queue (up to [`MAX_BATCH`]), runs them one after the other inside a single
+//! `BEGIN IMMEDIATE` transaction, commits once, and only then answers each caller. So:
+//!
+//! - writes are serialised: each sees the effects of the ones before it, which is what
+//!   makes concurrent identical enrollments issue exactly once and keeps the unbound count
+//!   from ever passing the limit (the count is read and the certificate inserted by the
+//!   same writer, with nothing in between);
+//! - `BEGIN IMMEDIATE` takes SQLite's write lock before the first read, so even another
+//!   process writing to the file could not slip in between;
+//! - under load, many writes share one commit (group commit), and each write is at most
+//!   two round trips to SQLite's connection thread (a probe, then one multi-statement
+//!   write). Round trips, not SQL, are what an issuance costs here: each one hands work to
+//!   sqlx's connection thread and back.
+//!
+//! A write that fails aborts its batch; the batch is then retried one write per
+//! transaction, so one bad write cannot fail the others.
+//!
+//! **Reads** go through a pool of read-only connections, which WAL lets run alongside the
+//! writer.
+//!
+//! `synchronous = NORMAL` in WAL mode means a commit survives a process crash but the last
+//! transactions may be lost on power failure; that is the usual trade-off for WAL and keeps
+//! issuance from waiting on an fsync per batch.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ca_client::protocol::{
+    CertificateRecord, CertificateState, DeviceInfo, DeviceRecord, DeviceRef, Event, EventType, Outcome,
+    Platform,
+};
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{ConnectOptions as _, Connection as _};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    AuthOutcome, Authentication, CertificateRow, EnrollOutcome, Enrollment, NewEvent, RenewOutcome, Renewal,
+    RevokeTarget, Store, StoreError,
+};
+use crate::authority::{Issued, RevokedEntry};
+
+/// Default number of read connections.
+pub const DEFAULT_READ_CONNECTIONS: u32 = 4;
+/// Most writes committed together.
+pub const MAX_BATCH: usize = 64;
+/// Writes waiting for the writer before callers wait to enqueue.
+const QUEUE: usize = 1024;
+
+/// Options of the SQLite store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// The database file.
+    pub path: PathBuf,
+    /// Size of the read pool.
+    pub read_connections: u32,
+}
+
+/// The SQLite store.
+#[derive(Debug)]
+pub struct SqliteStore {
+    jobs: mpsc::Sender<Job>,
+    reader: SqlitePool,
+}
+
+/// One write, with everything it needs owned, and where to send its result.
+#[derive(Debug)]
+struct Job {
+    work: Work,
+    reply: oneshot::Sender<Result<Done, StoreError>>,
+}
+
+#[derive(Debug)]
+enum Work {
+    Enroll {
+        device: DeviceInfo,
+        platform: Platform,
+        user: String,
+        certificate: Issued,
+        max_unbound: u32,
+        now: DateTime<Utc>,
+    },
+    Renew {
+        presented_serial: String,
+        certificate: Issued,
+        max_unbound: u32,
+        now: DateTime<Utc>,
+    },
+    Authenticate {
+        serial: String,
+        user: Option<String>,
+        bind: bool,
+        now: DateTime<Utc>,
+    },
+    Revoke {
+        user: Option<String>,
+        udid: Option<String>,
+        now: DateTime<Utc>,
+    },
+    Record(NewEvent),
+    /// Finish what is queued, close the connection, then answer.
+    Shutdown,
+}
+
+#[derive(Debug)]
+enum Done {
+    Enroll(EnrollOutcome),
+    Renew(RenewOutcome),
+    Authenticate(AuthOutcome),
+    Revoke(Vec<String>),
+    Record,
+    Shutdown,
+}
+
+/// `SELECT <certificate columns> [, extra columns] FROM certificates c JOIN devices d <rest>`.
+macro_rules! select_certificates {
+    ($rest:literal) => {
+        select_certificates!("", $rest)
+    };
+    ($extra:literal, $rest:literal) => {
+        concat!(
+            "SELECT c.serial, c.device_udid, d.serial_number AS device_serial_number, c.user_name, c.bound_user, ",
+            "c.spki_sha256, c.fingerprint, c.state, c.not_before_ms, c.not_after_ms, c.issued_at_ms, c.revoked_at_ms, ",
+            "c.superseded_by, c.certificate_pem",
+            $extra,
+            " FROM certificates c JOIN devices d ON d.udid = c.device_udid ",
+            $rest
+        )
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct CertDb {
+    serial: String,
+    device_udid: String,
+    device_serial_number: String,
+    user_name: String,
+    bound_user: Option<String>,
+    spki_sha256: String,
+    fingerprint: String,
+    state: String,
+    not_before_ms: i64,
+    not_after_ms: i64,
+    issued_at_ms: i64,
+    revoked_at_ms: Option<i64>,
+    superseded_by: Option<String>,
+    certificate_pem: String,
+}
+
+impl TryFrom<CertDb> for CertificateRow {
+    type Error = StoreError;
+
+    fn try_from(db: CertDb) -> Result<Self, StoreError> {
+        Ok(Self {
+            state: CertificateState::from_str(&db.state)
+                .map_err(|_| StoreError::Corrupt { what: "certificate state", value: db.state.clone() })?,
+            not_before: from_ms(db.not_before_ms)?,
+            not_after: from_ms(db.not_after_ms)?,
+            issued_at: from_ms(db.issued_at_ms)?,
+            revoked_at: db.revoked_at_ms.map(from_ms).transpose()?,
+            serial: db.serial,
+            device_udid: db.device_udid,
+            device_serial_number: db.device_serial_number,
+            user: db.user_name,
+            bound_user: db.bound_user,
+            spki_sha256: db.spki_sha256,
+            fingerprint: db.fingerprint,
+            superseded_by: db.superseded_by,
+            certificate_pem: db.certificate_pem,
+        })
+    }
+}
+
+/// What a renewal needs to know about the presented certificate, in one query.
+#[derive(sqlx::FromRow)]
+struct RenewProbe {
+    #[sqlx(flatten)]
+    old: CertDb,
+    existing_serial: Option<String>,
+    unbound: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct EventDb {
+    id: i64,
+    published_ms: i64,
+    event_type: String,
+    outcome: String,
+    user_name: Option<String>,
+    device_udid: Option<String>,
+    serial: Option<String>,
+    reason: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct DeviceDb {
+    udid: String,
+    serial_number: String,
+    display_name: String,
+    os_version: String,
+    platform: String,
+    created_at_ms: i64,
+}
+
+fn from_ms(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or(StoreError::Corrupt { what: "timestamp", value: ms.to_string() })
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn query_error(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| StoreError::Query { operation, source: Box::new(e) }
+}
+
+fn outcome_str(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Success => "SUCCESS",
+        Outcome::Failure => "FAILURE",
+    }
+}
+
+fn count(n: i64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database, and starts the writer.
+    pub async fn open(options: &SqliteOptions) -> Result<Self, StoreError> {
+        let open_err =
+            |source: sqlx::Error| StoreError::Open { path: options.path.clone(), source: Box::new(source) };
+        let connect = SqliteConnectOptions::new()
+            .filename(&options.path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5))
+            .pragma("temp_store", "memory");
+        let mut writer = connect.connect().await.map_err(open_err)?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut writer)
+            .await
+            .map_err(|e| StoreError::Open { path: options.path.clone(), source: Box::new(e) })?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(options.read_connections.max(1))
+            .min_connections(0)
+            .connect_with(connect.read_only(true))
+            .await
+            .map_err(open_err)?;
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        tokio::spawn(write_loop(writer, queue));
+        Ok(Self { jobs, reader })
+    }
+
+    /// Opens the store at `path` with default options.
+    pub async fn open_path(path: &Path) -> Result<Self, StoreError> {
+        Self::open(&SqliteOptions { path: path.to_owned(), read_connections: DEFAULT_READ_CONNECTIONS }).await
+    }
+
+    async fn write(&self, work: Work) -> Result<Done, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(Job { work, reply }).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Unexpected answer kinds cannot happen (each request gets the answer of its own work);
+/// report them as corruption rather than panicking.
+fn mismatch() -> StoreError {
+    StoreError::Corrupt { what: "writer answer", value: "an answer of another kind".into() }
+}
+
+async fn write_loop(mut conn: SqliteConnection, mut queue: mpsc::Receiver<Job>) {
+    let mut shutdown = None;
+    while let Some(first) = queue.recv().await {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            if matches!(job.work, Work::Shutdown) {
+                // Refuse new writes; those already queued are still done.
+                queue.close();
+                shutdown = Some(job.reply);
+            } else {
+                batch.push(job);
+            }
+            if batch.len() < MAX_BATCH {
+                next = queue.try_recv().ok();
+            }
+        }
+        run_batch(&mut conn, batch).await;
+    }
+    if let Err(e) = conn.close().await {
+        tracing::warn!(error = %e, "closing the database");
+    }
+    if let Some(reply) = shutdown {
+        let _ = reply.send(Ok(Done::Shutdown));
+    }
+}
+
+async fn run_batch(conn: &mut SqliteConnection, batch: Vec<Job>) {
+    if batch.is_empty() {
+        return;
+    }
+    match transaction(conn, batch.iter().map(|job| &job.work)).await {
+        Ok(done) => {
+            for (job, done) in batch.into_iter().zip(done) {
+                let _ = job.reply.send(Ok(done));
+            }
+        }
+        Err(error) if batch.len() == 1 => {
+            if let Some(job) = batch.into_iter().next() {
+                let _ = job.reply.send(Err(error));
+            }
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, size = batch.len(), "a batched write failed; retrying one at a time");
+            for job in batch {
+                let result =
+                    transaction(conn, std::iter::once(&job.work)).await.map(|mut done| done.remove(0));
+                let _ = job.reply.send(result);
+            }
+        }
+    }
+}
+
+async fn transaction<'a>(
+    conn: &mut SqliteConnection,
+    works: impl Iterator<Item = &'a Work>,
+) -> Result<Vec<Done>, StoreError> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(query_error("begin a transaction"))?;
+    let mut done = Vec::new();
+    for work in works {
+        done.push(match work {
+            Work::Enroll { device, platform, user, certificate, max_unbound, now } => {
+                Done::Enroll(enroll(&mut tx, device, *platform, user, certificate, *max_unbound, *now).await?)
+            }
+            Work::Renew { presented_serial, certificate, max_unbound, now } => {
+                Done::Renew(renew(&mut tx, presented_serial, certificate, *max_unbound, *now).await?)
+            }
+            Work::Authenticate { serial, user, bind, now } => {
+                Done::Authenticate(authenticate(&mut tx, serial, user.as_deref(), *bind, *now).await?)
+            }
+            Work::Revoke { user, udid, now } => {
+                Done::Revoke(revoke(&mut tx, user.as_deref(), udid.as_deref(), *now).await?)
+            }
+            Work::Record(event) => {
+                insert_events(&mut tx, std::slice::from_ref(event)).await?;
+                Done::Record
+            }
+            Work::Shutdown => Done::Shutdown,
+        });
+    }
+    tx.commit().await.map_err(query_error("commit"))?;
+    Ok(done)
+}
+
+async fn certificate_by_serial(
+    conn: &mut SqliteConnection,
+    serial: &str,
+) -> Result<Option<CertificateRow>, StoreError> {
+    sqlx::query_as::<_, CertDb>(select_certificates!("WHERE c.serial = ?1"))
+        .bind(serial)
+        .fetch_optional(conn)
+        .await
+        .map_err(query_error("read a certificate"))?
+        .map(CertificateRow::try_from)
+        .transpose()
+}
+
+/// Inserts events (one statement for up to two, the usual case; more are rare).
+async fn insert_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> Result<(), StoreError> {
+    for pair in events.chunks(2) {
+        let sql = if pair.len() == 2 {
+            "INSERT INTO events (published_ms, event_type, outcome, user_name, device_udid, serial, reason) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7), (?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+        } else {
+            "INSERT INTO events (published_ms, event_type, outcome, user_name, device_udid, serial, reason) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+        };
+        let mut query = sqlx::query(sql);
+        for event in pair {
+            query = query
+                .bind(ms(event.published))
+                .bind(event.event_type.as_str())
+                .bind(outcome_str(event.outcome))
+                .bind(&event.user)
+                .bind(&event.udid)
+                .bind(&event.serial)
+                .bind(&event.reason);
+        }
+        query.execute(&mut *conn).await.map_err(query_error("record an event"))?;
+    }
+    Ok(())
+}
+
+fn success(event_type: EventType, row: &CertificateRow, user: &str, now: DateTime<Utc>) -> NewEvent {
+    NewEvent {
+        published: now,
+        event_type,
+        outcome: Outcome::Success,
+        user: Some(user.to_owned()),
+        udid: Some(row.device_udid.clone()),
+        serial: Some(row.serial.clone()),
+        reason: None,
+    }
+}
+
+/// The row a just-inserted certificate has, without reading it back.
+#[allow(clippy::too_many_arguments)]
+fn new_row(
+    cert: &Issued,
+    udid: &str,
+    device_serial_number: &str,
+    user: &str,
+    bound_user: Option<&str>,
+    state: CertificateState,
+    now: DateTime<Utc>,
+) -> CertificateRow {
+    CertificateRow {
+        serial: cert.serial.clone(),
+        device_udid: udid.to_owned(),
+        device_serial_number: device_serial_number.to_owned(),
+        user: user.to_owned(),
+        bound_user: bound_user.map(str::to_owned),
+        spki_sha256: cert.spki_sha256.clone(),
+        fingerprint: cert.fingerprint.clone(),
+        state,
+        not_before: cert.not_before,
+        not_after: cert.not_after,
+        issued_at: now,
+        revoked_at: None,
+        superseded_by: None,
+        certificate_pem: cert.pem.clone(),
+    }
+}
+
+async fn existing(conn: &mut SqliteConnection, serial: &str) -> Result<CertificateRow, StoreError> {
+    certificate_by_serial(conn, serial).await?.ok_or_else(|| StoreError::Corrupt {
+        what: "certificate found by key but not by serial",
+        value: serial.to_owned(),
+    })
+}
+
+async fn enroll(
+    conn: &mut SqliteConnection,
+    device: &DeviceInfo,
+    platform: Platform,
+    user: &str,
+    cert: &Issued,
+    max_unbound: u32,
+    now: DateTime<Utc>,
+) -> Result<EnrollOutcome, StoreError> {
+    let (existing_serial, unbound): (Option<String>, i64) = sqlx::query_as(
+        "SELECT \
+           (SELECT serial FROM certificates WHERE device_udid = ?1 AND spki_sha256 = ?2 \
+              AND state IN ('unbound', 'bound') AND not_after_ms > ?3 ORDER BY issued_at_ms DESC LIMIT 1), \
+           (SELECT COUNT(*) FROM certificates WHERE device_udid = ?1 AND state = 'unbound' AND not_after_ms > ?3)",
+    )
+    .bind(&device.udid)
+    .bind(&cert.spki_sha256)
+    .bind(ms(now))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(query_error("check idempotency and the unbound count"))?;
+
+    if let Some(serial) = existing_serial {
+        let row = existing(conn, &serial).await?;
+        insert_events(conn, &[success(EventType::Enroll, &row, user, now)]).await?;
+        return Ok(EnrollOutcome::Existing(row));
+    }
+    if count(unbound) >= max_unbound {
+        return Ok(EnrollOutcome::LimitReached);
+    }
+    // One round trip: the device, the certificate and both events. Multi-statement
+    // queries take anonymous parameters in order (sqlx binds `?NNN` only within the
+    // statement that names it), so repeated values are bound again.
+    let now_ms = ms(now);
+    sqlx::query(
+        "INSERT INTO devices (udid, serial_number, display_name, os_version, platform, created_at_ms, updated_at_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (udid) DO UPDATE SET serial_number = excluded.serial_number, \
+         display_name = excluded.display_name, os_version = excluded.os_version, \
+         platform = excluded.platform, updated_at_ms = excluded.updated_at_ms; \
+         INSERT INTO certificates (serial, device_udid, user_name, bound_user, spki_sha256, fingerprint, state, \
+         not_before_ms, not_after_ms, issued_at_ms, renewed_from, certificate_pem) \
+         VALUES (?, ?, ?, NULL, ?, ?, 'unbound', ?, ?, ?, NULL, ?); \
+         INSERT INTO events (published_ms, event_type, outcome, user_name, device_udid, serial, reason) \
+         VALUES (?, 'user.credential.enroll', 'SUCCESS', ?, ?, ?, NULL), \
+                (?, 'pki.cert.issue', 'SUCCESS', ?, ?, ?, NULL);",
+    )
+    // devices
+    .bind(&device.udid)
+    .bind(&device.serial_number)
+    .bind(&device.display_name)
+    .bind(&device.os_version)
+    .bind(platform.as_str())
+    .bind(now_ms)
+    .bind(now_ms)
+    // certificates
+    .bind(&cert.serial)
+    .bind(&device.udid)
+    .bind(user)
+    .bind(&cert.spki_sha256)
+    .bind(&cert.fingerprint)
+    .bind(ms(cert.not_before))
+    .bind(ms(cert.not_after))
+    .bind(now_ms)
+    .bind(&cert.pem)
+    // events
+    .bind(now_ms)
+    .bind(user)
+    .bind(&device.udid)
+    .bind(&cert.serial)
+    .bind(now_ms)
+    .bind(user)
+    .bind(&device.udid)
+    .bind(&cert.serial)
+    .execute(&mut *conn)
+    .await
+    .map_err(query_error("store a certificate"))?;
+    Ok(EnrollOutcome::Issued(new_row(
+        cert,
+        &device.udid,
+        &device.serial_number,
+        user,
+        None,
+        CertificateState::Unbound,
+        now,
+    )))
+}
+
+async fn renew(
+    conn: &mut SqliteConnection,
+    presented: &str,
+    cert: &Issued,
+    max_unbound: u32,
+    now: DateTime<Utc>,
+) -> Result<RenewOutcome, StoreError> {
+    let probe = sqlx::query_as::<_, RenewProbe>(select_certificates!(
+        ", (SELECT x.serial FROM certificates x WHERE x.device_udid = c.device_udid AND x.spki_sha256 = ?2 \
+              AND x.state IN ('unbound', 'bound') AND x.not_after_ms > ?3 ORDER BY x.issued_at_ms DESC LIMIT 1) \
+              AS existing_serial, \
+            (SELECT COUNT(*) FROM certificates y WHERE y.device_udid = c.device_udid AND y.state = 'unbound' \
+              AND y.not_after_ms > ?3 AND y.serial != c.serial) AS unbound",
+        "WHERE c.serial = ?1"
+    ))
+    .bind(presented)
+    .bind(&cert.spki_sha256)
+    .bind(ms(now))
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(query_error("read a presented certificate"))?;
+    let Some(probe) = probe else {
+        return Ok(RenewOutcome::Unknown);
+    };
+    let old = CertificateRow::try_from(probe.old)?;
+    if old.state == CertificateState::Revoked {
+        return Ok(RenewOutcome::Revoked(old));
+    }
+    if old.is_expired(now) {
+        return Ok(RenewOutcome::Expired(old));
+    }
+    if let Some(serial) = probe.existing_serial {
+        let row = existing(conn, &serial).await?;
+        insert_events(conn, &[success(EventType::Renew, &row, &old.user, now)]).await?;
+        return Ok(RenewOutcome::Existing(row));
+    }
+    // The successor keeps the binding. An unbound successor takes the old certificate's
+    // slot, so the old one is left out of the count; if the old one was already superseded
+    // it held no slot, and the limit applies as at enrollment.
+    let state = if old.bound_user.is_some() { CertificateState::Bound } else { CertificateState::Unbound };
+    if state == CertificateState::Unbound && count(probe.unbound) >= max_unbound {
+        return Ok(RenewOutcome::LimitReached);
+    }
+    let now_ms = ms(now);
+    sqlx::query(
+        "INSERT INTO certificates (serial, device_udid, user_name, bound_user, spki_sha256, fingerprint, state, \
+         not_before_ms, not_after_ms, issued_at_ms, renewed_from, certificate_pem) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?); \
+         UPDATE certificates SET state = 'superseded', superseded_by = ? WHERE serial = ?; \
+         INSERT INTO events (published_ms, event_type, outcome, user_name, device_udid, serial, reason) \
+         VALUES (?, 'pki.cert.renew', 'SUCCESS', ?, ?, ?, NULL), \
+                (?, 'pki.cert.issue', 'SUCCESS', ?, ?, ?, NULL);",
+    )
+    // certificates
+    .bind(&cert.serial)
+    .bind(&old.device_udid)
+    .bind(&old.user)
+    .bind(&old.bound_user)
+    .bind(&cert.spki_sha256)
+    .bind(&cert.fingerprint)
+    .bind(state.as_str())
+    .bind(ms(cert.not_before))
+    .bind(ms(cert.not_after))
+    .bind(now_ms)
+    .bind(&old.serial)
+    .bind(&cert.pem)
+    // supersede
+    .bind(&cert.serial)
+    .bind(&old.serial)
+    // events
+    .bind(now_ms)
+    .bind(&old.user)
+    .bind(&old.device_udid)
+    .bind(&cert.serial)
+    .bind(now_ms)
+    .bind(&old.user)
+    .bind(&old.device_udid)
+    .bind(&cert.serial)
+    .execute(&mut *conn)
+    .await
+    .map_err(query_error("store a renewal"))?;
+    Ok(RenewOutcome::Issued(new_row(
+        cert,
+        &old.device_udid,
+        &old.device_serial_number,
+        &old.user,
+        old.bound_user.as_deref(),
+        state,
+        now,
+    )))
+}
+
+async fn authenticate(
+    conn: &mut SqliteConnection,
+    serial: &str,
+    user: Option<&str>,
+    bind: bool,
+    now: DateTime<Utc>,
+) -> Result<AuthOutcome, StoreError> {
+    let Some(mut row) = certificate_by_serial(conn, serial).await? else {
+        return Ok(AuthOutcome::Unknown);
+    };
+    if row.state == CertificateState::Revoked {
+        return Ok(AuthOutcome::Revoked(row));
+    }
+    if row.is_expired(now) {
+        return Ok(AuthOutcome::Expired(row));
+    }
+    let binds = bind && row.bound_user.is_none();
+    if binds {
+        // First use binds; a superseded certificate records the user but stays superseded.
+        if row.state == CertificateState::Unbound {
+            row.state = CertificateState::Bound;
+        }
+        row.bound_user = Some(user.unwrap_or(&row.user).to_owned());
+    }
+    let event_user = user.or(row.bound_user.as_deref()).unwrap_or(&row.user).to_owned();
+    let event = success(EventType::Authenticate, &row, &event_user, now);
+    if binds {
+        sqlx::query(
+            "UPDATE certificates SET state = ?, bound_user = ? WHERE serial = ?; \
+             INSERT INTO events (published_ms, event_type, outcome, user_name, device_udid, serial, reason) \
+             VALUES (?, 'user.authentication.authenticate', 'SUCCESS', ?, ?, ?, NULL);",
+        )
+        .bind(row.state.as_str())
+        .bind(&row.bound_user)
+        .bind(&row.serial)
+        .bind(ms(now))
+        .bind(&event_user)
+        .bind(&row.device_udid)
+        .bind(&row.serial)
+        .execute(&mut *conn)
+        .await
+        .map_err(query_error("bind a certificate"))?;
+    } else {
+        insert_events(conn, &[event]).await?;
+    }
+    Ok(AuthOutcome::Trusted(row))
+}
+
+async fn revoke(
+    conn: &mut SqliteConnection,
+    user: Option<&str>,
+    udid: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, StoreError> {
+    let mut revoked: Vec<(String, String, String)> = sqlx::query_as(
+        "UPDATE certificates SET state = 'revoked', revoked_at_ms = ?1 \
+         WHERE (user_name = ?2 OR bound_user = ?2 OR device_udid = ?3) AND state != 'revoked' AND not_after_ms > ?1 \
+         RETURNING serial, device_udid, user_name",
+    )
+    .bind(ms(now))
+    .bind(user)
+    .bind(udid)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(query_error("revoke certificates"))?;
+    revoked.sort();
+    let events: Vec<_> = revoked
+        .iter()
+        .map(|(serial, udid, user)| NewEvent {
+            published: now,
+            event_type: EventType::Revoke,
+            outcome: Outcome::Success,
+            user: Some(user.clone()),
+            udid: Some(udid.clone()),
+            serial: Some(serial.clone()),
+            reason: None,
+        })
+        .collect();
+    insert_events(conn, &events).await?;
+    Ok(revoked.into_iter().map(|(serial, _, _)| serial).collect())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn active_certificate_for_key(
+        &self,
+        udid: &str,
+        spki_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<CertificateRow>, StoreError> {
+        sqlx::query_as::<_, CertDb>(select_certificates!(
+            "WHERE c.device_udid = ?1 AND c.spki_sha256 = ?2 AND c.state IN ('unbound', 'bound') \
+             AND c.not_after_ms > ?3 ORDER BY c.issued_at_ms DESC LIMIT 1"
+        ))
+        .bind(udid)
+        .bind(spki_sha256)
+        .bind(ms(now))
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(query_error("look up a certificate by key"))?
+        .map(CertificateRow::try_from)
+        .transpose()
+    }
+
+    async fn certificate_by_fingerprint(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<CertificateRow>, StoreError> {
+        sqlx::query_as::<_, CertDb>(select_certificates!("WHERE c.fingerprint = ?1"))
+            .bind(fingerprint)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(query_error("look up a presented certificate"))?
+            .map(CertificateRow::try_from)
+            .transpose()
+    }
+
+    async fn enroll(&self, e: Enrollment<'_>) -> Result<EnrollOutcome, StoreError> {
+        let work = Work::Enroll {
+            device: e.device.clone(),
+            platform: e.platform,
+            user: e.user.to_owned(),
+            certificate: e.certificate.clone(),
+            max_unbound: e.max_unbound,
+            now: e.now,
+        };
+        match self.write(work).await? {
+            Done::Enroll(outcome) => Ok(outcome),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn renew(&self, r: Renewal<'_>) -> Result<RenewOutcome, StoreError> {
+        let work = Work::Renew {
+            presented_serial: r.presented_serial.to_owned(),
+            certificate: r.certificate.clone(),
+            max_unbound: r.max_unbound,
+            now: r.now,
+        };
+        match self.write(work).await? {
+            Done::Renew(outcome) => Ok(outcome),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn authenticate(&self, a: Authentication<'_>) -> Result<AuthOutcome, StoreError> {
+        let work = Work::Authenticate {
+            serial: a.serial.to_owned(),
+            user: a.user.map(str::to_owned),
+            bind: a.bind,
+            now: a.now,
+        };
+        match self.write(work).await? {
+            Done::Authenticate(outcome) => Ok(outcome),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn revoke(&self, target: RevokeTarget<'_>, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        let work = match target {
+            RevokeTarget::User(user) => Work::Revoke { user: Some(user.to_owned()), udid: None, now },
+            RevokeTarget::Device(udid) => Work::Revoke { user: None, udid: Some(udid.to_owned()), now },
+        };
+        match self.write(work).await? {
+            Done::Revoke(serials) => Ok(serials),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn device(&self, udid: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        let mut conn = self.reader.acquire().await.map_err(query_error("open a read connection"))?;
+        let Some(device) = sqlx::query_as::<_, DeviceDb>(
+            "SELECT udid, serial_number, display_name, os_version, platform, created_at_ms FROM devices WHERE udid = ?1",
+        )
+        .bind(udid)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(query_error("read a device"))?
+        else {
+            return Ok(None);
+        };
+        let rows = sqlx::query_as::<_, CertDb>(select_certificates!(
+            "WHERE c.device_udid = ?1 ORDER BY c.issued_at_ms, c.rowid"
+        ))
+        .bind(udid)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(query_error("read a device's certificates"))?;
+        let mut certificates = Vec::with_capacity(rows.len());
+        for row in rows {
+            let row = CertificateRow::try_from(row)?;
+            certificates.push(CertificateRecord {
+                serial_number: row.serial,
+                state: row.state,
+                user: row.user,
+                bound_user: row.bound_user,
+                spki_sha256: row.spki_sha256,
+                not_before: row.not_before,
+                not_after: row.not_after,
+                revoked_at: row.revoked_at,
+            });
+        }
+        let platform = match device.platform.as_str() {
+            "macos" => Platform::Macos,
+            "linux" => Platform::Linux,
+            other => return Err(StoreError::Corrupt { what: "platform", value: other.to_owned() }),
+        };
+        Ok(Some(DeviceRecord {
+            udid: device.udid,
+            serial_number: device.serial_number,
+            display_name: device.display_name,
+            os_version: device.os_version,
+            platform,
+            created_at: from_ms(device.created_at_ms)?,
+            certificates,
+        }))
+    }
+
+    async fn events(&self, after: i64, limit: u32) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query_as::<_, EventDb>(
+            "SELECT id, published_ms, event_type, outcome, user_name, device_udid, serial, reason \
+             FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(query_error("read events"))?;
+        rows.into_iter()
+            .map(|row| {
+                let event_type = EventType::from_str(&row.event_type)
+                    .map_err(|_| StoreError::Corrupt { what: "event type", value: row.event_type.clone() })?;
+                let outcome = match row.outcome.as_str() {
+                    "SUCCESS" => Outcome::Success,
+                    "FAILURE" => Outcome::Failure,
+                    other => {
+                        return Err(StoreError::Corrupt { what: "event outcome", value: other.to_owned() });
+                    }
+                };
+                Ok(Event {
+                    id: row.id,
+                    published: from_ms(row.published_ms)?,
+                    event_type,
+                    display_message: event_type.display_message().to_owned(),
+                    outcome,
+                    user: row.user_name,
+                    device: row.device_udid.map(|udid| DeviceRef { udid }),
+                    serial_number: row.serial,
+                    reason: row.reason,
+                })
+            })
+            .collect()
+    }
+
+    async fn record(&self, event: NewEvent) -> Result<(), StoreError> {
+        match self.write(Work::Record(event)).await? {
+            Done::Record => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn revoked_unexpired(&self, now: DateTime<Utc>) -> Result<Vec<RevokedEntry>, StoreError> {
+        let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
+            "SELECT serial, revoked_at_ms FROM certificates \
+             WHERE state = 'revoked' AND not_after_ms > ?1 ORDER BY revoked_at_ms, serial",
+        )
+        .bind(ms(now))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(query_error("list revoked certificates"))?;
+        rows.into_iter()
+            .map(|(serial, revoked_at)| {
+                Ok(RevokedEntry { serial, revoked_at: from_ms(revoked_at.unwrap_or_default())? })
+            })
+            .collect()
+    }
+
+    async fn close(&self) {
+        if let Err(e) = self.write(Work::Shutdown).await {
+            tracing::warn!(error = %e, "closing the store");
+        }
+        self.reader.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issued(n: usize, serial: &str) -> Issued {
+        let now = Utc::now();
+        Issued {
+            serial: serial.to_owned(),
+            der: Vec::new(),
+            pem: format!("pem {n}"),
+            not_before: now,
+            not_after: now + chrono::Duration::days(1),
+            spki_sha256: format!("spki-{n}"),
+            fingerprint: format!("fingerprint-{n}"),
+        }
+    }
+
+    fn device(n: usize) -> DeviceInfo {
+        DeviceInfo {
+            udid: format!("UDID-{n}"),
+            serial_number: format!("SERIAL-{n}"),
+            display_name: String::new(),
+            os_version: String::new(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_write_does_not_fail_the_others_in_its_batch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            std::sync::Arc::new(SqliteStore::open_path(&dir.path().join("db.sqlite3")).await.expect("open"));
+        let first = issued(0, "01");
+        let outcome = store
+            .enroll(Enrollment {
+                device: &device(0),
+                platform: Platform::Macos,
+                user: "alice",
+                certificate: &first,
+                max_unbound: 5,
+                now: Utc::now(),
+            })
+            .await
+            .expect("enroll");
+        assert!(matches!(outcome, EnrollOutcome::Issued(_)));
+
+        let mut tasks = Vec::new();
+        for n in 1..=40 {
+            let store = store.clone();
+            // Number 20 reuses the first certificate's serial: a primary key violation.
+            let cert = issued(n, &if n == 20 { "01".to_owned() } else { format!("{n:02x}ff") });
+            tasks.push(tokio::spawn(async move {
+                let device = device(n);
+                let e = Enrollment {
+                    device: &device,
+                    platform: Platform::Linux,
+                    user: "bob",
+                    certificate: &cert,
+                    max_unbound: 5,
+                    now: Utc::now(),
+                };
+                (n, store.enroll(e).await)
+            }));
+        }
+        for task in tasks {
+            let (n, result) = task.await.expect("join");
+            match result {
+                Err(StoreError::Query { .. }) => assert_eq!(n, 20),
+                Ok(EnrollOutcome::Issued(row)) => assert_ne!(n, 20, "{row:?}"),
+                other => panic!("{n}: {other:?}"),
+            }
+        }
+        let issues = store.events(0, 1000).await.expect("events");
+        assert_eq!(issues.iter().filter(|e| e.event_type == EventType::Issue).count(), 40);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn closed_store_refuses_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open_path(&dir.path().join("db.sqlite3")).await.expect("open");
+        let event = NewEvent {
+            published: Utc::now(),
+            event_type: EventType::Enroll,
+            outcome: Outcome::Failure,
+            user: None,
+            udid: None,
+            serial: None,
+            reason: Some("invalid_token".into()),
+        };
+        store.record(event.clone()).await.expect("record");
+        assert_eq!(store.events(0, 10).await.expect("events").len(), 1);
+        store.close().await;
+        assert!(matches!(store.record(event).await, Err(StoreError::Closed)));
+    }
+}

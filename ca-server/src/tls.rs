@@ -1,0 +1,185 @@
+//! TLS for the CA's listeners: the server configuration and the client-certificate verifier.
+//!
+//! One listener serves every endpoint, so the handshake *asks* for a client certificate
+//! but does not *require* one: enroll, metadata and the CRL are reached without one, and
+//! the handlers of renew, status and verify refuse requests that came without one.
+//!
+//! The verifier accepts exactly the certificates that chain to the issuing CA with the
+//! `clientAuth` EKU and a valid signature, and it accepts them **even when expired**. The
+//! contract wants a precise answer for an expired certificate (403 `certificate_expired`
+//! from renew, status and verify, so the agent knows to re-enroll and the browser gets the
+//! explanatory page); a handshake failure would give the agent only a TLS error and the
+//! browser an opaque error page. Expiry and revocation are therefore checked by the
+//! handlers, against the store and the CA's clock. Accepting an expired certificate at
+//! the TLS layer grants nothing by itself: the peer still proves possession of the key,
+//! and every handler that acts on the certificate looks it up and checks its validity.
+//!
+//! A certificate that does not chain to the issuing CA fails the handshake (alert
+//! `unknown_ca`/`bad_certificate`). The `certificate_authorities` hint names the issuing
+//! CA, so browsers and agents only offer certificates that can pass.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
+use rustls_pki_types::pem::PemObject as _;
+
+use crate::clock::Clock;
+
+/// Why a TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("cannot load {what} from {path}: {reason}")]
+    Load {
+        /// What was expected.
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// rustls refused the configuration.
+    #[error("invalid tls configuration: {0}")]
+    Config(String),
+}
+
+/// The crypto provider every TLS configuration of the CA uses.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Loads a PEM certificate chain (leaf first).
+pub fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let load = |reason: String| TlsError::Load { what: "a certificate chain", path: path.to_owned(), reason };
+    let chain = CertificateDer::pem_file_iter(path)
+        .map_err(|e| load(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| load(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(load("no CERTIFICATE block".into()));
+    }
+    Ok(chain)
+}
+
+/// Loads a PEM private key (PKCS#8, PKCS#1 or SEC1).
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    // The error text of the PEM parser never contains key material.
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Load {
+        what: "a private key",
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Builds a server configuration: TLS 1.2 and 1.3, HTTP/1.1 over ALPN, optional client
+/// certificates checked by `verifier`, stateless session tickets so that returning clients
+/// skip the full handshake.
+pub fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    verifier: Arc<dyn ClientCertVerifier>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?;
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
+    Ok(Arc::new(config))
+}
+
+/// Accepts anonymous clients and client certificates of the issuing CA, expired or not
+/// (see the module documentation for why). Time is the CA's clock.
+pub struct IssuedCertVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for IssuedCertVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedCertVerifier").finish_non_exhaustive()
+    }
+}
+
+impl IssuedCertVerifier {
+    /// A verifier trusting `issuer` for client certificates.
+    pub fn new(issuer: CertificateDer<'static>, clock: Arc<dyn Clock>) -> Result<Arc<Self>, TlsError> {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(issuer)
+            .map_err(|e| TlsError::Config(format!("the issuing CA is not a usable trust anchor: {e}")))?;
+        let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        Ok(Arc::new(Self { inner, clock }))
+    }
+}
+
+impl ClientCertVerifier for IssuedCertVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let secs = u64::try_from(self.clock.now().timestamp()).unwrap_or(0);
+        let now = UnixTime::since_unix_epoch(Duration::from_secs(secs));
+        match self.inner.verify_client_cert(end_entity, intermediates, now) {
+            // Everything but the date checked out once the rest is verified as of the last
+            // second of validity; the handlers answer `certificate_expired`.
+            Err(rustls::Error::InvalidCertificate(CertificateError::ExpiredContext {
+                not_after, ..
+            })) => self.inner.verify_client_cert(end_entity, intermediates, not_after),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}

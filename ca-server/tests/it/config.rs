@@ -1,0 +1,113 @@
+//! `serve`'s configuration file: an issuing CA loaded from PEM files (made by OpenSSL),
+//! relative paths, tokens from files; and the command line's exit codes.
+
+use std::process::Command;
+
+use ca_client::protocol::Metadata;
+use ca_server::config::Config;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
+
+use crate::harness::{Device, TestCa, p256, run};
+
+#[tokio::test]
+async fn a_configured_ca_is_loaded_from_pem_files() {
+    let ca = TestCa::start_with(|config| {
+        let dir = config.server.data_dir.clone();
+        run(Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384", "-nodes"])
+            .args(["-subj", "/O=Example Corp/CN=Corp Device CA", "-days", "3650"])
+            .args(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+            .arg("-keyout")
+            .arg(dir.join("corp-ca.key"))
+            .arg("-out")
+            .arg(dir.join("corp-ca.pem")));
+        let toml = format!(
+            r#"
+            [server]
+            listen = "127.0.0.1:0"
+            cert_auth_domain = "{domain}"
+            data_dir = "."
+            tls = {{ certificate = "tls.pem", private_key = "tls.key" }}
+            learn_more_url = "https://intranet.example.com/device-trust"
+
+            [ca]
+            certificate = "corp-ca.pem"
+            private_key = "corp-ca.key"
+            subject_common_name = "Corp Device"
+            certificate_lifetime_days = 90
+            renew_before_days = 20
+            max_unbound_certificates = 2
+
+            [tokens]
+            enrollment = {{ file = "enrollment-token" }}
+            admin = {{ file = "admin-token" }}
+
+            [mdm]
+            kind = "allow_all"
+            "#,
+            domain = config.server.cert_auth_domain
+        );
+        std::fs::write(dir.join("config.toml"), toml).expect("write config");
+        *config = Config::load(&dir.join("config.toml")).expect("load config");
+    })
+    .await;
+
+    let metadata: Metadata =
+        ca.anonymous().get(ca.url("/api/v1/metadata")).send().await.expect("get").json().await.expect("json");
+    assert_eq!(metadata.issuer_common_name, "Corp Device CA");
+    assert_eq!((metadata.certificate_lifetime_days, metadata.renew_before_days), (90, 20));
+    assert_eq!(metadata.max_unbound_certificates, 2);
+
+    let device = Device::new(1);
+    let issued = ca.enroll_ok(&device.request(&p256())).await;
+    let ca_pem = ca.env.data_dir.join("corp-ca.pem");
+    let ca_der = CertificateDer::from_pem_file(&ca_pem).expect("ca");
+    let chain_der = CertificateDer::from_pem_slice(issued.chain[0].as_bytes()).expect("chain");
+    assert_eq!(chain_der, ca_der);
+    assert_eq!(issued.not_after - issued.not_before, chrono::Duration::days(90) + chrono::Duration::minutes(5));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let leaf = dir.path().join("leaf.pem");
+    std::fs::write(&leaf, &issued.certificate).expect("write");
+    let out = run(Command::new("openssl").args(["verify", "-purpose", "sslclient", "-CAfile"]).arg(&ca_pem).arg(&leaf));
+    assert!(out.trim_end().ends_with(": OK"), "{out}");
+    let text = run(Command::new("openssl").args(["x509", "-noout", "-subject", "-in"]).arg(&leaf));
+    assert!(text.contains("CN = Corp Device"), "{text}");
+
+    ca.enroll_ok(&device.request(&p256())).await;
+    let limit = ca.enroll(&device.request(&p256())).await;
+    let message = crate::harness::expect_error(limit, 409, "enrollment_limit_reached").await;
+    assert_eq!(message, "Maximum enrollment limit of 2 certificates for a device is reached");
+}
+
+#[test]
+fn the_command_line_documents_its_exit_codes() {
+    let bin = env!("CARGO_BIN_EXE_devicetrust-ca");
+    let usage = Command::new(bin).arg("frobnicate").output().expect("run");
+    assert_eq!(usage.status.code(), Some(2), "usage error");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = Command::new(bin).args(["serve", "--config"]).arg(dir.path().join("nope.toml")).output().expect("run");
+    assert_eq!(missing.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("error: cannot read the config file") && stderr.contains("nope.toml"), "{stderr}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[server]\nlisten = 1\n").expect("write");
+    let invalid = Command::new(bin).args(["serve", "--config"]).arg(&bad).output().expect("run");
+    assert_eq!(invalid.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&invalid.stderr).contains("invalid config file"));
+
+    let list = dir.path().join("devices.json");
+    std::fs::write(&list, "not json").expect("write");
+    let bad_list = Command::new(bin)
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--managed-devices")
+        .arg(&list)
+        .output()
+        .expect("run");
+    assert_eq!(bad_list.status.code(), Some(1), "{}", String::from_utf8_lossy(&bad_list.stderr));
+    assert!(bad_list.stdout.is_empty(), "no ready line when startup fails");
+}

@@ -1,0 +1,12 @@
+//! Integration tests of `devicetrust-ca` with real TLS on 127.0.0.1: every endpoint and
+//! error code, the profile of issued certificates checked with OpenSSL and webpki, the
+//! store's guarantees under concurrency, the `dev` command as a process, and a contract
+//! conformance client written in Python from the contract alone.
+
+mod admin;
+mod config;
+mod enroll;
+mod harness;
+mod process;
+mod renew;
+mod tls;
