@@ -36,4 +36,5 @@ if [ "${#missing_packages[@]}" -gt 0 ]; then
   fi
 fi
 
-exec cargo test --workspace --locked "$@"
+# `test-hooks` compiles the crash hook into the agent so that its crash tests run too.
+exec cargo test --workspace --locked --features agent/test-hooks "$@"

@@ -314,6 +314,23 @@ impl Agent {
         }
         let (local, current) = self.local_identity()?;
 
+        // A crash between storing an identity and importing it into the browsers (or a
+        // failed import) leaves the browsers behind the store; catch them up, cheaply,
+        // from the state file rather than by asking every browser at every run.
+        if let (Some(c), Some(cached)) = (&current, &cached)
+            && state
+                .browsers_serial
+                .as_deref()
+                .is_none_or(|s| !ca_client::cert::serials_equal(s, c.info.serial_number()))
+            && now < c.info.not_after()
+        {
+            tracing::info!(
+                serial = c.info.serial_number(),
+                "the browsers lag behind the stored identity; applying it"
+            );
+            self.apply_user_browsers(&cached.metadata, &mut state, out)?;
+        }
+
         // `run` asks the CA about the certificate at every run: that is how a revocation
         // reaches the device.
         let mut status_error = None;
@@ -552,7 +569,7 @@ impl Agent {
             done.certificate.serial_number(),
             rfc3339(done.certificate.not_after())
         )?;
-        self.apply_user_browsers(&metadata, out)?;
+        self.apply_user_browsers(&metadata, state, out)?;
         Ok(())
     }
 
@@ -612,7 +629,7 @@ impl Agent {
             done.certificate.serial_number(),
             rfc3339(done.certificate.not_after())
         )?;
-        self.apply_user_browsers(&metadata, out)?;
+        self.apply_user_browsers(&metadata, state, out)?;
         let target = target_of(&metadata);
         let names = match self.platform.browsers.status(&target) {
             Ok(statuses) => statuses.into_iter().map(|s| s.browser).collect(),
@@ -622,15 +639,23 @@ impl Agent {
         Ok(())
     }
 
-    /// Puts the current identity into the user's browsers. A failure is reported but does
-    /// not undo the enrollment: the next `install` or renewal applies it again.
-    fn apply_user_browsers(&self, metadata: &Metadata, out: &mut dyn Write) -> Result<(), AgentError> {
+    /// Puts the current identity into the user's browsers and records which certificate is
+    /// there. A failure is reported but does not undo the enrollment: the next run sees that
+    /// the browsers lag behind the store and applies it again.
+    fn apply_user_browsers(
+        &self,
+        metadata: &Metadata,
+        state: &mut AgentState,
+        out: &mut dyn Write,
+    ) -> Result<(), AgentError> {
         let Some(current) = self.current()? else { return Ok(()) };
         match self.platform.browsers.apply(Scope::User, &target_of(metadata), Some(&current.identity)) {
             Ok(lines) => {
                 for line in lines {
                     writeln!(out, "{line}")?;
                 }
+                state.browsers_serial = Some(current.info.serial_number().to_owned());
+                self.state.save(state)?;
             }
             Err(e) => {
                 tracing::warn!(error = %error_chain(&e), "could not configure the browsers for the new certificate")
@@ -682,6 +707,7 @@ impl Agent {
                 checked_at: now,
             }),
             revoked: Some(RevokedRecord { serial_number: serial.to_owned(), uninstalled_at: now }),
+            browsers_serial: None,
         };
         self.state.save(state)?;
         Err(AgentError::Revoked { serial: serial.to_owned(), incomplete })

@@ -21,6 +21,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod core;
+pub mod exec;
 pub mod exit;
 pub mod fsutil;
 pub mod hooks;

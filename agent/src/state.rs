@@ -78,6 +78,10 @@ pub struct AgentState {
     /// Set when a revocation made the agent uninstall; cleared by the next enrollment.
     #[serde(default)]
     pub revoked: Option<RevokedRecord>,
+    /// The serial of the certificate last put into the user's browsers (NSS database,
+    /// keychain preferences); when it differs from the stored identity, `run` applies again.
+    #[serde(default)]
+    pub browsers_serial: Option<String>,
 }
 
 impl AgentState {
@@ -231,6 +235,7 @@ mod tests {
                 checked_at: now,
             }),
             revoked: None,
+            browsers_serial: Some("0a1a".into()),
         };
         dir.save(&state).expect("save");
         assert_eq!(dir.load().expect("load"), state);

@@ -6,7 +6,7 @@
 //! machine's own configuration.
 
 pub mod chromium_policy;
-pub mod exec;
+
 pub mod facts;
 pub mod nss;
 pub mod systemd;

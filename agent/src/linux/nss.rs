@@ -28,7 +28,7 @@ use base64::engine::general_purpose::STANDARD;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 
-use super::exec::{self, ExecError, Output};
+use crate::exec::{self, ExecError, Output};
 
 /// The nickname our identity has in NSS.
 pub const DEFAULT_NICKNAME: &str = "DeviceTrust";

@@ -13,7 +13,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::exec::{self, ExecError};
+use crate::exec::{self, ExecError};
 
 /// The service unit's file name.
 pub const SERVICE: &str = "devicetrust-agent.service";

@@ -14,13 +14,13 @@ use crate::token::Secret;
 use super::allowlist::{self, AllowlistCommand, PartitionId, Source};
 use super::codesign;
 use super::config::{self, MacSettings};
-use super::exec;
 use super::facts::{self, MacDevice};
 use super::jamf::{self, Level, Step, UserChoice};
 use super::keychain::{KeychainStore, Paths};
 use super::launchctl::LaunchAgentScheduler;
 use super::notify::MacNotifier;
 use super::prefs::{self, MacBrowsers};
+use crate::exec;
 
 const CODESIGN: &str = "/usr/bin/codesign";
 

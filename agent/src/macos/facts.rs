@@ -7,7 +7,8 @@ use std::sync::OnceLock;
 
 use nix::unistd::{Uid, User};
 
-use super::{console, exec, ioreg, profiles};
+use super::{console, ioreg, profiles};
+use crate::exec;
 use crate::platform::{DeviceFacts, MdmEnrollment, PlatformError};
 
 const IOREG: &str = "/usr/sbin/ioreg";

@@ -34,8 +34,8 @@ use security_framework::os::macos::passwords::find_generic_password;
 use serde::{Deserialize, Serialize};
 
 use super::allowlist::{self, Allowlist, PartitionId, Source};
-use super::exec;
 use super::{KEYCHAIN_FILE_NAME, PASSWORD_ACCOUNT, PASSWORD_SERVICE, keychain_list, sys};
+use crate::exec;
 use crate::fsutil;
 use crate::platform::{Identity, IdentityStore, PlatformError, StoreDescription, StoreSnapshot};
 

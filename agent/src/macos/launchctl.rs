@@ -7,8 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::exec;
 use super::launch_agent::{self, DailyTime, LABEL, LaunchAgentSpec};
+use crate::exec;
 use crate::fsutil;
 use crate::platform::{PlatformError, ScheduleSpec, Scheduler, SchedulerStatus};
 

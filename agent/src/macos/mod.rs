@@ -20,7 +20,7 @@ pub mod browsers;
 pub mod codesign;
 pub mod config;
 pub mod console;
-pub mod exec;
+
 pub mod ioreg;
 pub mod jamf;
 pub mod keychain_list;

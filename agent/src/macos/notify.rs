@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
-use super::exec;
 use super::facts;
+use crate::exec;
 use crate::platform::Notifier;
 
 const OSASCRIPT: &str = "/usr/bin/osascript";

@@ -1,17 +1,23 @@
-//! Running the Linux helper tools (`certutil`, `pk12util`, `openssl`, `systemctl`) with a
-//! deadline, captured output, and secrets only ever on stdin.
+//! Running the platform's helper tools (`certutil`, `pk12util`, `openssl`, `systemctl` on
+//! Linux; `profiles`, `ioreg`, `codesign`, `security`, `launchctl`, `osascript` on macOS)
+//! with a deadline, captured output, and secrets only ever on standard input.
 //!
-//! A tool that waits for a password prompt or a D-Bus reply would otherwise hang the daily
-//! run forever, so every call has a timeout after which the child is killed and reaped.
+//! A tool that waits for a prompt or a D-Bus reply would hang an unattended run forever, so
+//! every call has a deadline after which the child is killed and reaped. The wait blocks on
+//! the child's exit (no polling), because `enroll` runs several tools and each poll interval
+//! would add to its latency. The enrollment token's environment variable is removed from
+//! every child: no tool needs it.
 
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Default deadline for one tool invocation.
+use wait_timeout::ChildExt as _;
+
+/// Default deadline for one tool call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a tool could not be run to completion.
@@ -26,13 +32,13 @@ pub enum ExecError {
     },
     /// The program could not be started or talked to.
     #[error("could not run {program}: {reason}")]
-    Io {
+    Spawn {
         /// The program as invoked.
         program: PathBuf,
         /// The operating system's explanation.
         reason: String,
     },
-    /// The program did not finish in time and was killed.
+    /// The program did not finish in time and was stopped.
     #[error("{program} did not finish within {seconds} s and was stopped")]
     TimedOut {
         /// The program as invoked.
@@ -64,6 +70,17 @@ impl Output {
         self.status.code().unwrap_or(-1)
     }
 
+    /// The exit status as text, for error messages.
+    pub fn status_text(&self) -> String {
+        self.status.code().map_or_else(|| "killed by a signal".to_owned(), |c| format!("exit status {c}"))
+    }
+
+    /// The last few non-empty lines of standard error, for error messages.
+    pub fn stderr_tail(&self) -> String {
+        let lines: Vec<&str> = self.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        lines[lines.len().saturating_sub(5)..].join(" | ")
+    }
+
     /// Stderr and stdout joined and trimmed, for error messages (tools differ in where they
     /// complain).
     pub fn diagnostics(&self) -> String {
@@ -87,23 +104,17 @@ pub fn run<S: AsRef<OsStr>>(
     stdin: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<Output, ExecError> {
-    let io_error = |e: io::Error| ExecError::Io { program: program.to_owned(), reason: e.to_string() };
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                ExecError::NotFound { program: program.to_owned() }
-            } else {
-                io_error(e)
-            }
-        })?;
+    let spawn_error = |e: io::Error| ExecError::Spawn { program: program.to_owned(), reason: e.to_string() };
+    let mut child = command(program, args, stdin).spawn().map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            ExecError::NotFound { program: program.to_owned() }
+        } else {
+            spawn_error(e)
+        }
+    })?;
 
-    // Readers run on their own threads so a chatty tool cannot fill a pipe and stall while we
-    // wait for it to exit.
+    // Readers run on their own threads so that a chatty tool cannot fill a pipe and stall
+    // before it reads its input or exits.
     let stdout = child.stdout.take().map(drain);
     let stderr = child.stderr.take().map(drain);
 
@@ -114,7 +125,7 @@ pub fn run<S: AsRef<OsStr>>(
         drop(pipe);
     }
 
-    let status = match wait_with_deadline(&mut child, timeout).map_err(io_error)? {
+    let status = match child.wait_timeout(timeout).map_err(spawn_error)? {
         Some(status) => status,
         None => {
             let _ = child.kill();
@@ -131,6 +142,17 @@ pub fn run<S: AsRef<OsStr>>(
     Ok(Output { status, stdout: collect(stdout), stderr: collect(stderr) })
 }
 
+fn command<S: AsRef<OsStr>>(program: &Path, args: &[S], stdin: Option<&[u8]>) -> Command {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_remove(crate::token::TOKEN_ENV)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
 fn drain<R: Read + Send + 'static>(mut reader: R) -> thread::JoinHandle<Vec<u8>> {
     thread::spawn(move || {
         let mut buf = Vec::new();
@@ -139,46 +161,47 @@ fn drain<R: Read + Send + 'static>(mut reader: R) -> thread::JoinHandle<Vec<u8>>
     })
 }
 
-fn wait_with_deadline(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(2);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= deadline {
-            return Ok(None);
-        }
-        thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn ok_captures_output_and_stdin() {
-        let out = run(Path::new("sh"), &["-c", "cat; echo err >&2; exit 3"], Some(b"hello"), DEFAULT_TIMEOUT)
-            .unwrap();
-        assert_eq!(out.stdout, "hello");
-        assert_eq!(out.stderr.trim(), "err");
+    fn ok_captures_output_and_feeds_stdin() {
+        let out = run(
+            Path::new("/bin/sh"),
+            &["-c", "cat; echo err >&2; exit 3"],
+            Some(b"secret\n"),
+            DEFAULT_TIMEOUT,
+        )
+        .expect("run");
+        assert_eq!(out.stdout, "secret\n");
+        assert_eq!(out.stderr_tail(), "err");
+        assert_eq!(out.diagnostics(), "err; secret");
+        assert!(!out.success());
         assert_eq!(out.code(), 3);
-        assert_eq!(out.diagnostics(), "err; hello");
+        assert_eq!(out.status_text(), "exit status 3");
     }
 
     #[test]
-    fn fail_missing_program() {
-        let err = run(Path::new("/nonexistent/devicetrust-tool"), &["x"], None, DEFAULT_TIMEOUT).unwrap_err();
-        assert!(matches!(err, ExecError::NotFound { .. }), "{err:?}");
+    fn ok_children_never_see_the_enrollment_token() {
+        let command = command(Path::new("/bin/true"), &["x"], None);
+        let removed: Vec<_> = command
+            .get_envs()
+            .filter(|(_, value)| value.is_none())
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        assert_eq!(removed, vec![std::ffi::OsString::from(crate::token::TOKEN_ENV)]);
     }
 
     #[test]
     fn fail_timeout_kills_child() {
-        let started = Instant::now();
-        let err = run(Path::new("sleep"), &["30"], None, Duration::from_millis(200)).unwrap_err();
-        assert!(matches!(err, ExecError::TimedOut { .. }), "{err:?}");
-        assert!(started.elapsed() < Duration::from_secs(10));
+        let err = run(Path::new("/bin/sleep"), &["30"], None, Duration::from_millis(200)).unwrap_err();
+        assert!(matches!(err, ExecError::TimedOut { .. }), "{err}");
+    }
+
+    #[test]
+    fn fail_missing_program() {
+        let err = run::<&str>(Path::new("/nonexistent/tool"), &[], None, DEFAULT_TIMEOUT).unwrap_err();
+        assert!(matches!(err, ExecError::NotFound { .. }), "{err}");
     }
 }

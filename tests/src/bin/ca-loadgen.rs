@@ -1,0 +1,401 @@
+//! `ca-loadgen`: a load generator for `devicetrust-ca`, for `bench/ca.sh`.
+//!
+//! Reads the one JSON line of `devicetrust-ca dev` on stdin (URL, CA bundle, enrollment
+//! token: the token never goes on a command line), then:
+//!
+//! 1. setup (not timed): generates a P-256 key and a CSR for every simulated device, and a
+//!    second key and CSR for its renewal;
+//! 2. enroll phase: every device enrolls once, `--concurrency` requests in flight. With
+//!    `--connections keep-alive` each worker reuses one HTTP/1.1 connection (what issuance
+//!    itself costs); with `fresh` every request opens a new TCP and TLS connection without
+//!    session resumption (what a fleet of distinct agents costs);
+//! 3. renew phase: every device renews once over mutual TLS with its new certificate, each
+//!    on its own fresh connection (a renewal is always a handshake with the device's own
+//!    client certificate).
+//!
+//! Prints a Markdown table: requests, errors, requests per second, p50, p99 and max latency.
+//! Latency is measured per request from before connecting (fresh) or sending (keep-alive)
+//! until the whole response body has arrived.
+
+use std::io::BufRead as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use clap::{Parser, ValueEnum};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Request, header};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Connections {
+    /// One HTTP/1.1 connection per worker, reused.
+    KeepAlive,
+    /// A new TCP and TLS connection per request, no session resumption.
+    Fresh,
+}
+
+/// Load generator for devicetrust-ca; reads `devicetrust-ca dev`'s JSON line on stdin.
+#[derive(Debug, Parser)]
+#[command(name = "ca-loadgen")]
+struct Args {
+    /// Simulated devices (each enrolls once and renews once).
+    #[arg(long, default_value_t = 5000)]
+    devices: usize,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Connection handling of the enroll phase.
+    #[arg(long, value_enum, default_value_t = Connections::KeepAlive)]
+    connections: Connections,
+    /// Skip the renew phase.
+    #[arg(long)]
+    no_renew: bool,
+    /// Print the table header.
+    #[arg(long)]
+    header: bool,
+}
+
+struct Target {
+    port: u16,
+    host: String,
+    token: String,
+    roots: Arc<rustls::RootCertStore>,
+}
+
+struct Device {
+    udid: String,
+    enroll_body: Bytes,
+    renew_body: Bytes,
+    key: rcgen::KeyPair,
+}
+
+struct Phase {
+    name: String,
+    latencies: Vec<Duration>,
+    errors: usize,
+    elapsed: Duration,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).context("read the dev JSON line on stdin")?;
+    let info: serde_json::Value = serde_json::from_str(&line).context("parse the dev JSON line")?;
+    let url = url::Url::parse(info["url"].as_str().context("url")?)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(info["caBundle"].as_str().context("caBundle")?)? {
+        roots.add(cert?)?;
+    }
+    let target = Arc::new(Target {
+        port: url.port().context("port")?,
+        host: url.host_str().context("host")?.to_owned(),
+        token: info["enrollmentToken"].as_str().context("enrollmentToken")?.to_owned(),
+        roots: Arc::new(roots),
+    });
+
+    eprintln!("setup: {} devices", args.devices);
+    let run_id: u32 = rand_id();
+    let devices = make_devices(args.devices, run_id).await?;
+    let devices = Arc::new(devices);
+
+    let mode = match args.connections {
+        Connections::KeepAlive => "keep-alive",
+        Connections::Fresh => "new TLS connection each",
+    };
+    let (enroll, certs) = enroll_phase(&target, &devices, &args, mode).await?;
+    let mut phases = vec![enroll];
+    if !args.no_renew {
+        phases.push(renew_phase(&target, &devices, certs, &args).await?);
+    }
+    if args.header {
+        println!("| phase | requests | errors | requests/s | p50 ms | p99 ms | max ms |");
+        println!("|---|---:|---:|---:|---:|---:|---:|");
+    }
+    for phase in &phases {
+        let mut sorted = phase.latencies.clone();
+        sorted.sort_unstable();
+        let pct = |p: f64| -> f64 {
+            if sorted.is_empty() {
+                return 0.0;
+            }
+            let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+            sorted[i].as_secs_f64() * 1000.0
+        };
+        let rate = phase.latencies.len() as f64 / phase.elapsed.as_secs_f64();
+        println!(
+            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} |",
+            phase.name,
+            phase.latencies.len() + phase.errors,
+            phase.errors,
+            rate,
+            pct(0.50),
+            pct(0.99),
+            pct(1.0)
+        );
+    }
+    Ok(())
+}
+
+fn rand_id() -> u32 {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    nanos ^ std::process::id()
+}
+
+fn csr_b64(key: &rcgen::KeyPair) -> anyhow::Result<String> {
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "loadgen");
+    let csr = params.serialize_request(key)?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(csr.der()))
+}
+
+async fn make_devices(count: usize, run_id: u32) -> anyhow::Result<Vec<Device>> {
+    let threads = std::thread::available_parallelism().map_or(2, usize::from);
+    let per = count.div_ceil(threads);
+    let mut tasks = Vec::new();
+    for t in 0..threads {
+        let range = (t * per)..((t + 1) * per).min(count);
+        tasks.push(tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Device>> {
+            range
+                .map(|i| {
+                    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+                    let renew_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+                    let udid = format!("LOADGEN-{run_id:08X}-{i:012}");
+                    let enroll = serde_json::json!({
+                        "clientVersion": "1.0.0",
+                        "platform": "macos",
+                        "device": {"udid": udid, "serialNumber": format!("LG{i:010}"),
+                                   "displayName": "loadgen", "osVersion": "14.5"},
+                        "user": format!("user{i}"),
+                        "csr": csr_b64(&key)?,
+                    });
+                    let renew = serde_json::json!({"clientVersion": "1.0.0", "csr": csr_b64(&renew_key)?});
+                    Ok(Device {
+                        udid,
+                        enroll_body: Bytes::from(serde_json::to_vec(&enroll)?),
+                        renew_body: Bytes::from(serde_json::to_vec(&renew)?),
+                        key,
+                    })
+                })
+                .collect()
+        }));
+    }
+    let mut devices = Vec::with_capacity(count);
+    for task in tasks {
+        devices.extend(task.await??);
+    }
+    Ok(devices)
+}
+
+fn client_config(
+    target: &Target,
+    identity: Option<(&str, &rcgen::KeyPair)>,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let builder =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(target.roots.clone());
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((pem, key)) => builder.with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(pem.as_bytes())?],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )?,
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Every simulated device is a distinct agent: no shared TLS sessions.
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+async fn connect(
+    target: &Target,
+    config: Arc<rustls::ClientConfig>,
+) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+    tcp.set_nodelay(true)?;
+    let name = ServerName::try_from(target.host.clone())?;
+    let tls = TlsConnector::from(config).connect(name, tcp).await?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+async fn post(
+    sender: &mut SendRequest<Full<Bytes>>,
+    target: &Target,
+    path: &str,
+    body: Bytes,
+    bearer: Option<&str>,
+) -> anyhow::Result<(u16, Bytes)> {
+    sender.ready().await?;
+    let mut request = Request::post(path)
+        .header(header::HOST, format!("{}:{}", target.host, target.port))
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(token) = bearer {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let response = sender.send_request(request.body(Full::new(body))?).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+async fn enroll_phase(
+    target: &Arc<Target>,
+    devices: &Arc<Vec<Device>>,
+    args: &Args,
+    mode: &str,
+) -> anyhow::Result<(Phase, Vec<Option<String>>)> {
+    eprintln!("enroll: {} requests, concurrency {}, {mode}", devices.len(), args.concurrency);
+    let next = Arc::new(AtomicUsize::new(0));
+    let anonymous = client_config(target, None)?;
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (target, devices, next, config) =
+            (target.clone(), devices.clone(), next.clone(), anonymous.clone());
+        let connections = args.connections;
+        workers.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            let mut sender = None;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= devices.len() {
+                    break;
+                }
+                let began = Instant::now();
+                let result = async {
+                    if connections == Connections::Fresh || sender.is_none() {
+                        sender = Some(connect(&target, config.clone()).await?);
+                    }
+                    let Some(s) = sender.as_mut() else { bail!("no connection") };
+                    post(s, &target, "/api/v1/enroll", devices[i].enroll_body.clone(), Some(&target.token))
+                        .await
+                }
+                .await;
+                let took = began.elapsed();
+                let cert = match result {
+                    Ok((201, body)) => serde_json::from_slice::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v["certificate"].as_str().map(str::to_owned)),
+                    Ok((status, body)) => {
+                        eprintln!("enroll {}: {status} {}", devices[i].udid, String::from_utf8_lossy(&body));
+                        None
+                    }
+                    Err(e) => {
+                        eprintln!("enroll {}: {e:#}", devices[i].udid);
+                        sender = None;
+                        None
+                    }
+                };
+                out.push((i, took, cert));
+            }
+            out
+        }));
+    }
+    let mut latencies = Vec::with_capacity(devices.len());
+    let mut certs = vec![None; devices.len()];
+    let mut errors = 0;
+    for worker in workers {
+        for (i, took, cert) in worker.await? {
+            match cert {
+                Some(cert) => {
+                    latencies.push(took);
+                    certs[i] = Some(cert);
+                }
+                None => errors += 1,
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    let name = format!("enroll ({mode})");
+    Ok((Phase { name, latencies, errors, elapsed }, certs))
+}
+
+async fn renew_phase(
+    target: &Arc<Target>,
+    devices: &Arc<Vec<Device>>,
+    certs: Vec<Option<String>>,
+    args: &Args,
+) -> anyhow::Result<Phase> {
+    // Each device's TLS configuration (its own certificate) is built before timing starts.
+    let mut configs = Vec::with_capacity(devices.len());
+    for (device, cert) in devices.iter().zip(&certs) {
+        configs.push(match cert {
+            Some(pem) => Some(client_config(target, Some((pem, &device.key)))?),
+            None => None,
+        });
+    }
+    let configs = Arc::new(configs);
+    eprintln!("renew: {} requests over mutual TLS, concurrency {}", devices.len(), args.concurrency);
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (target, devices, next, configs) =
+            (target.clone(), devices.clone(), next.clone(), configs.clone());
+        workers.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= devices.len() {
+                    break;
+                }
+                let Some(config) = configs[i].clone() else {
+                    out.push(None);
+                    continue;
+                };
+                let began = Instant::now();
+                let result = async {
+                    let mut sender = connect(&target, config).await?;
+                    post(&mut sender, &target, "/api/v1/renew", devices[i].renew_body.clone(), None).await
+                }
+                .await;
+                let took = began.elapsed();
+                match result {
+                    Ok((201, _)) => out.push(Some(took)),
+                    Ok((status, body)) => {
+                        eprintln!("renew {}: {status} {}", devices[i].udid, String::from_utf8_lossy(&body));
+                        out.push(None);
+                    }
+                    Err(e) => {
+                        eprintln!("renew {}: {e:#}", devices[i].udid);
+                        out.push(None);
+                    }
+                }
+            }
+            out
+        }));
+    }
+    let mut latencies = Vec::with_capacity(devices.len());
+    let mut errors = 0;
+    for worker in workers {
+        for took in worker.await? {
+            match took {
+                Some(took) => latencies.push(took),
+                None => errors += 1,
+            }
+        }
+    }
+    Ok(Phase {
+        name: "renew (mutual TLS, new connection each)".into(),
+        latencies,
+        errors,
+        elapsed: start.elapsed(),
+    })
+}

@@ -1,0 +1,28 @@
+//! The end-to-end harness: the real `devicetrust-ca` and `devicetrust-agent` processes,
+//! headless Chromium, and a fake CA that answers wrongly, each owned by a guard that kills
+//! and reaps its processes (and undoes its system-wide changes) in `Drop`, also when a test
+//! panics.
+//!
+//! - [`binaries`]: builds the two programs (the agent with its crash-test hook) and finds them;
+//! - [`process`]: child processes in their own process group, bounded waits, guards;
+//! - [`ca`]: `devicetrust-ca dev` on 127.0.0.1 and its admin API;
+//! - [`agent`]: the agent in a temporary home with its own configuration file;
+//! - [`browser`]: headless Chromium, the managed policy guard and the NSS database;
+//! - [`fake_ca`]: an HTTPS server on 127.0.0.1 returning canned, malformed answers.
+
+pub mod agent;
+pub mod binaries;
+pub mod browser;
+pub mod ca;
+pub mod fake_ca;
+pub mod process;
+
+/// Fails the test, with what to do, unless it runs as root. Tests that write system-wide
+/// files (the browsers' managed policy under `/etc`) need root; they never skip silently.
+pub fn require_root(why: &str) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test must run as root: {why}. Run it as root (in CI the container is root), \
+         e.g. `sudo -E cargo test -p tests`"
+    );
+}
