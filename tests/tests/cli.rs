@@ -8,6 +8,8 @@
 //!   the admin revokes the device, enrollment works again;
 //! - a configuration error → 2; `uninstall` twice: the second removes nothing.
 
+#![cfg(target_os = "linux")]
+
 use std::os::unix::fs::PermissionsExt as _;
 
 use ca_client::protocol::CertificateState;

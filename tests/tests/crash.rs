@@ -10,6 +10,8 @@
 //! One CA serves every step, each step with its own device (UDID), so that the CA's
 //! per-device bookkeeping of one step cannot hide a leak of another.
 
+#![cfg(target_os = "linux")]
+
 use std::panic::AssertUnwindSafe;
 
 use agent::hooks::{ABORT_AT_ENV, Step};

@@ -9,6 +9,8 @@
 //!   another certificate. Every answer is refused (exit 5) and changes nothing; pointed back
 //!   at the real CA, the same identity still renews.
 
+#![cfg(target_os = "linux")]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -9,6 +9,8 @@
 //! Needs root (the managed policy lives under `/etc`), `chromium`, `certutil` and
 //! `pk12util`; `scripts/test.sh` installs them.
 
+#![cfg(target_os = "linux")]
+
 use ca_client::cert::CertificateInfo;
 use ca_client::protocol::{CertificateState, EventType, Outcome};
 use tests::harness::agent::{AgentHome, NSS_NICKNAME};
