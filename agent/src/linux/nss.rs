@@ -285,11 +285,16 @@ impl NssDb {
 
     /// Our identity under `nickname`, or `None` when there is no certificate under it.
     pub fn identity(&self, nickname: &str) -> Result<Option<NssIdentity>, NssError> {
-        if !self.list()?.iter().any(|c| c.nickname == nickname) {
+        if !self.exists() {
             return Ok(None);
         }
+        // Asked by name directly (one process rather than a listing first): every helper
+        // process costs the user-visible `enroll` several milliseconds.
         let db = self.db_arg();
         let out = self.certutil(&["-L", "-d", &db, "-n", nickname, "-a"], None)?;
+        if !out.success() && out.diagnostics().contains("Could not find cert") {
+            return Ok(None);
+        }
         self.check(&out, "certutil", "export certificate")?;
         let certificates = pem_blocks(&out.stdout, "CERTIFICATE");
         let has_private_key = self.keys()?.iter().any(|k| k.nickname.as_deref() == Some(nickname));
@@ -318,14 +323,15 @@ impl NssDb {
             pem_blocks(cert_text, "CERTIFICATE").into_iter().next().ok_or(NssError::BadCertificate)?;
         let key = SecretPem::from_pkcs8(key_pkcs8)?;
 
-        self.ensure()?;
-        if self.identity(nickname)?.is_some_and(|id| id.is_exactly(&leaf_der)) {
+        // A database made just now holds nothing of ours: no need to look or to clean up.
+        let created = self.ensure()?;
+        if !created && self.identity(nickname)?.is_some_and(|id| id.is_exactly(&leaf_der)) {
             return Ok(ImportOutcome::AlreadyCurrent);
         }
 
         let staging = Staging::new(&self.temp_parent)?;
         self.build_pkcs12(&staging, nickname, &key, &leaf_der)?;
-        let replaced = self.remove(nickname)?;
+        let replaced = if created { Removed::default() } else { self.remove(nickname)? };
         let db = self.db_arg();
         let out = exec::run(
             &self.tools.pk12util,
