@@ -781,22 +781,22 @@ impl Agent {
     }
 }
 
+/// Prints what `uninstall` removed, or that there was nothing to remove.
 fn report_removed(lines: &[String], out: &mut dyn Write) -> Result<(), AgentError> {
-    if lines.is_empty() {
-        writeln!(out, "nothing to remove")?;
-    }
-    for line in lines {
-        writeln!(out, "removed {line}")?;
-    }
-    Ok(())
+    report(lines, "removed ", "nothing to remove", out)
 }
 
+/// Prints what `install` changed, or that everything was already in place.
 fn report_changes(lines: &[String], out: &mut dyn Write) -> Result<(), AgentError> {
+    report(lines, "", "everything is already in place", out)
+}
+
+fn report(lines: &[String], prefix: &str, when_empty: &str, out: &mut dyn Write) -> Result<(), AgentError> {
     if lines.is_empty() {
-        writeln!(out, "everything is already in place")?;
+        writeln!(out, "{when_empty}")?;
     }
     for line in lines {
-        writeln!(out, "{line}")?;
+        writeln!(out, "{prefix}{line}")?;
     }
     Ok(())
 }

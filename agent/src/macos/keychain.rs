@@ -459,29 +459,29 @@ impl KeychainStore {
     }
 
     fn all_keys(keychain: &SecKeychain) -> Result<Vec<SecKey>, PlatformError> {
-        let found = ItemSearchOptions::new()
-            .keychains(std::slice::from_ref(keychain))
-            .class(ItemClass::key())
-            .load_refs(true)
-            .limit(Limit::All)
-            .search();
-        match found {
-            Ok(results) => Ok(results
-                .into_iter()
-                .filter_map(|r| match r {
-                    SearchResult::Ref(Reference::Key(key)) => Some(key),
-                    _ => None,
-                })
-                .collect()),
-            Err(e) if e.code() == ITEM_NOT_FOUND => Ok(Vec::new()),
-            Err(e) => Err(backend("could not list the keychain's keys", e)),
-        }
+        Self::all_of(keychain, ItemClass::key(), "keys", |r| match r {
+            Reference::Key(key) => Some(key),
+            _ => None,
+        })
     }
 
     fn all_certificates(keychain: &SecKeychain) -> Result<Vec<SecCertificate>, PlatformError> {
+        Self::all_of(keychain, ItemClass::certificate(), "certificates", |r| match r {
+            Reference::Certificate(cert) => Some(cert),
+            _ => None,
+        })
+    }
+
+    /// Every item of `class` in the keychain, as the references `pick` keeps.
+    fn all_of<T>(
+        keychain: &SecKeychain,
+        class: ItemClass,
+        what: &str,
+        pick: impl Fn(Reference) -> Option<T>,
+    ) -> Result<Vec<T>, PlatformError> {
         let found = ItemSearchOptions::new()
             .keychains(std::slice::from_ref(keychain))
-            .class(ItemClass::certificate())
+            .class(class)
             .load_refs(true)
             .limit(Limit::All)
             .search();
@@ -489,12 +489,12 @@ impl KeychainStore {
             Ok(results) => Ok(results
                 .into_iter()
                 .filter_map(|r| match r {
-                    SearchResult::Ref(Reference::Certificate(cert)) => Some(cert),
+                    SearchResult::Ref(reference) => pick(reference),
                     _ => None,
                 })
                 .collect()),
             Err(e) if e.code() == ITEM_NOT_FOUND => Ok(Vec::new()),
-            Err(e) => Err(backend("could not list the keychain's certificates", e)),
+            Err(e) => Err(backend(&format!("could not list the keychain's {what}"), e)),
         }
     }
 
