@@ -461,6 +461,21 @@ impl Agent {
         Ok(None)
     }
 
+    /// The CA's metadata at the start of an enrollment or renewal; a failure counts as a
+    /// failed attempt (backoff).
+    fn fetch_metadata_for_attempt(
+        &self,
+        ca: &dyn CaApi,
+        state: &mut AgentState,
+        now: DateTime<Utc>,
+    ) -> Result<Metadata, AgentError> {
+        self.fetch_metadata(ca, now).map_err(|source| {
+            let err = AgentError::Ca { action: "fetch the ca metadata", source };
+            self.record_failure(state, now, &err);
+            err
+        })
+    }
+
     fn fetch_metadata(&self, ca: &dyn CaApi, now: DateTime<Utc>) -> Result<Metadata, ClientError> {
         let metadata = ca.metadata()?;
         // Checked before it is cached: a malformed answer must change nothing.
@@ -536,14 +551,7 @@ impl Agent {
     ) -> Result<(), AgentError> {
         let ca = self.ca()?;
         let enrollee = self.enrollee()?;
-        let metadata = match self.fetch_metadata(ca, now) {
-            Ok(metadata) => metadata,
-            Err(source) => {
-                let err = AgentError::Ca { action: "fetch the ca metadata", source };
-                self.record_failure(state, now, &err);
-                return Err(err);
-            }
-        };
+        let metadata = self.fetch_metadata_for_attempt(ca, state, now)?;
         let done = match lifecycle::enroll(
             self.platform.store.as_ref(),
             ca,
@@ -582,14 +590,7 @@ impl Agent {
     ) -> Result<(), AgentError> {
         tracing::info!(?reason, "renewing");
         let ca = self.ca()?;
-        let metadata = match self.fetch_metadata(ca, now) {
-            Ok(metadata) => metadata,
-            Err(source) => {
-                let err = AgentError::Ca { action: "fetch the ca metadata", source };
-                self.record_failure(state, now, &err);
-                return Err(err);
-            }
-        };
+        let metadata = self.fetch_metadata_for_attempt(ca, state, now)?;
         let result = lifecycle::renew(
             self.platform.store.as_ref(),
             self.ca()?,
