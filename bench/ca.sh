@@ -5,15 +5,15 @@
 # data directory, every device managed), runs the load generator (tests/src/bin/ca-loadgen.rs)
 # on the same machine, stops the CA with SIGTERM, and prints a Markdown table.
 #
-#   bench/ca.sh                      # 5000 devices, 32 requests in flight
-#   DEVICES=20000 CONCURRENCY=64 bench/ca.sh
+#   bench/ca.sh                      # 10000 devices, 16 requests in flight
+#   DEVICES=20000 CONCURRENCY=32 bench/ca.sh
 #
 # The CA's JSON line (which holds the enrollment token) stays in a 0700 temporary
 # directory and reaches the load generator on stdin, never on a command line.
 set -euo pipefail
 
-DEVICES=${DEVICES:-5000}
-CONCURRENCY=${CONCURRENCY:-32}
+DEVICES=${DEVICES:-10000}
+CONCURRENCY=${CONCURRENCY:-16}
 export RUST_LOG=${RUST_LOG:-info}
 
 cd "$(dirname "$0")/.."
@@ -62,11 +62,11 @@ echo
 # over mutual TLS on its own new connection.
 start_ca keepalive
 target/release/ca-loadgen --header --devices "$DEVICES" --concurrency "$CONCURRENCY" \
-    --connections keep-alive <"$work/ready-keepalive.json"
+    --connections keep-alive --ca-pid "$ca_pid" <"$work/ready-keepalive.json"
 stop_ca
 
 # Run 2: enrollment with a new TLS connection per request (a fleet of distinct agents).
 start_ca fresh
 target/release/ca-loadgen --devices "$DEVICES" --concurrency "$CONCURRENCY" \
-    --connections fresh --no-renew <"$work/ready-fresh.json"
+    --connections fresh --no-renew --ca-pid "$ca_pid" <"$work/ready-fresh.json"
 stop_ca

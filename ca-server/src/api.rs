@@ -1,9 +1,9 @@
 //! The HTTP layer: routes, request parsing and response bodies (axum).
 //!
 //! Handlers do the HTTP part only: read the bearer token, the peer certificate and the
-//! body, call [`Ca`], and turn the result into the contract's response. Every refusal goes
-//! through [`refuse`], which records the FAILURE event and builds the error body, so no
-//! refusal can skip the log. Bodies are read here, never by an axum extractor, so that an
+//! body, call [`Ca`], and turn the result into the contract's response. Every refusal is
+//! recorded by [`Ca::record_refusal`] before its response is built (`refuse` does both;
+//! verify builds its own 403 body), so no refusal can skip the log. Bodies are read here, never by an axum extractor, so that an
 //! oversized body gets the contract's 413 `payload_too_large` (checked against
 //! `Content-Length` before anything is read, then enforced while reading) and malformed
 //! JSON the contract's 400 `invalid_request`.

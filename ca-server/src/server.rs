@@ -167,7 +167,7 @@ impl Endpoint {
             .1
             .peer_certificates()
             .and_then(|chain| chain.first())
-            .map(|leaf| PresentedCertificate::from_der(leaf.as_ref()));
+            .and_then(|leaf| PresentedCertificate::from_der(leaf.as_ref()));
         let router = self.router;
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             if let Some(presented) = &presented {

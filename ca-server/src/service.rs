@@ -81,15 +81,22 @@ pub enum SetupError {
 /// issuing CA), as the HTTP layer hands it to the handlers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresentedCertificate {
-    /// Lowercase hex SHA-256 of the DER; the store's lookup key.
+    /// Its serial, lowercase hex: the store's lookup key.
+    pub serial: String,
+    /// Lowercase hex SHA-256 of the DER, compared with the stored certificate's.
     pub fingerprint: String,
 }
 
 impl PresentedCertificate {
-    /// Fingerprints a DER certificate.
-    pub fn from_der(der: &[u8]) -> Self {
+    /// Reads the serial of a DER certificate and fingerprints it; `None` if it does not
+    /// parse (the TLS verifier has parsed it already, so this does not happen).
+    pub fn from_der(der: &[u8]) -> Option<Self> {
         use sha2::Digest as _;
-        Self { fingerprint: hex::encode(sha2::Sha256::digest(der)) }
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        Some(Self {
+            serial: hex::encode(cert.raw_serial()),
+            fingerprint: hex::encode(sha2::Sha256::digest(der)),
+        })
     }
 }
 
@@ -470,9 +477,15 @@ impl Ca {
         context: &mut RefusalContext,
     ) -> Result<CertificateRow, ApiError> {
         let presented = presented.ok_or(ApiError::ClientCertificateRequired("no client certificate"))?;
-        let row = self.store.certificate_by_fingerprint(&presented.fingerprint).await?.ok_or(
-            ApiError::ClientCertificateRequired("a certificate of this ca that it has no record of"),
-        )?;
+        let row = self
+            .store
+            .certificate_by_serial(&presented.serial)
+            .await?
+            // The serial names a certificate; the fingerprint proves it is that one.
+            .filter(|row| row.fingerprint == presented.fingerprint)
+            .ok_or(ApiError::ClientCertificateRequired(
+                "a certificate of this ca that it has no record of",
+            ))?;
         context.certificate(&row);
         Ok(row)
     }

@@ -17,7 +17,7 @@ CREATE TABLE certificates (
     user_name       TEXT NOT NULL,                   -- the enrolling user
     bound_user      TEXT,                            -- set at first use at the cert-auth domain
     spki_sha256     TEXT NOT NULL,                   -- lowercase hex
-    fingerprint     TEXT NOT NULL UNIQUE,            -- lowercase hex SHA-256 of the DER
+    fingerprint     TEXT NOT NULL,                   -- lowercase hex SHA-256 of the DER
     state           TEXT NOT NULL CHECK (state IN ('unbound', 'bound', 'superseded', 'revoked')),
     not_before_ms   INTEGER NOT NULL,
     not_after_ms    INTEGER NOT NULL,
@@ -28,14 +28,16 @@ CREATE TABLE certificates (
     certificate_pem TEXT NOT NULL
 );
 
--- Idempotency lookups and the unbound count.
-CREATE INDEX certificates_by_device_key ON certificates (device_udid, spki_sha256);
-CREATE INDEX certificates_by_device_state ON certificates (device_udid, state);
--- Revocation by user (enrolling or bound).
+-- Every index costs a random page write per issuance, so there are few: a device holds a
+-- handful of certificates, so one index by device serves both the idempotency lookup and
+-- the unbound count; presented certificates are found by serial (the primary key) and
+-- their fingerprint compared.
+CREATE INDEX certificates_by_device ON certificates (device_udid);
+-- Revocation by user (enrolling or bound); most certificates are never bound to anyone else.
 CREATE INDEX certificates_by_user ON certificates (user_name);
-CREATE INDEX certificates_by_bound_user ON certificates (bound_user);
+CREATE INDEX certificates_by_bound_user ON certificates (bound_user) WHERE bound_user IS NOT NULL;
 -- The CRL.
-CREATE INDEX certificates_revoked ON certificates (state, not_after_ms) WHERE state = 'revoked';
+CREATE INDEX certificates_revoked ON certificates (not_after_ms) WHERE state = 'revoked';
 
 CREATE TABLE events (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,

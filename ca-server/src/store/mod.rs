@@ -224,19 +224,8 @@ pub struct NewEvent {
 /// Devices, certificates and events.
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
-    /// The unexpired, unrevoked, not superseded certificate of `udid` for this key, if any.
-    async fn active_certificate_for_key(
-        &self,
-        udid: &str,
-        spki_sha256: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Option<CertificateRow>, StoreError>;
-
-    /// The certificate with this DER SHA-256, in any state.
-    async fn certificate_by_fingerprint(
-        &self,
-        fingerprint: &str,
-    ) -> Result<Option<CertificateRow>, StoreError>;
+    /// The certificate with this serial, in any state.
+    async fn certificate_by_serial(&self, serial: &str) -> Result<Option<CertificateRow>, StoreError>;
 
     /// Stores a new certificate unless the idempotency key or the limit says otherwise;
     /// records `user.credential.enroll` (and `pki.cert.issue`) on success.

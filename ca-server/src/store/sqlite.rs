@@ -10,16 +10,21 @@
 //!   same writer, with nothing in between);
 //! - `BEGIN IMMEDIATE` takes SQLite's write lock before the first read, so even another
 //!   process writing to the file could not slip in between;
-//! - under load, many writes share one commit (group commit), and each write is at most
-//!   two round trips to SQLite's connection thread (a probe, then one multi-statement
-//!   write). Round trips, not SQL, are what an issuance costs here: each one hands work to
-//!   sqlx's connection thread and back.
+//! - under load, many writes share one commit (group commit), and an issuance, renewal or
+//!   binding is two round trips to SQLite's connection thread (a probe, then one
+//!   multi-statement write). Round trips, not SQL, are what a write costs here: each one
+//!   hands work to sqlx's connection thread and back.
 //!
 //! A write that fails aborts its batch; the batch is then retried one write per
 //! transaction, so one bad write cannot fail the others.
 //!
 //! **Reads** go through a pool of read-only connections, which WAL lets run alongside the
 //! writer.
+//!
+//! **Checkpoints** (copying the WAL back into the database file) run on a connection of
+//! their own every [`CHECKPOINT_INTERVAL`], in `PASSIVE` mode, so the writer does not stall
+//! a batch to do one; the writer's own automatic checkpoint is only a backstop at a much
+//! larger WAL size.
 //!
 //! `synchronous = NORMAL` in WAL mode means a commit survives a process crash but the last
 //! transactions may be lost on power failure; that is the usual trade-off for WAL and keeps
@@ -54,6 +59,10 @@ pub const DEFAULT_READ_CONNECTIONS: u32 = 4;
 pub const MAX_BATCH: usize = 64;
 /// Writes waiting for the writer before callers wait to enqueue.
 const QUEUE: usize = 1024;
+/// How often the WAL is checkpointed in the background.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+/// WAL pages after which the writer checkpoints itself (the background one fell behind).
+const WRITER_AUTOCHECKPOINT_PAGES: &str = "20000";
 
 /// Options of the SQLite store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +78,7 @@ pub struct SqliteOptions {
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
     reader: SqlitePool,
+    checkpointer: std::sync::Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
 }
 
 /// One write, with everything it needs owned, and where to send its result.
@@ -247,11 +257,17 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5))
             .pragma("temp_store", "memory");
-        let mut writer = connect.connect().await.map_err(open_err)?;
+        let mut writer = connect
+            .clone()
+            .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
+            .connect()
+            .await
+            .map_err(open_err)?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&mut writer)
             .await
             .map_err(|e| StoreError::Open { path: options.path.clone(), source: Box::new(e) })?;
+        let checkpoint_conn = connect.clone().connect().await.map_err(open_err)?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
             .min_connections(0)
@@ -260,7 +276,9 @@ impl SqliteStore {
             .map_err(open_err)?;
         let (jobs, queue) = mpsc::channel(QUEUE);
         tokio::spawn(write_loop(writer, queue));
-        Ok(Self { jobs, reader })
+        let (stop, stopped) = oneshot::channel();
+        let checkpointer = tokio::spawn(checkpoint_loop(checkpoint_conn, stopped));
+        Ok(Self { jobs, reader, checkpointer: std::sync::Mutex::new(Some((stop, checkpointer))) })
     }
 
     /// Opens the store at `path` with default options.
@@ -305,6 +323,24 @@ async fn write_loop(mut conn: SqliteConnection, mut queue: mpsc::Receiver<Job>) 
     }
     if let Some(reply) = shutdown {
         let _ = reply.send(Ok(Done::Shutdown));
+    }
+}
+
+async fn checkpoint_loop(mut conn: SqliteConnection, mut stop: oneshot::Receiver<()>) {
+    let mut interval = tokio::time::interval(CHECKPOINT_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = interval.tick() => {
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut conn).await {
+                    tracing::warn!(error = %e, "background checkpoint failed");
+                }
+            }
+        }
+    }
+    if let Err(e) = conn.close().await {
+        tracing::warn!(error = %e, "closing the checkpoint connection");
     }
 }
 
@@ -716,32 +752,9 @@ async fn revoke(
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn active_certificate_for_key(
-        &self,
-        udid: &str,
-        spki_sha256: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Option<CertificateRow>, StoreError> {
-        sqlx::query_as::<_, CertDb>(select_certificates!(
-            "WHERE c.device_udid = ?1 AND c.spki_sha256 = ?2 AND c.state IN ('unbound', 'bound') \
-             AND c.not_after_ms > ?3 ORDER BY c.issued_at_ms DESC LIMIT 1"
-        ))
-        .bind(udid)
-        .bind(spki_sha256)
-        .bind(ms(now))
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(query_error("look up a certificate by key"))?
-        .map(CertificateRow::try_from)
-        .transpose()
-    }
-
-    async fn certificate_by_fingerprint(
-        &self,
-        fingerprint: &str,
-    ) -> Result<Option<CertificateRow>, StoreError> {
-        sqlx::query_as::<_, CertDb>(select_certificates!("WHERE c.fingerprint = ?1"))
-            .bind(fingerprint)
+    async fn certificate_by_serial(&self, serial: &str) -> Result<Option<CertificateRow>, StoreError> {
+        sqlx::query_as::<_, CertDb>(select_certificates!("WHERE c.serial = ?1"))
+            .bind(serial)
             .fetch_optional(&self.reader)
             .await
             .map_err(query_error("look up a presented certificate"))?
@@ -910,6 +923,11 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        let checkpointer = self.checkpointer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some((stop, task)) = checkpointer {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         if let Err(e) = self.write(Work::Shutdown).await {
             tracing::warn!(error = %e, "closing the store");
         }

@@ -17,7 +17,12 @@ async fn a_configured_ca_is_loaded_from_pem_files() {
         run(Command::new("openssl")
             .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384", "-nodes"])
             .args(["-subj", "/O=Example Corp/CN=Corp Device CA", "-days", "3650"])
-            .args(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+            .args([
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ])
             .arg("-keyout")
             .arg(dir.join("corp-ca.key"))
             .arg("-out")
@@ -65,12 +70,18 @@ async fn a_configured_ca_is_loaded_from_pem_files() {
     let ca_der = CertificateDer::from_pem_file(&ca_pem).expect("ca");
     let chain_der = CertificateDer::from_pem_slice(issued.chain[0].as_bytes()).expect("chain");
     assert_eq!(chain_der, ca_der);
-    assert_eq!(issued.not_after - issued.not_before, chrono::Duration::days(90) + chrono::Duration::minutes(5));
+    assert_eq!(
+        issued.not_after - issued.not_before,
+        chrono::Duration::days(90) + chrono::Duration::minutes(5)
+    );
 
     let dir = tempfile::tempdir().expect("tempdir");
     let leaf = dir.path().join("leaf.pem");
     std::fs::write(&leaf, &issued.certificate).expect("write");
-    let out = run(Command::new("openssl").args(["verify", "-purpose", "sslclient", "-CAfile"]).arg(&ca_pem).arg(&leaf));
+    let out = run(Command::new("openssl")
+        .args(["verify", "-purpose", "sslclient", "-CAfile"])
+        .arg(&ca_pem)
+        .arg(&leaf));
     assert!(out.trim_end().ends_with(": OK"), "{out}");
     let text = run(Command::new("openssl").args(["x509", "-noout", "-subject", "-in"]).arg(&leaf));
     assert!(text.contains("CN = Corp Device"), "{text}");
@@ -88,10 +99,17 @@ fn the_command_line_documents_its_exit_codes() {
     assert_eq!(usage.status.code(), Some(2), "usage error");
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let missing = Command::new(bin).args(["serve", "--config"]).arg(dir.path().join("nope.toml")).output().expect("run");
+    let missing = Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(dir.path().join("nope.toml"))
+        .output()
+        .expect("run");
     assert_eq!(missing.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&missing.stderr);
-    assert!(stderr.contains("error: cannot read the config file") && stderr.contains("nope.toml"), "{stderr}");
+    assert!(
+        stderr.contains("error: cannot read the config file") && stderr.contains("nope.toml"),
+        "{stderr}"
+    );
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[server]\nlisten = 1\n").expect("write");

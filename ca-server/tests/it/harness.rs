@@ -15,6 +15,7 @@ use ca_server::config::Config;
 use ca_server::dev::{DevEnvironment, DevOptions, prepare};
 use ca_server::mdm::{ManagedDeviceCheck, MdmError, MdmVerdict};
 use ca_server::server::{Listeners, ServeError};
+use ca_server::store::Store;
 use rcgen::{CertificateParams, KeyPair};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -61,15 +62,24 @@ impl TestCa {
 
     /// Starts a CA whose dev config `tweak` may change first.
     pub(crate) async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
-        Self::start_full(tweak, false).await
+        Self::start_full(tweak, false, None).await
     }
 
     /// Starts a CA with a second listener for the cert-auth domain.
     pub(crate) async fn start_with_cert_auth_listener() -> Self {
-        Self::start_full(|_| {}, true).await
+        Self::start_full(|_| {}, true, None).await
     }
 
-    async fn start_full(tweak: impl FnOnce(&mut Config), cert_auth: bool) -> Self {
+    /// Starts a CA on another store.
+    pub(crate) async fn start_with_store(store: Arc<dyn Store>) -> Self {
+        Self::start_full(|_| {}, false, Some(store)).await
+    }
+
+    async fn start_full(
+        tweak: impl FnOnce(&mut Config),
+        cert_auth: bool,
+        store: Option<Arc<dyn Store>>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let options = DevOptions { data_dir: dir.path().join("data"), managed_devices: None };
@@ -84,12 +94,11 @@ impl TestCa {
         tweak(&mut env.config);
         let clock = ManualClock::starting_now();
         let mdm = Arc::new(ScriptedMdm::default());
-        let ca = Ca::builder(env.config.clone())
-            .clock(Arc::new(clock.clone()))
-            .mdm(mdm.clone())
-            .build()
-            .await
-            .expect("build the CA");
+        let mut builder = Ca::builder(env.config.clone()).clock(Arc::new(clock.clone())).mdm(mdm.clone());
+        if let Some(store) = store {
+            builder = builder.store(store);
+        }
+        let ca = builder.build().await.expect("build the CA");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(ca_server::serve_listeners(
             Listeners { main: listener, cert_auth: second },

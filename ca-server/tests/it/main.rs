@@ -6,6 +6,7 @@
 mod admin;
 mod config;
 mod enroll;
+mod failures;
 mod harness;
 mod process;
 mod renew;

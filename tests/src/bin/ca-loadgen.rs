@@ -13,9 +13,11 @@
 //!    on its own fresh connection (a renewal is always a handshake with the device's own
 //!    client certificate).
 //!
-//! Prints a Markdown table: requests, errors, requests per second, p50, p99 and max latency.
-//! Latency is measured per request from before connecting (fresh) or sending (keep-alive)
-//! until the whole response body has arrived.
+//! Prints a Markdown table: requests, errors, requests per second, p50, p99 and max latency,
+//! and the CPU time the CA (`--ca-pid`) and the load generator itself spent per request
+//! (from `/proc`, so Linux only; shown as `-` elsewhere). Latency is measured per request
+//! from before connecting (fresh) or sending (keep-alive) until the whole response body
+//! has arrived.
 
 use std::io::BufRead as _;
 use std::sync::Arc;
@@ -62,6 +64,9 @@ struct Args {
     /// Print the table header.
     #[arg(long)]
     header: bool,
+    /// The CA's process id, to report its CPU time per request.
+    #[arg(long)]
+    ca_pid: Option<u32>,
 }
 
 struct Target {
@@ -83,6 +88,34 @@ struct Phase {
     latencies: Vec<Duration>,
     errors: usize,
     elapsed: Duration,
+    ca_cpu: Option<Duration>,
+    own_cpu: Option<Duration>,
+}
+
+/// CPU time (user + system, all threads, finished ones included) of a process, from
+/// `/proc/<pid>/stat`. Clock ticks are 1/100 s on Linux.
+fn cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// Measures the CPU time of the CA and of this process across `phase`.
+async fn measured<T>(
+    ca_pid: Option<u32>,
+    phase: impl std::future::Future<Output = T>,
+) -> (T, Option<Duration>, Option<Duration>) {
+    let ca = ca_pid.map(|p| p.to_string());
+    let ca_before = ca.as_deref().and_then(cpu_time);
+    let own_before = cpu_time("self");
+    let out = phase.await;
+    let ca_cpu =
+        ca.as_deref().and_then(cpu_time).zip(ca_before).map(|(after, before)| after.saturating_sub(before));
+    let own_cpu = cpu_time("self").zip(own_before).map(|(after, before)| after.saturating_sub(before));
+    (out, ca_cpu, own_cpu)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -116,14 +149,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Connections::KeepAlive => "keep-alive",
         Connections::Fresh => "new TLS connection each",
     };
-    let (enroll, certs) = enroll_phase(&target, &devices, &args, mode).await?;
+    let (enroll, ca_cpu, own_cpu) = measured(args.ca_pid, enroll_phase(&target, &devices, &args, mode)).await;
+    let (mut enroll, certs) = enroll?;
+    (enroll.ca_cpu, enroll.own_cpu) = (ca_cpu, own_cpu);
     let mut phases = vec![enroll];
     if !args.no_renew {
-        phases.push(renew_phase(&target, &devices, certs, &args).await?);
+        let configs = renew_configs(&target, &devices, &certs)?;
+        let (renew, ca_cpu, own_cpu) =
+            measured(args.ca_pid, renew_phase(&target, &devices, configs, &args)).await;
+        let mut renew = renew?;
+        (renew.ca_cpu, renew.own_cpu) = (ca_cpu, own_cpu);
+        phases.push(renew);
     }
     if args.header {
-        println!("| phase | requests | errors | requests/s | p50 ms | p99 ms | max ms |");
-        println!("|---|---:|---:|---:|---:|---:|---:|");
+        println!(
+            "| phase | requests | errors | requests/s | p50 ms | p99 ms | max ms | CA CPU ms/req | load generator CPU ms/req |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     }
     for phase in &phases {
         let mut sorted = phase.latencies.clone();
@@ -136,16 +178,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
             sorted[i].as_secs_f64() * 1000.0
         };
         let rate = phase.latencies.len() as f64 / phase.elapsed.as_secs_f64();
+        let requests = phase.latencies.len() + phase.errors;
+        let per_request = |cpu: Option<Duration>| {
+            cpu.map_or_else(
+                || "-".to_owned(),
+                |cpu| format!("{:.2}", cpu.as_secs_f64() * 1000.0 / requests.max(1) as f64),
+            )
+        };
         println!(
-            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} |",
+            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} |",
             phase.name,
-            phase.latencies.len() + phase.errors,
+            requests,
             phase.errors,
             rate,
             pct(0.50),
             pct(0.99),
-            pct(1.0)
+            pct(1.0),
+            per_request(phase.ca_cpu),
+            per_request(phase.own_cpu),
         );
+    }
+    let errors: usize = phases.iter().map(|p| p.errors).sum();
+    if errors > 0 {
+        bail!("{errors} requests failed (see above)");
     }
     Ok(())
 }
@@ -324,24 +379,29 @@ async fn enroll_phase(
     }
     let elapsed = start.elapsed();
     let name = format!("enroll ({mode})");
-    Ok((Phase { name, latencies, errors, elapsed }, certs))
+    Ok((Phase { name, latencies, errors, elapsed, ca_cpu: None, own_cpu: None }, certs))
 }
 
-async fn renew_phase(
-    target: &Arc<Target>,
-    devices: &Arc<Vec<Device>>,
-    certs: Vec<Option<String>>,
-    args: &Args,
-) -> anyhow::Result<Phase> {
-    // Each device's TLS configuration (its own certificate) is built before timing starts.
+type Configs = Arc<Vec<Option<Arc<rustls::ClientConfig>>>>;
+
+/// Each device's TLS configuration (its own certificate), built before timing starts.
+fn renew_configs(target: &Target, devices: &[Device], certs: &[Option<String>]) -> anyhow::Result<Configs> {
     let mut configs = Vec::with_capacity(devices.len());
-    for (device, cert) in devices.iter().zip(&certs) {
+    for (device, cert) in devices.iter().zip(certs) {
         configs.push(match cert {
             Some(pem) => Some(client_config(target, Some((pem, &device.key)))?),
             None => None,
         });
     }
-    let configs = Arc::new(configs);
+    Ok(Arc::new(configs))
+}
+
+async fn renew_phase(
+    target: &Arc<Target>,
+    devices: &Arc<Vec<Device>>,
+    configs: Configs,
+    args: &Args,
+) -> anyhow::Result<Phase> {
     eprintln!("renew: {} requests over mutual TLS, concurrency {}", devices.len(), args.concurrency);
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
@@ -397,5 +457,7 @@ async fn renew_phase(
         latencies,
         errors,
         elapsed: start.elapsed(),
+        ca_cpu: None,
+        own_cpu: None,
     })
 }
