@@ -44,6 +44,11 @@ mod sys;
 #[cfg(target_os = "macos")]
 mod backend;
 
+/// A deliberate type error that only the CI's canary check compiles (`.ci/check-darwin`):
+/// that check must fail, which proves the darwin type-check reaches macOS-only code.
+#[cfg(all(target_os = "macos", devicetrust_darwin_canary))]
+const _DARWIN_CANARY: u32 = "the darwin type-check must reject this";
+
 #[cfg(target_os = "macos")]
 pub use backend::{apply_managed_config, open, run_allowlist, run_jamf};
 #[cfg(target_os = "macos")]
