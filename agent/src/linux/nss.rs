@@ -245,17 +245,21 @@ impl NssDb {
         if self.exists() {
             return Ok(false);
         }
+        self.create_dir()?;
+        let db = self.db_arg();
+        let out = self.certutil(&["-N", "--empty-password", "-d", &db], None)?;
+        self.check(&out, "certutil", "create database")?;
+        Ok(true)
+    }
+
+    fn create_dir(&self) -> Result<(), NssError> {
         DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)
             .map_err(|e| io_err("create", &self.dir, e))?;
         fs::set_permissions(&self.dir, Permissions::from_mode(0o700))
-            .map_err(|e| io_err("restrict", &self.dir, e))?;
-        let db = self.db_arg();
-        let out = self.certutil(&["-N", "--empty-password", "-d", &db], None)?;
-        self.check(&out, "certutil", "create database")?;
-        Ok(true)
+            .map_err(|e| io_err("restrict", &self.dir, e))
     }
 
     /// Every certificate in the database (`certutil -L`).
@@ -285,6 +289,13 @@ impl NssDb {
 
     /// Our identity under `nickname`, or `None` when there is no certificate under it.
     pub fn identity(&self, nickname: &str) -> Result<Option<NssIdentity>, NssError> {
+        let Some(certificates) = self.certificates_under(nickname)? else { return Ok(None) };
+        let has_private_key = self.keys()?.iter().any(|k| k.nickname.as_deref() == Some(nickname));
+        Ok(Some(NssIdentity { certificates, has_private_key }))
+    }
+
+    /// The certificates (DER) under `nickname`, or `None` when there is none.
+    fn certificates_under(&self, nickname: &str) -> Result<Option<Vec<Vec<u8>>>, NssError> {
         if !self.exists() {
             return Ok(None);
         }
@@ -296,9 +307,7 @@ impl NssDb {
             return Ok(None);
         }
         self.check(&out, "certutil", "export certificate")?;
-        let certificates = pem_blocks(&out.stdout, "CERTIFICATE");
-        let has_private_key = self.keys()?.iter().any(|k| k.nickname.as_deref() == Some(nickname));
-        Ok(Some(NssIdentity { certificates, has_private_key }))
+        Ok(Some(pem_blocks(&out.stdout, "CERTIFICATE")))
     }
 
     /// Imports the identity under `nickname` so that afterwards exactly this certificate and
@@ -323,9 +332,13 @@ impl NssDb {
             pem_blocks(cert_text, "CERTIFICATE").into_iter().next().ok_or(NssError::BadCertificate)?;
         let key = SecretPem::from_pkcs8(key_pkcs8)?;
 
-        // A database made just now holds nothing of ours: no need to look or to clean up.
-        let created = self.ensure()?;
-        if !created && self.identity(nickname)?.is_some_and(|id| id.is_exactly(&leaf_der)) {
+        // A missing database is made by `pk12util` itself on import (with an empty password,
+        // as `certutil -N --empty-password` would make it): one helper process less. And a
+        // database made now holds nothing of ours: no need to look or to clean up.
+        let created = !self.exists();
+        if created {
+            self.create_dir()?;
+        } else if self.identity(nickname)?.is_some_and(|id| id.is_exactly(&leaf_der)) {
             return Ok(ImportOutcome::AlreadyCurrent);
         }
 
@@ -351,7 +364,10 @@ impl NssDb {
         self.check(&out, "pk12util", "import identity")?;
         staging.close()?;
 
-        if !self.identity(nickname)?.is_some_and(|id| id.is_exactly(&leaf_der)) {
+        // `pk12util` imports the key and the certificate of the PKCS#12 together and
+        // succeeded, so the key is there; what can still be wrong is which certificate NSS
+        // now resolves the nickname to.
+        if self.certificates_under(nickname)?.is_none_or(|certs| certs != [leaf_der]) {
             return Err(NssError::NotVerified { nickname: nickname.to_owned() });
         }
         Ok(ImportOutcome::Imported { replaced })
