@@ -366,8 +366,8 @@ impl NssDb {
 
         // `pk12util` imports the key and the certificate of the PKCS#12 together and
         // succeeded, so the key is there; what can still be wrong is which certificate NSS
-        // now resolves the nickname to.
-        if self.certificates_under(nickname)?.is_none_or(|certs| certs != [leaf_der]) {
+        // now resolves the nickname to, and only in a database that held entries before.
+        if !created && self.certificates_under(nickname)?.is_none_or(|certs| certs != [leaf_der]) {
             return Err(NssError::NotVerified { nickname: nickname.to_owned() });
         }
         Ok(ImportOutcome::Imported { replaced })
