@@ -26,21 +26,9 @@ ENROLLS=${ENROLLS:-50}
 RSS_RUNS=${RSS_RUNS:-50}
 
 # --- tools (idempotent) -------------------------------------------------------------------
-need=()
-command -v hyperfine >/dev/null 2>&1 || need+=(hyperfine)
-[ -x /usr/bin/time ] || need+=(time)
-command -v python3 >/dev/null 2>&1 || need+=(python3)
-command -v certutil >/dev/null 2>&1 || need+=(libnss3-tools)
-if [ "${#need[@]}" -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  else
-    echo "error: install ${need[*]} (sudo apt-get install ${need[*]}) and run again" >&2
-    exit 1
-  fi
-fi
+# shellcheck source=scripts/lib/require-tools.sh
+source scripts/lib/require-tools.sh
+require_tools hyperfine:hyperfine /usr/bin/time:time python3:python3 certutil:libnss3-tools
 
 # --- build -----------------------------------------------------------------------------------
 # Asked now: rustup finds its toolchain through HOME, which the agent's runs replace below.

@@ -37,23 +37,9 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "error: cargo is missing; install Rust from https://rustup.rs and run again" >&2
   exit 1
 fi
-declare -A package_of=([python3]=python3 [certutil]=libnss3-tools [pk12util]=libnss3-tools)
-missing=()
-for tool in "${!package_of[@]}"; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    say "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  else
-    echo "error: please install: ${missing[*]} (Debian/Ubuntu: sudo apt-get install ${missing[*]})" >&2
-    exit 1
-  fi
-fi
+# shellcheck source=scripts/lib/require-tools.sh
+source scripts/lib/require-tools.sh
+require_tools python3:python3 certutil:libnss3-tools pk12util:libnss3-tools
 
 # --- build ---------------------------------------------------------------------------
 say "building devicetrust-ca and devicetrust-agent ($profile profile)"

@@ -8,33 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# tool -> Debian package that provides it
-declare -A needed=(
-  [chromium]=chromium
-  [certutil]=libnss3-tools
-  [pk12util]=libnss3-tools
-  [openssl]=openssl
-  [python3]=python3
-)
-
-missing_packages=()
-for tool in "${!needed[@]}"; do
-  command -v "$tool" >/dev/null 2>&1 || missing_packages+=("${needed[$tool]}")
-done
-
-if [ "${#missing_packages[@]}" -gt 0 ]; then
-  mapfile -t missing_packages < <(printf '%s\n' "${missing_packages[@]}" | sort -u)
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing: ${missing_packages[*]}" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing_packages[@]}" >/dev/null
-  else
-    echo "error: the tests need these Debian packages: ${missing_packages[*]}" >&2
-    echo "install them (sudo apt-get install ${missing_packages[*]}) and run again" >&2
-    exit 1
-  fi
-fi
+# shellcheck source=scripts/lib/require-tools.sh
+source scripts/lib/require-tools.sh
+require_tools chromium:chromium certutil:libnss3-tools pk12util:libnss3-tools openssl:openssl python3:python3
 
 # `test-hooks` compiles the crash hook into the agent so that its crash tests run too.
 exec cargo test --workspace --locked --features agent/test-hooks "$@"
