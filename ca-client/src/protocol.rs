@@ -396,6 +396,8 @@ pub enum ErrorCode {
     InvalidCsr,
     /// 413: the body is over 64 KiB.
     PayloadTooLarge,
+    /// 408: the request body did not arrive in time.
+    RequestTimeout,
     /// 401: missing or wrong enrollment bearer token.
     InvalidToken,
     /// 401: renew/status without a client certificate this CA issued.
@@ -406,6 +408,11 @@ pub enum ErrorCode {
     CertificateRevoked,
     /// 403: the presented certificate is past its notAfter.
     CertificateExpired,
+    /// 403: the presented certificate was replaced by a renewal longer ago than the CA's
+    /// grace period for superseded certificates.
+    CertificateSuperseded,
+    /// 403: the presented certificate is bound to another user than the one named.
+    CertificateBoundToOtherUser,
     /// 409: the device already holds the maximum of unbound certificates.
     EnrollmentLimitReached,
     /// 429: too many requests; see `Retry-After`.
@@ -437,15 +444,18 @@ pub enum Reaction {
 
 impl ErrorCode {
     /// Every known code, in the contract's order.
-    pub const KNOWN: [Self; 13] = [
+    pub const KNOWN: [Self; 16] = [
         Self::InvalidRequest,
         Self::InvalidCsr,
         Self::PayloadTooLarge,
+        Self::RequestTimeout,
         Self::InvalidToken,
         Self::ClientCertificateRequired,
         Self::DeviceNotManaged,
         Self::CertificateRevoked,
         Self::CertificateExpired,
+        Self::CertificateSuperseded,
+        Self::CertificateBoundToOtherUser,
         Self::EnrollmentLimitReached,
         Self::RateLimited,
         Self::ReadOnly,
@@ -459,11 +469,14 @@ impl ErrorCode {
             Self::InvalidRequest => "invalid_request",
             Self::InvalidCsr => "invalid_csr",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::RequestTimeout => "request_timeout",
             Self::InvalidToken => "invalid_token",
             Self::ClientCertificateRequired => "client_certificate_required",
             Self::DeviceNotManaged => "device_not_managed",
             Self::CertificateRevoked => "certificate_revoked",
             Self::CertificateExpired => "certificate_expired",
+            Self::CertificateSuperseded => "certificate_superseded",
+            Self::CertificateBoundToOtherUser => "certificate_bound_to_other_user",
             Self::EnrollmentLimitReached => "enrollment_limit_reached",
             Self::RateLimited => "rate_limited",
             Self::ReadOnly => "read_only",
@@ -478,8 +491,13 @@ impl ErrorCode {
         match self {
             Self::InvalidRequest | Self::InvalidCsr => 400,
             Self::PayloadTooLarge => 413,
+            Self::RequestTimeout => 408,
             Self::InvalidToken | Self::ClientCertificateRequired => 401,
-            Self::DeviceNotManaged | Self::CertificateRevoked | Self::CertificateExpired => 403,
+            Self::DeviceNotManaged
+            | Self::CertificateRevoked
+            | Self::CertificateExpired
+            | Self::CertificateSuperseded
+            | Self::CertificateBoundToOtherUser => 403,
             Self::EnrollmentLimitReached => 409,
             Self::RateLimited => 429,
             Self::ReadOnly | Self::MdmUnavailable => 503,
@@ -494,13 +512,19 @@ impl ErrorCode {
             | Self::InvalidCsr
             | Self::PayloadTooLarge
             | Self::InvalidToken
+            | Self::CertificateBoundToOtherUser
             | Self::EnrollmentLimitReached => Reaction::Fail,
-            Self::ClientCertificateRequired | Self::CertificateExpired => Reaction::Reenroll,
+            Self::ClientCertificateRequired | Self::CertificateExpired | Self::CertificateSuperseded => {
+                Reaction::Reenroll
+            }
             Self::DeviceNotManaged => Reaction::RetryNextRun,
             Self::CertificateRevoked => Reaction::Uninstall,
-            Self::RateLimited | Self::ReadOnly | Self::MdmUnavailable | Self::Internal | Self::Unknown(_) => {
-                Reaction::RetryLater
-            }
+            Self::RequestTimeout
+            | Self::RateLimited
+            | Self::ReadOnly
+            | Self::MdmUnavailable
+            | Self::Internal
+            | Self::Unknown(_) => Reaction::RetryLater,
         }
     }
 

@@ -26,8 +26,19 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
-use crate::service::{Ca, IssueReply, PresentedCertificate, RefusalContext};
+use crate::service::{self, Ca, IssueReply, PresentedCertificate, RefusalContext};
 use crate::store::RevokeTarget;
+
+/// The TCP peer's address of the connection a request came on, set by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress(pub std::net::IpAddr);
+
+/// The client address of a request, if the server recorded one.
+type Client = Option<Extension<ClientAddress>>;
+
+fn address(client: &Client) -> Option<std::net::IpAddr> {
+    client.as_ref().map(|Extension(ClientAddress(ip))| *ip)
+}
 
 /// Default and largest page of `GET /api/v1/admin/events`.
 const EVENTS_DEFAULT_LIMIT: u32 = 100;
@@ -50,6 +61,7 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .route("/api/v1/admin/users/{user}/revoke", post(revoke_user))
         .route("/api/v1/admin/devices/{udid}/revoke", post(revoke_device))
         .route("/api/v1/admin/devices/{udid}", get(device))
+        .route("/api/v1/admin/certificates/{serial}/bind", post(bind))
         .route("/api/v1/admin/events", get(events))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -117,15 +129,24 @@ fn truncate(mut detail: String) -> String {
     detail
 }
 
-/// Reads a JSON body of at most [`MAX_REQUEST_BODY`] bytes.
-async fn read_json<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
+/// Reads a JSON body of at most [`MAX_REQUEST_BODY`] bytes, within the body read timeout:
+/// a client that stalls its body holds a connection and a task for that long at most.
+async fn read_json<T: DeserializeOwned>(ca: &Ca, headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
     let too_large = ApiError::PayloadTooLarge { limit: MAX_REQUEST_BODY };
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > MAX_REQUEST_BODY as u64) {
         return Err(too_large);
     }
-    let bytes = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+    let secs = ca.limits().body_read_timeout_secs;
+    let collected =
+        tokio::time::timeout(std::time::Duration::from_secs(secs), Limited::new(body, MAX_REQUEST_BODY).collect())
+            .await
+            .map_err(|_| {
+                ca.metrics().body_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ApiError::RequestTimeout { secs }
+            })?;
+    let bytes = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large),
         Err(_) => return Err(ApiError::InvalidRequest("the request body could not be read".into())),
@@ -145,34 +166,32 @@ struct MetadataQuery {
 
 async fn metadata(
     State(ca): State<Arc<Ca>>,
+    client: Client,
     query: Result<Query<MetadataQuery>, QueryRejection>,
 ) -> Response {
+    let context = RefusalContext::unrecorded(address(&client));
     let platform = match query {
         Ok(Query(q)) => q.platform,
         Err(e) => {
-            return refuse(
-                &ca,
-                &RefusalContext::unrecorded(),
-                ApiError::InvalidRequest(truncate(e.body_text())),
-            )
-            .await;
+            return refuse(&ca, &context, ApiError::InvalidRequest(truncate(e.body_text()))).await;
         }
     };
     if let Some(p) = platform
         && serde_json::from_value::<Platform>(serde_json::Value::String(p)).is_err()
     {
         let error = ApiError::InvalidRequest("`platform` must be `macos` or `linux`".into());
-        return refuse(&ca, &RefusalContext::unrecorded(), error).await;
+        return refuse(&ca, &context, error).await;
     }
     json_response(StatusCode::OK, &ca.metadata())
 }
 
-async fn enroll(State(ca): State<Arc<Ca>>, headers: HeaderMap, body: Body) -> Response {
-    let mut context = RefusalContext::new(EventType::Enroll);
+async fn enroll(State(ca): State<Arc<Ca>>, client: Client, headers: HeaderMap, body: Body) -> Response {
+    let mut context = RefusalContext::new(EventType::Enroll, address(&client));
     let result = async {
-        ca.check_enrollment_token(bearer(&headers))?;
+        ca.admit(context.client)?;
+        ca.check_enrollment_token(bearer(&headers), &mut context)?;
         ca.ensure_writable()?;
-        let request = read_json(&headers, body).await?;
+        let request = read_json(&ca, &headers, body).await?;
         ca.enroll(&request, &mut context).await
     }
     .await;
@@ -184,15 +203,17 @@ async fn enroll(State(ca): State<Arc<Ca>>, headers: HeaderMap, body: Body) -> Re
 
 async fn renew(
     State(ca): State<Arc<Ca>>,
+    client: Client,
     peer: Option<Extension<PresentedCertificate>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let mut context = RefusalContext::new(EventType::Renew);
+    let mut context = RefusalContext::new(EventType::Renew, address(&client));
     let result = async {
+        ca.admit(context.client)?;
         let old = ca.identify(peer.as_ref().map(|p| &p.0), &mut context).await?;
         ca.ensure_writable()?;
-        let request = read_json(&headers, body).await?;
+        let request = read_json(&ca, &headers, body).await?;
         ca.renew(&old, &request).await
     }
     .await;
@@ -204,11 +225,12 @@ async fn renew(
 
 async fn certificate_status(
     State(ca): State<Arc<Ca>>,
+    client: Client,
     peer: Option<Extension<PresentedCertificate>>,
 ) -> Response {
     // The contract has no event type for status; a refused status request is an
     // authentication by certificate that failed.
-    let mut context = RefusalContext::new(EventType::Authenticate);
+    let mut context = RefusalContext::new(EventType::Authenticate, address(&client));
     let result = async {
         let row = ca.identify(peer.as_ref().map(|p| &p.0), &mut context).await?;
         ca.status(&row)
@@ -227,11 +249,12 @@ struct VerifyQuery {
 
 async fn verify(
     State(ca): State<Arc<Ca>>,
+    client: Client,
     peer: Option<Extension<PresentedCertificate>>,
     headers: HeaderMap,
     query: Result<Query<VerifyQuery>, QueryRejection>,
 ) -> Response {
-    let mut context = RefusalContext::new(EventType::Authenticate);
+    let mut context = RefusalContext::new(EventType::Authenticate, address(&client));
     let result = async {
         let Query(query) = query.map_err(|e| ApiError::InvalidRequest(truncate(e.body_text())))?;
         let row = ca.identify(peer.as_ref().map(|p| &p.0), &mut context).await?;
@@ -317,7 +340,7 @@ async fn crl(State(ca): State<Arc<Ca>>) -> Response {
             der.as_ref().clone(),
         )
             .into_response(),
-        Err(error) => refuse(&ca, &RefusalContext::unrecorded(), error).await,
+        Err(error) => refuse(&ca, &RefusalContext::unrecorded(None), error).await,
     }
 }
 
@@ -325,22 +348,33 @@ fn path_param(param: Result<Path<String>, PathRejection>) -> Result<String, ApiE
     param.map(|Path(p)| p).map_err(|e| ApiError::InvalidRequest(truncate(e.body_text())))
 }
 
-async fn revoke(ca: &Ca, headers: &HeaderMap, target: RevokeTarget<'_>) -> Result<u64, ApiError> {
-    ca.check_admin_token(bearer(headers))?;
-    ca.ensure_writable()?;
-    ca.revoke(target).await
+/// The admin API's first steps, in this order: the client address's budget, the token
+/// (nothing about the request is looked at, let alone recorded, before it matched), then
+/// the path parameter.
+fn admin_request(
+    ca: &Ca,
+    headers: &HeaderMap,
+    param: Result<Path<String>, PathRejection>,
+    context: &mut RefusalContext,
+) -> Result<String, ApiError> {
+    ca.admit(context.client)?;
+    ca.check_admin_token(bearer(headers), context)?;
+    path_param(param)
 }
 
 async fn revoke_user(
     State(ca): State<Arc<Ca>>,
+    client: Client,
     headers: HeaderMap,
     user: Result<Path<String>, PathRejection>,
 ) -> Response {
-    let mut context = RefusalContext::new(EventType::Revoke);
+    let mut context = RefusalContext::new(EventType::Revoke, address(&client));
     let result = async {
-        let user = path_param(user)?;
+        let user = admin_request(&ca, &headers, user, &mut context)?;
+        service::check_user(&user)?;
         context.user = Some(user.clone());
-        revoke(&ca, &headers, RevokeTarget::User(&user)).await
+        ca.ensure_writable()?;
+        ca.revoke(RevokeTarget::User(&user)).await
     }
     .await;
     match result {
@@ -351,14 +385,16 @@ async fn revoke_user(
 
 async fn revoke_device(
     State(ca): State<Arc<Ca>>,
+    client: Client,
     headers: HeaderMap,
     udid: Result<Path<String>, PathRejection>,
 ) -> Response {
-    let mut context = RefusalContext::new(EventType::Revoke);
+    let mut context = RefusalContext::new(EventType::Revoke, address(&client));
     let result = async {
-        let udid = path_param(udid)?;
+        let udid = service::canonical_device(&admin_request(&ca, &headers, udid, &mut context)?)?;
         context.udid = Some(udid.clone());
-        revoke(&ca, &headers, RevokeTarget::Device(&udid)).await
+        ca.ensure_writable()?;
+        ca.revoke(RevokeTarget::Device(&udid)).await
     }
     .await;
     match result {
@@ -369,15 +405,15 @@ async fn revoke_device(
 
 async fn device(
     State(ca): State<Arc<Ca>>,
+    client: Client,
     headers: HeaderMap,
     udid: Result<Path<String>, PathRejection>,
 ) -> Response {
     // Reading the log or a device is not an event the contract knows; refusals are logged
     // by the CA, not recorded as events.
-    let context = RefusalContext::unrecorded();
+    let mut context = RefusalContext::unrecorded(address(&client));
     let result = async {
-        ca.check_admin_token(bearer(&headers))?;
-        let udid = path_param(udid)?;
+        let udid = admin_request(&ca, &headers, udid, &mut context)?;
         ca.device(&udid).await
     }
     .await;
@@ -388,6 +424,44 @@ async fn device(
 }
 
 #[derive(Debug, Deserialize)]
+struct BindRequest {
+    user: String,
+}
+
+/// `POST /api/v1/admin/certificates/{serial}/bind`: the admin vouches that a certificate
+/// belongs to `user`. Browsers cannot bind to anyone but the enrolling user.
+async fn bind(
+    State(ca): State<Arc<Ca>>,
+    client: Client,
+    headers: HeaderMap,
+    serial: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Response {
+    let mut context = RefusalContext::new(EventType::Authenticate, address(&client));
+    let result = async {
+        let serial = admin_request(&ca, &headers, serial, &mut context)?;
+        let request: BindRequest = read_json(&ca, &headers, body).await?;
+        ca.bind(&serial, &request.user, &mut context).await
+    }
+    .await;
+    match result {
+        Ok(row) => json_response(
+            StatusCode::OK,
+            &BindResponse { serial_number: row.serial, state: row.state, bound_user: row.bound_user },
+        ),
+        Err(error) => refuse(&ca, &context, error).await,
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BindResponse {
+    serial_number: String,
+    state: ca_client::protocol::CertificateState,
+    bound_user: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
 struct EventsQuery {
     after: Option<i64>,
     limit: Option<u32>,
@@ -395,12 +469,14 @@ struct EventsQuery {
 
 async fn events(
     State(ca): State<Arc<Ca>>,
+    client: Client,
     headers: HeaderMap,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Response {
-    let context = RefusalContext::unrecorded();
+    let mut context = RefusalContext::unrecorded(address(&client));
     let result = async {
-        ca.check_admin_token(bearer(&headers))?;
+        ca.admit(context.client)?;
+        ca.check_admin_token(bearer(&headers), &mut context)?;
         let Query(query) = query.map_err(|e| ApiError::InvalidRequest(truncate(e.body_text())))?;
         let after = query.after.unwrap_or(0);
         let limit = query.limit.unwrap_or(EVENTS_DEFAULT_LIMIT);
@@ -462,6 +538,7 @@ mod tests {
             "/api/v1/admin/users/{user}/revoke",
             "/api/v1/admin/devices/{udid}/revoke",
             "/api/v1/admin/devices/{udid}",
+            "/api/v1/admin/certificates/{serial}/bind",
             "/api/v1/admin/events",
         ];
         for route in routes {

@@ -52,6 +52,9 @@ pub struct Profile {
     pub lifetime: Duration,
     /// How far before issuance notBefore is set.
     pub backdate: Duration,
+    /// CRL distribution points written into every certificate (`cRLDistributionPoints`), so
+    /// that a relying party can find revocations without being told where.
+    pub crl_urls: Vec<String>,
 }
 
 /// Why the CA's own certificate and key could not be loaded or generated.
@@ -363,9 +366,11 @@ impl Authority {
         chain: &[PathBuf],
         profile: Profile,
     ) -> Result<Self, AuthorityError> {
+        if let Some(reason) = crate::fsutil::key_file_problem(private_key) {
+            return Err(AuthorityError::BadKey { path: private_key.to_owned(), reason });
+        }
         let cert_pem = read(certificate)?;
         let key_pem = read(private_key)?;
-        warn_if_key_readable_by_others(private_key);
         let key = KeyPair::from_pem(&key_pem)
             .map_err(|e| AuthorityError::BadKey { path: private_key.to_owned(), reason: e.to_string() })?;
         let mut extra = Vec::new();
@@ -520,6 +525,10 @@ impl Authority {
         let uri = Ia5String::try_from(ca_client::protocol::device_uri(udid))?;
         params.subject_alt_names = vec![SanType::URI(uri)];
         params.use_authority_key_identifier_extension = true;
+        if !self.profile.crl_urls.is_empty() {
+            params.crl_distribution_points =
+                vec![rcgen::CrlDistributionPoint { uris: self.profile.crl_urls.clone() }];
+        }
         params.not_before = to_offset(not_before);
         params.not_after = to_offset(not_after);
         params.serial_number = Some(serial.clone());
@@ -571,19 +580,6 @@ impl Authority {
 fn read(path: &Path) -> Result<String, AuthorityError> {
     std::fs::read_to_string(path).map_err(|source| AuthorityError::Read { path: path.to_owned(), source })
 }
-
-#[cfg(unix)]
-fn warn_if_key_readable_by_others(path: &Path) {
-    use std::os::unix::fs::PermissionsExt as _;
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(path = %path.display(), "the CA private key is readable by other users; make it mode 0600");
-    }
-}
-
-#[cfg(not(unix))]
-fn warn_if_key_readable_by_others(_path: &Path) {}
 
 /// The first `CERTIFICATE` block of a PEM text, as DER.
 pub fn first_pem_certificate(pem: &str) -> Option<Vec<u8>> {
@@ -643,6 +639,7 @@ mod tests {
             subject_common_name: "Device Trust".into(),
             lifetime: Duration::days(365),
             backdate: Duration::minutes(5),
+            crl_urls: vec!["https://ca.example.com/crl".into()],
         }
     }
 
@@ -720,6 +717,15 @@ mod tests {
             format!("{:?}", san.general_names),
             format!("{:?}", [x509_parser::extensions::GeneralName::URI("urn:devicetrust:device:UDID-1")])
         );
+        let crl_dp = cert
+            .extensions()
+            .iter()
+            .find_map(|ext| match ext.parsed_extension() {
+                x509_parser::extensions::ParsedExtension::CRLDistributionPoints(points) => Some(points),
+                _ => None,
+            })
+            .expect("a CRL distribution point");
+        assert_eq!(format!("{crl_dp:?}").matches("https://ca.example.com/crl").count(), 1, "{crl_dp:?}");
 
         let crl = ca
             .crl(

@@ -49,12 +49,20 @@ enum Command {
         /// Without it every device counts as managed.
         #[arg(long, value_name = "FILE")]
         managed_devices: Option<PathBuf>,
+        /// TOML file with the keys of a configuration's `[limits]` table (connection caps,
+        /// rate limits, timeouts), instead of the defaults.
+        #[arg(long, value_name = "FILE")]
+        limits: Option<PathBuf>,
     },
 }
 
 /// Parses the arguments, runs the command, and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every file the CA creates (database, WAL, generated keys, tokens) is for its own user
+    // only, whatever umask it was started with.
+    #[cfg(unix)]
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -107,12 +115,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             server::serve_listeners(Listeners { main, cert_auth }, ca, shutdown).await?;
         }
-        Command::Dev { listen, data_dir, managed_devices } => {
+        Command::Dev { listen, data_dir, managed_devices, limits } => {
             let listener =
                 TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
             let local = listener.local_addr().context("cannot read the listening address")?;
-            let env = dev::prepare(&DevOptions { data_dir, managed_devices }, local)
+            let limits = match limits {
+                Some(path) => Some(dev::load_limits(&path)?),
+                None => None,
+            };
+            let mut env = dev::prepare(&DevOptions { data_dir, managed_devices }, local)
                 .context("cannot prepare the data directory")?;
+            if let Some(limits) = limits {
+                env.config.limits = limits;
+                env.config.validate()?;
+            }
             if env.allows_all_devices {
                 eprintln!(
                     "warning: no --managed-devices list: every device counts as managed. Use this only for development."

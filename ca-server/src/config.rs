@@ -166,8 +166,29 @@ impl Config {
         if self.ca.crl_validity_hours == 0 {
             return invalid("ca.crl_validity_hours", "must be at least 1");
         }
-        if self.limits.enrollments_per_minute == 0 {
-            return invalid("limits.enrollments_per_minute", "must be at least 1");
+        let limits = &self.limits;
+        let at_least_one: [(&'static str, u64); 10] = [
+            ("limits.enrollments_per_minute", limits.enrollments_per_minute.into()),
+            ("limits.requests_per_minute_per_address", limits.requests_per_minute_per_address.into()),
+            ("limits.auth_failures_per_minute_per_address", limits.auth_failures_per_minute_per_address.into()),
+            ("limits.max_connections", limits.max_connections.into()),
+            ("limits.max_connections_per_address", limits.max_connections_per_address.into()),
+            ("limits.handshake_timeout_secs", limits.handshake_timeout_secs),
+            ("limits.header_read_timeout_secs", limits.header_read_timeout_secs),
+            ("limits.body_read_timeout_secs", limits.body_read_timeout_secs),
+            ("limits.mdm_concurrent_lookups", limits.mdm_concurrent_lookups.into()),
+            ("limits.mdm_queue_wait_secs", limits.mdm_queue_wait_secs),
+        ];
+        if let Some((setting, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
+            return invalid(setting, "must be at least 1");
+        }
+        if limits.max_connections_per_address > limits.max_connections {
+            return invalid("limits.max_connections_per_address", "must not exceed limits.max_connections");
+        }
+        if let Some(url) = &self.ca.crl_url
+            && !matches!(url::Url::parse(url).map(|u| u.scheme().to_owned()).as_deref(), Ok("https" | "http"))
+        {
+            return invalid("ca.crl_url", "must be an http(s) URL");
         }
         if let Some(learn_more) = &self.server.learn_more_url
             && !matches!(
@@ -258,6 +279,13 @@ pub struct CaSettings {
     pub backdate_secs: u32,
     /// `crl_validity_hours` (default 24): the CRL's nextUpdate after its thisUpdate.
     pub crl_validity_hours: u32,
+    /// `crl_url`: the CRL distribution point written into every issued certificate.
+    /// Default: `<cert_auth_domain>/crl`, which every listener serves.
+    pub crl_url: Option<String>,
+    /// `superseded_grace_days` (default 7): how long a certificate replaced by a renewal
+    /// stays acceptable (a browser may have cached it); after that it is refused with
+    /// `certificate_superseded`.
+    pub superseded_grace_days: u32,
 }
 
 impl Default for CaSettings {
@@ -274,6 +302,8 @@ impl Default for CaSettings {
             max_unbound_certificates: 5,
             backdate_secs: 300,
             crl_validity_hours: 24,
+            crl_url: None,
+            superseded_grace_days: 7,
         }
     }
 }
@@ -288,17 +318,55 @@ pub struct TokenSettings {
     pub admin: SecretSource,
 }
 
-/// `[limits]`.
+/// `[limits]`: what one device, one client address and everyone together may consume.
+///
+/// Every resource an outsider can use is bounded here; `docs/security.md` explains each
+/// setting and what it protects.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitSettings {
     /// `enrollments_per_minute` (default 60): enroll and renew requests per device.
     pub enrollments_per_minute: u32,
+    /// `requests_per_minute_per_address` (default 120): enroll, renew and admin requests per
+    /// client address (IPv6 by /64). Raise it for many Macs behind one NAT address.
+    pub requests_per_minute_per_address: u32,
+    /// `auth_failures_per_minute_per_address` (default 10): refused tokens and unknown
+    /// client certificates per client address; past it, that address gets 429 until the
+    /// budget refills.
+    pub auth_failures_per_minute_per_address: u32,
+    /// `max_connections` (default 1024): open connections in all; a connection over the
+    /// cap is closed at once, and idle keep-alive connections are shed from 3/4 of it.
+    pub max_connections: u32,
+    /// `max_connections_per_address` (default 64): open connections per client address.
+    pub max_connections_per_address: u32,
+    /// `handshake_timeout_secs` (default 10): longest TLS handshake.
+    pub handshake_timeout_secs: u64,
+    /// `header_read_timeout_secs` (default 10): longest wait for a request's headers, which
+    /// is also how long an idle keep-alive connection stays open.
+    pub header_read_timeout_secs: u64,
+    /// `body_read_timeout_secs` (default 10): longest wait for a whole request body.
+    pub body_read_timeout_secs: u64,
+    /// `mdm_concurrent_lookups` (default 16): MDM lookups in flight at once; more wait.
+    pub mdm_concurrent_lookups: u32,
+    /// `mdm_queue_wait_secs` (default 10): how long a request waits for an MDM lookup slot
+    /// before it is answered 503 `mdm_unavailable`.
+    pub mdm_queue_wait_secs: u64,
 }
 
 impl Default for LimitSettings {
     fn default() -> Self {
-        Self { enrollments_per_minute: 60 }
+        Self {
+            enrollments_per_minute: 60,
+            requests_per_minute_per_address: 120,
+            auth_failures_per_minute_per_address: 10,
+            max_connections: 1024,
+            max_connections_per_address: 64,
+            handshake_timeout_secs: 10,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 10,
+            mdm_concurrent_lookups: 16,
+            mdm_queue_wait_secs: 10,
+        }
     }
 }
 

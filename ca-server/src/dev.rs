@@ -46,6 +46,13 @@ pub struct DevOptions {
     pub managed_devices: Option<PathBuf>,
 }
 
+/// Reads a `[limits]` table's keys from a TOML file (`dev --limits FILE`).
+pub fn load_limits(path: &std::path::Path) -> Result<crate::config::LimitSettings, crate::config::ConfigError> {
+    use crate::config::ConfigError;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })
+}
+
 /// A prepared dev environment.
 #[derive(Debug, Clone)]
 pub struct DevEnvironment {

@@ -30,6 +30,12 @@ pub enum ApiError {
         /// The limit.
         limit: usize,
     },
+    /// The body did not arrive in time.
+    #[error("request body not received within {secs} s")]
+    RequestTimeout {
+        /// The body read timeout.
+        secs: u64,
+    },
     /// Missing or wrong enrollment token.
     #[error("missing or wrong enrollment token")]
     InvalidToken,
@@ -55,6 +61,22 @@ pub enum ApiError {
         serial: String,
         /// Its end of validity.
         not_after: DateTime<Utc>,
+    },
+    /// The presented certificate was replaced by a renewal longer ago than the grace period.
+    #[error("certificate {serial} was superseded at {superseded_at:?}, over {grace_days} days ago")]
+    CertificateSuperseded {
+        /// Its serial.
+        serial: String,
+        /// When its successor was issued.
+        superseded_at: Option<DateTime<Utc>>,
+        /// The grace period.
+        grace_days: i64,
+    },
+    /// The certificate is bound to another user than the one the caller named.
+    #[error("certificate {serial} is bound to another user")]
+    CertificateBoundToOtherUser {
+        /// Its serial.
+        serial: String,
     },
     /// The device is at its unbound limit.
     #[error("device holds {max} unbound certificates")]
@@ -95,11 +117,14 @@ impl ApiError {
             Self::InvalidRequest(_) => ErrorCode::InvalidRequest,
             Self::InvalidCsr(_) => ErrorCode::InvalidCsr,
             Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Self::RequestTimeout { .. } => ErrorCode::RequestTimeout,
             Self::InvalidToken | Self::InvalidAdminToken => ErrorCode::InvalidToken,
             Self::ClientCertificateRequired(_) => ErrorCode::ClientCertificateRequired,
             Self::DeviceNotManaged(_) => ErrorCode::DeviceNotManaged,
             Self::CertificateRevoked { .. } => ErrorCode::CertificateRevoked,
             Self::CertificateExpired { .. } => ErrorCode::CertificateExpired,
+            Self::CertificateSuperseded { .. } => ErrorCode::CertificateSuperseded,
+            Self::CertificateBoundToOtherUser { .. } => ErrorCode::CertificateBoundToOtherUser,
             Self::EnrollmentLimitReached { .. } => ErrorCode::EnrollmentLimitReached,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::ReadOnly => ErrorCode::ReadOnly,
@@ -118,11 +143,14 @@ impl ApiError {
                 Some(ErrorCode::InvalidRequest) => "invalid_request",
                 Some(ErrorCode::InvalidCsr) => "invalid_csr",
                 Some(ErrorCode::PayloadTooLarge) => "payload_too_large",
+                Some(ErrorCode::RequestTimeout) => "request_timeout",
                 Some(ErrorCode::InvalidToken) => "invalid_token",
                 Some(ErrorCode::ClientCertificateRequired) => "client_certificate_required",
                 Some(ErrorCode::DeviceNotManaged) => "device_not_managed",
                 Some(ErrorCode::CertificateRevoked) => "certificate_revoked",
                 Some(ErrorCode::CertificateExpired) => "certificate_expired",
+                Some(ErrorCode::CertificateSuperseded) => "certificate_superseded",
+                Some(ErrorCode::CertificateBoundToOtherUser) => "certificate_bound_to_other_user",
                 Some(ErrorCode::EnrollmentLimitReached) => "enrollment_limit_reached",
                 Some(ErrorCode::RateLimited) => "rate_limited",
                 Some(ErrorCode::ReadOnly) => "read_only",
@@ -146,12 +174,19 @@ impl ApiError {
         matches!(self, Self::Store(_) | Self::Sign(_))
     }
 
+    /// Whether the client failed to prove who it is: a wrong token or no client certificate
+    /// this CA knows. These spend the client address's failure budget.
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(self, Self::InvalidToken | Self::InvalidAdminToken | Self::ClientCertificateRequired(_))
+    }
+
     /// The message sent to the client: safe to show, never an internal cause.
     pub fn public_message(&self) -> String {
         match self {
             Self::InvalidRequest(detail) => format!("Invalid request: {detail}"),
             Self::InvalidCsr(reason) => format!("Invalid CSR: {reason}"),
             Self::PayloadTooLarge { limit } => format!("The request body is over {limit} bytes"),
+            Self::RequestTimeout { secs } => format!("The request body did not arrive within {secs} seconds"),
             Self::InvalidToken => "Missing or invalid enrollment token".into(),
             Self::InvalidAdminToken => "Missing or invalid admin token".into(),
             Self::ClientCertificateRequired(_) => "A client certificate issued by this CA is required".into(),
@@ -163,9 +198,13 @@ impl ApiError {
                     not_after.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                 )
             }
+            Self::CertificateSuperseded { grace_days, .. } => format!(
+                "The certificate was replaced by a renewal more than {grace_days} days ago; the device must use its new certificate"
+            ),
+            Self::CertificateBoundToOtherUser { .. } => "The certificate belongs to another user".into(),
             Self::EnrollmentLimitReached { max } => enrollment_limit_message(*max),
             Self::RateLimited { retry_after_secs } => {
-                format!("Too many requests for this device; retry after {retry_after_secs} seconds")
+                format!("Too many requests; retry after {retry_after_secs} seconds")
             }
             Self::ReadOnly => "The CA is in read-only mode; try again later".into(),
             Self::MdmUnavailable(_) => "The MDM could not be asked; try again later".into(),
@@ -192,6 +231,13 @@ mod tests {
             (ApiError::InvalidRequest("x".into()), "invalid_request", 400),
             (ApiError::InvalidCsr(CsrError::Malformed), "invalid_csr", 400),
             (ApiError::PayloadTooLarge { limit: 1 }, "payload_too_large", 413),
+            (ApiError::RequestTimeout { secs: 10 }, "request_timeout", 408),
+            (
+                ApiError::CertificateSuperseded { serial: "01".into(), superseded_at: None, grace_days: 7 },
+                "certificate_superseded",
+                403,
+            ),
+            (ApiError::CertificateBoundToOtherUser { serial: "01".into() }, "certificate_bound_to_other_user", 403),
             (ApiError::InvalidToken, "invalid_token", 401),
             (ApiError::InvalidAdminToken, "invalid_token", 401),
             (ApiError::ClientCertificateRequired("none"), "client_certificate_required", 401),

@@ -30,6 +30,7 @@ pub mod config;
 pub mod dev;
 pub mod error;
 pub mod fsutil;
+pub mod limits;
 pub mod mdm;
 pub mod secret;
 pub mod server;

@@ -1,15 +1,25 @@
-//! The listeners: accept loop, TLS handshakes, HTTP/1.1 connections, graceful shutdown.
+//! The listeners: accept loop, connection caps, TLS handshakes, HTTP/1.1 connections,
+//! graceful shutdown.
 //!
 //! The caller owns the sockets and the shutdown signal ([`serve`] takes a bound
 //! `TcpListener` and a future), so tests bind port 0 on 127.0.0.1 and stop the server by
-//! completing the future. Each accepted connection gets its own task: the TLS handshake
-//! (bounded by [`HANDSHAKE_TIMEOUT`]), then hyper's HTTP/1.1 connection driving the axum
-//! router. The verified client certificate, if the peer sent one, is attached to every
-//! request on that connection as a [`PresentedCertificate`] extension.
+//! completing the future. Each accepted connection is first counted against the caps of
+//! `[limits]` (in all and per client address; over either, it is closed at once, before
+//! the TLS handshake) and then gets its own task: the TLS handshake (bounded by
+//! `handshake_timeout_secs`), then hyper's HTTP/1.1 connection driving the axum router,
+//! with a read buffer of [`MAX_BUFFER`] (a request line and headers beyond it get 431) and
+//! `header_read_timeout_secs` for headers, which is also how long an idle keep-alive
+//! connection lives. The verified client certificate, if the peer sent one, and the peer's
+//! address are attached to every request on that connection ([`PresentedCertificate`],
+//! [`ClientAddress`]).
+//!
+//! From three quarters of `max_connections` on, every connection is told to close once it
+//! is idle: idle keep-alive connections close at once and busy ones after their request,
+//! which makes room for new clients without cutting off a request in flight.
 //!
 //! On shutdown: stop accepting, let every connection finish the request in flight (idle
-//! keep-alive connections are closed at once), wait at most the configured grace period,
-//! then close the store.
+//! keep-alive connections and unfinished handshakes are closed at once), wait at most the
+//! configured grace period, then close the store.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,18 +29,18 @@ use std::time::Duration;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
-use crate::api;
+use crate::api::{self, ClientAddress};
+use crate::limits::{ConnectionPermit, Connections};
 use crate::service::{Ca, PresentedCertificate};
 
-/// Longest a client may take to complete the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest a client may take to send a request's headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// hyper's read buffer per connection. The contract's largest header is a bearer token or a
+/// `Content-Length`; 16 KiB holds every request line and header a client needs, and bounds
+/// what a connection that never finishes its headers can make the CA hold.
+pub const MAX_BUFFER: usize = 16 * 1024;
 /// How often quiet devices are dropped from the rate limiter.
 const RATE_LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -69,7 +79,17 @@ pub async fn serve_listeners(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let main_addr = listeners.main.local_addr().map_err(ServeError::LocalAddr)?;
-    let main = Endpoint { acceptor: TlsAcceptor::from(ca.tls_main()), router: api::router(ca.clone()) };
+    let connections = Connections::new(ca.limits());
+    let timeouts = Timeouts {
+        handshake: Duration::from_secs(ca.limits().handshake_timeout_secs),
+        header_read: Duration::from_secs(ca.limits().header_read_timeout_secs),
+    };
+    let main = Endpoint {
+        acceptor: TlsAcceptor::from(ca.tls_main()),
+        router: api::router(ca.clone()),
+        connections: connections.clone(),
+        timeouts,
+    };
     let cert_auth = match &listeners.cert_auth {
         Some(listener) => {
             let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
@@ -77,6 +97,8 @@ pub async fn serve_listeners(
             Some(Endpoint {
                 acceptor: TlsAcceptor::from(ca.tls_cert_auth()),
                 router: api::cert_auth_router(ca.clone()),
+                connections: connections.clone(),
+                timeouts,
             })
         }
         None => None,
@@ -94,7 +116,6 @@ pub async fn serve_listeners(
         })
     };
 
-    let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let second = async {
@@ -112,11 +133,19 @@ pub async fn serve_listeners(
             },
         };
         match accepted {
-            Ok((stream, peer)) => {
-                let endpoint = endpoint.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move { endpoint.connection(stream, peer, watcher).await });
-            }
+            Ok((stream, peer)) => match connections.open(peer.ip()) {
+                Ok(permit) => {
+                    let endpoint = endpoint.clone();
+                    tokio::spawn(async move { endpoint.connection(stream, peer, permit).await });
+                }
+                Err(refused) => {
+                    // Closed before the handshake: a flood of connections costs the CA an
+                    // accept and a close each, and never a descriptor for long.
+                    ca.metrics().connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!(%peer, ?refused, "connection cap reached; closing the connection");
+                    drop(stream);
+                }
+            },
             Err(e) => {
                 // Usually out of file descriptors; back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
@@ -128,7 +157,8 @@ pub async fn serve_listeners(
     tracing::info!("shutting down: finishing requests in flight");
     drop(listeners);
     pruner.abort();
-    if tokio::time::timeout(ca.shutdown_grace(), graceful.shutdown()).await.is_err() {
+    connections.begin_shutdown();
+    if tokio::time::timeout(ca.shutdown_grace(), connections.all_closed()).await.is_err() {
         tracing::warn!("requests still in flight after the grace period; closing anyway");
     }
     ca.close().await;
@@ -136,31 +166,42 @@ pub async fn serve_listeners(
     Ok(())
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    handshake: Duration,
+    header_read: Duration,
+}
+
 #[derive(Clone)]
 struct Endpoint {
     acceptor: TlsAcceptor,
     router: Router,
+    connections: Arc<Connections>,
+    timeouts: Timeouts,
 }
 
 impl Endpoint {
-    async fn connection(
-        self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        watcher: hyper_util::server::graceful::Watcher,
-    ) {
+    async fn connection(self, stream: TcpStream, peer: SocketAddr, permit: ConnectionPermit) {
+        // The permit is this connection's place under the caps until the task ends.
+        let _permit = permit;
+        let mut shutdown = self.connections.shutdown_signal();
+        let mut close_idle = self.connections.close_idle_signal();
         // Small request/response exchanges: don't let Nagle hold back the last segment.
         let _ = stream.set_nodelay(true);
-        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "tls handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "tls handshake timed out");
-                return;
-            }
+        let handshake = tokio::time::timeout(self.timeouts.handshake, self.acceptor.accept(stream));
+        let tls = tokio::select! {
+            result = handshake => match result {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "tls handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "tls handshake timed out");
+                    return;
+                }
+            },
+            _ = shutdown.wait_for(|stopping| *stopping) => return,
         };
         let presented = tls
             .get_ref()
@@ -169,18 +210,36 @@ impl Endpoint {
             .and_then(|chain| chain.first())
             .and_then(|leaf| PresentedCertificate::from_der(leaf.as_ref()));
         let router = self.router;
+        let client = ClientAddress(peer.ip());
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             if let Some(presented) = &presented {
                 request.extensions_mut().insert(presented.clone());
             }
+            request.extensions_mut().insert(client);
             router.clone().oneshot(request)
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .header_read_timeout(self.timeouts.header_read)
+            .max_buf_size(MAX_BUFFER)
             .keep_alive(true)
             .serve_connection(TokioIo::new(tls), service);
-        if let Err(e) = watcher.watch(connection).await {
+        let mut connection = std::pin::pin!(connection);
+        let mut closing = false;
+        let result = loop {
+            tokio::select! {
+                result = connection.as_mut() => break result,
+                changed = close_idle.changed(), if !closing => {
+                    // Under pressure or at shutdown: an idle connection closes now, a busy
+                    // one once its response is written.
+                    closing = true;
+                    if changed.is_ok() {
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        };
+        if let Err(e) = result {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
     }

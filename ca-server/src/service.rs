@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration as StdDuration;
 
 use ca_client::protocol::{
-    CertificateState, CertificateStatus, DeviceRecord, DeviceRef, EnrollRequest, Event, EventType,
+    CertificateState, CertificateStatus, DeviceInfo, DeviceRecord, DeviceRef, EnrollRequest, Event, EventType,
     IssuedCertificate, Metadata, Outcome, RenewRequest,
 };
 use chrono::{DateTime, Duration, Utc};
@@ -27,7 +27,9 @@ use rustls::ServerConfig;
 
 use crate::authority::{self, Authority, Profile};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, ConfigError, StoreSettings};
+use crate::config::{Config, ConfigError, LimitSettings, StoreSettings};
+use crate::limits::AddressGuard;
+pub use crate::limits::Metrics;
 use crate::error::ApiError;
 use crate::fsutil;
 use crate::mdm::{self, ManagedDeviceCheck, MdmVerdict};
@@ -40,9 +42,9 @@ use crate::store::{
 use crate::tls::{self, IssuedCertVerifier, TlsError};
 
 /// Longest accepted identifier fields (UDID, serial number, versions).
-const MAX_ID_LEN: usize = 128;
+pub const MAX_ID_LEN: usize = 128;
 /// Longest accepted free-text fields (user, display name).
-const MAX_TEXT_LEN: usize = 256;
+pub const MAX_TEXT_LEN: usize = 256;
 /// How long a generated CRL is served before it is regenerated even without a local
 /// revocation (another CA instance may have revoked, certificates may have expired).
 const CRL_CACHE_SECS: i64 = 60;
@@ -101,10 +103,18 @@ impl PresentedCertificate {
 }
 
 /// Who and what a refusal concerns, as far as the request revealed it before failing.
+///
+/// Only values that passed validation are put here, and only a request that proved who it
+/// is (a valid token, or a client certificate this CA has a record of) is recorded as an
+/// event: an outsider can make the CA log a line and count a refusal, never write a row.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RefusalContext {
     /// The event type to record; `None` for requests the contract logs no event for.
     pub event_type: Option<EventType>,
+    /// Whether the request authenticated itself before it was refused.
+    pub authenticated: bool,
+    /// The client's address, for the per-address limits.
+    pub client: Option<std::net::IpAddr>,
     /// The user.
     pub user: Option<String>,
     /// The device.
@@ -114,18 +124,19 @@ pub struct RefusalContext {
 }
 
 impl RefusalContext {
-    /// A context recording events of `event_type`.
-    pub fn new(event_type: EventType) -> Self {
-        Self { event_type: Some(event_type), ..Self::default() }
+    /// A context recording events of `event_type` (once the request has authenticated).
+    pub fn new(event_type: EventType, client: Option<std::net::IpAddr>) -> Self {
+        Self { event_type: Some(event_type), client, ..Self::default() }
     }
 
     /// A context that records no event.
-    pub fn unrecorded() -> Self {
-        Self::default()
+    pub fn unrecorded(client: Option<std::net::IpAddr>) -> Self {
+        Self { client, ..Self::default() }
     }
 
-    /// Fills in what a stored certificate says.
+    /// Fills in what a stored certificate says: the request has proved it holds it.
     pub fn certificate(&mut self, row: &CertificateRow) {
+        self.authenticated = true;
         self.udid = Some(row.device_udid.clone());
         self.serial = Some(row.serial.clone());
         self.user.get_or_insert_with(|| row.bound_user.clone().unwrap_or_else(|| row.user.clone()));
@@ -158,6 +169,12 @@ pub struct Ca {
     enrollment_token: Token,
     admin_token: Token,
     limiter: DefaultKeyedRateLimiter<String>,
+    guard: AddressGuard,
+    mdm_slots: tokio::sync::Semaphore,
+    mdm_queue_wait: StdDuration,
+    superseded_grace: Duration,
+    limits: LimitSettings,
+    metrics: Metrics,
     read_only: AtomicBool,
     cert_auth_domain: String,
     learn_more_url: Option<String>,
@@ -224,6 +241,9 @@ impl CaBuilder {
             subject_common_name: config.ca.subject_common_name.clone(),
             lifetime: Duration::days(i64::from(config.ca.certificate_lifetime_days)),
             backdate: Duration::seconds(i64::from(config.ca.backdate_secs)),
+            crl_urls: vec![config.ca.crl_url.clone().unwrap_or_else(|| {
+                format!("{}{}", config.server.cert_auth_domain.trim_end_matches('/'), ca_client::protocol::paths::CRL)
+            })],
         };
         let authority = match (&config.ca.certificate, &config.ca.private_key) {
             (Some(cert), Some(key)) => Authority::load(cert, key, &config.ca.chain, profile)?,
@@ -292,6 +312,12 @@ impl CaBuilder {
             enrollment_token,
             admin_token,
             limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            guard: AddressGuard::new(&config.limits),
+            mdm_slots: tokio::sync::Semaphore::new(config.limits.mdm_concurrent_lookups as usize),
+            mdm_queue_wait: StdDuration::from_secs(config.limits.mdm_queue_wait_secs),
+            superseded_grace: Duration::days(i64::from(config.ca.superseded_grace_days)),
+            limits: config.limits.clone(),
+            metrics: Metrics::default(),
             read_only: AtomicBool::new(config.server.read_only),
             cert_auth_domain: config.server.cert_auth_domain.trim_end_matches('/').to_owned(),
             learn_more_url: config.server.learn_more_url.clone(),
@@ -360,10 +386,32 @@ impl Ca {
         self.store.close().await;
     }
 
-    /// Forgets rate-limiter state of devices that have been quiet for a while.
+    /// Forgets rate-limiter state of devices and addresses that have been quiet for a while.
     pub fn prune_rate_limiter(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
+        self.guard.prune();
+    }
+
+    /// The resource limits.
+    pub fn limits(&self) -> &LimitSettings {
+        &self.limits
+    }
+
+    /// Counters of what the CA refused without recording it.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The per-address request budget, taken at the start of every enroll, renew and admin
+    /// request, before any token or body is looked at; an address that spent its budget of
+    /// authentication failures is refused here too.
+    pub fn admit(&self, client: Option<std::net::IpAddr>) -> Result<(), ApiError> {
+        let Some(client) = client else { return Ok(()) };
+        self.guard.admit(client).map_err(|retry_after_secs| {
+            self.metrics.address_rate_limited.fetch_add(1, Ordering::Relaxed);
+            ApiError::RateLimited { retry_after_secs }
+        })
     }
 
     /// The public metadata.
@@ -384,20 +432,39 @@ impl Ca {
         if self.is_read_only() { Err(ApiError::ReadOnly) } else { Ok(()) }
     }
 
-    /// Checks a presented enrollment bearer token.
-    pub fn check_enrollment_token(&self, presented: Option<&str>) -> Result<(), ApiError> {
+    /// Checks a presented enrollment bearer token; a match authenticates the request.
+    pub fn check_enrollment_token(
+        &self,
+        presented: Option<&str>,
+        context: &mut RefusalContext,
+    ) -> Result<(), ApiError> {
         match presented {
-            Some(token) if self.enrollment_token.matches(token) => Ok(()),
+            Some(token) if self.enrollment_token.matches(token) => {
+                context.authenticated = true;
+                Ok(())
+            }
             _ => Err(ApiError::InvalidToken),
         }
     }
 
-    /// Checks a presented admin bearer token.
-    pub fn check_admin_token(&self, presented: Option<&str>) -> Result<(), ApiError> {
+    /// Checks a presented admin bearer token; a match authenticates the request.
+    pub fn check_admin_token(
+        &self,
+        presented: Option<&str>,
+        context: &mut RefusalContext,
+    ) -> Result<(), ApiError> {
         match presented {
-            Some(token) if self.admin_token.matches(token) => Ok(()),
+            Some(token) if self.admin_token.matches(token) => {
+                context.authenticated = true;
+                Ok(())
+            }
             _ => Err(ApiError::InvalidAdminToken),
         }
+    }
+
+    /// The moment at or before which a superseded certificate stopped being acceptable.
+    fn superseded_cutoff(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now - self.superseded_grace
     }
 
     fn rate_limit(&self, udid: &str) -> Result<(), ApiError> {
@@ -410,6 +477,17 @@ impl Ca {
     }
 
     async fn ask_mdm(&self, serial_number: &str, udid: &str) -> Result<(), ApiError> {
+        // A bounded number of lookups at once, however many requests arrive: a flood at the
+        // CA must not become a flood at the MDM. Waiting too long for a slot fails closed.
+        let _slot = match tokio::time::timeout(self.mdm_queue_wait, self.mdm_slots.acquire()).await {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) | Err(_) => {
+                self.metrics.mdm_queue_full.fetch_add(1, Ordering::Relaxed);
+                return Err(ApiError::MdmUnavailable(mdm::MdmError::Unavailable(
+                    "every mdm lookup slot stayed busy".into(),
+                )));
+            }
+        };
         match self.mdm.check(serial_number, udid).await {
             Ok(MdmVerdict::Managed) => Ok(()),
             Ok(MdmVerdict::NotManaged(reason)) => Err(ApiError::DeviceNotManaged(reason)),
@@ -438,18 +516,21 @@ impl Ca {
         request: &EnrollRequest,
         context: &mut RefusalContext,
     ) -> Result<IssueReply, ApiError> {
-        context.user = Some(request.user.clone());
-        context.udid = Some(request.device.udid.clone());
         validate_enroll(request)?;
-        self.rate_limit(&request.device.udid)?;
+        // One device, one identity: the MDM matches UDIDs whatever their case, so the limit,
+        // the rate limit, the store and the certificate must see one spelling of it.
+        let device = DeviceInfo { udid: canonical_udid(&request.device.udid), ..request.device.clone() };
+        context.user = Some(request.user.clone());
+        context.udid = Some(device.udid.clone());
+        self.rate_limit(&device.udid)?;
         let csr = authority::check_csr(&request.csr)?;
-        self.ask_mdm(&request.device.serial_number, &request.device.udid).await?;
+        self.ask_mdm(&device.serial_number, &device.udid).await?;
         let now = self.clock.now();
-        let issued = self.authority.issue(&csr, &request.device.udid, now)?;
+        let issued = self.authority.issue(&csr, &device.udid, now)?;
         let outcome = self
             .store
             .enroll(Enrollment {
-                device: &request.device,
+                device: &device,
                 platform: request.platform,
                 user: &request.user,
                 certificate: &issued,
@@ -491,16 +572,28 @@ impl Ca {
     }
 
     fn ensure_current(&self, row: &CertificateRow) -> Result<(), ApiError> {
+        let now = self.clock.now();
         if row.state == CertificateState::Revoked {
             return Err(ApiError::CertificateRevoked { serial: row.serial.clone() });
         }
-        if row.is_expired(self.clock.now()) {
+        if row.is_expired(now) {
             return Err(ApiError::CertificateExpired {
                 serial: row.serial.clone(),
                 not_after: row.not_after,
             });
         }
+        if row.is_superseded_before(self.superseded_cutoff(now)) {
+            return Err(self.superseded(row));
+        }
         Ok(())
+    }
+
+    fn superseded(&self, row: &CertificateRow) -> ApiError {
+        ApiError::CertificateSuperseded {
+            serial: row.serial.clone(),
+            superseded_at: row.superseded_at,
+            grace_days: self.superseded_grace.num_days(),
+        }
     }
 
     /// Renewal with the presented certificate `old`: it must be current; then shape, rate
@@ -522,6 +615,7 @@ impl Ca {
                 presented_serial: &old.serial,
                 certificate: &issued,
                 max_unbound: self.max_unbound,
+                superseded_cutoff: self.superseded_cutoff(now),
                 now,
             })
             .await?;
@@ -536,6 +630,7 @@ impl Ca {
             RenewOutcome::Expired(row) => {
                 Err(ApiError::CertificateExpired { serial: row.serial, not_after: row.not_after })
             }
+            RenewOutcome::Superseded(row) => Err(self.superseded(&row)),
             RenewOutcome::Unknown => {
                 Err(ApiError::ClientCertificateRequired("a certificate that vanished from the store"))
             }
@@ -545,11 +640,8 @@ impl Ca {
     /// The status of the presented certificate. A revoked one is reported (200), so that
     /// the agent learns it must uninstall; an expired one is refused.
     pub fn status(&self, row: &CertificateRow) -> Result<CertificateStatus, ApiError> {
-        if row.state != CertificateState::Revoked && row.is_expired(self.clock.now()) {
-            return Err(ApiError::CertificateExpired {
-                serial: row.serial.clone(),
-                not_after: row.not_after,
-            });
+        if row.state != CertificateState::Revoked {
+            self.ensure_current(row)?;
         }
         Ok(CertificateStatus {
             serial_number: row.serial.clone(),
@@ -560,7 +652,9 @@ impl Ca {
         })
     }
 
-    /// Verification at the cert-auth domain: binds at first use (unless read-only).
+    /// Verification at the cert-auth domain, asked by the browser itself: binds at first
+    /// use (unless read-only), always to the enrolling user. `user`, when the page names
+    /// one, is only checked: a certificate that belongs to someone else is refused.
     pub async fn verify(
         &self,
         row: &CertificateRow,
@@ -568,16 +662,46 @@ impl Ca {
         context: &mut RefusalContext,
     ) -> Result<CertificateRow, ApiError> {
         if let Some(user) = user {
-            context.user = Some(user.to_owned());
             check_text("user", user, false)?;
+            context.user = Some(user.to_owned());
         }
+        self.authenticate(row, None, user).await
+    }
+
+    /// Binds a certificate to `user` for an authenticated server-to-server caller (the admin
+    /// API): the one way a certificate gets bound to anyone but its enrolling user.
+    pub async fn bind(
+        &self,
+        serial: &str,
+        user: &str,
+        context: &mut RefusalContext,
+    ) -> Result<CertificateRow, ApiError> {
+        check_serial(serial)?;
+        context.serial = Some(serial.to_owned());
+        check_text("user", user, false)?;
+        context.user = Some(user.to_owned());
+        self.ensure_writable()?;
+        let row = self.store.certificate_by_serial(serial).await?.ok_or(ApiError::NotFound)?;
+        context.udid = Some(row.device_udid.clone());
+        self.authenticate(&row, Some(user), Some(user)).await
+    }
+
+    async fn authenticate(
+        &self,
+        row: &CertificateRow,
+        bind_user: Option<&str>,
+        required_user: Option<&str>,
+    ) -> Result<CertificateRow, ApiError> {
+        let now = self.clock.now();
         let outcome = self
             .store
             .authenticate(Authentication {
                 serial: &row.serial,
-                user,
+                bind_user,
+                required_user,
                 bind: !self.is_read_only(),
-                now: self.clock.now(),
+                superseded_cutoff: self.superseded_cutoff(now),
+                now,
             })
             .await?;
         match outcome {
@@ -586,13 +710,16 @@ impl Ca {
             AuthOutcome::Expired(row) => {
                 Err(ApiError::CertificateExpired { serial: row.serial, not_after: row.not_after })
             }
+            AuthOutcome::Superseded(row) => Err(self.superseded(&row)),
+            AuthOutcome::OtherUser(row) => Err(ApiError::CertificateBoundToOtherUser { serial: row.serial }),
             AuthOutcome::Unknown => {
                 Err(ApiError::ClientCertificateRequired("a certificate that vanished from the store"))
             }
         }
     }
 
-    /// Revokes every current certificate of a user or device; returns how many.
+    /// Revokes every current certificate of a user or device; returns how many. The caller
+    /// has validated the target (`check_user`, `canonical_device`).
     pub async fn revoke(&self, target: RevokeTarget<'_>) -> Result<u64, ApiError> {
         let serials = self.store.revoke(target, self.clock.now()).await?;
         if !serials.is_empty() {
@@ -602,9 +729,10 @@ impl Ca {
         Ok(serials.len() as u64)
     }
 
-    /// A device and its certificates.
+    /// A device and its certificates, by a UDID in any case.
     pub async fn device(&self, udid: &str) -> Result<DeviceRecord, ApiError> {
-        self.store.device(udid).await?.ok_or(ApiError::NotFound)
+        let udid = canonical_device(udid)?;
+        self.store.device(&udid).await?.ok_or(ApiError::NotFound)
     }
 
     /// The system log after `after`.
@@ -636,6 +764,11 @@ impl Ca {
     /// Records a refusal as a FAILURE event (when its context names an event type) and logs
     /// it. A failure to record is logged, never turned into a second error.
     pub async fn record_refusal(&self, context: &RefusalContext, error: &ApiError) {
+        if error.is_auth_failure()
+            && let Some(client) = context.client
+        {
+            self.guard.auth_failed(client);
+        }
         if error.is_internal() {
             tracing::error!(error = %ErrorChain(error), udid = context.udid.as_deref().unwrap_or("-"), "request failed");
         } else {
@@ -646,6 +779,11 @@ impl Ca {
                 user = context.user.as_deref().unwrap_or("-"),
                 "refused"
             );
+        }
+        if !context.authenticated {
+            // Written nowhere: a request that proved nothing gets a log line and a count.
+            self.metrics.unauthenticated_refusals.fetch_add(1, Ordering::Relaxed);
+            return;
         }
         let Some(event_type) = context.event_type else { return };
         let event = NewEvent {
@@ -689,6 +827,32 @@ fn validate_enroll(request: &EnrollRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The one spelling of a UDID the CA stores, rate-limits and signs: uppercase, as Macs and
+/// Jamf Pro write it.
+pub fn canonical_udid(udid: &str) -> String {
+    udid.to_ascii_uppercase()
+}
+
+/// A UDID from an admin path, checked like the enroll field and canonicalised, so that
+/// lookup and revocation find a device whatever case the admin typed.
+pub fn canonical_device(udid: &str) -> Result<String, ApiError> {
+    check_id("udid", udid)?;
+    Ok(canonical_udid(udid))
+}
+
+/// A user name from an admin path or a relying party, checked like the enroll field.
+pub fn check_user(user: &str) -> Result<(), ApiError> {
+    check_text("user", user, false)
+}
+
+/// A serial number as the CA writes them: lowercase hex, at most 40 digits.
+fn check_serial(serial: &str) -> Result<(), ApiError> {
+    if serial.is_empty() || serial.len() > 40 || !serial.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(ApiError::InvalidRequest("the serial number must be 1 to 40 lowercase hex digits".into()));
+    }
+    Ok(())
+}
+
 /// Identifiers end up in URIs (the SAN), logs and MDM queries: unreserved URI characters
 /// only.
 fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
@@ -713,7 +877,27 @@ fn check_text(field: &str, value: &str, may_be_empty: bool) -> Result<(), ApiErr
     if value.chars().any(char::is_control) {
         return Err(ApiError::InvalidRequest(format!("`{field}` must not contain control characters")));
     }
+    if value.chars().any(is_deceptive) {
+        return Err(ApiError::InvalidRequest(format!(
+            "`{field}` must not contain bidirectional overrides, zero-width characters or line separators"
+        )));
+    }
     Ok(())
+}
+
+/// Characters that `char::is_control` lets through but that change how a name reads in a
+/// log, an admin console or an event viewer: bidirectional embeddings, overrides and
+/// isolates (a "Trojan Source" name), zero-width characters and the byte-order mark, and
+/// the Unicode line and paragraph separators.
+fn is_deceptive(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}'..='\u{200F}' // zero-width space, non-joiner, joiner; LRM, RLM
+            | '\u{2028}'..='\u{202E}' // line and paragraph separators; LRE, RLE, PDF, LRO, RLO
+            | '\u{2060}'..='\u{2069}' // word joiner, invisible operators; LRI, RLI, FSI, PDI
+            | '\u{061C}' // Arabic letter mark
+            | '\u{FEFF}' // zero-width no-break space (BOM)
+    )
 }
 
 #[cfg(test)]
@@ -722,13 +906,22 @@ mod tests {
 
     #[test]
     fn field_checks() {
-        let cases: [(&str, Result<(), ()>); 6] = [
+        let cases: [(&str, Result<(), ()>); 15] = [
             ("ok/uuid", check_id("x", "564D2C3F-0B5A-4F6B-9C1D-1A2B3C4D5E6F").map_err(drop)),
             ("fail/empty", check_id("x", "").map_err(drop)),
             ("fail/space", check_id("x", "a b").map_err(drop)),
             ("fail/slash", check_id("x", "a/b").map_err(drop)),
             ("ok/display-name", check_text("x", "Alice's MacBook Pro", true).map_err(drop)),
+            ("ok/accents-and-cjk", check_text("x", "Zoë 的 MacBook", true).map_err(drop)),
             ("fail/newline", check_text("x", "alice\nroot", false).map_err(drop)),
+            ("fail/rlo", check_text("x", "alice\u{202E}nimda", false).map_err(drop)),
+            ("fail/rli", check_text("x", "alice\u{2067}x", false).map_err(drop)),
+            ("fail/zero-width-space", check_text("x", "ali\u{200B}ce", false).map_err(drop)),
+            ("fail/zero-width-joiner", check_text("x", "ali\u{200D}ce", false).map_err(drop)),
+            ("fail/bom", check_text("x", "\u{FEFF}alice", false).map_err(drop)),
+            ("fail/line-separator", check_text("x", "alice\u{2028}root", false).map_err(drop)),
+            ("fail/paragraph-separator", check_text("x", "alice\u{2029}root", false).map_err(drop)),
+            ("ok/serial", check_serial("5f3a0c00000000000000000000000001").map_err(drop)),
         ];
         for (name, got) in cases {
             assert_eq!(got.is_ok(), name.starts_with("ok/"), "{name}");

@@ -74,6 +74,9 @@ pub fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 
 /// Loads a PEM private key (PKCS#8, PKCS#1 or SEC1).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    if let Some(reason) = crate::fsutil::key_file_problem(path) {
+        return Err(TlsError::Load { what: "a private key", path: path.to_owned(), reason });
+    }
     // The error text of the PEM parser never contains key material.
     PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Load {
         what: "a private key",

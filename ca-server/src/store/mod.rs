@@ -84,6 +84,8 @@ pub struct CertificateRow {
     pub revoked_at: Option<DateTime<Utc>>,
     /// The certificate that replaced it at renewal.
     pub superseded_by: Option<String>,
+    /// When a renewal replaced it.
+    pub superseded_at: Option<DateTime<Utc>>,
     /// The certificate, PEM.
     pub certificate_pem: String,
 }
@@ -103,6 +105,12 @@ impl CertificateRow {
     /// Whether `now` is past its notAfter.
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
         now >= self.not_after
+    }
+
+    /// Whether it is superseded and was replaced at or before `cutoff` (now minus the grace
+    /// period): then it is no longer accepted anywhere.
+    pub fn is_superseded_before(&self, cutoff: DateTime<Utc>) -> bool {
+        self.state == CertificateState::Superseded && self.superseded_at.is_none_or(|at| at <= cutoff)
     }
 }
 
@@ -144,6 +152,8 @@ pub struct Renewal<'a> {
     pub certificate: &'a Issued,
     /// The unbound limit.
     pub max_unbound: u32,
+    /// A presented certificate superseded at or before this moment may not renew.
+    pub superseded_cutoff: DateTime<Utc>,
     /// Now.
     pub now: DateTime<Utc>,
 }
@@ -152,7 +162,8 @@ pub struct Renewal<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RenewOutcome {
-    /// The successor was stored and the presented certificate superseded.
+    /// The successor was stored; every other active certificate of the presented one's
+    /// lineage (the presented one, or an earlier successor of it) is now superseded.
     Issued(CertificateRow),
     /// The device already holds an active certificate for the new key; nothing changed.
     Existing(CertificateRow),
@@ -162,19 +173,28 @@ pub enum RenewOutcome {
     Revoked(CertificateRow),
     /// The presented certificate is past its notAfter.
     Expired(CertificateRow),
+    /// The presented certificate was superseded longer ago than the grace period.
+    Superseded(CertificateRow),
     /// The presented certificate is not in the store.
     Unknown,
 }
 
-/// A certificate presented at the cert-auth domain.
+/// A certificate presented at the cert-auth domain, or named by an authenticated caller.
 #[derive(Debug, Clone, Copy)]
 pub struct Authentication<'a> {
     /// Its serial.
     pub serial: &'a str,
-    /// The application's signed-in user, if the caller named one.
-    pub user: Option<&'a str>,
+    /// Whom to bind it to at first use: `None` is the enrolling user (what the
+    /// browser-facing verify does; a browser request can never name anyone else). Only an
+    /// authenticated server-to-server caller passes a name.
+    pub bind_user: Option<&'a str>,
+    /// The user the caller requires: a certificate bound (or about to be bound) to anyone
+    /// else is refused with [`AuthOutcome::OtherUser`], and nothing is changed.
+    pub required_user: Option<&'a str>,
     /// Whether to bind an unbound certificate (false in read-only mode).
     pub bind: bool,
+    /// A certificate superseded at or before this moment is refused.
+    pub superseded_cutoff: DateTime<Utc>,
     /// Now.
     pub now: DateTime<Utc>,
 }
@@ -189,6 +209,10 @@ pub enum AuthOutcome {
     Revoked(CertificateRow),
     /// Past its notAfter.
     Expired(CertificateRow),
+    /// Superseded longer ago than the grace period.
+    Superseded(CertificateRow),
+    /// Bound (or about to be bound) to another user than the required one.
+    OtherUser(CertificateRow),
     /// Not in the store.
     Unknown,
 }
@@ -198,7 +222,7 @@ pub enum AuthOutcome {
 pub enum RevokeTarget<'a> {
     /// Every certificate issued to or bound to this user.
     User(&'a str),
-    /// Every certificate of this device.
+    /// Every certificate of this device (canonical, uppercase UDID).
     Device(&'a str),
 }
 

@@ -102,12 +102,15 @@ enum Work {
         presented_serial: String,
         certificate: Issued,
         max_unbound: u32,
+        superseded_cutoff: DateTime<Utc>,
         now: DateTime<Utc>,
     },
     Authenticate {
         serial: String,
-        user: Option<String>,
+        bind_user: Option<String>,
+        required_user: Option<String>,
         bind: bool,
+        superseded_cutoff: DateTime<Utc>,
         now: DateTime<Utc>,
     },
     Revoke {
@@ -139,7 +142,7 @@ macro_rules! select_certificates {
         concat!(
             "SELECT c.serial, c.device_udid, d.serial_number AS device_serial_number, c.user_name, c.bound_user, ",
             "c.spki_sha256, c.fingerprint, c.state, c.not_before_ms, c.not_after_ms, c.issued_at_ms, c.revoked_at_ms, ",
-            "c.superseded_by, c.certificate_pem",
+            "c.superseded_by, c.superseded_at_ms, c.certificate_pem",
             $extra,
             " FROM certificates c JOIN devices d ON d.udid = c.device_udid ",
             $rest
@@ -162,6 +165,7 @@ struct CertDb {
     issued_at_ms: i64,
     revoked_at_ms: Option<i64>,
     superseded_by: Option<String>,
+    superseded_at_ms: Option<i64>,
     certificate_pem: String,
 }
 
@@ -176,6 +180,7 @@ impl TryFrom<CertDb> for CertificateRow {
             not_after: from_ms(db.not_after_ms)?,
             issued_at: from_ms(db.issued_at_ms)?,
             revoked_at: db.revoked_at_ms.map(from_ms).transpose()?,
+            superseded_at: db.superseded_at_ms.map(from_ms).transpose()?,
             serial: db.serial,
             device_udid: db.device_udid,
             device_serial_number: db.device_serial_number,
@@ -196,6 +201,8 @@ struct RenewProbe {
     old: CertDb,
     existing_serial: Option<String>,
     unbound: i64,
+    lineage: String,
+    tip_bound_user: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -249,6 +256,11 @@ impl SqliteStore {
     pub async fn open(options: &SqliteOptions) -> Result<Self, StoreError> {
         let open_err =
             |source: sqlx::Error| StoreError::Open { path: options.path.clone(), source: Box::new(source) };
+        // The database holds every device and user name: private, whatever the umask, and
+        // also when an earlier version or a restore left it (or its WAL) readable by others.
+        // SQLite gives the WAL and shared-memory files the database file's mode.
+        create_private_file(&options.path)
+            .map_err(|e| StoreError::Open { path: options.path.clone(), source: Box::new(e) })?;
         let connect = SqliteConnectOptions::new()
             .filename(&options.path)
             .create_if_missing(true)
@@ -291,6 +303,25 @@ impl SqliteStore {
         self.jobs.send(Job { work, reply }).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
+}
+
+/// Creates the database file with mode 0600 if it is missing, and makes it and its WAL and
+/// shared-memory files 0600 if they exist with a wider mode.
+fn create_private_file(path: &Path) -> Result<(), crate::fsutil::WriteError> {
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        open.mode(0o600);
+    }
+    open.open(path).map_err(|source| crate::fsutil::WriteError { path: path.to_owned(), source })?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        crate::fsutil::tighten_file(Path::new(&file))?;
+    }
+    Ok(())
 }
 
 /// Unexpected answer kinds cannot happen (each request gets the answer of its own work);
@@ -381,11 +412,17 @@ async fn transaction<'a>(
             Work::Enroll { device, platform, user, certificate, max_unbound, now } => {
                 Done::Enroll(enroll(&mut tx, device, *platform, user, certificate, *max_unbound, *now).await?)
             }
-            Work::Renew { presented_serial, certificate, max_unbound, now } => {
-                Done::Renew(renew(&mut tx, presented_serial, certificate, *max_unbound, *now).await?)
-            }
-            Work::Authenticate { serial, user, bind, now } => {
-                Done::Authenticate(authenticate(&mut tx, serial, user.as_deref(), *bind, *now).await?)
+            Work::Renew { presented_serial, certificate, max_unbound, superseded_cutoff, now } => Done::Renew(
+                renew(&mut tx, presented_serial, certificate, *max_unbound, *superseded_cutoff, *now).await?,
+            ),
+            Work::Authenticate { serial, bind_user, required_user, bind, superseded_cutoff, now } => {
+                let check = AuthCheck {
+                    bind_user: bind_user.as_deref(),
+                    required_user: required_user.as_deref(),
+                    bind: *bind,
+                    superseded_cutoff: *superseded_cutoff,
+                };
+                Done::Authenticate(authenticate(&mut tx, serial, check, *now).await?)
             }
             Work::Revoke { user, udid, now } => {
                 Done::Revoke(revoke(&mut tx, user.as_deref(), udid.as_deref(), *now).await?)
@@ -477,6 +514,7 @@ fn new_row(
         issued_at: now,
         revoked_at: None,
         superseded_by: None,
+        superseded_at: None,
         certificate_pem: cert.pem.clone(),
     }
 }
@@ -529,8 +567,8 @@ async fn enroll(
          display_name = excluded.display_name, os_version = excluded.os_version, \
          platform = excluded.platform, updated_at_ms = excluded.updated_at_ms; \
          INSERT INTO certificates (serial, device_udid, user_name, bound_user, spki_sha256, fingerprint, state, \
-         not_before_ms, not_after_ms, issued_at_ms, renewed_from, certificate_pem) \
-         VALUES (?, ?, ?, NULL, ?, ?, 'unbound', ?, ?, ?, NULL, ?); \
+         not_before_ms, not_after_ms, issued_at_ms, renewed_from, lineage, certificate_pem) \
+         VALUES (?, ?, ?, NULL, ?, ?, 'unbound', ?, ?, ?, NULL, ?, ?); \
          INSERT INTO events (published_ms, event_type, outcome, user_name, device_udid, serial, reason) \
          VALUES (?, 'user.credential.enroll', 'SUCCESS', ?, ?, ?, NULL), \
                 (?, 'pki.cert.issue', 'SUCCESS', ?, ?, ?, NULL);",
@@ -552,6 +590,7 @@ async fn enroll(
     .bind(ms(cert.not_before))
     .bind(ms(cert.not_after))
     .bind(now_ms)
+    .bind(&cert.serial)
     .bind(&cert.pem)
     // events
     .bind(now_ms)
@@ -581,14 +620,22 @@ async fn renew(
     presented: &str,
     cert: &Issued,
     max_unbound: u32,
+    superseded_cutoff: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<RenewOutcome, StoreError> {
+    // One probe: the presented certificate, an active certificate of the device for the new
+    // key (idempotency), the device's unbound count outside this lineage, and the binding
+    // of the lineage's active certificate (an earlier successor may have been bound since).
     let probe = sqlx::query_as::<_, RenewProbe>(select_certificates!(
         ", (SELECT x.serial FROM certificates x WHERE x.device_udid = c.device_udid AND x.spki_sha256 = ?2 \
               AND x.state IN ('unbound', 'bound') AND x.not_after_ms > ?3 ORDER BY x.issued_at_ms DESC LIMIT 1) \
               AS existing_serial, \
             (SELECT COUNT(*) FROM certificates y WHERE y.device_udid = c.device_udid AND y.state = 'unbound' \
-              AND y.not_after_ms > ?3 AND y.serial != c.serial) AS unbound",
+              AND y.not_after_ms > ?3 AND y.lineage != c.lineage) AS unbound, \
+            c.lineage AS lineage, \
+            (SELECT t.bound_user FROM certificates t WHERE t.device_udid = c.device_udid \
+              AND t.lineage = c.lineage AND t.state = 'bound' ORDER BY t.issued_at_ms DESC LIMIT 1) \
+              AS tip_bound_user",
         "WHERE c.serial = ?1"
     ))
     .bind(presented)
@@ -607,24 +654,30 @@ async fn renew(
     if old.is_expired(now) {
         return Ok(RenewOutcome::Expired(old));
     }
+    if old.is_superseded_before(superseded_cutoff) {
+        return Ok(RenewOutcome::Superseded(old));
+    }
     if let Some(serial) = probe.existing_serial {
         let row = existing(conn, &serial).await?;
         insert_events(conn, &[success(EventType::Renew, &row, &old.user, now)]).await?;
         return Ok(RenewOutcome::Existing(row));
     }
-    // The successor keeps the binding. An unbound successor takes the old certificate's
-    // slot, so the old one is left out of the count; if the old one was already superseded
-    // it held no slot, and the limit applies as at enrollment.
-    let state = if old.bound_user.is_some() { CertificateState::Bound } else { CertificateState::Unbound };
+    // The successor keeps the binding and takes its lineage's slot: the lineage's active
+    // certificate (the presented one, or an earlier successor of it) is superseded below, so
+    // it is left out of the count. A lineage with no active certificate held no slot, and the
+    // limit applies as at enrollment.
+    let bound_user = old.bound_user.clone().or(probe.tip_bound_user);
+    let state = if bound_user.is_some() { CertificateState::Bound } else { CertificateState::Unbound };
     if state == CertificateState::Unbound && count(probe.unbound) >= max_unbound {
         return Ok(RenewOutcome::LimitReached);
     }
     let now_ms = ms(now);
     sqlx::query(
         "INSERT INTO certificates (serial, device_udid, user_name, bound_user, spki_sha256, fingerprint, state, \
-         not_before_ms, not_after_ms, issued_at_ms, renewed_from, certificate_pem) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?); \
-         UPDATE certificates SET state = 'superseded', superseded_by = ? WHERE serial = ?; \
+         not_before_ms, not_after_ms, issued_at_ms, renewed_from, lineage, certificate_pem) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?); \
+         UPDATE certificates SET state = 'superseded', superseded_by = ?, superseded_at_ms = ? \
+         WHERE device_udid = ? AND lineage = ? AND state IN ('unbound', 'bound') AND serial != ?; \
          INSERT INTO events (published_ms, event_type, outcome, user_name, device_udid, serial, reason) \
          VALUES (?, 'pki.cert.renew', 'SUCCESS', ?, ?, ?, NULL), \
                 (?, 'pki.cert.issue', 'SUCCESS', ?, ?, ?, NULL);",
@@ -633,7 +686,7 @@ async fn renew(
     .bind(&cert.serial)
     .bind(&old.device_udid)
     .bind(&old.user)
-    .bind(&old.bound_user)
+    .bind(&bound_user)
     .bind(&cert.spki_sha256)
     .bind(&cert.fingerprint)
     .bind(state.as_str())
@@ -641,10 +694,14 @@ async fn renew(
     .bind(ms(cert.not_after))
     .bind(now_ms)
     .bind(&old.serial)
+    .bind(&probe.lineage)
     .bind(&cert.pem)
-    // supersede
+    // supersede the lineage's other active certificates
     .bind(&cert.serial)
-    .bind(&old.serial)
+    .bind(now_ms)
+    .bind(&old.device_udid)
+    .bind(&probe.lineage)
+    .bind(&cert.serial)
     // events
     .bind(now_ms)
     .bind(&old.user)
@@ -662,17 +719,25 @@ async fn renew(
         &old.device_udid,
         &old.device_serial_number,
         &old.user,
-        old.bound_user.as_deref(),
+        bound_user.as_deref(),
         state,
         now,
     )))
 }
 
+/// What [`authenticate`] checks and may change, besides the serial.
+#[derive(Debug, Clone, Copy)]
+struct AuthCheck<'a> {
+    bind_user: Option<&'a str>,
+    required_user: Option<&'a str>,
+    bind: bool,
+    superseded_cutoff: DateTime<Utc>,
+}
+
 async fn authenticate(
     conn: &mut SqliteConnection,
     serial: &str,
-    user: Option<&str>,
-    bind: bool,
+    check: AuthCheck<'_>,
     now: DateTime<Utc>,
 ) -> Result<AuthOutcome, StoreError> {
     let Some(mut row) = certificate_by_serial(conn, serial).await? else {
@@ -684,16 +749,23 @@ async fn authenticate(
     if row.is_expired(now) {
         return Ok(AuthOutcome::Expired(row));
     }
-    let binds = bind && row.bound_user.is_none();
+    if row.is_superseded_before(check.superseded_cutoff) {
+        return Ok(AuthOutcome::Superseded(row));
+    }
+    // Whom the certificate belongs to once this call is done: its bound user, or whom a first
+    // use binds it to (the enrolling user, unless an authenticated caller named someone).
+    let owner = row.bound_user.clone().unwrap_or_else(|| check.bind_user.unwrap_or(&row.user).to_owned());
+    if check.required_user.is_some_and(|required| required != owner) {
+        return Ok(AuthOutcome::OtherUser(row));
+    }
+    let binds = check.bind && row.bound_user.is_none();
     if binds {
         // First use binds; a superseded certificate records the user but stays superseded.
         if row.state == CertificateState::Unbound {
             row.state = CertificateState::Bound;
         }
-        row.bound_user = Some(user.unwrap_or(&row.user).to_owned());
+        row.bound_user = Some(owner.clone());
     }
-    let event_user = user.or(row.bound_user.as_deref()).unwrap_or(&row.user).to_owned();
-    let event = success(EventType::Authenticate, &row, &event_user, now);
     if binds {
         sqlx::query(
             "UPDATE certificates SET state = ?, bound_user = ? WHERE serial = ?; \
@@ -704,14 +776,14 @@ async fn authenticate(
         .bind(&row.bound_user)
         .bind(&row.serial)
         .bind(ms(now))
-        .bind(&event_user)
+        .bind(&owner)
         .bind(&row.device_udid)
         .bind(&row.serial)
         .execute(&mut *conn)
         .await
         .map_err(query_error("bind a certificate"))?;
     } else {
-        insert_events(conn, &[event]).await?;
+        insert_events(conn, &[success(EventType::Authenticate, &row, &owner, now)]).await?;
     }
     Ok(AuthOutcome::Trusted(row))
 }
@@ -782,6 +854,7 @@ impl Store for SqliteStore {
             presented_serial: r.presented_serial.to_owned(),
             certificate: r.certificate.clone(),
             max_unbound: r.max_unbound,
+            superseded_cutoff: r.superseded_cutoff,
             now: r.now,
         };
         match self.write(work).await? {
@@ -793,8 +866,10 @@ impl Store for SqliteStore {
     async fn authenticate(&self, a: Authentication<'_>) -> Result<AuthOutcome, StoreError> {
         let work = Work::Authenticate {
             serial: a.serial.to_owned(),
-            user: a.user.map(str::to_owned),
+            bind_user: a.bind_user.map(str::to_owned),
+            required_user: a.required_user.map(str::to_owned),
             bind: a.bind,
+            superseded_cutoff: a.superseded_cutoff,
             now: a.now,
         };
         match self.write(work).await? {

@@ -26,12 +26,9 @@ async fn admin_endpoints_need_the_admin_token() {
             expect_error(request.send().await.expect("send"), 401, "invalid_token").await;
         }
     }
-    let revoke_failures = events(&ca)
-        .await
-        .into_iter()
-        .filter(|e| e.event_type == EventType::Revoke && e.outcome == Outcome::Failure)
-        .count();
-    assert_eq!(revoke_failures, 4, "refused revocations are logged");
+    // A request that did not authenticate is counted, never written.
+    assert_eq!(events(&ca).await, [], "unauthenticated refusals are not stored");
+    assert_eq!(ca.ca.metrics().snapshot().unauthenticated_refusals, 8);
 }
 
 #[tokio::test]
@@ -120,6 +117,8 @@ async fn events_carry_the_contract_types_and_page_by_id() {
         .expect("renew");
     assert_eq!(renewed.status(), 201);
     assert_eq!(ca.admin_post("/api/v1/admin/users/alice/revoke").await.status(), 200);
+    // A wrong token is not recorded (nothing unauthenticated is); a refusal after the
+    // token matched is.
     let response = ca
         .anonymous()
         .post(ca.url("/api/v1/enroll"))
@@ -129,6 +128,17 @@ async fn events_carry_the_contract_types_and_page_by_id() {
         .await
         .expect("enroll");
     assert_eq!(response.status(), 401);
+    let mut bad = device.request(&p256());
+    bad.device.udid = "not a udid".into();
+    let response = ca
+        .anonymous()
+        .post(ca.url("/api/v1/enroll"))
+        .bearer_auth(ca.enrollment_token())
+        .json(&bad)
+        .send()
+        .await
+        .expect("enroll");
+    assert_eq!(response.status(), 400);
 
     let all = events(&ca).await;
     let summary: Vec<_> = all.iter().map(|e| (e.event_type, e.outcome)).collect();
@@ -156,7 +166,8 @@ async fn events_carry_the_contract_types_and_page_by_id() {
     assert_eq!(issue.user.as_deref(), Some("alice"));
     assert_eq!(issue.device.as_ref().map(|d| d.udid.as_str()), Some(device.udid.as_str()));
     assert_eq!(issue.reason, None);
-    assert_eq!(all[7].reason.as_deref(), Some("invalid_token"));
+    assert_eq!(all[7].reason.as_deref(), Some("invalid_request"));
+    assert_eq!((all[7].user.as_deref(), all[7].device.as_ref()), (None, None), "only validated values are recorded");
 
     // Raw JSON uses the contract's names.
     let raw: serde_json::Value =

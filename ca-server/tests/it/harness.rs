@@ -218,6 +218,13 @@ impl TestCa {
             .expect("admin post")
     }
 
+    /// The admin view of a device.
+    pub(crate) async fn device_record(&self, udid: &str) -> ca_client::protocol::DeviceRecord {
+        let response = self.admin_get(&format!("/api/v1/admin/devices/{udid}")).await;
+        assert_eq!(response.status(), 200, "device {udid}");
+        response.json().await.expect("device record")
+    }
+
     /// Stops the server and waits until it has drained and closed the store.
     pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {

@@ -113,7 +113,14 @@ fn the_contract_client_gets_the_documented_answers() {
         .collect();
     let list = dir.path().join("managed-devices.json");
     std::fs::write(&list, serde_json::to_vec(&devices).expect("json")).expect("write list");
-    let dev = DevProcess::start(dir.path(), &["--managed-devices", list.to_str().expect("utf-8 path")]);
+    // The contract client checks the per-device rate limit; the per-address budget, which
+    // every one of its requests spends (they all come from 127.0.0.1), must not come first.
+    let limits = dir.path().join("limits.toml");
+    std::fs::write(&limits, "requests_per_minute_per_address = 100000\n").expect("write limits");
+    let dev = DevProcess::start(
+        dir.path(),
+        &["--managed-devices", list.to_str().expect("utf-8 path"), "--limits", limits.to_str().expect("utf-8 path")],
+    );
     assert!(!dev.stderr().contains("every device counts as managed"));
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/contract/contract_client.py");

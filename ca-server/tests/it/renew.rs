@@ -52,18 +52,92 @@ async fn binding_happens_at_first_verify() {
     assert_eq!(after.state, CertificateState::Bound);
     assert_eq!(after.bound_user.as_deref(), Some("alice"), "without ?user, the enrolling user");
 
-    // Binding happens once: a later user does not rebind.
-    assert_eq!(verify(&ca, &issued.certificate, &key, Some("mallory")).await.status(), 200);
+    // Binding happens once, and a certificate bound to alice is not trusted for anyone else.
+    let response = verify(&ca, &issued.certificate, &key, Some("mallory")).await;
+    assert_eq!(response.status(), 403);
+    let body: VerifyResponse = response.json().await.expect("json");
+    assert_eq!(body.error.expect("error").code.as_str(), "certificate_bound_to_other_user");
+    assert_eq!(verify(&ca, &issued.certificate, &key, Some("alice")).await.status(), 200);
     let again: CertificateStatus = status(&ca, &issued.certificate, &key).await.json().await.expect("json");
     assert_eq!(again.bound_user.as_deref(), Some("alice"));
 }
 
+/// The attack: any web page can make a victim's browser request
+/// `<img src="https://ca/.../verify?user=mallory">`. The browser-facing GET never binds to a
+/// name from the query.
 #[tokio::test]
-async fn renew_keeps_the_binding_and_the_superseded_certificate_verifies_until_not_after() {
+async fn a_web_page_cannot_bind_a_fresh_certificate_to_another_user() {
+    let ca = TestCa::start().await;
+    let key = p256();
+    let issued = ca.enroll_ok(&Device::new(6).request(&key)).await;
+
+    let response = verify(&ca, &issued.certificate, &key, Some("mallory")).await;
+    assert_eq!(response.status(), 403);
+    let body: VerifyResponse = response.json().await.expect("json");
+    assert_eq!(body.error.expect("error").code.as_str(), "certificate_bound_to_other_user");
+    let after: CertificateStatus = status(&ca, &issued.certificate, &key).await.json().await.expect("json");
+    assert_eq!((after.state, after.bound_user), (CertificateState::Unbound, None), "a refusal binds nothing");
+
+    // The enrolling user's own app binds it to them.
+    assert_eq!(verify(&ca, &issued.certificate, &key, Some("alice")).await.status(), 200);
+    let after: CertificateStatus = status(&ca, &issued.certificate, &key).await.json().await.expect("json");
+    assert_eq!(after.bound_user.as_deref(), Some("alice"));
+}
+
+#[tokio::test]
+async fn only_an_authenticated_caller_binds_to_another_name() {
+    let ca = TestCa::start().await;
+    let key = p256();
+    let issued = ca.enroll_ok(&Device::new(7).request(&key)).await;
+    let path = format!("/api/v1/admin/certificates/{}/bind", issued.serial_number);
+
+    // Without the admin token: refused, and nothing recorded.
+    let response =
+        ca.anonymous().post(ca.url(&path)).json(&serde_json::json!({"user": "bob"})).send().await.expect("bind");
+    expect_error(response, 401, "invalid_token").await;
+
+    let bind = |user: &'static str| {
+        ca.anonymous()
+            .post(ca.url(&path))
+            .bearer_auth(ca.admin_token())
+            .json(&serde_json::json!({"user": user}))
+            .send()
+    };
+    let response = bind("bob").await.expect("bind");
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!((body["state"].as_str(), body["boundUser"].as_str()), (Some("bound"), Some("bob")));
+    expect_error(bind("carol").await.expect("bind"), 403, "certificate_bound_to_other_user").await;
+    expect_error(bind("bob\u{202e}").await.expect("bind"), 400, "invalid_request").await;
+
+    assert_eq!(verify(&ca, &issued.certificate, &key, Some("bob")).await.status(), 200);
+    assert_eq!(verify(&ca, &issued.certificate, &key, Some("alice")).await.status(), 403);
+    let unknown = "/api/v1/admin/certificates/00ff/bind";
+    let response = ca
+        .anonymous()
+        .post(ca.url(unknown))
+        .bearer_auth(ca.admin_token())
+        .json(&serde_json::json!({"user": "bob"}))
+        .send()
+        .await
+        .expect("bind");
+    expect_error(response, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn renew_keeps_the_binding_and_the_superseded_certificate_verifies_for_the_grace_period() {
     let ca = TestCa::start().await;
     let (key_a, key_b) = (p256(), p256());
     let a = ca.enroll_ok(&Device::new(2).request(&key_a)).await;
-    assert_eq!(verify(&ca, &a.certificate, &key_a, Some("bob")).await.status(), 200);
+    let bind = ca
+        .anonymous()
+        .post(ca.url(&format!("/api/v1/admin/certificates/{}/bind", a.serial_number)))
+        .bearer_auth(ca.admin_token())
+        .json(&serde_json::json!({"user": "bob"}))
+        .send()
+        .await
+        .expect("bind");
+    assert_eq!(bind.status(), 200);
 
     let response = renew(&ca, &a.certificate, &key_a, &key_b).await;
     assert_eq!(response.status(), 201);
@@ -90,15 +164,74 @@ async fn renew_keeps_the_binding_and_the_superseded_certificate_verifies_until_n
     let repeat: IssuedCertificate = repeat.json().await.expect("json");
     assert_eq!(repeat.serial_number, b.serial_number);
 
-    // ...until the old certificate's notAfter.
-    ca.clock.advance(a.not_after - ca.clock_now() + Duration::seconds(1));
+    // ...for the grace period (7 days by default), not until its own notAfter.
+    ca.clock.advance(Duration::days(7) - Duration::seconds(1));
+    assert_eq!(verify(&ca, &a.certificate, &key_a, None).await.status(), 200, "within the grace period");
+    ca.clock.advance(Duration::seconds(1));
     let response = verify(&ca, &a.certificate, &key_a, None).await;
     assert_eq!(response.status(), 403);
     let body: VerifyResponse = response.json().await.expect("json");
     assert!(!body.trusted);
-    assert_eq!(body.error.expect("error").code.as_str(), "certificate_expired");
-    expect_error(renew(&ca, &a.certificate, &key_a, &p256()).await, 403, "certificate_expired").await;
-    expect_error(status(&ca, &a.certificate, &key_a).await, 403, "certificate_expired").await;
+    assert_eq!(body.error.expect("error").code.as_str(), "certificate_superseded");
+    expect_error(renew(&ca, &a.certificate, &key_a, &p256()).await, 403, "certificate_superseded").await;
+    expect_error(status(&ca, &a.certificate, &key_a).await, 403, "certificate_superseded").await;
+    // The successor is unaffected.
+    assert_eq!(verify(&ca, &b.certificate, &key_b, Some("bob")).await.status(), 200);
+}
+
+#[tokio::test]
+async fn the_grace_period_is_configurable() {
+    let ca = TestCa::start_with(|config| config.ca.superseded_grace_days = 1).await;
+    let (key_a, key_b) = (p256(), p256());
+    let a = ca.enroll_ok(&Device::new(8).request(&key_a)).await;
+    assert_eq!(renew(&ca, &a.certificate, &key_a, &key_b).await.status(), 201);
+    ca.clock.advance(Duration::days(1));
+    let response = verify(&ca, &a.certificate, &key_a, None).await;
+    assert_eq!(response.status(), 403);
+}
+
+/// The attack: renewing 12 times from the same superseded certificate, with a new key each
+/// time, gave 12 active, trusted certificates. Each renewal now supersedes the earlier
+/// successor: one lineage, one active certificate.
+#[tokio::test]
+async fn renewal_from_a_superseded_certificate_cannot_fan_out() {
+    let ca = TestCa::start().await;
+    let device = Device::new(9);
+    let key = p256();
+    let old = ca.enroll_ok(&device.request(&key)).await;
+    let mut successors = Vec::new();
+    for _ in 0..12 {
+        let new_key = p256();
+        let response = renew(&ca, &old.certificate, &key, &new_key).await;
+        assert_eq!(response.status(), 201);
+        let issued: IssuedCertificate = response.json().await.expect("json");
+        successors.push((issued, new_key));
+    }
+    let record = ca.device_record(&device.udid).await;
+    let active: Vec<_> = record
+        .certificates
+        .iter()
+        .filter(|c| matches!(c.state, CertificateState::Unbound | CertificateState::Bound))
+        .map(|c| c.serial_number.clone())
+        .collect();
+    let (last, last_key) = successors.last().expect("renewed");
+    assert_eq!(active, [last.serial_number.clone()], "one active certificate per lineage");
+    // An earlier successor is superseded, and the last one is what the device uses.
+    let (first, first_key) = &successors[0];
+    let first_status: CertificateStatus =
+        status(&ca, &first.certificate, first_key).await.json().await.expect("json");
+    assert_eq!(first_status.state, CertificateState::Superseded);
+    assert_eq!(verify(&ca, &last.certificate, last_key, None).await.status(), 200);
+    // A renewal from the newest successor supersedes it in turn.
+    let response = renew(&ca, &last.certificate, last_key, &p256()).await;
+    assert_eq!(response.status(), 201);
+    let record = ca.device_record(&device.udid).await;
+    let active = record
+        .certificates
+        .iter()
+        .filter(|c| matches!(c.state, CertificateState::Unbound | CertificateState::Bound))
+        .count();
+    assert_eq!(active, 1);
 }
 
 #[tokio::test]
@@ -114,9 +247,16 @@ async fn renewing_an_unbound_certificate_moves_its_slot() {
     assert_eq!(response.status(), 201, "the successor takes the old certificate's slot");
     let successor: IssuedCertificate = response.json().await.expect("json");
     assert_eq!(successor.state, CertificateState::Unbound);
-    // Renewing the superseded one again with yet another key would be a sixth.
+    // Renewing the superseded one again with yet another key replaces that successor: it
+    // takes the same slot, so the device still holds five unbound certificates.
     let again = renew(&ca, &certs[0].certificate, &keys[0], &p256()).await;
-    expect_error(again, 409, "enrollment_limit_reached").await;
+    assert_eq!(again.status(), 201);
+    let record = ca.device_record(&device.udid).await;
+    let unbound = record.certificates.iter().filter(|c| c.state == CertificateState::Unbound).count();
+    assert_eq!(unbound, 5);
+    let first = record.certificates.iter().find(|c| c.serial_number == successor.serial_number).expect("kept");
+    assert_eq!(first.state, CertificateState::Superseded);
+    expect_error(ca.enroll(&device.request(&p256())).await, 409, "enrollment_limit_reached").await;
 }
 
 #[tokio::test]
@@ -213,11 +353,4 @@ async fn the_verify_page_links_to_learn_more() {
         html.contains("href=\"https://intranet.example.com/device-trust?a=1&amp;b=2\">Learn more</a>"),
         "{html}"
     );
-}
-
-impl TestCa {
-    fn clock_now(&self) -> chrono::DateTime<chrono::Utc> {
-        use ca_server::clock::Clock as _;
-        self.clock.now()
-    }
 }
