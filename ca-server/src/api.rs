@@ -139,13 +139,15 @@ async fn read_json<T: DeserializeOwned>(ca: &Ca, headers: &HeaderMap, body: Body
         return Err(too_large);
     }
     let secs = ca.limits().body_read_timeout_secs;
-    let collected =
-        tokio::time::timeout(std::time::Duration::from_secs(secs), Limited::new(body, MAX_REQUEST_BODY).collect())
-            .await
-            .map_err(|_| {
-                ca.metrics().body_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                ApiError::RequestTimeout { secs }
-            })?;
+    let collected = tokio::time::timeout(
+        std::time::Duration::from_secs(secs),
+        Limited::new(body, MAX_REQUEST_BODY).collect(),
+    )
+    .await
+    .map_err(|_| {
+        ca.metrics().body_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ApiError::RequestTimeout { secs }
+    })?;
     let bytes = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large),

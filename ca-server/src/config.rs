@@ -170,7 +170,10 @@ impl Config {
         let at_least_one: [(&'static str, u64); 10] = [
             ("limits.enrollments_per_minute", limits.enrollments_per_minute.into()),
             ("limits.requests_per_minute_per_address", limits.requests_per_minute_per_address.into()),
-            ("limits.auth_failures_per_minute_per_address", limits.auth_failures_per_minute_per_address.into()),
+            (
+                "limits.auth_failures_per_minute_per_address",
+                limits.auth_failures_per_minute_per_address.into(),
+            ),
             ("limits.max_connections", limits.max_connections.into()),
             ("limits.max_connections_per_address", limits.max_connections_per_address.into()),
             ("limits.handshake_timeout_secs", limits.handshake_timeout_secs),

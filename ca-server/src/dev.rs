@@ -47,10 +47,14 @@ pub struct DevOptions {
 }
 
 /// Reads a `[limits]` table's keys from a TOML file (`dev --limits FILE`).
-pub fn load_limits(path: &std::path::Path) -> Result<crate::config::LimitSettings, crate::config::ConfigError> {
+pub fn load_limits(
+    path: &std::path::Path,
+) -> Result<crate::config::LimitSettings, crate::config::ConfigError> {
     use crate::config::ConfigError;
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-    toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    toml::from_str(&text)
+        .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })
 }
 
 /// A prepared dev environment.

@@ -237,7 +237,11 @@ mod tests {
                 "certificate_superseded",
                 403,
             ),
-            (ApiError::CertificateBoundToOtherUser { serial: "01".into() }, "certificate_bound_to_other_user", 403),
+            (
+                ApiError::CertificateBoundToOtherUser { serial: "01".into() },
+                "certificate_bound_to_other_user",
+                403,
+            ),
             (ApiError::InvalidToken, "invalid_token", 401),
             (ApiError::InvalidAdminToken, "invalid_token", 401),
             (ApiError::ClientCertificateRequired("none"), "client_certificate_required", 401),

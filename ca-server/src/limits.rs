@@ -284,7 +284,11 @@ mod tests {
     use super::*;
 
     fn limits(max: u32, per_address: u32) -> LimitSettings {
-        LimitSettings { max_connections: max, max_connections_per_address: per_address, ..LimitSettings::default() }
+        LimitSettings {
+            max_connections: max,
+            max_connections_per_address: per_address,
+            ..LimitSettings::default()
+        }
     }
 
     #[test]
@@ -304,12 +308,15 @@ mod tests {
         let connections = Connections::new(&limits(3, 2));
         let one: IpAddr = "192.0.2.1".parse().expect("ip");
         let two: IpAddr = "192.0.2.2".parse().expect("ip");
-        let mut idle = connections.close_idle_signal();
+        let idle = connections.close_idle_signal();
         let a = connections.open(one).expect("first");
         let _b = connections.open(one).expect("second from the same address");
         assert_eq!(connections.open(one).err(), Some(Refused::AddressFull));
         let _c = connections.open(two).expect("another address");
-        assert!(idle.has_changed().expect("sender alive"), "at 3/4 of the cap idle connections are told to close");
+        assert!(
+            idle.has_changed().expect("sender alive"),
+            "at 3/4 of the cap idle connections are told to close"
+        );
         assert_eq!(connections.open(two).err(), Some(Refused::Full));
         drop(a);
         assert_eq!(connections.open_count(), 2);

@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration as StdDuration;
 
 use ca_client::protocol::{
-    CertificateState, CertificateStatus, DeviceInfo, DeviceRecord, DeviceRef, EnrollRequest, Event, EventType,
-    IssuedCertificate, Metadata, Outcome, RenewRequest,
+    CertificateState, CertificateStatus, DeviceInfo, DeviceRecord, DeviceRef, EnrollRequest, Event,
+    EventType, IssuedCertificate, Metadata, Outcome, RenewRequest,
 };
 use chrono::{DateTime, Duration, Utc};
 use governor::clock::Clock as _;
@@ -28,10 +28,10 @@ use rustls::ServerConfig;
 use crate::authority::{self, Authority, Profile};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, LimitSettings, StoreSettings};
-use crate::limits::AddressGuard;
-pub use crate::limits::Metrics;
 use crate::error::ApiError;
 use crate::fsutil;
+use crate::limits::AddressGuard;
+pub use crate::limits::Metrics;
 use crate::mdm::{self, ManagedDeviceCheck, MdmVerdict};
 use crate::secret::{SecretError, Token};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
@@ -242,7 +242,11 @@ impl CaBuilder {
             lifetime: Duration::days(i64::from(config.ca.certificate_lifetime_days)),
             backdate: Duration::seconds(i64::from(config.ca.backdate_secs)),
             crl_urls: vec![config.ca.crl_url.clone().unwrap_or_else(|| {
-                format!("{}{}", config.server.cert_auth_domain.trim_end_matches('/'), ca_client::protocol::paths::CRL)
+                format!(
+                    "{}{}",
+                    config.server.cert_auth_domain.trim_end_matches('/'),
+                    ca_client::protocol::paths::CRL
+                )
             })],
         };
         let authority = match (&config.ca.certificate, &config.ca.private_key) {
@@ -847,8 +851,13 @@ pub fn check_user(user: &str) -> Result<(), ApiError> {
 
 /// A serial number as the CA writes them: lowercase hex, at most 40 digits.
 fn check_serial(serial: &str) -> Result<(), ApiError> {
-    if serial.is_empty() || serial.len() > 40 || !serial.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return Err(ApiError::InvalidRequest("the serial number must be 1 to 40 lowercase hex digits".into()));
+    if serial.is_empty()
+        || serial.len() > 40
+        || !serial.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(ApiError::InvalidRequest(
+            "the serial number must be 1 to 40 lowercase hex digits".into(),
+        ));
     }
     Ok(())
 }

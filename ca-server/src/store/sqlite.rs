@@ -412,9 +412,12 @@ async fn transaction<'a>(
             Work::Enroll { device, platform, user, certificate, max_unbound, now } => {
                 Done::Enroll(enroll(&mut tx, device, *platform, user, certificate, *max_unbound, *now).await?)
             }
-            Work::Renew { presented_serial, certificate, max_unbound, superseded_cutoff, now } => Done::Renew(
-                renew(&mut tx, presented_serial, certificate, *max_unbound, *superseded_cutoff, *now).await?,
-            ),
+            Work::Renew { presented_serial, certificate, max_unbound, superseded_cutoff, now } => {
+                Done::Renew(
+                    renew(&mut tx, presented_serial, certificate, *max_unbound, *superseded_cutoff, *now)
+                        .await?,
+                )
+            }
             Work::Authenticate { serial, bind_user, required_user, bind, superseded_cutoff, now } => {
                 let check = AuthCheck {
                     bind_user: bind_user.as_deref(),

@@ -167,7 +167,11 @@ async fn events_carry_the_contract_types_and_page_by_id() {
     assert_eq!(issue.device.as_ref().map(|d| d.udid.as_str()), Some(device.udid.as_str()));
     assert_eq!(issue.reason, None);
     assert_eq!(all[7].reason.as_deref(), Some("invalid_request"));
-    assert_eq!((all[7].user.as_deref(), all[7].device.as_ref()), (None, None), "only validated values are recorded");
+    assert_eq!(
+        (all[7].user.as_deref(), all[7].device.as_ref()),
+        (None, None),
+        "only validated values are recorded"
+    );
 
     // Raw JSON uses the contract's names.
     let raw: serde_json::Value =

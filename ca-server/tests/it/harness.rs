@@ -62,23 +62,32 @@ impl TestCa {
 
     /// Starts a CA whose dev config `tweak` may change first.
     pub(crate) async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
-        Self::start_full(tweak, false, None).await
+        Self::start_full(tweak, false, None, None).await
     }
 
     /// Starts a CA with a second listener for the cert-auth domain.
     pub(crate) async fn start_with_cert_auth_listener() -> Self {
-        Self::start_full(|_| {}, true, None).await
+        Self::start_full(|_| {}, true, None, None).await
     }
 
     /// Starts a CA on another store.
     pub(crate) async fn start_with_store(store: Arc<dyn Store>) -> Self {
-        Self::start_full(|_| {}, false, Some(store)).await
+        Self::start_full(|_| {}, false, Some(store), None).await
+    }
+
+    /// Starts a CA that asks `mdm` instead of the scripted one.
+    pub(crate) async fn start_with_mdm(
+        tweak: impl FnOnce(&mut Config),
+        mdm: Arc<dyn ManagedDeviceCheck>,
+    ) -> Self {
+        Self::start_full(tweak, false, None, Some(mdm)).await
     }
 
     async fn start_full(
         tweak: impl FnOnce(&mut Config),
         cert_auth: bool,
         store: Option<Arc<dyn Store>>,
+        other_mdm: Option<Arc<dyn ManagedDeviceCheck>>,
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -94,7 +103,8 @@ impl TestCa {
         tweak(&mut env.config);
         let clock = ManualClock::starting_now();
         let mdm = Arc::new(ScriptedMdm::default());
-        let mut builder = Ca::builder(env.config.clone()).clock(Arc::new(clock.clone())).mdm(mdm.clone());
+        let asked: Arc<dyn ManagedDeviceCheck> = other_mdm.unwrap_or_else(|| mdm.clone());
+        let mut builder = Ca::builder(env.config.clone()).clock(Arc::new(clock.clone())).mdm(asked);
         if let Some(store) = store {
             builder = builder.store(store);
         }
@@ -160,6 +170,29 @@ impl TestCa {
     /// An HTTPS client without a client certificate.
     pub(crate) fn anonymous(&self) -> reqwest::Client {
         reqwest::Client::builder().use_preconfigured_tls(self.tls_config(None)).build().expect("client")
+    }
+
+    /// An HTTPS client without a client certificate whose connections come from `local`
+    /// (another loopback address, such as 127.0.0.2: a second client host).
+    pub(crate) fn anonymous_from(&self, local: std::net::IpAddr) -> reqwest::Client {
+        reqwest::Client::builder()
+            .use_preconfigured_tls(self.tls_config(None))
+            .local_address(local)
+            .build()
+            .expect("client")
+    }
+
+    /// The SQLite database and its WAL, in bytes.
+    pub(crate) fn database_bytes(&self) -> u64 {
+        let db = self.env.data_dir.join("devicetrust-ca.sqlite3");
+        ["", "-wal"]
+            .iter()
+            .map(|suffix| {
+                let mut path = db.clone().into_os_string();
+                path.push(suffix);
+                std::fs::metadata(path).map_or(0, |m| m.len())
+            })
+            .sum()
     }
 
     /// An HTTPS client presenting `cert_pem` with `key`.

@@ -6,18 +6,32 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 
 /// A running `devicetrust-ca dev`; killed when dropped.
-struct DevProcess {
+pub(crate) struct DevProcess {
     child: Child,
     stdout: BufReader<ChildStdout>,
-    line: String,
-    info: serde_json::Value,
+    pub(crate) line: String,
+    pub(crate) info: serde_json::Value,
     stderr: PathBuf,
 }
 
 impl DevProcess {
-    fn start(dir: &Path, extra: &[&str]) -> Self {
+    pub(crate) fn start(dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_fd_limit(dir, extra, None)
+    }
+
+    /// Starts it with at most `fd_limit` open file descriptors (`ulimit -n`), if given.
+    pub(crate) fn start_with_fd_limit(dir: &Path, extra: &[&str], fd_limit: Option<u32>) -> Self {
         let stderr = dir.join("stderr.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_devicetrust-ca"))
+        let binary = env!("CARGO_BIN_EXE_devicetrust-ca");
+        let mut command = match fd_limit {
+            Some(limit) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c").arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\"")).arg(binary);
+                sh
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.join("data"))
             .args(extra)
@@ -39,7 +53,16 @@ impl DevProcess {
         Self { child, stdout, line, info, stderr }
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub(crate) fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr).expect("stderr")
     }
 
@@ -119,7 +142,12 @@ fn the_contract_client_gets_the_documented_answers() {
     std::fs::write(&limits, "requests_per_minute_per_address = 100000\n").expect("write limits");
     let dev = DevProcess::start(
         dir.path(),
-        &["--managed-devices", list.to_str().expect("utf-8 path"), "--limits", limits.to_str().expect("utf-8 path")],
+        &[
+            "--managed-devices",
+            list.to_str().expect("utf-8 path"),
+            "--limits",
+            limits.to_str().expect("utf-8 path"),
+        ],
     );
     assert!(!dev.stderr().contains("every device counts as managed"));
 

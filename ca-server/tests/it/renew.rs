@@ -92,8 +92,13 @@ async fn only_an_authenticated_caller_binds_to_another_name() {
     let path = format!("/api/v1/admin/certificates/{}/bind", issued.serial_number);
 
     // Without the admin token: refused, and nothing recorded.
-    let response =
-        ca.anonymous().post(ca.url(&path)).json(&serde_json::json!({"user": "bob"})).send().await.expect("bind");
+    let response = ca
+        .anonymous()
+        .post(ca.url(&path))
+        .json(&serde_json::json!({"user": "bob"}))
+        .send()
+        .await
+        .expect("bind");
     expect_error(response, 401, "invalid_token").await;
 
     let bind = |user: &'static str| {
@@ -215,7 +220,7 @@ async fn renewal_from_a_superseded_certificate_cannot_fan_out() {
         .map(|c| c.serial_number.clone())
         .collect();
     let (last, last_key) = successors.last().expect("renewed");
-    assert_eq!(active, [last.serial_number.clone()], "one active certificate per lineage");
+    assert_eq!(active, std::slice::from_ref(&last.serial_number), "one active certificate per lineage");
     // An earlier successor is superseded, and the last one is what the device uses.
     let (first, first_key) = &successors[0];
     let first_status: CertificateStatus =
@@ -254,7 +259,8 @@ async fn renewing_an_unbound_certificate_moves_its_slot() {
     let record = ca.device_record(&device.udid).await;
     let unbound = record.certificates.iter().filter(|c| c.state == CertificateState::Unbound).count();
     assert_eq!(unbound, 5);
-    let first = record.certificates.iter().find(|c| c.serial_number == successor.serial_number).expect("kept");
+    let first =
+        record.certificates.iter().find(|c| c.serial_number == successor.serial_number).expect("kept");
     assert_eq!(first.state, CertificateState::Superseded);
     expect_error(ca.enroll(&device.request(&p256())).await, 409, "enrollment_limit_reached").await;
 }
