@@ -163,6 +163,9 @@ impl Config {
         if self.ca.certificate.is_some() != self.ca.private_key.is_some() {
             return invalid("ca.certificate", "set both ca.certificate and ca.private_key, or neither");
         }
+        if self.ca.superseded_grace_days > self.ca.certificate_lifetime_days {
+            return invalid("ca.superseded_grace_days", "must not exceed ca.certificate_lifetime_days");
+        }
         if self.ca.crl_validity_hours == 0 {
             return invalid("ca.crl_validity_hours", "must be at least 1");
         }
@@ -441,7 +444,7 @@ mod tests {
 
     #[test]
     fn validation() {
-        let cases: [(&str, &str, Option<&str>); 6] = [
+        let cases: [(&str, &str, Option<&str>); 9] = [
             ("ok/minimal", "", None),
             ("fail/http-domain", "server.cert_auth_domain = 'http://x'", Some("server.cert_auth_domain")),
             (
@@ -452,6 +455,9 @@ mod tests {
             ("fail/zero-limit", "ca.max_unbound_certificates = 0", Some("ca.max_unbound_certificates")),
             ("fail/renew-window", "ca.renew_before_days = 400", Some("ca.renew_before_days")),
             ("fail/half-ca", "ca.certificate = 'ca.pem'", Some("ca.certificate")),
+            ("fail/grace-over-lifetime", "ca.superseded_grace_days = 400", Some("ca.superseded_grace_days")),
+            ("fail/crl-url", "ca.crl_url = 'ldap://x'", Some("ca.crl_url")),
+            ("fail/no-connections", "limits.max_connections = 0", Some("limits.max_connections")),
         ];
         for (name, tweak, want) in cases {
             let mut config = Config::parse(MINIMAL).expect("parse");
@@ -464,6 +470,9 @@ mod tests {
                     }
                     "ca.renew_before_days" => config.ca.renew_before_days = value.parse().expect("n"),
                     "ca.certificate" => config.ca.certificate = Some(value.into()),
+                    "ca.superseded_grace_days" => config.ca.superseded_grace_days = value.parse().expect("n"),
+                    "ca.crl_url" => config.ca.crl_url = Some(value.into()),
+                    "limits.max_connections" => config.limits.max_connections = value.parse().expect("n"),
                     other => panic!("{name}: unknown key {other}"),
                 }
             }
