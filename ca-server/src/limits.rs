@@ -50,6 +50,9 @@ pub struct Metrics {
     pub(crate) unauthenticated_refusals: AtomicU64,
     /// Requests refused by a client address's request or failure budget.
     pub(crate) address_rate_limited: AtomicU64,
+    /// Authenticated requests refused by a device's or certificate's budget: logged and
+    /// counted, not written as events (each would be a row the flood wrote).
+    pub(crate) rate_limited_refusals: AtomicU64,
     /// Connections closed at once because a connection cap was reached.
     pub(crate) connections_refused: AtomicU64,
     /// Requests answered `mdm_unavailable` because every MDM lookup slot stayed busy.
@@ -67,6 +70,8 @@ pub struct MetricsSnapshot {
     /// See [`Metrics`].
     pub address_rate_limited: u64,
     /// See [`Metrics`].
+    pub rate_limited_refusals: u64,
+    /// See [`Metrics`].
     pub connections_refused: u64,
     /// See [`Metrics`].
     pub mdm_queue_full: u64,
@@ -81,6 +86,7 @@ impl Metrics {
         MetricsSnapshot {
             unauthenticated_refusals: read(&self.unauthenticated_refusals),
             address_rate_limited: read(&self.address_rate_limited),
+            rate_limited_refusals: read(&self.rate_limited_refusals),
             connections_refused: read(&self.connections_refused),
             mdm_queue_full: read(&self.mdm_queue_full),
             body_timeouts: read(&self.body_timeouts),
@@ -108,7 +114,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Seconds to wait, rounded up, at least 1: a client that waits this long gets through.
-fn whole_seconds(wait: Duration) -> u64 {
+pub(crate) fn whole_seconds(wait: Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 

@@ -472,11 +472,10 @@ impl Ca {
     }
 
     fn rate_limit(&self, udid: &str) -> Result<(), ApiError> {
-        self.limiter.check_key(&udid.to_owned()).map_err(|not_until| {
-            let wait = not_until.wait_time_from(self.limiter.clock().now());
-            // Round up: a client that waits exactly this long must get through.
-            let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            ApiError::RateLimited { retry_after_secs: retry_after_secs.max(1) }
+        self.limiter.check_key(&udid.to_owned()).map_err(|not_until| ApiError::RateLimited {
+            retry_after_secs: crate::limits::whole_seconds(
+                not_until.wait_time_from(self.limiter.clock().now()),
+            ),
         })
     }
 
@@ -669,6 +668,10 @@ impl Ca {
             check_text("user", user, false)?;
             context.user = Some(user.to_owned());
         }
+        // Every verify writes an event, and any web page can make a browser send one: the
+        // certificate's budget bounds the rows a hostile page can make it write. (UDIDs
+        // cannot contain ':', so these keys never meet a device's.)
+        self.rate_limit(&format!("verify:{}", row.serial))?;
         self.authenticate(row, None, user).await
     }
 
@@ -787,6 +790,11 @@ impl Ca {
         if !context.authenticated {
             // Written nowhere: a request that proved nothing gets a log line and a count.
             self.metrics.unauthenticated_refusals.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if matches!(error, ApiError::RateLimited { .. }) {
+            // A spent budget is a flood, and recording each refusal would be the flood's row.
+            self.metrics.rate_limited_refusals.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let Some(event_type) = context.event_type else { return };

@@ -409,6 +409,31 @@ async fn issued_certificates_carry_the_crl_distribution_point() {
     assert!(text.contains("URI:http://crl.example.com/dt.crl"), "{text}");
 }
 
+/// The attack: a hostile page makes the victim's browser hit verify in a loop, and every
+/// verify writes an event. A certificate has the device's budget of verifications.
+#[tokio::test]
+async fn a_page_cannot_make_a_browser_write_events_without_bound() {
+    let ca = TestCa::start_with(|config| config.limits.enrollments_per_minute = 5).await;
+    let key = p256();
+    let issued = ca.enroll_ok(&Device::new(47).request(&key)).await;
+    let browser = ca.with_identity(&issued.certificate, &key);
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let response = browser.get(ca.url("/api/v1/device-trust/verify")).send().await.expect("verify");
+        statuses.push(response.status().as_u16());
+    }
+    let trusted = statuses.iter().filter(|s| **s == 200).count();
+    assert!((5..=6).contains(&trusted), "{statuses:?}");
+    let response = browser.get(ca.url("/api/v1/device-trust/verify")).send().await.expect("verify");
+    let body: ca_client::protocol::VerifyResponse = response.json().await.expect("json");
+    assert_eq!(body.error.expect("refused").code.as_str(), "rate_limited");
+    // The refusals are counted, not written: the log holds the enrollment and the
+    // verifications that went through.
+    let recorded = events(&ca).await;
+    assert_eq!(recorded.len(), 2 + trusted, "{recorded:?}");
+    assert_eq!(ca.ca.metrics().snapshot().rate_limited_refusals, u64::try_from(21 - trusted).expect("small"));
+}
+
 /// Events of a refusal carry the canonical UDID too.
 #[tokio::test]
 async fn refusals_record_the_canonical_udid() {
