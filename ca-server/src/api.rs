@@ -117,7 +117,24 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn truncate(mut detail: String) -> String {
+/// Makes a parser's message safe to send and log: input it echoes (a JSON parser quotes the
+/// value it refused) gets its control and deceptive characters escaped, so it cannot start a
+/// fake log line or reorder one, and it is cut to [`MAX_DETAIL`] bytes.
+fn truncate(detail: String) -> String {
+    let mut detail = if detail.chars().any(|c| c.is_control() || service::is_deceptive(c)) {
+        detail
+            .chars()
+            .map(|c| {
+                if c.is_control() || service::is_deceptive(c) {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    } else {
+        detail
+    };
     if detail.len() > MAX_DETAIL {
         let mut end = MAX_DETAIL;
         while !detail.is_char_boundary(end) {
@@ -561,5 +578,7 @@ mod tests {
         let long = "é".repeat(200);
         let cut = truncate(long);
         assert!(cut.len() <= MAX_DETAIL + '…'.len_utf8());
+        let echoed = truncate("unknown variant `mac\nos\u{202e}`".to_owned());
+        assert_eq!(echoed, "unknown variant `mac\\u{a}os\\u{202e}`");
     }
 }

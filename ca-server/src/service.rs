@@ -906,7 +906,7 @@ fn check_text(field: &str, value: &str, may_be_empty: bool) -> Result<(), ApiErr
 /// log, an admin console or an event viewer: bidirectional embeddings, overrides and
 /// isolates (a "Trojan Source" name), zero-width characters and the byte-order mark, and
 /// the Unicode line and paragraph separators.
-fn is_deceptive(c: char) -> bool {
+pub(crate) fn is_deceptive(c: char) -> bool {
     matches!(
         c,
         '\u{200B}'..='\u{200F}' // zero-width space, non-joiner, joiner; LRM, RLM
