@@ -152,15 +152,7 @@ async fn one_address_has_a_request_budget() {
     expect_error(refusal, 429, "rate_limited").await;
 
     // Another client host is not affected.
-    let other = ca
-        .anonymous_from(second_host())
-        .post(ca.url("/api/v1/enroll"))
-        .bearer_auth(ca.enrollment_token())
-        .json(&Device::new(2001).request(&p256()))
-        .send()
-        .await
-        .expect("enroll");
-    assert_eq!(other.status(), 201);
+    assert_eq!(enroll_from_second_host(&ca, 2001).await, 201);
 }
 
 #[tokio::test]
@@ -184,15 +176,7 @@ async fn wrong_tokens_block_their_address() {
     // The blocked address is refused even with the right token...
     expect_error(ca.enroll(&Device::new(43).request(&p256())).await, 429, "rate_limited").await;
     // ...another address is not.
-    let other = ca
-        .anonymous_from(second_host())
-        .post(ca.url("/api/v1/enroll"))
-        .bearer_auth(ca.enrollment_token())
-        .json(&Device::new(43).request(&p256()))
-        .send()
-        .await
-        .expect("enroll");
-    assert_eq!(other.status(), 201);
+    assert_eq!(enroll_from_second_host(&ca, 43).await, 201);
     // Read the log in-process: the admin API would refuse this blocked address too.
     let recorded = ca.ca.events(0, 1000).await.expect("events");
     assert_eq!(recorded.iter().filter(|e| e.outcome == Outcome::Failure).count(), 0);
@@ -446,6 +430,19 @@ async fn refusals_record_the_canonical_udid() {
     let recorded = events(&ca).await;
     let refusal = recorded.iter().find(|e| e.event_type == EventType::Enroll).expect("recorded");
     assert_eq!(refusal.device.as_ref().map(|d| d.udid.as_str()), Some(device.udid.as_str()));
+}
+
+/// Enrolls device `n` from 127.0.0.2, a second client host; returns the status.
+async fn enroll_from_second_host(ca: &TestCa, n: u32) -> u16 {
+    ca.anonymous_from(second_host())
+        .post(ca.url("/api/v1/enroll"))
+        .bearer_auth(ca.enrollment_token())
+        .json(&Device::new(n).request(&p256()))
+        .send()
+        .await
+        .expect("enroll")
+        .status()
+        .as_u16()
 }
 
 fn swap_case(s: &str) -> String {
