@@ -12,19 +12,15 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::origin::{Origin, OriginError};
+
 /// Why our entry cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AutoSelectError {
-    /// The URL pattern is empty.
-    #[error("the auto-select url pattern is empty")]
-    EmptyPattern,
-    /// The URL pattern holds whitespace or control characters, which Chrome rejects.
-    #[error("the auto-select url pattern {pattern:?} contains whitespace or control characters")]
-    InvalidPattern {
-        /// The pattern as given.
-        pattern: String,
-    },
+    /// The URL pattern is not a safe https origin (see [`crate::origin`]).
+    #[error(transparent)]
+    Origin(#[from] OriginError),
     /// The issuer common name is empty.
     #[error("the issuer common name for the auto-select filter is empty")]
     EmptyIssuer,
@@ -44,23 +40,18 @@ pub struct OurEntry {
 }
 
 impl OurEntry {
-    /// Validates the pattern and issuer CN. A trailing `/` is dropped from the pattern because
-    /// the CA publishes an origin and some configurations write it with a slash.
+    /// Checks the pattern with the one origin validator ([`Origin::parse`]: an https origin,
+    /// no path, no wildcard but a leading `[*.]`) and the issuer CN. The pattern is kept in
+    /// the origin's canonical form (lowercase host, no default port, no trailing `/`).
     pub fn new(pattern: &str, issuer_cn: &str) -> Result<Self, AutoSelectError> {
-        let pattern = pattern.trim().trim_end_matches('/');
-        if pattern.is_empty() {
-            return Err(AutoSelectError::EmptyPattern);
-        }
-        if pattern.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(AutoSelectError::InvalidPattern { pattern: pattern.to_owned() });
-        }
+        let origin = Origin::parse(pattern)?;
         if issuer_cn.is_empty() {
             return Err(AutoSelectError::EmptyIssuer);
         }
         if issuer_cn.chars().any(char::is_control) {
             return Err(AutoSelectError::InvalidIssuer { issuer_cn: issuer_cn.to_owned() });
         }
-        Ok(Self { pattern: pattern.to_owned(), issuer_cn: issuer_cn.to_owned() })
+        Ok(Self { pattern: origin.to_string(), issuer_cn: issuer_cn.to_owned() })
     }
 
     /// The URL pattern.
@@ -238,9 +229,14 @@ mod tests {
 
     #[test]
     fn new_table() {
+        use crate::origin::OriginProblem as P;
+        let bad = |value: &str, problem| {
+            Err(AutoSelectError::Origin(OriginError { value: value.to_owned(), problem }))
+        };
         let cases: &[(&str, &str, &str, Result<&str, AutoSelectError>)] = &[
             ("ok/origin", ORIGIN, CN, Ok(OURS)),
             ("ok/trailing-slash-dropped", "https://cell-devicetrust.example.com/", CN, Ok(OURS)),
+            ("ok/canonical-form", "HTTPS://Cell-DeviceTrust.example.com:443", CN, Ok(OURS)),
             (
                 "ok/port-kept",
                 "https://ca.example.com:8443",
@@ -248,19 +244,23 @@ mod tests {
                 Ok(r#"{"pattern":"https://ca.example.com:8443","filter":{"ISSUER":{"CN":"X"}}}"#),
             ),
             (
+                "ok/subdomain-wildcard",
+                "https://[*.]example.com",
+                "X",
+                Ok(r#"{"pattern":"https://[*.]example.com","filter":{"ISSUER":{"CN":"X"}}}"#),
+            ),
+            (
                 "ok/quotes-escaped",
                 "https://a.example",
                 "A \"quoted\" CA",
                 Ok(r#"{"pattern":"https://a.example","filter":{"ISSUER":{"CN":"A \"quoted\" CA"}}}"#),
             ),
-            ("fail/empty-pattern", "", CN, Err(AutoSelectError::EmptyPattern)),
-            ("fail/slash-only", "/", CN, Err(AutoSelectError::EmptyPattern)),
-            (
-                "fail/space-in-pattern",
-                "https://a b",
-                CN,
-                Err(AutoSelectError::InvalidPattern { pattern: "https://a b".into() }),
-            ),
+            ("fail/empty-pattern", "", CN, bad("", P::Empty)),
+            ("fail/slash-only", "/", CN, bad("/", P::NoScheme)),
+            ("fail/star", "*", CN, bad("*", P::Wildcard)),
+            ("fail/https-star", "https://*", CN, bad("https://*", P::Wildcard)),
+            ("fail/path", "https://evil.example/path", CN, bad("https://evil.example/path", P::Path)),
+            ("fail/space-in-pattern", "https://a b", CN, bad("https://a b", P::Characters)),
             ("fail/empty-issuer", ORIGIN, "", Err(AutoSelectError::EmptyIssuer)),
             (
                 "fail/control-in-issuer",

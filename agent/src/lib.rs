@@ -9,7 +9,8 @@
 //! - [`platform`]: the traits every operating system implements, with the backends in
 //!   [`linux_backend`] (files, NSS, Chromium policy, systemd) and `macos` (keychain,
 //!   preferences, LaunchAgent);
-//! - [`commands`]: the CLI's subcommands, which gather inputs, decide, act and report.
+//! - [`commands`]: the CLI's subcommands, which gather inputs, decide, act and report;
+//! - [`origin`]: the one check of every origin written into a browser setting.
 //!
 //! The library exists so that tests and benchmarks can drive the same code the binary runs.
 
@@ -33,6 +34,7 @@ pub mod linux_backend;
 pub mod macos;
 /// Configuration profiles (`.mobileconfig`) for MDMs: the `profile` subcommand.
 pub mod mobileconfig;
+pub mod origin;
 pub mod platform;
 pub mod remote;
 pub mod state;

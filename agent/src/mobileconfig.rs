@@ -368,7 +368,7 @@ impl<'a> Checked<'a> {
             return Err(ProfileError::CaBundleNotAbsolute { path: path.clone() });
         }
         if let Some(domain) = &inputs.org_domain
-            && !is_dns_name(domain)
+            && !crate::origin::is_dns_name(domain)
         {
             return Err(ProfileError::InvalidOrgDomain { value: domain.clone() });
         }
@@ -417,20 +417,6 @@ impl<'a> Checked<'a> {
         let hex = hex::encode_upper(bytes);
         format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
     }
-}
-
-/// Letters, digits and hyphens in dot-separated labels: what an identity preference for
-/// `*.<domain>` can use. A scheme, a port or a wildcard here is an admin's slip.
-fn is_dns_name(domain: &str) -> bool {
-    !domain.is_empty()
-        && domain.len() <= 253
-        && domain.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -571,6 +557,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+    use crate::origin::{OriginError, OriginProblem};
 
     const EXAMPLE_CA: &str = "https://devicetrust.example.com";
     const EXAMPLE_ISSUER: &str = "MTLS Certificate Authority";
@@ -783,6 +770,10 @@ mod tests {
         }
     }
 
+    fn unsafe_origin(value: &str, problem: OriginProblem) -> ProfileError {
+        ProfileError::AutoSelect(AutoSelectError::Origin(OriginError { value: value.to_owned(), problem }))
+    }
+
     #[test]
     fn inputs_table() {
         type Edit = fn(&mut ProfileInputs);
@@ -800,7 +791,37 @@ mod tests {
                 "fail/empty-domain",
                 ProfileKind::ChromeAutoSelect,
                 |i| i.cert_auth_domain.clear(),
-                Some(ProfileError::AutoSelect(AutoSelectError::EmptyPattern)),
+                Some(unsafe_origin("", OriginProblem::Empty)),
+            ),
+            (
+                "fail/star-domain",
+                ProfileKind::BrowsersAutoSelect,
+                |i| i.cert_auth_domain = "*".into(),
+                Some(unsafe_origin("*", OriginProblem::Wildcard)),
+            ),
+            (
+                "fail/https-star-domain",
+                ProfileKind::EdgeAutoSelect,
+                |i| i.cert_auth_domain = "https://*".into(),
+                Some(unsafe_origin("https://*", OriginProblem::Wildcard)),
+            ),
+            (
+                "fail/domain-with-path",
+                ProfileKind::ChromeAutoSelect,
+                |i| i.cert_auth_domain = "https://evil.example/path".into(),
+                Some(unsafe_origin("https://evil.example/path", OriginProblem::Path)),
+            ),
+            (
+                "fail/unsafe-domain-agent-profile-too",
+                ProfileKind::AgentSettings,
+                |i| i.cert_auth_domain = "https://*.example.com".into(),
+                Some(unsafe_origin("https://*.example.com", OriginProblem::Wildcard)),
+            ),
+            (
+                "ok/subdomain-wildcard-domain",
+                ProfileKind::BrowsersAutoSelect,
+                |i| i.cert_auth_domain = "https://[*.]example.com".into(),
+                None,
             ),
             (
                 "fail/empty-issuer",

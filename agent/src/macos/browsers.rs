@@ -11,9 +11,8 @@
 //! mandatory, which is why `status` reports whether the effective value is managed (forced by
 //! a configuration profile; see `devicetrust-agent profile chrome`).
 
-use url::Url;
-
 use crate::autoselect::{self, OurEntry};
+use crate::origin::{Origin, OriginError};
 use crate::platform::BrowserStatus;
 
 pub use crate::mobileconfig::{AUTO_SELECT_POLICY, CHROME_DOMAIN, EDGE_DOMAIN};
@@ -25,12 +24,9 @@ pub const CHROMIUM_BROWSERS: [(&str, &str); 2] = [("chrome", CHROME_DOMAIN), ("e
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BrowserTargetError {
-    /// `certAuthDomain` is not an https origin.
-    #[error("the cert-auth domain {value:?} is not an https url with a host")]
-    BadCertAuthDomain {
-        /// The value the CA published.
-        value: String,
-    },
+    /// `certAuthDomain` is not a safe https origin (the one validator, [`Origin::parse`]).
+    #[error("the cert-auth domain cannot be used: {0}")]
+    BadCertAuthDomain(#[from] OriginError),
     /// The configured organisation domain is not a plain DNS name.
     #[error("the organisation domain {value:?} is not a dns name such as example.com")]
     BadOrgDomain {
@@ -40,7 +36,10 @@ pub enum BrowserTargetError {
 }
 
 /// The names Safari's identity preferences are set for: the cert-auth origin as a URL, its
-/// host name, and `*.<org domain>` when one is configured.
+/// host name, `*.<host>` when the origin has Chrome's `[*.]` (subdomains too), and
+/// `*.<org domain>` when one is configured. The cert-auth domain goes through the same
+/// validator as every other browser setting, so nothing here is broader than what Chrome and
+/// Edge are told.
 ///
 /// The organisation domain is never guessed from the host: dropping the first label of
 /// `ca.example.co.uk` would give `*.co.uk`, a preference for half a country.
@@ -48,29 +47,14 @@ pub fn safari_identity_names(
     cert_auth_domain: &str,
     org_domain: Option<&str>,
 ) -> Result<Vec<String>, BrowserTargetError> {
-    let bad = || BrowserTargetError::BadCertAuthDomain { value: cert_auth_domain.to_owned() };
-    let url = Url::parse(cert_auth_domain.trim()).map_err(|_| bad())?;
-    let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(bad)?;
-    if url.scheme() != "https" {
-        return Err(bad());
+    let origin = Origin::parse(cert_auth_domain)?;
+    let mut names = vec![origin.root_url(), origin.host().to_owned()];
+    if origin.includes_subdomains() {
+        names.push(format!("*.{}", origin.host()));
     }
-    let origin = match url.port() {
-        Some(port) => format!("https://{host}:{port}/"),
-        None => format!("https://{host}/"),
-    };
-    let mut names = vec![origin, host.to_owned()];
     if let Some(org) = org_domain.map(str::trim).filter(|o| !o.is_empty()) {
         let org = org.trim_start_matches("*.").trim_end_matches('.').to_ascii_lowercase();
-        let labels: Vec<&str> = org.split('.').collect();
-        let valid = labels.len() >= 2
-            && labels.iter().all(|l| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                    && !l.starts_with('-')
-                    && !l.ends_with('-')
-            });
-        if !valid {
+        if org.split('.').count() < 2 || !crate::origin::is_dns_name(&org) {
             return Err(BrowserTargetError::BadOrgDomain { value: org });
         }
         let wildcard = format!("*.{org}");
@@ -230,8 +214,19 @@ mod tests {
                 Some(" "),
                 Ok(&["https://cell-devicetrust.example.com/", "cell-devicetrust.example.com"]),
             ),
+            (
+                "ok/subdomain-wildcard",
+                "https://[*.]example.com",
+                Some("example.com"),
+                Ok(&["https://example.com/", "example.com", "*.example.com"]),
+            ),
             ("fail/http", "http://ca.example.com", None, Err(())),
             ("fail/not-a-url", "ca.example.com", None, Err(())),
+            ("fail/star", "*", None, Err(())),
+            ("fail/https-star", "https://*", None, Err(())),
+            ("fail/star-label", "https://*.example.com", None, Err(())),
+            ("fail/path", "https://evil.example/path", None, Err(())),
+            ("fail/userinfo", "https://u@ca.example.com", None, Err(())),
             ("fail/single-label-org", ORIGIN, Some("com"), Err(())),
             ("fail/org-with-space", ORIGIN, Some("exa mple.com"), Err(())),
         ];

@@ -105,7 +105,10 @@ impl BrowserIntegration for MacBrowsers {
                 hint: "on macOS deploy the profile from `devicetrust-agent profile browsers` with the MDM",
             }),
             Scope::User => {
+                // Both checks before anything is written: Chrome's entry and Safari's names
+                // come from the same origin validator.
                 let entry = Self::entry(target)?;
+                self.safari_names(target)?;
                 let mut changes = self.apply_chromium(&entry)?;
                 if let Some(identity) = identity {
                     changes.extend(self.apply_safari(target, identity)?);
