@@ -16,7 +16,8 @@ use crate::token::TokenSource;
 #[command(name = "devicetrust-agent", version, about, after_help = EXIT_CODES_HELP)]
 pub struct Cli {
     /// Configuration file (default: /etc/devicetrust/agent.toml, then
-    /// ~/.config/devicetrust/agent.toml).
+    /// ~/.config/devicetrust/agent.toml; as root only the first, and a file only root can
+    /// change).
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
 

@@ -13,6 +13,7 @@ use ca_client::cert::CertificateInfo;
 use ca_client::protocol::{CertificateState, DeviceInfo, ErrorCode, Metadata, Reaction};
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 
+use crate::autoselect::{AutoSelectError, OurEntry};
 use crate::config::{ConfigError, Loaded};
 use crate::core::backoff::Jitter;
 use crate::core::{
@@ -110,6 +111,25 @@ pub enum AgentError {
     /// A configuration profile could not be made or written.
     #[error(transparent)]
     Profile(#[from] crate::mobileconfig::ProfileError),
+    /// The CA's metadata names a browser target the agent refuses to write: a
+    /// `certAuthDomain` that is not a safe https origin, or an unusable issuer CN.
+    #[error("the ca metadata {from} cannot configure browsers")]
+    BrowserTarget {
+        /// Where the metadata came from.
+        from: String,
+        /// What is wrong with it.
+        #[source]
+        source: AutoSelectError,
+    },
+    /// `install --system` as root has no CA to ask and a cache root may not use.
+    #[error("install --system needs the ca's metadata fetched now: set ca_url in {config} or pass --ca-url")]
+    NoTrustedMetadata {
+        /// The configuration file to set `ca_url` in.
+        config: String,
+        /// Why the cache was not used.
+        #[source]
+        source: PlatformError,
+    },
     /// Writing the command's output failed.
     #[error("could not write the output")]
     Output(#[source] std::io::Error),
@@ -147,6 +167,8 @@ impl AgentError {
     pub fn exit(&self) -> Exit {
         match self {
             Self::Config(_) | Self::Token(_) | Self::DeviceFacts(_) => Exit::Usage,
+            Self::BrowserTarget { .. } | Self::NoTrustedMetadata { .. } => Exit::Usage,
+            Self::Platform(PlatformError::Untrusted(_)) => Exit::Usage,
             Self::Platform(_) | Self::Incomplete(_) | Self::Output(_) => Exit::Failure,
             Self::Profile(crate::mobileconfig::ProfileError::Write { .. }) => Exit::Failure,
             Self::Profile(_) => Exit::Usage,
@@ -201,7 +223,7 @@ impl Agent {
         ca: Option<Box<dyn CaApi>>,
         checkpoints: Box<dyn Checkpoints>,
     ) -> Self {
-        let state = StateDir::new(platform.data_dir.clone());
+        let state = StateDir::new(platform.data_dir.clone()).with_trust(config.trust);
         Self { config, platform, state, ca, checkpoints }
     }
 
@@ -488,6 +510,8 @@ impl Agent {
         if metadata.ca_certificates.is_empty() {
             return Err(ClientError::Malformed { status: 200, reason: "caCertificates is empty".to_owned() });
         }
+        // A cache that names an unsafe cert-auth domain would be applied to the browsers later.
+        target_of(&metadata).map_err(|e| ClientError::Malformed { status: 200, reason: e.to_string() })?;
         let cached = CachedMetadata {
             fetched_at: now,
             ca_url: self.config.config.ca_url.clone().unwrap_or_default(),
@@ -631,10 +655,10 @@ impl Agent {
             rfc3339(done.certificate.not_after())
         )?;
         self.apply_user_browsers(&metadata, state, out)?;
-        let target = target_of(&metadata);
-        let names = match self.platform.browsers.status(&target) {
-            Ok(statuses) => statuses.into_iter().map(|s| s.browser).collect(),
-            Err(_) => vec!["browsers".to_owned()],
+        let statuses = target_of(&metadata).ok().and_then(|t| self.platform.browsers.status(&t).ok());
+        let names = match statuses {
+            Some(statuses) => statuses.into_iter().map(|s| s.browser).collect(),
+            None => vec!["browsers".to_owned()],
         };
         self.platform.notifier.browser_restart_needed(&names);
         Ok(())
@@ -650,7 +674,14 @@ impl Agent {
         out: &mut dyn Write,
     ) -> Result<(), AgentError> {
         let Some(current) = self.current()? else { return Ok(()) };
-        match self.platform.browsers.apply(Scope::User, &target_of(metadata), Some(&current.identity)) {
+        let target = match target_of(metadata) {
+            Ok(target) => target,
+            Err(e) => {
+                tracing::warn!(error = %e, "the ca metadata cannot configure the browsers; nothing was written");
+                return Ok(());
+            }
+        };
+        match self.platform.browsers.apply(Scope::User, &target, Some(&current.identity)) {
             Ok(lines) => {
                 for line in lines {
                     writeln!(out, "{line}")?;
@@ -668,7 +699,7 @@ impl Agent {
     /// Removes the user's artifacts: browser settings, identities, the scheduled run.
     /// Returns the removed items and the failures.
     fn remove_user_artifacts(&self, metadata: Option<&Metadata>) -> (Vec<String>, Vec<String>) {
-        let target = metadata.map(target_of);
+        let target = metadata.and_then(|m| target_of(m).ok());
         let mut removed = Vec::new();
         let mut failed = Vec::new();
         let steps: [(&str, Result<Vec<String>, PlatformError>); 3] = [
@@ -718,8 +749,8 @@ impl Agent {
     pub fn uninstall(&self, system: bool, out: &mut dyn Write) -> Result<(), AgentError> {
         if system {
             let metadata = self.metadata_for_system();
-            let lines =
-                self.platform.browsers.remove(Scope::System, metadata.as_ref().map(target_of).as_ref())?;
+            let target = metadata.as_ref().and_then(|m| target_of(m).ok());
+            let lines = self.platform.browsers.remove(Scope::System, target.as_ref())?;
             report_removed(&lines, out)?;
             return Ok(());
         }
@@ -741,41 +772,79 @@ impl Agent {
                 Err(e) => tracing::warn!(error = %error_chain(&e), "using the cached ca metadata"),
             }
         }
-        self.state.load_metadata().ok().flatten().map(|c| c.metadata)
+        match self.state.load_metadata() {
+            Ok(cached) => cached.map(|c| c.metadata),
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "not using the cached ca metadata");
+                None
+            }
+        }
     }
 
     /// `install [--system]`.
+    ///
+    /// With `--system` the metadata is fetched now when a CA is configured, else taken from
+    /// the cache (as root only a cache only root can change). Its browser target is checked
+    /// before anything is written.
     pub fn install(&self, system: bool, out: &mut dyn Write) -> Result<(), AgentError> {
         if system {
-            let metadata = match self.ca() {
-                Ok(ca) => ca
-                    .metadata()
-                    .map_err(|source| AgentError::Ca { action: "fetch the ca metadata", source })?,
-                Err(e) => match self.state.load_metadata()? {
-                    Some(cached) => cached.metadata,
-                    None => return Err(e),
+            let (metadata, from) = match self.ca() {
+                Ok(ca) => {
+                    let metadata = ca
+                        .metadata()
+                        .map_err(|source| AgentError::Ca { action: "fetch the ca metadata", source })?;
+                    let url = self.config.config.ca_url.clone().unwrap_or_default();
+                    (metadata, format!("fetched from {url}"))
+                }
+                Err(no_ca) => match self.state.load_metadata() {
+                    Ok(Some(cached)) => {
+                        (cached.metadata, format!("cached in {}", self.state.metadata_path().display()))
+                    }
+                    Ok(None) => return Err(no_ca),
+                    Err(source @ PlatformError::Untrusted(_)) => {
+                        let config = self.config.path.as_deref().map_or_else(
+                            || crate::config::SYSTEM_CONFIG.to_owned(),
+                            |p| p.display().to_string(),
+                        );
+                        return Err(AgentError::NoTrustedMetadata { config, source });
+                    }
+                    Err(e) => return Err(e.into()),
                 },
             };
-            let lines = self.platform.browsers.apply(Scope::System, &target_of(&metadata), None)?;
+            let target = target_of(&metadata).map_err(|source| AgentError::BrowserTarget { from, source })?;
+            let lines = self.platform.browsers.apply(Scope::System, &target, None)?;
             report_changes(&lines, out)?;
             return Ok(());
         }
+        // The scheduler runs the binary itself, not a symbolic link to it that someone might
+        // repoint (`/usr/local/bin/devicetrust-agent` on a Mac).
         let program = std::env::current_exe()
+            .and_then(std::fs::canonicalize)
             .map_err(|e| PlatformError::io("could not find", "the agent binary", e))?;
         let config = if self.config.explicit { self.config.path.as_deref() } else { None };
         let current = self.current()?;
+        // Checked before the scheduler is touched, so that a bad target writes nothing.
+        let cached = match &current {
+            Some(_) => self.state.load_metadata()?,
+            None => None,
+        };
+        let target = match &cached {
+            Some(cached) => {
+                Some(target_of(&cached.metadata).map_err(|source| AgentError::BrowserTarget {
+                    from: format!("cached in {}", self.state.metadata_path().display()),
+                    source,
+                })?)
+            }
+            None => None,
+        };
         let spec = ScheduleSpec {
             program: &program,
             config,
             device_offset: self.device_offset(current.as_ref()).to_std().unwrap_or_default(),
         };
         let mut lines = self.platform.scheduler.install(&spec)?;
-        if let (Some(current), Some(cached)) = (&current, self.state.load_metadata()?) {
-            lines.extend(self.platform.browsers.apply(
-                Scope::User,
-                &target_of(&cached.metadata),
-                Some(&current.identity),
-            )?);
+        if let (Some(current), Some(target)) = (&current, &target) {
+            lines.extend(self.platform.browsers.apply(Scope::User, target, Some(&current.identity))?);
         }
         report_changes(&lines, out)?;
         Ok(())
@@ -802,12 +871,15 @@ fn report(lines: &[String], prefix: &str, when_empty: &str, out: &mut dyn Write)
     Ok(())
 }
 
-/// The browser target a CA's metadata describes.
-pub fn target_of(metadata: &Metadata) -> BrowserTarget<'_> {
-    BrowserTarget {
+/// The browser target a CA's metadata describes, checked with the validator every browser
+/// setting uses ([`OurEntry::new`], [`crate::origin`]): the agent writes no browser setting
+/// for a target that fails here.
+pub fn target_of(metadata: &Metadata) -> Result<BrowserTarget<'_>, AutoSelectError> {
+    OurEntry::new(&metadata.cert_auth_domain, &metadata.issuer_common_name)?;
+    Ok(BrowserTarget {
         cert_auth_domain: &metadata.cert_auth_domain,
         issuer_common_name: &metadata.issuer_common_name,
-    }
+    })
 }
 
 /// Whether a failure was an attempt that should count for the backoff (not a local misuse
@@ -862,7 +934,11 @@ pub fn execute(
         )?;
         return Ok(());
     }
-    let mut config = crate::config::load(cli.config.as_deref(), &crate::config::default_candidates())?;
+    // As root, only root's files (see `crate::trust`): the user's configuration is not looked
+    // for, and what is read must be root's.
+    let trust = crate::trust::Trust::of_this_process();
+    let mut config =
+        crate::config::load(cli.config.as_deref(), &crate::config::default_candidates(trust), trust)?;
     // Forced values of the managed preferences domain win over the file.
     #[cfg(target_os = "macos")]
     crate::macos::apply_managed_config(&mut config.config)?;
@@ -926,9 +1002,7 @@ fn profile(args: &crate::cli::ProfileArgs, config: &Loaded, out: &mut dyn Write)
     use crate::mobileconfig::{self, ProfileInputs};
     let url = config.require_ca_url()?;
     let roots = match &args.ca_bundle {
-        Some(path) => {
-            Some(std::fs::read(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?)
-        }
+        Some(path) => Some(config.read_bundle(path)?),
         None => config.ca_bundle()?,
     };
     let remote = crate::remote::RemoteCa::new(client_options(config, url.clone(), roots, "unknown")?)

@@ -6,12 +6,20 @@
 //! used, and without either the defaults apply. Unknown keys are errors, so that a typo does
 //! not silently fall back to a default. Relative paths in the file are relative to the file's
 //! directory.
+//!
+//! As root ([`Trust::RootOnly`]) only `/etc/devicetrust/agent.toml` is looked for: `sudo -E`
+//! or `su` without `-` keep a user's `HOME` and XDG variables, and a file there is the user's
+//! to write. The file read as root, whether that one or one named by `--config`, and the
+//! `ca_bundle` it names must pass [`Trust::resolve`] (owned by root, not writable by group or
+//! others, in directories only root can change), or the agent refuses to go on.
 
 use std::path::{Path, PathBuf};
 
 use chrono::TimeDelta;
 use serde::Deserialize;
 use url::Url;
+
+use crate::trust::{Refused, Trust};
 
 /// The administrator's configuration file.
 pub const SYSTEM_CONFIG: &str = "/etc/devicetrust/agent.toml";
@@ -88,6 +96,9 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// Running as root, a file to read could be changed by someone other than root.
+    #[error(transparent)]
+    Untrusted(#[from] Refused),
 }
 
 /// The configuration in effect, and where it came from.
@@ -99,6 +110,8 @@ pub struct Loaded {
     pub path: Option<PathBuf>,
     /// Whether the file was named by `--config` (the scheduler then passes it on).
     pub explicit: bool,
+    /// Whose files may be read: as root, only root's (the CA bundle is checked when read).
+    pub trust: Trust,
 }
 
 impl Loaded {
@@ -130,10 +143,13 @@ impl Loaded {
     }
 
     fn where_to_set(&self) -> String {
-        self.path.as_ref().map_or_else(
-            || format!("{SYSTEM_CONFIG} or ~/.config/devicetrust/agent.toml, or pass --config"),
-            |p| p.display().to_string(),
-        )
+        match (&self.path, self.trust) {
+            (Some(path), _) => path.display().to_string(),
+            (None, Trust::RootOnly) => format!("{SYSTEM_CONFIG}, or pass --config"),
+            (None, Trust::User) => {
+                format!("{SYSTEM_CONFIG} or ~/.config/devicetrust/agent.toml, or pass --config")
+            }
+        }
     }
 
     /// The renewal window.
@@ -162,10 +178,20 @@ impl Loaded {
         }
     }
 
-    /// The pinned CA bundle's bytes, if configured.
+    /// The pinned CA bundle's bytes, if configured; as root, only from a file only root can
+    /// change (whoever can replace the roots can show the agent another CA's metadata).
     pub fn ca_bundle(&self) -> Result<Option<Vec<u8>>, ConfigError> {
         let Some(path) = &self.config.ca_bundle else { return Ok(None) };
-        std::fs::read(path).map(Some).map_err(|source| ConfigError::Bundle { path: path.clone(), source })
+        self.read_bundle(path).map(Some)
+    }
+
+    /// Reads the PEM roots at `path` (the configured bundle or a `--ca-bundle` flag), checked
+    /// as [`Loaded::ca_bundle`] checks the configured one.
+    pub fn read_bundle(&self, path: &Path) -> Result<Vec<u8>, ConfigError> {
+        let bundle_error = |source| ConfigError::Bundle { path: path.to_owned(), source };
+        std::fs::metadata(path).map_err(bundle_error)?;
+        let checked = self.trust.resolve("the ca bundle", path)?;
+        std::fs::read(checked).map_err(bundle_error)
     }
 
     /// Checks every value that can be checked without the network.
@@ -201,17 +227,20 @@ pub fn user_config_path(xdg_config_home: Option<&Path>, home: Option<&Path>) -> 
 }
 
 /// Loads the configuration: `explicit` if given, else the first existing of `candidates`,
-/// else the defaults.
-pub fn load(explicit: Option<&Path>, candidates: &[PathBuf]) -> Result<Loaded, ConfigError> {
+/// else the defaults. Under [`Trust::RootOnly`] the file read must pass [`Trust::resolve`].
+pub fn load(explicit: Option<&Path>, candidates: &[PathBuf], trust: Trust) -> Result<Loaded, ConfigError> {
     let (path, is_explicit) = match explicit {
         Some(path) => (Some(path.to_owned()), true),
         None => (candidates.iter().find(|p| p.is_file()).cloned(), false),
     };
     let Some(path) = path else {
-        return Ok(Loaded { config: Config::default(), path: None, explicit: false });
+        return Ok(Loaded { config: Config::default(), path: None, explicit: false, trust });
     };
-    let text =
-        std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+    let read_error = |source| ConfigError::Read { path: path.clone(), source };
+    // A missing file is reported as such, before the check (which would say it cannot inspect it).
+    std::fs::metadata(&path).map_err(read_error)?;
+    let checked = trust.resolve("the configuration file", &path)?;
+    let text = std::fs::read_to_string(&checked).map_err(read_error)?;
     let mut config: Config = toml::from_str(&text)
         .map_err(|e| ConfigError::Parse { path: path.clone(), message: e.message().to_owned() })?;
     // An absolute path names the same file whatever the working directory of a timer run.
@@ -224,18 +253,25 @@ pub fn load(explicit: Option<&Path>, candidates: &[PathBuf]) -> Result<Loaded, C
             *p = base.join(&*p);
         }
     }
-    let loaded = Loaded { config, path: Some(path), explicit: is_explicit };
+    let loaded = Loaded { config, path: Some(path), explicit: is_explicit, trust };
     loaded.validate()?;
     Ok(loaded)
 }
 
-/// The default search list: the system file, then the user's.
-pub fn default_candidates() -> Vec<PathBuf> {
+/// The search list: the system file, then (for a user, never for root) the user's.
+pub fn candidates(trust: Trust, xdg_config_home: Option<&Path>, home: Option<&Path>) -> Vec<PathBuf> {
+    let mut out = vec![PathBuf::from(SYSTEM_CONFIG)];
+    if trust == Trust::User {
+        out.extend(user_config_path(xdg_config_home, home));
+    }
+    out
+}
+
+/// The search list for this environment ([`candidates`] with `XDG_CONFIG_HOME` and `HOME`).
+pub fn default_candidates(trust: Trust) -> Vec<PathBuf> {
     let xdg = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from);
     let home = std::env::var_os("HOME").map(PathBuf::from);
-    let mut out = vec![PathBuf::from(SYSTEM_CONFIG)];
-    out.extend(user_config_path(xdg.as_deref(), home.as_deref()));
-    out
+    candidates(trust, xdg.as_deref(), home.as_deref())
 }
 
 #[cfg(test)]
@@ -264,21 +300,21 @@ mod tests {
             ca_timeout_seconds = 5
             "#,
         );
-        let loaded = load(Some(&full), &[]).expect("ok/full");
+        let loaded = load(Some(&full), &[], Trust::User).expect("ok/full");
         assert!(loaded.explicit);
         assert_eq!(loaded.config.ca_bundle, Some(temp.path().join("bundle.pem")), "relative to the file");
         assert_eq!(loaded.config.data_dir, Some(PathBuf::from("/var/tmp/dt")));
         assert_eq!(loaded.renew_before().expect("window"), TimeDelta::days(20));
         assert_eq!(loaded.require_ca_url().expect("url").as_str(), "https://ca.example.com:8443/");
 
-        let none = load(None, &[temp.path().join("missing.toml")]).expect("ok/defaults");
+        let none = load(None, &[temp.path().join("missing.toml")], Trust::User).expect("ok/defaults");
         assert_eq!(none.path, None);
         assert_eq!(none.renew_before().expect("default"), TimeDelta::days(30));
         assert!(none.require_ca_url().is_err(), "ca_url is required by commands that talk to the ca");
 
         let second = write(temp.path(), "user.toml", "renew_before_days = 10\n");
-        let picked =
-            load(None, &[temp.path().join("missing.toml"), second.clone(), full]).expect("ok/first-existing");
+        let picked = load(None, &[temp.path().join("missing.toml"), second.clone(), full], Trust::User)
+            .expect("ok/first-existing");
         assert_eq!(picked.path, Some(second));
         assert!(!picked.explicit);
     }
@@ -299,10 +335,13 @@ mod tests {
         ];
         for (name, text) in cases {
             let path = write(temp.path(), "c.toml", text);
-            assert!(load(Some(&path), &[]).is_err(), "{name}");
+            assert!(load(Some(&path), &[], Trust::User).is_err(), "{name}");
         }
         assert!(
-            matches!(load(Some(&temp.path().join("nope.toml")), &[]), Err(ConfigError::Read { .. })),
+            matches!(
+                load(Some(&temp.path().join("nope.toml")), &[], Trust::RootOnly),
+                Err(ConfigError::Read { .. })
+            ),
             "fail/missing-explicit"
         );
     }
@@ -337,5 +376,48 @@ mod tests {
             p("/h/.config/devicetrust/agent.toml")
         );
         assert_eq!(user_config_path(None, None), None);
+    }
+
+    #[test]
+    fn candidates_table() {
+        let p = |s: &str| Some(PathBuf::from(s));
+        let system = PathBuf::from(SYSTEM_CONFIG);
+        let cases = [
+            (
+                "ok/user-system-then-xdg",
+                Trust::User,
+                vec![system.clone(), "/x/devicetrust/agent.toml".into()],
+            ),
+            // sudo -E keeps the user's HOME and XDG_CONFIG_HOME: root never looks there.
+            ("ok/root-system-only", Trust::RootOnly, vec![system.clone()]),
+        ];
+        for (name, trust, want) in cases {
+            assert_eq!(candidates(trust, p("/x").as_deref(), p("/home/alice").as_deref()), want, "{name}");
+        }
+    }
+
+    /// As root, a file another user owns is refused, named, and never parsed; as a user it is
+    /// read. (Run as root, the test hands the file to `nobody`; run as a user, the file is
+    /// already not root's.)
+    #[test]
+    fn root_refuses_a_file_it_does_not_own() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let path = write(temp.path(), "agent.toml", "ca_url = \"https://ca.example.com\"\n");
+        let bundle = write(temp.path(), "bundle.pem", "roots");
+        if nix::unistd::geteuid().is_root() {
+            let nobody = Some(nix::unistd::Uid::from_raw(65534));
+            nix::unistd::chown(&path, nobody, None).expect("chown");
+            nix::unistd::chown(&bundle, nobody, None).expect("chown");
+        }
+        let err = load(Some(&path), &[], Trust::RootOnly).expect_err("fail/not-root-owned");
+        assert!(matches!(err, ConfigError::Untrusted(_)), "{err:?}");
+        assert!(err.to_string().contains("is not owned by root"), "{err}");
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+
+        let mut loaded = load(Some(&path), &[], Trust::User).expect("ok/a-user-reads-their-file");
+        loaded.config.ca_bundle = Some(bundle.clone());
+        assert_eq!(loaded.ca_bundle().expect("ok/user-bundle"), Some(b"roots".to_vec()));
+        loaded.trust = Trust::RootOnly;
+        assert!(matches!(loaded.ca_bundle(), Err(ConfigError::Untrusted(_))), "fail/bundle-not-root-owned");
     }
 }

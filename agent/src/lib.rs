@@ -10,7 +10,8 @@
 //!   [`linux_backend`] (files, NSS, Chromium policy, systemd) and `macos` (keychain,
 //!   preferences, LaunchAgent);
 //! - [`commands`]: the CLI's subcommands, which gather inputs, decide, act and report;
-//! - [`origin`]: the one check of every origin written into a browser setting.
+//! - [`origin`]: the one check of every origin written into a browser setting, and
+//!   [`trust`]: what the agent may read and run as root (only what nobody but root can change).
 //!
 //! The library exists so that tests and benchmarks can drive the same code the binary runs.
 
@@ -41,6 +42,7 @@ pub mod state;
 pub mod status;
 pub mod store;
 pub mod token;
+pub mod trust;
 
 #[cfg(test)]
 mod testing;

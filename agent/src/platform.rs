@@ -78,6 +78,10 @@ pub enum PlatformError {
     /// A backend-specific failure (keychain status, preference API) with its message.
     #[error("{0}")]
     Backend(String),
+    /// Running as root, a file another user could have changed was not used
+    /// (see [`crate::trust`]).
+    #[error(transparent)]
+    Untrusted(#[from] crate::trust::Refused),
 }
 
 impl PlatformError {

@@ -5,6 +5,11 @@
 //! Files live in the data directory, are written atomically and are 0600. A state file
 //! that cannot be parsed is reported, never silently reset: resetting it would forget a
 //! revocation or a backoff.
+//!
+//! As root ([`Trust::RootOnly`]) the cached metadata is used only from a file nobody but root
+//! can change: under `sudo -E` the data directory is the invoking user's, and their
+//! `metadata.json` could name any cert-auth domain. Such a cache is refused with
+//! [`PlatformError::Untrusted`]; the commands that run as root prefer metadata fetched now.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -16,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::{BackoffState, CaVerdict};
 use crate::fsutil;
 use crate::platform::PlatformError;
+use crate::trust::Trust;
 
 const STATE: &str = "state.json";
 const METADATA: &str = "metadata.json";
@@ -112,12 +118,23 @@ pub struct CachedMetadata {
 #[derive(Debug, Clone)]
 pub struct StateDir {
     dir: PathBuf,
+    trust: Trust,
 }
 
 impl StateDir {
-    /// The state files under `dir`.
+    /// The state files under `dir`, for a user ([`Trust::User`]).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self { dir: dir.into(), trust: Trust::User }
+    }
+
+    /// The same files, read under `trust`.
+    pub fn with_trust(self, trust: Trust) -> Self {
+        Self { trust, ..self }
+    }
+
+    /// The path of the cached metadata.
+    pub fn metadata_path(&self) -> PathBuf {
+        self.dir.join(METADATA)
     }
 
     /// The directory.
@@ -135,9 +152,16 @@ impl StateDir {
         write_json(&self.dir, STATE, state)
     }
 
-    /// Reads the cached metadata, if any.
+    /// Reads the cached metadata, if any; as root, a cache another user could have written is
+    /// refused ([`PlatformError::Untrusted`]).
     pub fn load_metadata(&self) -> Result<Option<CachedMetadata>, PlatformError> {
-        read_json(&self.dir.join(METADATA), "the cached ca metadata")
+        let path = self.metadata_path();
+        if self.trust == Trust::RootOnly && std::fs::symlink_metadata(&path).is_err() {
+            return Ok(None);
+        }
+        let checked = self.trust.resolve("the cached ca metadata", &path)?;
+        let Some(bytes) = fsutil::read_optional(&checked)? else { return Ok(None) };
+        parse_json(&path, &bytes, "the cached ca metadata").map(Some)
     }
 
     /// Replaces the cached metadata.
@@ -200,7 +224,15 @@ fn read_json<T: serde::de::DeserializeOwned>(
     what: &'static str,
 ) -> Result<Option<T>, PlatformError> {
     let Some(bytes) = fsutil::read_optional(path)? else { return Ok(None) };
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| PlatformError::Corrupt {
+    parse_json(path, &bytes, what).map(Some)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<T, PlatformError> {
+    serde_json::from_slice(bytes).map_err(|e| PlatformError::Corrupt {
         what,
         location: path.display().to_string(),
         reason: e.to_string(),
@@ -253,6 +285,44 @@ mod tests {
         let dir = StateDir::new(temp.path());
         std::fs::write(temp.path().join(STATE), b"{\"backoff\": 3").expect("write");
         assert!(matches!(dir.load(), Err(PlatformError::Corrupt { .. })));
+    }
+
+    fn cached() -> CachedMetadata {
+        CachedMetadata {
+            fetched_at: DateTime::<Utc>::UNIX_EPOCH,
+            ca_url: "https://ca.example.com".into(),
+            metadata: Metadata {
+                cert_auth_domain: "*".into(),
+                issuer_common_name: "CA".into(),
+                ca_certificates: Vec::new(),
+                certificate_lifetime_days: 365,
+                renew_before_days: 30,
+                max_unbound_certificates: 5,
+                read_only: false,
+            },
+        }
+    }
+
+    /// A user reads their own cache; root refuses one it does not own, naming it. (Run as
+    /// root, the test hands the file to `nobody`; run as a user, it is not root's anyway.)
+    #[test]
+    fn root_refuses_a_cache_it_does_not_own() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let dir = StateDir::new(temp.path().join("dt"));
+        dir.save_metadata(&cached()).expect("save");
+        if nix::unistd::geteuid().is_root() {
+            nix::unistd::chown(&dir.metadata_path(), Some(nix::unistd::Uid::from_raw(65534)), None)
+                .expect("chown");
+        }
+        assert_eq!(dir.load_metadata().expect("ok/user"), Some(cached()));
+        let root = dir.clone().with_trust(Trust::RootOnly);
+        let err = root.load_metadata().expect_err("fail/root");
+        assert!(matches!(err, PlatformError::Untrusted(_)), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("metadata.json") && text.contains("is not owned by root"), "{text}");
+        // No cache: nothing to refuse.
+        let empty = StateDir::new(temp.path().join("none")).with_trust(Trust::RootOnly);
+        assert_eq!(empty.load_metadata().expect("ok/no-cache"), None);
     }
 
     #[test]

@@ -185,7 +185,8 @@ fn fill(agent: &Agent, now: DateTime<Utc>, report: &mut StatusReport) -> Result<
     let snapshot = agent.platform.store.snapshot()?;
     report.store.pending_key = snapshot.pending_key;
     if let Some(cached) = agent.state.load_metadata()?
-        && let Ok(statuses) = agent.platform.browsers.status(&target_of(&cached.metadata))
+        && let Ok(target) = target_of(&cached.metadata)
+        && let Ok(statuses) = agent.platform.browsers.status(&target)
     {
         for s in statuses {
             report.browsers.insert(

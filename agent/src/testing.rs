@@ -60,6 +60,8 @@ pub(crate) struct Knobs {
     pub wrong_key: bool,
     /// Issue certificates naming another device.
     pub wrong_device: bool,
+    /// Publish this `certAuthDomain` instead of the CA's own origin.
+    pub cert_auth_domain: Option<String>,
 }
 
 pub(crate) struct FakeCa {
@@ -101,7 +103,11 @@ impl FakeCa {
 
     pub(crate) fn metadata_value(&self) -> Metadata {
         Metadata {
-            cert_auth_domain: "https://127.0.0.1:9".to_owned(),
+            cert_auth_domain: self
+                .knobs()
+                .cert_auth_domain
+                .clone()
+                .unwrap_or_else(|| "https://127.0.0.1:9".to_owned()),
             issuer_common_name: ISSUER_CN.to_owned(),
             ca_certificates: vec![self.ca_pem.clone()],
             certificate_lifetime_days: 365,

@@ -13,6 +13,7 @@ use crate::platform::{
 };
 use crate::store::FileIdentityStore;
 use crate::testing::{FakeCa, TOKEN, early, not_after};
+use crate::trust::Trust;
 
 type Log = Arc<Mutex<Vec<String>>>;
 
@@ -152,14 +153,20 @@ impl Harness {
 
     /// A fresh agent over the same files, CA and clock: like a new process.
     fn agent(&self) -> Agent {
+        self.agent_with(true, Trust::User)
+    }
+
+    /// Like [`Harness::agent`], with or without a configured CA, reading files as `trust`.
+    fn agent_with(&self, with_ca: bool, trust: Trust) -> Agent {
         let config = Loaded {
             config: Config {
-                ca_url: Some("https://127.0.0.1:9".into()),
+                ca_url: with_ca.then(|| "https://127.0.0.1:9".into()),
                 device_udid: Some("UDID-1".into()),
                 ..Config::default()
             },
             path: None,
             explicit: false,
+            trust,
         };
         let store = FileIdentityStore::new(&self.data_dir);
         let platform = Platform {
@@ -174,7 +181,8 @@ impl Harness {
             notifier: Box::new(FakeNotifier { log: self.log.clone() }),
             clock: self.clock.clone(),
         };
-        Agent::new(config, platform, Some(Box::new(self.ca.clone())), Box::new(CrashAt(self.crash)))
+        let ca: Option<Box<dyn CaApi>> = if with_ca { Some(Box::new(self.ca.clone())) } else { None };
+        Agent::new(config, platform, ca, Box::new(CrashAt(self.crash)))
     }
 
     fn browsers_applied(&self) -> bool {
@@ -432,6 +440,77 @@ fn ok_install_schedules_and_applies() {
     result.expect("install --system");
     assert!(out.contains("applied for https://127.0.0.1:9"), "{out}");
     assert_eq!(h.logged("apply System"), 1);
+}
+
+/// The values of the attack on `install --system`: a cert-auth domain that would make every
+/// user's browser present the certificate to every site (or that a browser would read so).
+const UNSAFE_DOMAINS: [&str; 5] =
+    ["*", "https://*", "https://evil.example/path", "https://*.example.com", "https://u@evil.example"];
+
+#[test]
+fn fail_install_system_refuses_an_unsafe_cert_auth_domain_before_writing() {
+    for domain in UNSAFE_DOMAINS {
+        let h = enrolled();
+        h.ca.knobs().cert_auth_domain = Some(domain.to_owned());
+        let (result, out) = output(|o| h.agent().install(true, o));
+        assert_eq!(exit_of(&result), Exit::Usage, "{domain}: {result:?}");
+        let err = result.expect_err(domain);
+        assert!(matches!(err, AgentError::BrowserTarget { .. }), "{domain}: {err:?}");
+        assert!(error_chain(&err).contains("is not a safe https origin"), "{domain}: {}", error_chain(&err));
+        assert_eq!(h.logged("apply System"), 0, "{domain}: nothing written");
+        assert_eq!(out, "", "{domain}");
+    }
+}
+
+#[test]
+fn fail_install_system_refuses_an_unsafe_cached_domain_before_writing() {
+    let h = enrolled();
+    let mut cached = h.agent().state.load_metadata().expect("load").expect("cached at enrollment");
+    for domain in UNSAFE_DOMAINS {
+        cached.metadata.cert_auth_domain = domain.to_owned();
+        h.agent().state.save_metadata(&cached).expect("save");
+        let (result, _) = output(|o| h.agent_with(false, Trust::User).install(true, o));
+        assert_eq!(exit_of(&result), Exit::Usage, "{domain}: {result:?}");
+        assert!(matches!(result, Err(AgentError::BrowserTarget { .. })), "{domain}");
+        assert_eq!(h.logged("apply System"), 0, "{domain}: nothing written");
+        // The user's own `install` refuses it too, before touching the scheduler.
+        let schedules = h.logged("schedule");
+        let (result, _) = output(|o| h.agent_with(false, Trust::User).install(false, o));
+        assert_eq!(exit_of(&result), Exit::Usage, "{domain}: {result:?}");
+        assert_eq!((h.logged("schedule"), h.logged("apply User")), (schedules, 1), "{domain}");
+    }
+}
+
+/// As root, a cache root does not own is not used, and the error says how to do without it.
+/// (Run as root, the test hands the file to `nobody`; run as a user, it is not root's anyway.)
+#[test]
+fn fail_install_system_as_root_refuses_a_cache_root_does_not_own() {
+    let h = enrolled();
+    let path = h.agent().state.metadata_path();
+    if nix::unistd::geteuid().is_root() {
+        nix::unistd::chown(&path, Some(nix::unistd::Uid::from_raw(65534)), None).expect("chown");
+    }
+    let (result, _) = output(|o| h.agent_with(false, Trust::RootOnly).install(true, o));
+    assert_eq!(exit_of(&result), Exit::Usage, "{result:?}");
+    let err = result.expect_err("untrusted cache");
+    assert!(matches!(err, AgentError::NoTrustedMetadata { .. }), "{err:?}");
+    let text = error_chain(&err);
+    assert!(text.contains("set ca_url") && text.contains("is not owned by root"), "{text}");
+    assert_eq!(h.logged("apply System"), 0, "nothing written");
+    // `uninstall --system` does without it.
+    let (result, _) = output(|o| h.agent_with(false, Trust::RootOnly).uninstall(true, o));
+    result.expect("uninstall --system ignores the cache");
+}
+
+#[test]
+fn fail_metadata_naming_an_unsafe_domain_is_malformed_and_not_cached() {
+    let h = Harness::new();
+    h.ca.knobs().cert_auth_domain = Some("https://*".to_owned());
+    let (result, _) = output(|o| h.agent().enroll(token(), o));
+    assert_eq!(exit_of(&result), Exit::CaUnavailable, "{result:?}");
+    assert_eq!(h.agent().state.load_metadata().expect("load"), None, "nothing cached");
+    assert_eq!(h.serial(), None, "nothing enrolled");
+    assert_eq!(h.logged("apply"), 0);
 }
 
 #[test]

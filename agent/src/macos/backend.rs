@@ -245,8 +245,9 @@ pub fn run_allowlist(
 
 /// The backend options the configuration (file and managed preferences) gives.
 fn load_options(config_path: Option<&Path>) -> Result<PlatformOptions, String> {
-    let mut loaded =
-        crate::config::load(config_path, &crate::config::default_candidates()).map_err(|e| e.to_string())?;
+    let trust = crate::trust::Trust::of_this_process();
+    let mut loaded = crate::config::load(config_path, &crate::config::default_candidates(trust), trust)
+        .map_err(|e| e.to_string())?;
     apply_managed_config(&mut loaded.config).map_err(|e| e.to_string())?;
     loaded.validate().map_err(|e| e.to_string())?;
     Ok(PlatformOptions { data_dir: loaded.config.data_dir })

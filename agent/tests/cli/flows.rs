@@ -119,3 +119,34 @@ fn abort_hook_is_absent_from_normal_builds() {
     let out = home.run_with(cmd, Some(&format!("{TOKEN}\n")));
     assert_eq!(code(&out), 0, "{}", text(&out));
 }
+
+/// The profiles carry the cert-auth domain into every Mac's browser policy: one that is not a
+/// safe https origin is refused (exit 2) and no file is written.
+#[test]
+fn profile_refuses_an_unsafe_cert_auth_domain_and_writes_nothing() {
+    let ca = TestCa::start();
+    let home = Home::for_ca(&ca);
+    let out_file = home.temp.path().join("browsers.mobileconfig");
+    let profile = |kind: &str| {
+        let out_arg = out_file.display().to_string();
+        home.run(&["profile", kind, "--out", &out_arg])
+    };
+    for domain in ["*", "https://*", "https://evil.example/path", "https://*.example.com"] {
+        ca.publish_cert_auth_domain(domain);
+        for kind in ["browsers", "chrome", "edge", "agent"] {
+            let out = profile(kind);
+            assert_eq!(code(&out), 2, "{domain} {kind}: {}", text(&out));
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("is not a safe https origin"),
+                "{}",
+                text(&out)
+            );
+            assert!(!out_file.exists(), "{domain} {kind}: nothing written");
+        }
+    }
+    ca.publish_cert_auth_domain("https://[*.]example.com");
+    let out = profile("browsers");
+    assert_eq!(code(&out), 0, "ok/subdomain-wildcard: {}", text(&out));
+    let written = std::fs::read_to_string(&out_file).expect("the profile");
+    assert!(written.contains(r#"&quot;pattern&quot;:&quot;https://[*.]example.com&quot;"#), "{written}");
+}

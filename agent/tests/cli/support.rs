@@ -61,7 +61,10 @@ struct CaState {
     issuer_pem: String,
     certs: Mutex<Vec<Issued>>,
     mode: Mutex<Mode>,
+    /// The `certAuthDomain` the metadata publishes (the CA's own origin unless changed).
     origin: Mutex<String>,
+    /// Requests of any kind, metadata included.
+    requests: Mutex<usize>,
 }
 
 /// The CA, listening on 127.0.0.1 port 0 until dropped.
@@ -95,6 +98,7 @@ impl TestCa {
             certs: Mutex::new(Vec::new()),
             mode: Mutex::new(Mode::Normal),
             origin: Mutex::new(String::new()),
+            requests: Mutex::new(0),
         });
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -129,6 +133,16 @@ impl TestCa {
 
     pub(crate) fn set_mode(&self, mode: Mode) {
         *self.state.mode.lock().expect("mode") = mode;
+    }
+
+    /// Makes the metadata publish `value` as the `certAuthDomain`.
+    pub(crate) fn publish_cert_auth_domain(&self, value: &str) {
+        value.clone_into(&mut self.state.origin.lock().expect("origin"));
+    }
+
+    /// How many requests the CA has answered.
+    pub(crate) fn requests(&self) -> usize {
+        *self.state.requests.lock().expect("requests")
     }
 
     pub(crate) fn certs(&self) -> Vec<Issued> {
@@ -188,6 +202,7 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = request.into_parts();
     let body = body.collect().await.map(|c| c.to_bytes().to_vec()).unwrap_or_default();
+    *state.requests.lock().expect("requests") += 1;
     if *state.mode.lock().expect("mode") == Mode::Garbage {
         return Ok(Response::new(Full::new(Bytes::from_static(b"{\"certificate\": <html>"))));
     }
@@ -333,10 +348,20 @@ impl Home {
 
     /// The agent with `args`, `--config` and a clean environment pointing into this home.
     pub(crate) fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_devicetrust-agent"));
+        let mut cmd = self.command_without_config(env!("CARGO_BIN_EXE_devicetrust-agent"), args);
+        cmd.arg("--config").arg(&self.config);
+        cmd
+    }
+
+    /// `program` (an agent binary) with `args` and the clean environment of
+    /// [`Home::command`], but no `--config`: the agent looks for its configuration itself.
+    pub(crate) fn command_without_config(
+        &self,
+        program: impl AsRef<std::ffi::OsStr>,
+        args: &[&str],
+    ) -> Command {
+        let mut cmd = Command::new(program);
         cmd.args(args)
-            .arg("--config")
-            .arg(&self.config)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.temp.path().join("home"))
@@ -355,7 +380,11 @@ impl Home {
         }
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn the agent");
         if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(text.as_bytes()).expect("stdin");
+            // An agent that refuses to start (exit 2 before reading) closes its end first.
+            match pipe.write_all(text.as_bytes()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("stdin: {e}"),
+                _ => {}
+            }
         }
         child.wait_with_output().expect("wait")
     }
@@ -420,6 +449,108 @@ pub(crate) fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Fails the test, saying what to do, unless it runs as root: the tests of what the agent
+/// does as root never skip silently (the convention of `tests::harness::require_root`).
+pub(crate) fn require_root(why: &str) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test must run as root: {why}. Run it as root (in CI the container is root), \
+         e.g. `sudo -E cargo test -p agent --test cli root::`"
+    );
+}
+
+/// A uid that is not root's, for files "a user" owns.
+pub(crate) const NOBODY: u32 = 65534;
+
+/// Hands `path` to [`NOBODY`] (owner and group), as if a user had made it.
+pub(crate) fn give_to_nobody(path: &Path) {
+    let id = Some(nix::unistd::Uid::from_raw(NOBODY));
+    nix::unistd::chown(path, id, Some(nix::unistd::Gid::from_raw(NOBODY)))
+        .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+}
+
+/// Sets the permission bits of `path`.
+pub(crate) fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {:o} {}: {e}", mode, path.display()));
+}
+
+/// The browsers' managed policy files that `install --system` writes, as they were when this
+/// guard was made. [`PolicyFiles::assert_unchanged`] fails a test whose agent wrote them;
+/// `Drop` puts back what was there (and removes directories the agent created), whatever
+/// happened. It holds the lock the end-to-end tests hold while they install the policy
+/// (`tests/src/harness/browser.rs`), so that their writes and these checks never overlap.
+pub(crate) struct PolicyFiles {
+    saved: Vec<(PathBuf, Option<Vec<u8>>)>,
+    created_dirs: Vec<PathBuf>,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// The managed policy directories of Chromium and Chrome on Linux, and the agent's file there.
+const MANAGED_DIRS: [&str; 2] = ["/etc/chromium/policies/managed", "/etc/opt/chrome/policies/managed"];
+const POLICY_FILE: &str = "zz-devicetrust.json";
+const POLICY_LOCK: &str = "/run/lock/devicetrust-e2e-browser-policy.lock";
+
+impl PolicyFiles {
+    pub(crate) fn guard() -> Self {
+        std::fs::create_dir_all("/run/lock").expect("/run/lock");
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(POLICY_LOCK)
+            .unwrap_or_else(|e| panic!("cannot open {POLICY_LOCK}: {e}"));
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .unwrap_or_else(|(_, e)| panic!("cannot lock {POLICY_LOCK}: {e}"));
+        let mut saved = Vec::new();
+        let mut created_dirs = Vec::new();
+        for dir in MANAGED_DIRS {
+            let file = Path::new(dir).join(POLICY_FILE);
+            saved.push((file.clone(), std::fs::read(&file).ok()));
+            for ancestor in Path::new(dir).ancestors().take_while(|a| *a != Path::new("/etc")) {
+                if !ancestor.exists() {
+                    created_dirs.push(ancestor.to_path_buf());
+                }
+            }
+        }
+        created_dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        created_dirs.dedup();
+        Self { saved, created_dirs, _lock: lock }
+    }
+
+    /// Fails with `what` when a policy file or directory differs from what was there.
+    #[track_caller]
+    pub(crate) fn assert_unchanged(&self, what: &str) {
+        for (file, before) in &self.saved {
+            let now = std::fs::read(file).ok();
+            assert!(
+                now == *before,
+                "{what}: {} was written: {}",
+                file.display(),
+                String::from_utf8_lossy(now.as_deref().unwrap_or_default())
+            );
+        }
+        for dir in &self.created_dirs {
+            assert!(!dir.exists(), "{what}: {} was created", dir.display());
+        }
+    }
+}
+
+impl Drop for PolicyFiles {
+    fn drop(&mut self) {
+        for (file, before) in &self.saved {
+            let _ = match before {
+                Some(bytes) => std::fs::write(file, bytes),
+                None => std::fs::remove_file(file)
+                    .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }),
+            };
+        }
+        for dir in &self.created_dirs {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
 
 /// A URL on 127.0.0.1 where nothing listens.

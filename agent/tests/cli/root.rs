@@ -1,0 +1,215 @@
+//! What the agent does as root, reproduced as the attacks it stops:
+//!
+//! - `install --system` under `sudo -E` (the invoking user's `HOME` and XDG variables): the
+//!   user's configuration and cached metadata must not be read, or a `certAuthDomain` of `*`
+//!   would become every user's browser policy;
+//! - a `--config`, CA bundle or cached metadata that someone other than root could change;
+//! - a CA (or cache) publishing a `certAuthDomain` that is not a safe https origin.
+//!
+//! Every refusal must exit 2 and write nothing. The tests need root (CI runs as root) and
+//! fail, saying so, without it. None of them means to write the browsers' managed policy
+//! under `/etc`: [`PolicyFiles`] fails a test whose agent wrote it and puts it back.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::Value;
+
+use crate::support::{Home, NOBODY, PolicyFiles, TestCa, chmod, code, give_to_nobody, require_root, text};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_devicetrust-agent");
+
+/// The values a CA (or a poisoned cache) could publish to make every browser present the
+/// device certificate to every site, or to a site the CA does not own.
+const UNSAFE_DOMAINS: [&str; 5] =
+    ["*", "https://*", "https://evil.example/path", "https://*.example.com", "https://evil.example@ca"];
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[track_caller]
+fn assert_refused(out: &Output, what: &str, needles: &[&str]) {
+    assert_eq!(code(out), 2, "{what}: {}", text(out));
+    for needle in needles {
+        assert!(stderr(out).contains(needle), "{what}: stderr lacks {needle:?}\n{}", text(out));
+    }
+}
+
+/// Every file and directory under `dir`, `dir` included, handed to [`NOBODY`].
+fn give_tree_to_nobody(dir: &Path) {
+    give_to_nobody(dir);
+    for (path, _) in Home::tree(dir) {
+        give_to_nobody(&path);
+    }
+}
+
+/// Rewrites the cached metadata's `certAuthDomain` (keeping every other field as the agent
+/// wrote it, whatever the protocol version).
+fn poison_cache(file: &Path, domain: &str) {
+    let mut cached: Value = serde_json::from_slice(&std::fs::read(file).expect("the cache")).expect("json");
+    cached["metadata"]["certAuthDomain"] = Value::from(domain);
+    std::fs::write(file, serde_json::to_vec(&cached).expect("json")).expect("write the cache");
+}
+
+/// A home enrolled at `ca`, with the metadata cached by the agent (as root, root-owned).
+fn enrolled_home(ca: &TestCa) -> Home {
+    let home = Home::for_ca(ca);
+    home.enroll();
+    assert!(home.data_dir().join("metadata.json").is_file(), "enroll caches the metadata");
+    home
+}
+
+fn write(path: &Path, text: &str) -> PathBuf {
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("dir");
+    std::fs::write(path, text).expect("write");
+    path.to_owned()
+}
+
+#[test]
+fn install_system_under_sudo_e_reads_neither_the_users_config_nor_their_cache() {
+    require_root("the agent's rules for root apply only to root");
+    assert!(
+        !Path::new(agent::config::SYSTEM_CONFIG).exists(),
+        "this test needs a machine without {} (it would be read instead)",
+        agent::config::SYSTEM_CONFIG
+    );
+    let policy = PolicyFiles::guard();
+    let ca = TestCa::start();
+    let home = enrolled_home(&ca);
+    let requests = ca.requests();
+    let cache = home.data_dir().join("metadata.json");
+    poison_cache(&cache, "*");
+
+    // (a) The user's own configuration points the data directory at the poisoned cache.
+    let evil = home.temp.path().join("evil");
+    std::fs::create_dir_all(&evil).expect("dir");
+    std::fs::rename(&cache, evil.join("metadata.json")).expect("move the cache");
+    let user_config = write(
+        &home.temp.path().join("config/devicetrust/agent.toml"),
+        &format!("data_dir = \"{}\"\n", evil.display()),
+    );
+    for dir in ["home", "data", "config", "evil"] {
+        give_tree_to_nobody(&home.temp.path().join(dir));
+    }
+    let out = home.run_with(home.command_without_config(AGENT, &["install", "--system"]), None);
+    assert_refused(&out, "user config", &["ca_url is not set", agent::config::SYSTEM_CONFIG]);
+    policy.assert_unchanged("user config");
+
+    // (b) No configuration: the data directory of the user's environment holds the cache.
+    std::fs::remove_file(&user_config).expect("rm");
+    std::fs::rename(evil.join("metadata.json"), &cache).expect("move the cache back");
+    let out = home.run_with(home.command_without_config(AGENT, &["install", "--system"]), None);
+    assert_refused(
+        &out,
+        "user cache",
+        &[
+            "refusing to use the cached ca metadata",
+            &cache.display().to_string(),
+            &format!("owner uid {NOBODY}"),
+            "is not owned by root",
+            "set ca_url",
+        ],
+    );
+    policy.assert_unchanged("user cache");
+    assert_eq!(ca.requests(), requests, "nothing asked the CA the user's config names");
+}
+
+#[test]
+fn a_config_or_bundle_root_does_not_own_is_refused() {
+    require_root("the agent's rules for root apply only to root");
+    let policy = PolicyFiles::guard();
+    let ca = TestCa::start();
+    ca.publish_cert_auth_domain("*");
+    let home = Home::for_ca(&ca);
+    let original = std::fs::read_to_string(&home.config).expect("config");
+    let dir = |name: &str, mode: u32| {
+        let dir = home.temp.path().join(name);
+        std::fs::create_dir_all(&dir).expect("dir");
+        chmod(&dir, mode);
+        dir
+    };
+    let install = |config: &Path| {
+        let mut cmd = home.command_without_config(AGENT, &["install", "--system", "--config"]);
+        cmd.arg(config);
+        home.run_with(cmd, None)
+    };
+
+    let users = write(&dir("users", 0o755).join("agent.toml"), &original);
+    give_to_nobody(&users);
+    let out = install(&users);
+    assert_refused(
+        &out,
+        "fail/users-config",
+        &["refusing to use the configuration file", &format!("owner uid {NOBODY}"), "is not owned by root"],
+    );
+
+    let writable = write(&dir("writable", 0o755).join("agent.toml"), &original);
+    chmod(&writable, 0o666);
+    assert_refused(&install(&writable), "fail/world-writable-config", &["mode 0666", "by others"]);
+
+    let open_dir = dir("open", 0o777);
+    let in_open_dir = write(&open_dir.join("agent.toml"), &original);
+    assert_refused(
+        &install(&in_open_dir),
+        "fail/config-in-a-world-writable-dir",
+        &[&format!("{} (owner uid 0, gid 0, mode 0777)", open_dir.display()), "by others"],
+    );
+
+    let bundle = home.temp.path().join("users/bundle.pem");
+    std::fs::copy(crate::support::fixture_path("ca.pem"), &bundle).expect("copy");
+    give_to_nobody(&bundle);
+    let with_users_bundle = write(
+        &home.temp.path().join("bundle-config/agent.toml"),
+        &original.replace(
+            &crate::support::fixture_path("ca.pem").display().to_string(),
+            &bundle.display().to_string(),
+        ),
+    );
+    assert_refused(
+        &install(&with_users_bundle),
+        "fail/users-ca-bundle",
+        &["refusing to use the ca bundle", "is not owned by root"],
+    );
+    policy.assert_unchanged("refused configurations");
+    assert_eq!(ca.requests(), 0, "no refused configuration reached the CA");
+
+    // Accepted: a root-owned file in a sticky directory like /tmp, and a symbolic link
+    // (in a directory anyone may write) to a root-owned file: the file read is the target.
+    let sticky = write(&dir("sticky", 0o1777).join("agent.toml"), &original);
+    let link = open_dir.join("link.toml");
+    std::os::unix::fs::symlink(&home.config, &link).expect("symlink");
+    for (name, config) in [("ok/sticky-parent", &sticky), ("ok/link-to-a-root-file", &link)] {
+        let mut cmd = home.command_without_config(AGENT, &["status", "--config"]);
+        cmd.arg(config);
+        let out = home.run_with(cmd, None);
+        assert_eq!(code(&out), 0, "{name}: {}", text(&out));
+    }
+}
+
+#[test]
+fn install_system_refuses_unsafe_cert_auth_domains_before_writing() {
+    require_root("install --system writes system-wide policy only as root");
+    let policy = PolicyFiles::guard();
+    let ca = TestCa::start();
+    let home = enrolled_home(&ca);
+    let cache = home.data_dir().join("metadata.json");
+    // Without ca_url, install --system uses the (root-owned, so trusted) cache.
+    let cache_only = write(
+        &home.temp.path().join("cache-only.toml"),
+        &format!("data_dir = \"{}\"\n", home.data_dir().display()),
+    );
+    for domain in UNSAFE_DOMAINS {
+        ca.publish_cert_auth_domain(domain);
+        let out = home.run(&["install", "--system"]);
+        assert_refused(&out, domain, &["cannot configure browsers", "is not a safe https origin"]);
+        policy.assert_unchanged(domain);
+
+        poison_cache(&cache, domain);
+        let mut cmd = home.command_without_config(AGENT, &["install", "--system", "--config"]);
+        cmd.arg(&cache_only);
+        let out = home.run_with(cmd, None);
+        assert_refused(&out, &format!("cached {domain}"), &["cached in", "is not a safe https origin"]);
+        policy.assert_unchanged(&format!("cached {domain}"));
+    }
+}
