@@ -13,7 +13,8 @@
 # in Jamf Pro.
 set -u
 
-agent=${DEVICETRUST_AGENT:-/usr/local/bin/devicetrust-agent}
+# The agent runs as the console user here, not as root, so its path needs no root-only check.
+agent=${DEVICETRUST_AGENT:-/Library/DeviceTrust/bin/devicetrust-agent}
 
 if [ ! -x "$agent" ]; then
   echo "<result>not installed</result>"

@@ -1,5 +1,6 @@
-//! The `devicetrust-agent` binary: parses the command line, sets up logging to stderr, runs
-//! the command and turns its outcome into a documented exit code (see `--help`).
+//! The `devicetrust-agent` binary: parses the command line, refuses to run as root from a
+//! place others can change (see `agent::trust`), sets up logging to stderr, runs the command
+//! and turns its outcome into a documented exit code (see `--help`).
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -19,6 +20,15 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(Exit::Usage.code()));
         }
     };
+    // As root, nothing happens unless this binary is one only root could have put there.
+    if let Err(e) = agent::trust::check_own_binary() {
+        eprintln!("devicetrust-agent: error: {e}");
+        eprintln!(
+            "  install the agent where only root can write (on a Mac: {}), with any symbolic link pointing there",
+            agent::macos::AGENT_BINARY
+        );
+        return ExitCode::from(Exit::Usage.code());
+    }
     init_logging(cli.verbose);
     let stdin = std::io::stdin();
     let mut stdin = stdin.lock();

@@ -1,6 +1,8 @@
 #!/bin/bash
 # Builds the DeviceTrust agent installer package on a Mac: a universal (arm64 + x86_64)
-# `devicetrust-agent` installed to /usr/local/bin, optionally signed, notarized and stapled.
+# `devicetrust-agent` installed to /Library/DeviceTrust/bin (a root-only directory, because
+# Jamf Pro runs the agent as root; the postinstall adds /usr/local/bin/devicetrust-agent as a
+# symbolic link for people), optionally signed, notarized and stapled.
 # See packaging/macos/README.md. Needs macOS with Xcode or its Command Line Tools, and both
 # Rust targets (`rustup target add aarch64-apple-darwin x86_64-apple-darwin`).
 #
@@ -76,18 +78,22 @@ out_dir=${out_dir:-$target_dir/macos-pkg}
 identifier=com.devicetrust.agent
 binary_name=devicetrust-agent
 
+install_dir=/Library/DeviceTrust
+
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-# pkgbuild gives the install location the payload root's mode: mktemp's 0700 would make
-# /usr/local/bin unreadable for everyone but root.
-mkdir -m 755 "$work/root" "$work/scripts"
+# The payload is /Library/DeviceTrust itself, with bin/ inside, so that both directories get
+# the payload's modes (0755) and, with --ownership recommended, root:wheel; mktemp's 0700
+# would make them unreadable for everyone but root. /usr/local/bin is not in the payload:
+# Installer would make it root's, and on an Intel Mac with Homebrew it belongs to a user.
+mkdir -m 755 "$work/root" "$work/root/bin" "$work/scripts"
 
 echo "==> building $binary_name $version for arm64 and x86_64"
 for target in aarch64-apple-darwin x86_64-apple-darwin; do
   cargo build --release --locked -p agent --bin "$binary_name" --target "$target"
 done
 
-binary="$work/root/$binary_name"
+binary="$work/root/bin/$binary_name"
 lipo -create -output "$binary" \
   "$target_dir/aarch64-apple-darwin/release/$binary_name" \
   "$target_dir/x86_64-apple-darwin/release/$binary_name"
@@ -106,7 +112,7 @@ component="$work/$binary_name-component.pkg"
 echo "==> pkgbuild"
 pkgbuild \
   --root "$work/root" \
-  --install-location /usr/local/bin \
+  --install-location "$install_dir" \
   --scripts "$work/scripts" \
   --identifier "$identifier" \
   --version "$version" \

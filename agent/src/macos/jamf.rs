@@ -538,7 +538,7 @@ mod tests {
 
     #[test]
     fn command_lines() {
-        let agent = Path::new("/usr/local/bin/devicetrust-agent");
+        let agent = Path::new(crate::macos::AGENT_BINARY);
         let enroll = as_user(
             501,
             "alice",
@@ -561,7 +561,7 @@ mod tests {
                 "-H",
                 "-n",
                 "--",
-                "/usr/local/bin/devicetrust-agent",
+                "/Library/DeviceTrust/bin/devicetrust-agent",
                 "enroll",
                 "--token-stdin",
                 "--config",

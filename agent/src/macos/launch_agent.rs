@@ -161,13 +161,14 @@ pub fn render(spec: &LaunchAgentSpec<'_>) -> Result<Vec<u8>, LaunchAgentError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::macos::AGENT_BINARY;
     use plist::Value;
 
     const EXAMPLE_DEVICE: &str = "564D7F2A-0C3B-4E1A-9D7E-5A1B2C3D4E5F";
 
     fn example_spec() -> LaunchAgentSpec<'static> {
         LaunchAgentSpec {
-            program: Path::new("/usr/local/bin/devicetrust-agent"),
+            program: Path::new(AGENT_BINARY),
             config: None,
             home: Path::new("/Users/alice"),
             time: DailyTime::from_device_id(EXAMPLE_DEVICE),
@@ -199,10 +200,7 @@ mod tests {
         assert_eq!(dict["Label"].as_string(), Some("com.devicetrust.agent"));
         let args: Vec<&str> =
             dict["ProgramArguments"].as_array().unwrap().iter().map(|v| v.as_string().unwrap()).collect();
-        assert_eq!(
-            args,
-            ["/usr/local/bin/devicetrust-agent", "run", "--config", "/etc/devicetrust/agent.toml"]
-        );
+        assert_eq!(args, [AGENT_BINARY, "run", "--config", "/etc/devicetrust/agent.toml"]);
         assert_eq!(dict["RunAtLoad"].as_boolean(), Some(true));
         assert_eq!(dict["ProcessType"].as_string(), Some("Background"));
         assert_eq!(
@@ -242,7 +240,7 @@ mod tests {
     #[test]
     fn render_table() {
         let cases: &[(&str, &str, &str, Result<(), LaunchAgentError>)] = &[
-            ("ok/absolute", "/usr/local/bin/devicetrust-agent", "/Users/alice", Ok(())),
+            ("ok/absolute", AGENT_BINARY, "/Users/alice", Ok(())),
             (
                 "fail/relative-program",
                 "devicetrust-agent",
@@ -251,7 +249,7 @@ mod tests {
             ),
             (
                 "fail/relative-home",
-                "/usr/local/bin/devicetrust-agent",
+                AGENT_BINARY,
                 "~",
                 Err(LaunchAgentError::RelativePath { path: "~".into() }),
             ),

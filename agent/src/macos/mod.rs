@@ -57,6 +57,11 @@ pub use logging::oslog_layer;
 /// The unified-logging subsystem, the managed preferences domain and the LaunchAgent label.
 pub const BUNDLE_ID: &str = "com.devicetrust.agent";
 
+/// Where the package installs the agent: a directory only root can change, because Jamf Pro
+/// runs the agent as root (`/usr/local/bin/devicetrust-agent` is only a symbolic link to it,
+/// for people: on Intel Macs with Homebrew `/usr/local/bin` belongs to a user).
+pub const AGENT_BINARY: &str = "/Library/DeviceTrust/bin/devicetrust-agent";
+
 /// The dedicated keychain's file name under `~/Library/Keychains/`.
 pub const KEYCHAIN_FILE_NAME: &str = "devicetrust.keychain-db";
 

@@ -4,18 +4,22 @@
 //!   user's configuration and cached metadata must not be read, or a `certAuthDomain` of `*`
 //!   would become every user's browser policy;
 //! - a `--config`, CA bundle or cached metadata that someone other than root could change;
-//! - a CA (or cache) publishing a `certAuthDomain` that is not a safe https origin.
+//! - a CA (or cache) publishing a `certAuthDomain` that is not a safe https origin;
+//! - the agent's binary, or one of its directories, replaceable by a user;
+//! - the Jamf scripts asked to run such a binary.
 //!
 //! Every refusal must exit 2 and write nothing. The tests need root (CI runs as root) and
 //! fail, saying so, without it. None of them means to write the browsers' managed policy
 //! under `/etc`: [`PolicyFiles`] fails a test whose agent wrote it and puts it back.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use crate::support::{Home, NOBODY, PolicyFiles, TestCa, chmod, code, give_to_nobody, require_root, text};
+use crate::support::{
+    Home, NOBODY, PolicyFiles, TOKEN, TestCa, chmod, code, give_to_nobody, require_root, text,
+};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_devicetrust-agent");
 
@@ -211,5 +215,202 @@ fn install_system_refuses_unsafe_cert_auth_domains_before_writing() {
         let out = home.run_with(cmd, None);
         assert_refused(&out, &format!("cached {domain}"), &["cached in", "is not a safe https origin"]);
         policy.assert_unchanged(&format!("cached {domain}"));
+    }
+}
+
+/// The agent binary copied into a directory of its own, whose modes the test changes.
+struct Installed {
+    _temp: tempfile::TempDir,
+    dir: PathBuf,
+    binary: PathBuf,
+}
+
+impl Installed {
+    fn new() -> Self {
+        let temp = tempfile::Builder::new().prefix("devicetrust-bin-").tempdir().expect("tempdir");
+        // Others (the `nobody` run below) must be able to reach the binary.
+        chmod(temp.path(), 0o755);
+        let dir = temp.path().join("bin");
+        std::fs::create_dir(&dir).expect("dir");
+        chmod(&dir, 0o755);
+        let binary = dir.join("devicetrust-agent");
+        std::fs::copy(AGENT, &binary).expect("copy the agent");
+        chmod(&binary, 0o755);
+        Self { _temp: temp, dir, binary }
+    }
+
+    fn reset(&self) {
+        for path in [&self.dir, &self.binary] {
+            nix::unistd::chown(
+                path,
+                Some(nix::unistd::Uid::from_raw(0)),
+                Some(nix::unistd::Gid::from_raw(0)),
+            )
+            .expect("chown");
+            chmod(path, 0o755);
+        }
+    }
+}
+
+#[test]
+fn a_binary_others_can_replace_does_nothing_as_root() {
+    require_root("the agent checks its own binary only as root");
+    let policy = PolicyFiles::guard();
+    let ca = TestCa::start();
+    let installed = Installed::new();
+    type Setup = fn(&Installed);
+    let cases: [(&str, Setup, &str); 6] = [
+        (
+            "fail/dir-world-writable",
+            |i| chmod(&i.dir, 0o777),
+            "mode 0777) is writable by its group or by others",
+        ),
+        (
+            "fail/dir-group-writable",
+            |i| chmod(&i.dir, 0o775),
+            "mode 0775) is writable by its group or by others",
+        ),
+        ("fail/dir-owned-by-a-user", |i| give_to_nobody(&i.dir), "is not owned by root"),
+        ("fail/binary-owned-by-a-user", |i| give_to_nobody(&i.binary), "is not owned by root"),
+        ("fail/binary-group-writable", |i| chmod(&i.binary, 0o775), "mode 0775) is writable"),
+        ("fail/binary-world-writable", |i| chmod(&i.binary, 0o757), "mode 0757) is writable"),
+    ];
+    for (name, setup, reason) in cases {
+        installed.reset();
+        setup(&installed);
+        let offending = if name.starts_with("fail/dir") { &installed.dir } else { &installed.binary };
+        let needles = ["refusing to use the agent's own binary", &offending.display().to_string(), reason];
+
+        // What would enroll (and write an identity) refuses, and asks the CA nothing.
+        let home = Home::for_ca(&ca);
+        let mut cmd =
+            home.command_without_config(&installed.binary, &["enroll", "--token-stdin", "--config"]);
+        cmd.arg(&home.config);
+        let out = home.run_with(cmd, Some(&format!("{TOKEN}\n")));
+        assert_refused(&out, name, &needles);
+        assert!(!home.data_dir().exists(), "{name}: nothing written: {:?}", Home::tree(&home.data_dir()));
+
+        // What would write the system-wide policy (the CA's domain is fine) refuses too.
+        let mut cmd = home.command_without_config(&installed.binary, &["install", "--system", "--config"]);
+        cmd.arg(&home.config);
+        assert_refused(&home.run_with(cmd, None), name, &needles);
+        policy.assert_unchanged(name);
+        assert_eq!(ca.requests(), 0, "{name}: the CA was never asked");
+    }
+
+    // Accepted: root-owned 0755 throughout; a root-owned sticky parent (like /tmp); a
+    // symbolic link from a directory anyone can write (like a user's /usr/local/bin) to it.
+    let run_version = |program: &Path| {
+        Command::new(program).arg("version").env_clear().stdin(Stdio::null()).output().expect("run")
+    };
+    installed.reset();
+    let out = run_version(&installed.binary);
+    assert_eq!(code(&out), 0, "ok/root-owned: {}", text(&out));
+    chmod(&installed.dir, 0o1777);
+    let out = run_version(&installed.binary);
+    assert_eq!(code(&out), 0, "ok/sticky-parent: {}", text(&out));
+    installed.reset();
+    let links = installed.dir.parent().expect("parent").join("links");
+    std::fs::create_dir(&links).expect("dir");
+    chmod(&links, 0o777);
+    let link = links.join("devicetrust-agent");
+    std::os::unix::fs::symlink(&installed.binary, &link).expect("symlink");
+    let out = run_version(&link);
+    assert_eq!(code(&out), 0, "ok/link-to-a-root-binary: {}", text(&out));
+
+    // A user runs the same binary from the same open directory: the rule is root's alone.
+    chmod(&installed.dir, 0o777);
+    let out = {
+        use std::os::unix::process::CommandExt as _;
+        Command::new(&installed.binary)
+            .arg("version")
+            .env_clear()
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run as nobody")
+    };
+    assert_eq!(code(&out), 0, "ok/not-root: {}", text(&out));
+}
+
+/// The Jamf scripts run the agent as root; each checks the binary's path first, the way the
+/// agent does, and runs the resolved path it checked.
+#[test]
+fn jamf_scripts_refuse_an_agent_others_can_replace() {
+    require_root("the Jamf scripts run as root and check for root-owned files");
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir = temp.path().join("bin");
+    std::fs::create_dir(&dir).expect("dir");
+    chmod(&dir, 0o755);
+    let marker = temp.path().join("ran");
+    // A stand-in agent that records how it was called.
+    let stand_in = write(&dir.join("devicetrust-agent"), "#!/bin/sh\necho \"$0 $*\" >> \"$MARKER\"\n");
+    chmod(&stand_in, 0o755);
+    let script = |name: &str| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../jamf").join(name);
+    let run = |name: &str, agent: &Path| {
+        let _ = std::fs::remove_file(&marker);
+        Command::new("/bin/sh")
+            .arg(script(name))
+            .args(["/", "mac", "alice", "", ""])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("DEVICETRUST_AGENT", agent)
+            .env("MARKER", &marker)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the script")
+    };
+    /// Makes the directory or the stand-in (the two arguments) replaceable.
+    type Setup = fn(&Path, &Path);
+    let cases: [(&str, Setup, &str); 4] = [
+        ("fail/dir-world-writable", |dir, _| chmod(dir, 0o777), "writable by its group or by others"),
+        ("fail/dir-owned-by-a-user", |dir, _| give_to_nobody(dir), "not owned by root"),
+        ("fail/agent-owned-by-a-user", |_, agent| give_to_nobody(agent), "not owned by root"),
+        ("fail/agent-group-writable", |_, agent| chmod(agent, 0o775), "writable by its group or by others"),
+    ];
+    for script_name in ["devicetrust-policy.sh", "devicetrust-uninstall.sh"] {
+        for (name, setup, reason) in cases {
+            for path in [&dir, &stand_in] {
+                nix::unistd::chown(
+                    path.as_path(),
+                    Some(nix::unistd::Uid::from_raw(0)),
+                    Some(nix::unistd::Gid::from_raw(0)),
+                )
+                .expect("chown");
+                chmod(path, 0o755);
+            }
+            setup(&dir, &stand_in);
+            let out = run(script_name, &stand_in);
+            let what = format!("{script_name} {name}");
+            assert_eq!(code(&out), 2, "{what}: {}", text(&out));
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(stdout.contains("ERROR:") && stdout.contains(reason), "{what}: {}", text(&out));
+            assert!(!marker.exists(), "{what}: the agent must not run");
+        }
+    }
+
+    // Accepted: the stand-in in a root-owned directory, also through a symbolic link from a
+    // directory anyone can write; the script runs the resolved path it checked, not the link.
+    for path in [&dir, &stand_in] {
+        nix::unistd::chown(
+            path.as_path(),
+            Some(nix::unistd::Uid::from_raw(0)),
+            Some(nix::unistd::Gid::from_raw(0)),
+        )
+        .expect("chown");
+        chmod(path, 0o755);
+    }
+    let open = temp.path().join("open");
+    std::fs::create_dir(&open).expect("dir");
+    chmod(&open, 0o777);
+    let link = open.join("devicetrust-agent");
+    std::os::unix::fs::symlink(&stand_in, &link).expect("symlink");
+    let resolved = std::fs::canonicalize(&stand_in).expect("resolve");
+    for agent in [&stand_in, &link] {
+        let out = run("devicetrust-policy.sh", agent);
+        assert_eq!(code(&out), 0, "ok/{}: {}", agent.display(), text(&out));
+        let ran = std::fs::read_to_string(&marker).expect("the stand-in ran");
+        assert_eq!(ran, format!("{} jamf / mac alice  \n", resolved.display()), "{}", agent.display());
     }
 }
