@@ -110,7 +110,8 @@ fn assert_exactly_one_valid_identity(ca: &DevCa, admin: &Admin, agent: &AgentHom
     let issuer = std::fs::read_to_string(&ca.info.issuer_certificate).expect("the issuer certificate");
     ca_client::cert::verify_issued_by(info.der(), &[issuer], chrono::Utc::now())
         .expect("the current certificate chains to the issuing CA");
-    assert_eq!(info.device_udid(), Some(agent.udid.as_str()));
+    // The CA signs the canonical (uppercase) spelling of the device's UDID.
+    assert_eq!(info.device_udid(), Some(agent.udid.to_ascii_uppercase().as_str()));
     assert!(info.has_client_auth_eku());
 
     // The CA accepts it (the handshake proves the stored key is the certificate's).
