@@ -231,6 +231,7 @@ async fn renew(
     let result = async {
         ca.admit(context.client)?;
         let old = ca.identify(peer.as_ref().map(|p| &p.0), &mut context).await?;
+        ca.admit_renewal(&old)?;
         ca.ensure_writable()?;
         let request = read_json(&ca, &headers, body).await?;
         ca.renew(&old, &request).await

@@ -14,6 +14,27 @@ use crate::authority::{CsrError, SignError};
 use crate::mdm::{MdmError, NotManagedReason};
 use crate::store::StoreError;
 
+/// Why a request has no client certificate the CA can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingCertificate {
+    /// The client presented none (a browser that is not enrolled, most often).
+    None,
+    /// A certificate that chains to this CA but that the store has no record of.
+    Unknown,
+    /// A certificate found a moment ago that is no longer in the store.
+    Vanished,
+}
+
+impl std::fmt::Display for MissingCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::None => "no client certificate",
+            Self::Unknown => "a certificate of this ca that it has no record of",
+            Self::Vanished => "a certificate that vanished from the store",
+        })
+    }
+}
+
 /// A refused request.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -44,7 +65,7 @@ pub enum ApiError {
     InvalidAdminToken,
     /// No client certificate, or one this CA does not know.
     #[error("no client certificate issued by this ca ({0})")]
-    ClientCertificateRequired(&'static str),
+    ClientCertificateRequired(MissingCertificate),
     /// The MDM says the device is not managed.
     #[error("device not managed: {}", .0.as_str())]
     DeviceNotManaged(NotManagedReason),
@@ -174,10 +195,17 @@ impl ApiError {
         matches!(self, Self::Store(_) | Self::Sign(_))
     }
 
-    /// Whether the client failed to prove who it is: a wrong token or no client certificate
-    /// this CA knows. These spend the client address's failure budget.
+    /// Whether the client tried to prove who it is and failed: a wrong token, or a
+    /// certificate that chains to this CA but is unknown to it. These spend the client
+    /// address's failure budget. A request with no certificate at all does not: browsers of
+    /// unenrolled devices (or a hostile page) would otherwise lock a shared address out.
     pub fn is_auth_failure(&self) -> bool {
-        matches!(self, Self::InvalidToken | Self::InvalidAdminToken | Self::ClientCertificateRequired(_))
+        matches!(
+            self,
+            Self::InvalidToken
+                | Self::InvalidAdminToken
+                | Self::ClientCertificateRequired(MissingCertificate::Unknown)
+        )
     }
 
     /// The message sent to the client: safe to show, never an internal cause.
@@ -244,7 +272,11 @@ mod tests {
             ),
             (ApiError::InvalidToken, "invalid_token", 401),
             (ApiError::InvalidAdminToken, "invalid_token", 401),
-            (ApiError::ClientCertificateRequired("none"), "client_certificate_required", 401),
+            (
+                ApiError::ClientCertificateRequired(MissingCertificate::None),
+                "client_certificate_required",
+                401,
+            ),
             (ApiError::DeviceNotManaged(NotManagedReason::Unmanaged), "device_not_managed", 403),
             (ApiError::CertificateRevoked { serial: "01".into() }, "certificate_revoked", 403),
             (

@@ -18,8 +18,9 @@
 //! which makes room for new clients without cutting off a request in flight.
 //!
 //! On shutdown: stop accepting, let every connection finish the request in flight (idle
-//! keep-alive connections and unfinished handshakes are closed at once), wait at most the
-//! configured grace period, then close the store.
+//! keep-alive connections and unfinished handshakes are closed at once; a connection that
+//! finished its handshake but has not sent a whole request yet lasts until its header read
+//! timeout), wait at most the configured grace period, then close the store.
 
 use std::future::Future;
 use std::net::SocketAddr;

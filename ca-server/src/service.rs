@@ -28,7 +28,7 @@ use rustls::ServerConfig;
 use crate::authority::{self, Authority, Profile};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, LimitSettings, StoreSettings};
-use crate::error::ApiError;
+use crate::error::{ApiError, MissingCertificate};
 use crate::fsutil;
 use crate::limits::AddressGuard;
 pub use crate::limits::Metrics;
@@ -560,16 +560,14 @@ impl Ca {
         presented: Option<&PresentedCertificate>,
         context: &mut RefusalContext,
     ) -> Result<CertificateRow, ApiError> {
-        let presented = presented.ok_or(ApiError::ClientCertificateRequired("no client certificate"))?;
+        let presented = presented.ok_or(ApiError::ClientCertificateRequired(MissingCertificate::None))?;
         let row = self
             .store
             .certificate_by_serial(&presented.serial)
             .await?
             // The serial names a certificate; the fingerprint proves it is that one.
             .filter(|row| row.fingerprint == presented.fingerprint)
-            .ok_or(ApiError::ClientCertificateRequired(
-                "a certificate of this ca that it has no record of",
-            ))?;
+            .ok_or(ApiError::ClientCertificateRequired(MissingCertificate::Unknown))?;
         context.certificate(&row);
         Ok(row)
     }
@@ -599,12 +597,18 @@ impl Ca {
         }
     }
 
-    /// Renewal with the presented certificate `old`: it must be current; then shape, rate
-    /// limit, CSR (with a new key), MDM, and issuance of the successor.
+    /// Takes one renewal from the device's budget, right after the certificate was identified
+    /// and before the body is read: every refusal from here on is a row, and the budget
+    /// bounds how many one certificate can cause.
+    pub fn admit_renewal(&self, old: &CertificateRow) -> Result<(), ApiError> {
+        self.rate_limit(&old.device_udid)
+    }
+
+    /// Renewal with the presented certificate `old`, after [`Ca::admit_renewal`]: it must be
+    /// current; then shape, CSR (with a new key), MDM, and issuance of the successor.
     pub async fn renew(&self, old: &CertificateRow, request: &RenewRequest) -> Result<IssueReply, ApiError> {
         self.ensure_current(old)?;
         check_id("clientVersion", &request.client_version)?;
-        self.rate_limit(&old.device_udid)?;
         let csr = authority::check_csr(&request.csr)?;
         if csr.spki_sha256() == old.spki_sha256 {
             return Err(authority::CsrError::KeyReused.into());
@@ -634,15 +638,16 @@ impl Ca {
                 Err(ApiError::CertificateExpired { serial: row.serial, not_after: row.not_after })
             }
             RenewOutcome::Superseded(row) => Err(self.superseded(&row)),
-            RenewOutcome::Unknown => {
-                Err(ApiError::ClientCertificateRequired("a certificate that vanished from the store"))
-            }
+            RenewOutcome::Unknown => Err(ApiError::ClientCertificateRequired(MissingCertificate::Vanished)),
         }
     }
 
     /// The status of the presented certificate. A revoked one is reported (200), so that
     /// the agent learns it must uninstall; an expired one is refused.
     pub fn status(&self, row: &CertificateRow) -> Result<CertificateStatus, ApiError> {
+        // Expired and superseded certificates pass the handshake so that they can be told
+        // so, and each refusal is a row: the certificate's budget comes first.
+        self.rate_limit(&format!("status:{}", row.serial))?;
         if row.state != CertificateState::Revoked {
             self.ensure_current(row)?;
         }
@@ -664,14 +669,15 @@ impl Ca {
         user: Option<&str>,
         context: &mut RefusalContext,
     ) -> Result<CertificateRow, ApiError> {
+        // Every verify writes an event, success or refusal, and any web page can make a
+        // browser send one: the certificate's budget, taken before anything can fail, bounds
+        // the rows a hostile page can make it write. (UDIDs cannot contain ':', so these keys
+        // never meet a device's.)
+        self.rate_limit(&format!("verify:{}", row.serial))?;
         if let Some(user) = user {
             check_text("user", user, false)?;
             context.user = Some(user.to_owned());
         }
-        // Every verify writes an event, and any web page can make a browser send one: the
-        // certificate's budget bounds the rows a hostile page can make it write. (UDIDs
-        // cannot contain ':', so these keys never meet a device's.)
-        self.rate_limit(&format!("verify:{}", row.serial))?;
         self.authenticate(row, None, user).await
     }
 
@@ -719,9 +725,7 @@ impl Ca {
             }
             AuthOutcome::Superseded(row) => Err(self.superseded(&row)),
             AuthOutcome::OtherUser(row) => Err(ApiError::CertificateBoundToOtherUser { serial: row.serial }),
-            AuthOutcome::Unknown => {
-                Err(ApiError::ClientCertificateRequired("a certificate that vanished from the store"))
-            }
+            AuthOutcome::Unknown => Err(ApiError::ClientCertificateRequired(MissingCertificate::Vanished)),
         }
     }
 

@@ -14,9 +14,14 @@
 -- Certificates reference devices; the keys change in place, so check at commit.
 PRAGMA defer_foreign_keys = ON;
 
+-- Every statement below is one pass over a table or an indexed lookup per row, so the
+-- migration stays linear in the size of the database (it runs before the CA listens).
+CREATE TEMP TABLE migration_merged (key TEXT PRIMARY KEY NOT NULL, created_at_ms INTEGER NOT NULL);
+INSERT INTO migration_merged
+    SELECT UPPER(udid), MIN(created_at_ms) FROM devices GROUP BY UPPER(udid) HAVING COUNT(*) > 1;
 UPDATE devices SET created_at_ms = (
-    SELECT MIN(d.created_at_ms) FROM devices d WHERE UPPER(d.udid) = UPPER(devices.udid)
-);
+    SELECT m.created_at_ms FROM migration_merged m WHERE m.key = UPPER(devices.udid)
+) WHERE UPPER(udid) IN (SELECT key FROM migration_merged);
 DELETE FROM devices WHERE rowid NOT IN (
     SELECT rowid FROM (
         SELECT rowid, ROW_NUMBER() OVER (
@@ -36,27 +41,38 @@ UPDATE certificates SET superseded_at_ms = (
     SELECT n.issued_at_ms FROM certificates n WHERE n.serial = certificates.superseded_by
 ) WHERE superseded_by IS NOT NULL;
 
+CREATE INDEX migration_by_renewed_from ON certificates (renewed_from);
+CREATE TEMP TABLE migration_lineage (serial TEXT PRIMARY KEY NOT NULL, root TEXT NOT NULL);
 WITH RECURSIVE chain (serial, root) AS (
     SELECT serial, serial FROM certificates WHERE renewed_from IS NULL
     UNION ALL
     SELECT c.serial, chain.root FROM certificates c JOIN chain ON c.renewed_from = chain.serial
 )
-UPDATE certificates SET lineage = (SELECT root FROM chain WHERE chain.serial = certificates.serial);
+INSERT INTO migration_lineage SELECT serial, root FROM chain;
+UPDATE certificates SET lineage = (
+    SELECT m.root FROM migration_lineage m WHERE m.serial = certificates.serial
+);
 -- A chain whose start is missing (cannot happen: renewed_from references a row) is its own.
 UPDATE certificates SET lineage = serial WHERE lineage IS NULL;
 
--- Fan-out from before: in each lineage only the newest active certificate stays active.
+-- Fan-out from before: in each lineage only the newest active certificate stays active. The
+-- others count as superseded when the one kept was issued, so the grace period does not
+-- start again with the migration.
+CREATE TEMP TABLE migration_kept (lineage TEXT PRIMARY KEY NOT NULL, serial TEXT NOT NULL, issued_at_ms INTEGER NOT NULL);
+INSERT INTO migration_kept
+    SELECT lineage, serial, issued_at_ms FROM (
+        SELECT lineage, serial, issued_at_ms, ROW_NUMBER() OVER (
+            PARTITION BY lineage ORDER BY issued_at_ms DESC, rowid DESC
+        ) AS rank
+        FROM certificates WHERE state IN ('unbound', 'bound')
+    ) WHERE rank = 1;
 UPDATE certificates SET
     state = 'superseded',
-    superseded_by = (
-        SELECT n.serial FROM certificates n
-        WHERE n.lineage = certificates.lineage AND n.state IN ('unbound', 'bound')
-        ORDER BY n.issued_at_ms DESC, n.rowid DESC LIMIT 1
-    ),
-    superseded_at_ms = CAST(strftime('%s', 'now') AS INTEGER) * 1000
-WHERE state IN ('unbound', 'bound') AND EXISTS (
-    SELECT 1 FROM certificates n
-    WHERE n.lineage = certificates.lineage AND n.state IN ('unbound', 'bound')
-      AND (n.issued_at_ms > certificates.issued_at_ms
-           OR (n.issued_at_ms = certificates.issued_at_ms AND n.rowid > certificates.rowid))
-);
+    superseded_by = (SELECT k.serial FROM migration_kept k WHERE k.lineage = certificates.lineage),
+    superseded_at_ms = (SELECT k.issued_at_ms FROM migration_kept k WHERE k.lineage = certificates.lineage)
+WHERE state IN ('unbound', 'bound') AND serial NOT IN (SELECT serial FROM migration_kept);
+
+DROP INDEX migration_by_renewed_from;
+DROP TABLE migration_merged;
+DROP TABLE migration_lineage;
+DROP TABLE migration_kept;

@@ -665,11 +665,12 @@ async fn renew(
         insert_events(conn, &[success(EventType::Renew, &row, &old.user, now)]).await?;
         return Ok(RenewOutcome::Existing(row));
     }
-    // The successor keeps the binding and takes its lineage's slot: the lineage's active
-    // certificate (the presented one, or an earlier successor of it) is superseded below, so
-    // it is left out of the count. A lineage with no active certificate held no slot, and the
-    // limit applies as at enrollment.
-    let bound_user = old.bound_user.clone().or(probe.tip_bound_user);
+    // The successor keeps the binding, the lineage's current one first (an admin may have
+    // bound the current certificate since the presented one was replaced), and takes its
+    // lineage's slot: the lineage's active certificate (the presented one, or an earlier
+    // successor of it) is superseded below, so it is left out of the count. A lineage with no
+    // active certificate held no slot, and the limit applies as at enrollment.
+    let bound_user = probe.tip_bound_user.or_else(|| old.bound_user.clone());
     let state = if bound_user.is_some() { CertificateState::Bound } else { CertificateState::Unbound };
     if state == CertificateState::Unbound && count(probe.unbound) >= max_unbound {
         return Ok(RenewOutcome::LimitReached);

@@ -314,6 +314,8 @@ async fn the_migration_merges_case_variants_and_fan_out() {
     std::fs::create_dir(&only_first).expect("mkdir");
     let first = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite/0001_initial.sql");
     std::fs::copy(&first, only_first.join("0001_initial.sql")).expect("copy");
+    let day = 86_400_000_i64;
+    let now = chrono::Utc::now().timestamp_millis();
     {
         let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
         let mut conn = sqlx::SqliteConnection::connect_with(&options).await.expect("connect");
@@ -323,8 +325,6 @@ async fn the_migration_merges_case_variants_and_fan_out() {
             .run(&mut conn)
             .await
             .expect("0001");
-        let day = 86_400_000_i64;
-        let now = chrono::Utc::now().timestamp_millis();
         sqlx::raw_sql(&format!(
             "INSERT INTO devices VALUES ('abcd-0001', 'C02OLD', 'old name', '13.0', 'macos', {t0}, {t0}); \
              INSERT INTO devices VALUES ('ABCD-0001', 'C02OLD', 'new name', '14.0', 'macos', {t1}, {t1}); \
@@ -358,6 +358,11 @@ async fn the_migration_merges_case_variants_and_fan_out() {
         "certificate 03 fanned out of 02 beside 04: only the newest stays active"
     );
     assert!(store.device("abcd-0001").await.expect("read").is_none(), "no lowercase row is left");
+    let fanned = store.certificate_by_serial("03").await.expect("read").expect("kept");
+    assert_eq!(fanned.superseded_by.as_deref(), Some("04"));
+    let kept = store.certificate_by_serial("04").await.expect("read").expect("kept");
+    assert_eq!(fanned.superseded_at, Some(kept.issued_at), "the grace period does not start again");
+    assert_eq!(device.created_at.timestamp_millis(), now - 3 * day, "the earliest creation is kept");
     let events = store.events(0, 10).await.expect("events");
     assert_eq!(events[0].device.as_ref().map(|d| d.udid.as_str()), Some("ABCD-0001"));
     let revoked = store
@@ -416,6 +421,56 @@ async fn a_page_cannot_make_a_browser_write_events_without_bound() {
     let recorded = events(&ca).await;
     assert_eq!(recorded.len(), 2 + trusted, "{recorded:?}");
     assert_eq!(ca.ca.metrics().snapshot().rate_limited_refusals, u64::try_from(21 - trusted).expect("small"));
+}
+
+/// The same page, with a `?user=` that fails validation: the budget is taken before anything
+/// can fail, so refusals cannot be made to write rows either.
+#[tokio::test]
+async fn a_page_cannot_make_a_browser_write_refusals_without_bound() {
+    let ca = TestCa::start_with(|config| config.limits.enrollments_per_minute = 5).await;
+    let key = p256();
+    let issued = ca.enroll_ok(&Device::new(48).request(&key)).await;
+    let browser = ca.with_identity(&issued.certificate, &key);
+    for _ in 0..20 {
+        let response = browser.get(ca.url("/api/v1/device-trust/verify?user=")).send().await.expect("verify");
+        assert_eq!(response.status(), 403);
+    }
+    let failures = events(&ca).await.into_iter().filter(|e| e.outcome == Outcome::Failure).count();
+    assert!((5..=6).contains(&failures), "{failures} refusals recorded");
+}
+
+/// An expired certificate still passes the handshake (so the agent learns it must
+/// re-enroll), and each status refusal is a row: the certificate's budget bounds them.
+#[tokio::test]
+async fn an_expired_certificate_cannot_write_refusals_without_bound() {
+    let ca = TestCa::start_with(|config| config.limits.enrollments_per_minute = 5).await;
+    let key = p256();
+    let issued = ca.enroll_ok(&Device::new(49).request(&key)).await;
+    ca.clock.advance(chrono::Duration::days(400));
+    let client = ca.with_identity(&issued.certificate, &key);
+    let mut codes = Vec::new();
+    for _ in 0..20 {
+        let response = client.get(ca.url("/api/v1/certificate")).send().await.expect("status");
+        let body: ca_client::protocol::ErrorBody = response.json().await.expect("error body");
+        codes.push(body.error.code.as_str().to_owned());
+    }
+    assert_eq!(codes[0], "certificate_expired");
+    assert_eq!(codes.last().map(String::as_str), Some("rate_limited"));
+    let failures = events(&ca).await.into_iter().filter(|e| e.outcome == Outcome::Failure).count();
+    assert!((5..=6).contains(&failures), "{failures} refusals recorded");
+}
+
+/// Browsers without a certificate (unenrolled devices behind one NAT, or a hostile page)
+/// do not spend the address's authentication-failure budget: no secret is being guessed.
+#[tokio::test]
+async fn browsers_without_a_certificate_do_not_lock_their_address_out() {
+    let ca = TestCa::start().await;
+    let browser = ca.anonymous();
+    for _ in 0..30 {
+        let response = browser.get(ca.url("/api/v1/device-trust/verify")).send().await.expect("verify");
+        assert_eq!(response.status(), 403);
+    }
+    ca.enroll_ok(&Device::new(60).request(&p256())).await;
 }
 
 /// Events of a refusal carry the canonical UDID too.
