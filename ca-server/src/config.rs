@@ -332,7 +332,7 @@ pub struct TokenSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct LimitSettings {
     /// `enrollments_per_minute` (default 60): enroll and renew requests per device, and
-    /// verifications per certificate.
+    /// verifications and status requests per certificate.
     pub enrollments_per_minute: u32,
     /// `requests_per_minute_per_address` (default 120): enroll, renew and admin requests per
     /// client address (IPv6 by /64). Raise it for many Macs behind one NAT address.
