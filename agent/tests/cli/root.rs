@@ -361,6 +361,18 @@ fn jamf_scripts_refuse_an_agent_others_can_replace() {
             .output()
             .expect("run the script")
     };
+    // Both back to root:root 0755, as each case starts.
+    let give_back_to_root = || {
+        for path in [&dir, &stand_in] {
+            nix::unistd::chown(
+                path.as_path(),
+                Some(nix::unistd::Uid::from_raw(0)),
+                Some(nix::unistd::Gid::from_raw(0)),
+            )
+            .expect("chown");
+            chmod(path, 0o755);
+        }
+    };
     /// Makes the directory or the stand-in (the two arguments) replaceable.
     type Setup = fn(&Path, &Path);
     let cases: [(&str, Setup, &str); 4] = [
@@ -371,15 +383,7 @@ fn jamf_scripts_refuse_an_agent_others_can_replace() {
     ];
     for script_name in ["devicetrust-policy.sh", "devicetrust-uninstall.sh"] {
         for (name, setup, reason) in cases {
-            for path in [&dir, &stand_in] {
-                nix::unistd::chown(
-                    path.as_path(),
-                    Some(nix::unistd::Uid::from_raw(0)),
-                    Some(nix::unistd::Gid::from_raw(0)),
-                )
-                .expect("chown");
-                chmod(path, 0o755);
-            }
+            give_back_to_root();
             setup(&dir, &stand_in);
             let out = run(script_name, &stand_in);
             let what = format!("{script_name} {name}");
@@ -392,15 +396,7 @@ fn jamf_scripts_refuse_an_agent_others_can_replace() {
 
     // Accepted: the stand-in in a root-owned directory, also through a symbolic link from a
     // directory anyone can write; the script runs the resolved path it checked, not the link.
-    for path in [&dir, &stand_in] {
-        nix::unistd::chown(
-            path.as_path(),
-            Some(nix::unistd::Uid::from_raw(0)),
-            Some(nix::unistd::Gid::from_raw(0)),
-        )
-        .expect("chown");
-        chmod(path, 0o755);
-    }
+    give_back_to_root();
     let open = temp.path().join("open");
     std::fs::create_dir(&open).expect("dir");
     chmod(&open, 0o777);
