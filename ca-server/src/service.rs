@@ -171,7 +171,6 @@ pub struct Ca {
     limiter: DefaultKeyedRateLimiter<String>,
     guard: AddressGuard,
     mdm_slots: tokio::sync::Semaphore,
-    mdm_queue_wait: StdDuration,
     superseded_grace: Duration,
     limits: LimitSettings,
     metrics: Metrics,
@@ -318,7 +317,6 @@ impl CaBuilder {
             limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
             guard: AddressGuard::new(&config.limits),
             mdm_slots: tokio::sync::Semaphore::new(config.limits.mdm_concurrent_lookups as usize),
-            mdm_queue_wait: StdDuration::from_secs(config.limits.mdm_queue_wait_secs),
             superseded_grace: Duration::days(i64::from(config.ca.superseded_grace_days)),
             limits: config.limits.clone(),
             metrics: Metrics::default(),
@@ -482,7 +480,12 @@ impl Ca {
     async fn ask_mdm(&self, serial_number: &str, udid: &str) -> Result<(), ApiError> {
         // A bounded number of lookups at once, however many requests arrive: a flood at the
         // CA must not become a flood at the MDM. Waiting too long for a slot fails closed.
-        let _slot = match tokio::time::timeout(self.mdm_queue_wait, self.mdm_slots.acquire()).await {
+        let _slot = match tokio::time::timeout(
+            StdDuration::from_secs(self.limits.mdm_queue_wait_secs),
+            self.mdm_slots.acquire(),
+        )
+        .await
+        {
             Ok(Ok(slot)) => slot,
             Ok(Err(_)) | Err(_) => {
                 self.metrics.mdm_queue_full.fetch_add(1, Ordering::Relaxed);
