@@ -573,6 +573,7 @@ mod tests {
             renew_before_days: 30,
             max_unbound_certificates: 5,
             read_only: false,
+            protected_origins: Vec::new(),
         }
     }
 

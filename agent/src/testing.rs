@@ -114,6 +114,7 @@ impl FakeCa {
             renew_before_days: 30,
             max_unbound_certificates: 5,
             read_only: false,
+            protected_origins: Vec::new(),
         }
     }
 

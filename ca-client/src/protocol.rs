@@ -78,6 +78,11 @@ pub struct Metadata {
     pub max_unbound_certificates: u32,
     /// Whether the CA refuses writes right now.
     pub read_only: bool,
+    /// Origins of the organisation's protected apps (Chrome URL patterns such as
+    /// `https://[*.]apps.example.com`), where browsers must present the certificate too. An
+    /// addition to v1: absent from older CAs (read as empty) and ignored by older agents.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protected_origins: Vec<String>,
 }
 
 /// The device as described in an enroll request.
