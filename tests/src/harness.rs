@@ -8,14 +8,18 @@
 //! - [`ca`]: `devicetrust-ca dev` on 127.0.0.1 and its admin API;
 //! - [`agent`]: the agent in a temporary home with its own configuration file;
 //! - [`browser`]: headless Chromium, the managed policy guard and the NSS database;
-//! - [`fake_ca`]: an HTTPS server on 127.0.0.1 returning canned, malformed answers.
+//! - [`fake_ca`]: an HTTPS server on 127.0.0.1 returning canned, malformed answers;
+//! - [`proxy`]: nginx and Caddy in front of an app, consulting the CA (forward auth, OCSP);
+//! - [`demo_app`]: the app behind them, which admits a verified device assertion.
 
 pub mod agent;
 pub mod binaries;
 pub mod browser;
 pub mod ca;
+pub mod demo_app;
 pub mod fake_ca;
 pub mod process;
+pub mod proxy;
 
 /// Fails the test, with what to do, unless it runs as root. Tests that write system-wide
 /// files (the browsers' managed policy under `/etc`) need root; they never skip silently.

@@ -40,6 +40,9 @@ pub struct DevInfo {
     pub issuer_certificate: PathBuf,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// The plain-HTTP listener (OCSP, CRL, JWKS), with `--http-listen`.
+    #[serde(default)]
+    pub http_url: Option<String>,
 }
 
 /// A running `devicetrust-ca dev`; stopped (SIGTERM, then SIGKILL) when dropped.
