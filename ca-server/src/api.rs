@@ -29,6 +29,10 @@ use crate::error::ApiError;
 use crate::service::{self, Ca, IssueReply, PresentedCertificate, RefusalContext};
 use crate::store::RevokeTarget;
 
+mod relying_party;
+
+pub use relying_party::{CHECK_PATH, CRL_PEM_PATH, JWKS_PATH, OCSP_PATH, USER_HEADER};
+
 /// The TCP peer's address of the connection a request came on, set by the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddress(pub std::net::IpAddr);
@@ -58,6 +62,7 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .route(paths::CERTIFICATE, get(certificate_status))
         .route(paths::VERIFY, get(verify))
         .route(paths::CRL, get(crl))
+        .merge(relying_party_routes())
         .route("/api/v1/admin/users/{user}/revoke", post(revoke_user))
         .route("/api/v1/admin/devices/{udid}/revoke", post(revoke_device))
         .route("/api/v1/admin/devices/{udid}", get(device))
@@ -68,14 +73,39 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .with_state(ca)
 }
 
-/// The verify endpoint and the CRL only, for a separate cert-auth listener.
+/// The verify endpoint, the relying-party check, the JWKS, OCSP and the CRL, for a
+/// separate cert-auth listener.
 pub fn cert_auth_router(ca: Arc<Ca>) -> Router {
     Router::new()
         .route(paths::VERIFY, get(verify))
         .route(paths::CRL, get(crl))
+        .merge(relying_party_routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(ca)
+}
+
+/// What is conventionally fetched over plain HTTP and is signed or public anyway: OCSP, the
+/// CRL and the JWKS. Nothing that takes a secret.
+pub fn http_router(ca: Arc<Ca>) -> Router {
+    Router::new()
+        .route(paths::CRL, get(crl))
+        .route(CRL_PEM_PATH, get(relying_party::crl_pem))
+        .route(JWKS_PATH, get(relying_party::jwks))
+        .route(OCSP_PATH, post(relying_party::ocsp_post))
+        .route(&format!("{OCSP_PATH}/{{*request}}"), get(relying_party::ocsp_get))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(ca)
+}
+
+fn relying_party_routes() -> Router<Arc<Ca>> {
+    Router::new()
+        .route(CHECK_PATH, get(relying_party::check))
+        .route(CRL_PEM_PATH, get(relying_party::crl_pem))
+        .route(JWKS_PATH, get(relying_party::jwks))
+        .route(OCSP_PATH, post(relying_party::ocsp_post))
+        .route(&format!("{OCSP_PATH}/{{*request}}"), get(relying_party::ocsp_get))
 }
 
 fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
@@ -149,28 +179,32 @@ fn truncate(detail: String) -> String {
 /// Reads a JSON body of at most [`MAX_REQUEST_BODY`] bytes, within the body read timeout:
 /// a client that stalls its body holds a connection and a task for that long at most.
 async fn read_json<T: DeserializeOwned>(ca: &Ca, headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
-    let too_large = ApiError::PayloadTooLarge { limit: MAX_REQUEST_BODY };
+    let bytes = read_bytes(ca, headers, body, MAX_REQUEST_BODY).await?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidRequest(truncate(e.to_string())))
+}
+
+/// Reads a body of at most `limit` bytes within the body read timeout.
+async fn read_bytes(ca: &Ca, headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = ApiError::PayloadTooLarge { limit };
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_REQUEST_BODY as u64) {
+    if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large);
     }
     let secs = ca.limits().body_read_timeout_secs;
-    let collected = tokio::time::timeout(
-        std::time::Duration::from_secs(secs),
-        Limited::new(body, MAX_REQUEST_BODY).collect(),
-    )
-    .await
-    .map_err(|_| {
-        ca.metrics().body_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        ApiError::RequestTimeout { secs }
-    })?;
+    let collected =
+        tokio::time::timeout(std::time::Duration::from_secs(secs), Limited::new(body, limit).collect())
+            .await
+            .map_err(|_| {
+                ca.metrics().body_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ApiError::RequestTimeout { secs }
+            })?;
     let bytes = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large),
         Err(_) => return Err(ApiError::InvalidRequest("the request body could not be read".into())),
     };
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidRequest(truncate(e.to_string())))
+    Ok(bytes.to_vec())
 }
 
 fn issued_response(reply: IssueReply) -> Response {

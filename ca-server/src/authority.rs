@@ -55,6 +55,8 @@ pub struct Profile {
     /// CRL distribution points written into every certificate (`cRLDistributionPoints`), so
     /// that a relying party can find revocations without being told where.
     pub crl_urls: Vec<String>,
+    /// The OCSP responder written into every certificate (Authority Information Access).
+    pub ocsp_url: Option<String>,
 }
 
 /// Why the CA's own certificate and key could not be loaded or generated.
@@ -147,7 +149,7 @@ pub enum CsrError {
 /// Why signing failed. Internal: the client only sees `internal`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot sign: {0}")]
-pub struct SignError(String);
+pub struct SignError(pub(crate) String);
 
 impl From<rcgen::Error> for SignError {
     fn from(e: rcgen::Error) -> Self {
@@ -333,6 +335,67 @@ pub struct RevokedEntry {
     pub serial: String,
     /// When it was revoked.
     pub revoked_at: DateTime<Utc>,
+    /// Why.
+    pub reason: RevocationReason,
+}
+
+/// Why a certificate is listed as revoked (in the CRL and in OCSP answers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationReason {
+    /// An administrator revoked the user's or device's certificates (RFC 5280
+    /// `privilegeWithdrawn`: the device is no longer trusted; the key is not known to be
+    /// compromised).
+    PrivilegeWithdrawn,
+    /// A renewal replaced it and its grace period is over (`superseded`).
+    Superseded,
+}
+
+impl RevocationReason {
+    fn crl_reason(self) -> rcgen::RevocationReason {
+        match self {
+            Self::PrivilegeWithdrawn => rcgen::RevocationReason::PrivilegeWithdrawn,
+            Self::Superseded => rcgen::RevocationReason::Superseded,
+        }
+    }
+
+    /// The RFC 5280 `CRLReason` code.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::PrivilegeWithdrawn => 9,
+            Self::Superseded => 4,
+        }
+    }
+}
+
+/// The hashes an OCSP `CertID` names the issuer by (RFC 6960 4.1.1): of the issuer's
+/// subject name (DER) and of its public key (the BIT STRING's value), in SHA-1 (what
+/// OpenSSL and most clients send) and SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerHashes {
+    /// SHA-1 of the subject name.
+    pub name_sha1: Vec<u8>,
+    /// SHA-1 of the public key; also the OCSP `ResponderID` by key.
+    pub key_sha1: Vec<u8>,
+    /// SHA-256 of the subject name.
+    pub name_sha256: Vec<u8>,
+    /// SHA-256 of the public key.
+    pub key_sha256: Vec<u8>,
+}
+
+/// The Authority Information Access extension naming `url` as the OCSP responder, encoded
+/// with `x509-cert` (rcgen has no field for it).
+fn authority_info_access(url: &str) -> Result<rcgen::CustomExtension, SignError> {
+    use der::Encode as _;
+    use x509_cert::ext::pkix::name::GeneralName;
+    use x509_cert::ext::pkix::{AccessDescription, AuthorityInfoAccessSyntax};
+    let location = der::asn1::Ia5String::new(url).map_err(|e| SignError(format!("ocsp url: {e}")))?;
+    let aia = AuthorityInfoAccessSyntax(vec![AccessDescription {
+        access_method: const_oid::db::rfc5280::ID_AD_OCSP,
+        access_location: GeneralName::UniformResourceIdentifier(location),
+    }]);
+    let content = aia.to_der().map_err(|e| SignError(format!("authority information access: {e}")))?;
+    // id-pe-authorityInfoAccess, 1.3.6.1.5.5.7.1.1.
+    Ok(rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 1], content))
 }
 
 /// The issuing CA.
@@ -344,6 +407,7 @@ pub struct Authority {
     issuer_common_name: String,
     not_after: DateTime<Utc>,
     crl_key_id: KeyIdMethod,
+    issuer_hashes: IssuerHashes,
     profile: Profile,
 }
 
@@ -464,6 +528,17 @@ impl Authority {
                 _ => None,
             })
             .unwrap_or(KeyIdMethod::Sha256);
+        let name = x509.subject().as_raw();
+        let public_key = x509.public_key().subject_public_key.data.as_ref();
+        let sha1 = |data: &[u8]| {
+            ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, data).as_ref().to_vec()
+        };
+        let issuer_hashes = IssuerHashes {
+            name_sha1: sha1(name),
+            key_sha1: sha1(public_key),
+            name_sha256: Sha256::digest(name).to_vec(),
+            key_sha256: Sha256::digest(public_key).to_vec(),
+        };
         let certificate_der = CertificateDer::from(der.clone());
         let issuer = Issuer::from_ca_cert_der(&certificate_der, key).map_err(|e| bad(&e.to_string()))?;
         let certificate_pem = pem_encode(&der);
@@ -477,8 +552,38 @@ impl Authority {
             issuer_common_name,
             not_after,
             crl_key_id,
+            issuer_hashes,
             profile,
         })
+    }
+
+    /// How OCSP requests name this issuer.
+    pub fn issuer_hashes(&self) -> &IssuerHashes {
+        &self.issuer_hashes
+    }
+
+    /// Signs `message` with the issuing key (an OCSP response's `tbsResponseData`); returns
+    /// the DER `AlgorithmIdentifier` of the signature and the signature.
+    pub fn sign_raw(&self, message: &[u8]) -> Result<(Vec<u8>, Vec<u8>), SignError> {
+        use rcgen::SigningKey as _;
+        let key = self.issuer.key();
+        let algorithm = key.algorithm();
+        // DER AlgorithmIdentifiers: ecdsa-with-SHA256/384 take no parameters; RSA PKCS#1 v1.5
+        // takes NULL.
+        let identifier: &[u8] = if algorithm == &rcgen::PKCS_ECDSA_P256_SHA256 {
+            &[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]
+        } else if algorithm == &rcgen::PKCS_ECDSA_P384_SHA384 {
+            &[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03]
+        } else if algorithm == &rcgen::PKCS_RSA_SHA256 {
+            &[0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x05, 0x00]
+        } else if algorithm == &rcgen::PKCS_ED25519 {
+            &[0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70]
+        } else {
+            return Err(SignError(format!(
+                "no OCSP signature for the issuing key's algorithm {algorithm:?}"
+            )));
+        };
+        Ok((identifier.to_vec(), key.sign(message)?))
     }
 
     /// The issuer's CN, which browser filters match.
@@ -529,6 +634,9 @@ impl Authority {
             params.crl_distribution_points =
                 vec![rcgen::CrlDistributionPoint { uris: self.profile.crl_urls.clone() }];
         }
+        if let Some(url) = &self.profile.ocsp_url {
+            params.custom_extensions.push(authority_info_access(url)?);
+        }
         params.not_before = to_offset(not_before);
         params.not_after = to_offset(not_after);
         params.serial_number = Some(serial.clone());
@@ -561,7 +669,7 @@ impl Authority {
             revoked_certs.push(RevokedCertParams {
                 serial_number: SerialNumber::from(bytes),
                 revocation_time: to_offset(entry.revoked_at),
-                reason_code: None,
+                reason_code: Some(entry.reason.crl_reason()),
                 invalidity_date: None,
             });
         }
@@ -589,15 +697,20 @@ pub fn first_pem_certificate(pem: &str) -> Option<Vec<u8>> {
 
 /// PEM-encodes a DER certificate.
 pub fn pem_encode(der: &[u8]) -> String {
+    pem_block("CERTIFICATE", der)
+}
+
+/// PEM-encodes DER under `label` (`CERTIFICATE`, `X509 CRL`).
+pub fn pem_block(label: &str, der: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 60);
-    out.push_str("-----BEGIN CERTIFICATE-----\n");
+    let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 2 * label.len() + 32);
+    out.push_str(&format!("-----BEGIN {label}-----\n"));
     for line in b64.as_bytes().chunks(64) {
         // Base64 output is ASCII, so every chunk is valid UTF-8.
         out.push_str(std::str::from_utf8(line).unwrap_or_default());
         out.push('\n');
     }
-    out.push_str("-----END CERTIFICATE-----\n");
+    out.push_str(&format!("-----END {label}-----\n"));
     out
 }
 
@@ -640,6 +753,7 @@ mod tests {
             lifetime: Duration::days(365),
             backdate: Duration::minutes(5),
             crl_urls: vec!["https://ca.example.com/crl".into()],
+            ocsp_url: Some("http://ca.example.com/ocsp".into()),
         }
     }
 
@@ -729,7 +843,11 @@ mod tests {
 
         let crl = ca
             .crl(
-                &[RevokedEntry { serial: issued.serial.clone(), revoked_at: now }],
+                &[RevokedEntry {
+                    serial: issued.serial.clone(),
+                    revoked_at: now,
+                    reason: RevocationReason::PrivilegeWithdrawn,
+                }],
                 now,
                 now + Duration::hours(24),
                 7,

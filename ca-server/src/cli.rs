@@ -53,6 +53,15 @@ enum Command {
         /// rate limits, timeouts), instead of the defaults.
         #[arg(long, value_name = "FILE")]
         limits: Option<PathBuf>,
+        /// TOML file with the keys of a configuration's `[relying_party]` table (protected
+        /// origins, the relying parties allowed to ask the forward-auth check, assertion
+        /// settings); relative paths in it are relative to the file.
+        #[arg(long, value_name = "FILE")]
+        relying_parties: Option<PathBuf>,
+        /// Also serve OCSP, the CRL and the JWKS over plain HTTP on this address (port 0
+        /// picks one), and name it in issued certificates.
+        #[arg(long, value_name = "ADDR")]
+        http_listen: Option<SocketAddr>,
     },
 }
 
@@ -113,9 +122,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
                 None => None,
             };
-            server::serve_listeners(Listeners { main, cert_auth }, ca, shutdown).await?;
+            let http = match &config.http {
+                Some(listener) => Some(
+                    TcpListener::bind(listener.listen)
+                        .await
+                        .with_context(|| format!("cannot listen on {}", listener.listen))?,
+                ),
+                None => None,
+            };
+            server::serve_listeners(Listeners { main, cert_auth, http }, ca, shutdown).await?;
         }
-        Command::Dev { listen, data_dir, managed_devices, limits } => {
+        Command::Dev { listen, data_dir, managed_devices, limits, relying_parties, http_listen } => {
             let listener =
                 TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
             let local = listener.local_addr().context("cannot read the listening address")?;
@@ -123,12 +140,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(path) => Some(dev::load_limits(&path)?),
                 None => None,
             };
+            let relying_parties = match relying_parties {
+                Some(path) => Some(dev::load_relying_parties(&path)?),
+                None => None,
+            };
+            let http = match http_listen {
+                Some(addr) => {
+                    Some(TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?)
+                }
+                None => None,
+            };
             let mut env = dev::prepare(&DevOptions { data_dir, managed_devices }, local)
                 .context("cannot prepare the data directory")?;
             if let Some(limits) = limits {
                 env.config.limits = limits;
-                env.config.validate()?;
             }
+            if let Some(relying_parties) = relying_parties {
+                env.config.relying_party = relying_parties;
+            }
+            if let Some(http) = &http {
+                env.serve_plain_http(http.local_addr().context("cannot read the listening address")?);
+            }
+            env.config.validate()?;
             if env.allows_all_devices {
                 eprintln!(
                     "warning: no --managed-devices list: every device counts as managed. Use this only for development."
@@ -141,7 +174,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .and_then(|()| stdout.flush())
                 .context("cannot write to stdout")?;
             drop(stdout);
-            server::serve(listener, ca, shutdown).await?;
+            server::serve_listeners(Listeners { main: listener, cert_auth: None, http }, ca, shutdown)
+                .await?;
         }
     }
     Ok(())

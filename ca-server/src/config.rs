@@ -37,6 +37,13 @@ pub struct Config {
     pub store: StoreSettings,
     /// `[mdm]`: which MDM is asked whether a device is managed.
     pub mdm: MdmSettings,
+    /// `[relying_party]`: the protected apps, the proxies that ask the forward-auth check,
+    /// and the device assertion.
+    #[serde(default)]
+    pub relying_party: RelyingPartySettings,
+    /// `[http]`: an optional plain-HTTP listener for OCSP, the CRL and the JWKS.
+    #[serde(default)]
+    pub http: Option<HttpListener>,
 }
 
 /// Why the configuration could not be read.
@@ -110,6 +117,7 @@ impl Config {
             fix(p);
         }
         self.ca.chain.iter_mut().for_each(fix);
+        self.relying_party.resolve_relative_to(base);
         for source in [&mut self.tokens.enrollment, &mut self.tokens.admin] {
             if let Some(p) = &mut source.file {
                 fix(p);
@@ -196,6 +204,15 @@ impl Config {
         {
             return invalid("ca.crl_url", "must be an http(s) URL");
         }
+        if let Some(url) = &self.ca.ocsp_url
+            && !matches!(url::Url::parse(url).map(|u| u.scheme().to_owned()).as_deref(), Ok("https" | "http"))
+        {
+            return invalid("ca.ocsp_url", "must be an http(s) URL");
+        }
+        if self.ca.ocsp_validity_minutes == 0 {
+            return invalid("ca.ocsp_validity_minutes", "must be at least 1");
+        }
+        self.relying_party.validate()?;
         if let Some(learn_more) = &self.server.learn_more_url
             && !matches!(
                 url::Url::parse(learn_more).map(|u| u.scheme().to_owned()).as_deref(),
@@ -258,6 +275,164 @@ pub struct CertAuthListener {
     pub tls: Option<TlsFiles>,
 }
 
+/// `[http]`: a plain-HTTP listener serving only what is conventionally fetched over HTTP
+/// and is signed or public anyway: OCSP, the CRL (DER and PEM) and the JWKS.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpListener {
+    /// `listen`: its address.
+    pub listen: SocketAddr,
+}
+
+/// `[relying_party]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelyingPartySettings {
+    /// `protected_origins`: origins of the protected apps, as Chrome URL patterns
+    /// (`https://[*.]apps.example.com`), published in the metadata; agents configure the
+    /// browsers to present the certificate to each.
+    pub protected_origins: Vec<String>,
+    /// `decision_cache_secs` (default 5, 0 disables): how long a check's answer is reused
+    /// for the same certificate, relying party and user. A revocation on this CA process
+    /// drops every cached answer at once; on another replica it takes effect within this
+    /// time.
+    pub decision_cache_secs: u32,
+    /// `assertion_lifetime_secs` (default 300): `exp - iat` of the device assertion.
+    pub assertion_lifetime_secs: u32,
+    /// `assertion_keys`: PKCS#8 PEM P-256 keys; the first signs, every one is published in
+    /// the JWKS (a rotation lists the new key first and keeps the old one until its last
+    /// assertion expired). Default: one key generated in the data directory.
+    pub assertion_keys: Vec<PathBuf>,
+    /// `[[relying_party.clients]]`: the proxies and apps allowed to ask the check.
+    pub clients: Vec<RelyingPartyClient>,
+}
+
+impl Default for RelyingPartySettings {
+    fn default() -> Self {
+        Self {
+            protected_origins: Vec::new(),
+            decision_cache_secs: 5,
+            assertion_lifetime_secs: 300,
+            assertion_keys: Vec::new(),
+            clients: Vec::new(),
+        }
+    }
+}
+
+/// Longest relying-party name; it becomes the assertion's `aud`.
+const MAX_RELYING_PARTY_NAME: usize = 64;
+
+impl RelyingPartySettings {
+    /// Makes relative key and secret paths relative to `base`.
+    pub fn resolve_relative_to(&mut self, base: &Path) {
+        for path in &mut self.assertion_keys {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+        for client in &mut self.clients {
+            if let Some(path) = &mut client.secret.file
+                && path.is_relative()
+            {
+                *path = base.join(&*path);
+            }
+        }
+    }
+
+    /// Checks what serde cannot: origins, names, lifetimes.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, reason: String| Err(ConfigError::Invalid { setting, reason });
+        for origin in &self.protected_origins {
+            if let Err(reason) = check_origin_pattern(origin) {
+                return invalid("relying_party.protected_origins", format!("{origin:?}: {reason}"));
+            }
+        }
+        if !(30..=3600).contains(&self.assertion_lifetime_secs) {
+            return invalid("relying_party.assertion_lifetime_secs", "must be between 30 and 3600".into());
+        }
+        if self.decision_cache_secs > 300 {
+            return invalid("relying_party.decision_cache_secs", "must be at most 300".into());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for client in &self.clients {
+            let name = &client.name;
+            if name.is_empty()
+                || name.len() > MAX_RELYING_PARTY_NAME
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
+            {
+                return invalid(
+                    "relying_party.clients.name",
+                    format!("{name:?}: 1 to {MAX_RELYING_PARTY_NAME} characters of A-Z a-z 0-9 - _ . : /"),
+                );
+            }
+            if !names.insert(name.as_str()) {
+                return invalid("relying_party.clients.name", format!("{name:?} is listed twice"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a protected-origin pattern: an https origin (no path, query or userinfo) whose
+/// host may start with Chrome's `[*.]` wildcard label. Anything broader would make browsers
+/// present the device's certificate to sites that are not the organisation's.
+pub fn check_origin_pattern(pattern: &str) -> Result<(), String> {
+    let Some(rest) = pattern.strip_prefix("https://") else {
+        return Err("must start with https://".into());
+    };
+    let rest = rest.strip_prefix("[*.]").unwrap_or(rest);
+    let url = url::Url::parse(&format!("https://{rest}")).map_err(|e| e.to_string())?;
+    let Some(host) = url.host_str() else { return Err("has no host".into()) };
+    if host.contains('*') || rest.contains('*') {
+        return Err("a wildcard is allowed only as a leading [*.] label".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not hold a user name or password".into());
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() || rest.ends_with('/') {
+        return Err("must be an origin: no path, query or trailing slash".into());
+    }
+    if !host.contains('.') && !host.starts_with('[') && host != "localhost" {
+        return Err("the host must be a domain name or an address".into());
+    }
+    Ok(())
+}
+
+/// Which proxy sends the check, and so which header carries the client certificate and in
+/// which format. Fixed per relying party: the CA reads that one header and no other, so a
+/// header of another proxy's format that a browser slipped through is never looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyKind {
+    /// nginx `auth_request`: `X-DeviceTrust-Client-Cert: $ssl_client_escaped_cert`
+    /// (URL-escaped PEM).
+    Nginx,
+    /// Caddy `forward_auth`: `X-DeviceTrust-Client-Cert:
+    /// {http.request.tls.client.certificate_der_base64}` (base64 DER).
+    Caddy,
+    /// Traefik `ForwardAuth` with `passTLSClientCert`: `X-Forwarded-Tls-Client-Cert`
+    /// (base64 DER, possibly URL-escaped).
+    Traefik,
+    /// Envoy `ext_authz` (HTTP): `X-Forwarded-Client-Cert` (XFCC; its `Cert` key holds
+    /// URL-escaped PEM).
+    Envoy,
+}
+
+/// `[[relying_party.clients]]`: one proxy or app allowed to ask the check.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelyingPartyClient {
+    /// `name`: who it is; the assertion's `aud`, and the name in logs.
+    pub name: String,
+    /// `secret = { file = "..." }` or `{ env = "VAR" }`: its bearer secret.
+    pub secret: SecretSource,
+    /// `proxy`: `nginx`, `caddy`, `traefik` or `envoy`.
+    pub proxy: ProxyKind,
+    /// `allowed_sources`: addresses or CIDR blocks it may call from; empty allows any.
+    #[serde(default)]
+    pub allowed_sources: Vec<String>,
+}
+
 /// `[ca]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -283,7 +458,7 @@ pub struct CaSettings {
     pub max_unbound_certificates: u32,
     /// `backdate_secs` (default 300): notBefore is this far before issuance.
     pub backdate_secs: u32,
-    /// `crl_validity_hours` (default 24): the CRL's nextUpdate after its thisUpdate.
+    /// `crl_validity_hours` (default 1): the CRL's nextUpdate after its thisUpdate.
     pub crl_validity_hours: u32,
     /// `crl_url`: the CRL distribution point written into every issued certificate.
     /// Default: `<cert_auth_domain>/crl`, which every listener serves.
@@ -292,6 +467,14 @@ pub struct CaSettings {
     /// stays acceptable (a browser may have cached it); after that it is refused with
     /// `certificate_superseded`.
     pub superseded_grace_days: u32,
+    /// `ocsp_url`: the OCSP responder written into every issued certificate (Authority
+    /// Information Access). Default: `<cert_auth_domain>/ocsp`, which every listener
+    /// serves; point it at the `[http]` listener for relying parties (nginx `ssl_ocsp`)
+    /// that fetch OCSP over plain HTTP only.
+    pub ocsp_url: Option<String>,
+    /// `ocsp_validity_minutes` (default 60): an OCSP response's nextUpdate after its
+    /// thisUpdate, which is how long a relying party may cache it.
+    pub ocsp_validity_minutes: u32,
 }
 
 impl Default for CaSettings {
@@ -307,9 +490,11 @@ impl Default for CaSettings {
             renew_before_days: 30,
             max_unbound_certificates: 5,
             backdate_secs: 300,
-            crl_validity_hours: 24,
+            crl_validity_hours: 1,
             crl_url: None,
             superseded_grace_days: 7,
+            ocsp_url: None,
+            ocsp_validity_minutes: 60,
         }
     }
 }

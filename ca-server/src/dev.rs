@@ -21,7 +21,8 @@ use rcgen::{
 };
 
 use crate::config::{
-    CaSettings, Config, LimitSettings, ServerSettings, StoreSettings, TlsFiles, TokenSettings,
+    CaSettings, Config, ConfigError, HttpListener, LimitSettings, RelyingPartySettings, ServerSettings,
+    StoreSettings, TlsFiles, TokenSettings,
 };
 use crate::fsutil::{self, Visibility, WriteError};
 use crate::mdm::MdmSettings;
@@ -47,10 +48,22 @@ pub struct DevOptions {
 }
 
 /// Reads a `[limits]` table's keys from a TOML file (`dev --limits FILE`).
-pub fn load_limits(
-    path: &std::path::Path,
-) -> Result<crate::config::LimitSettings, crate::config::ConfigError> {
-    use crate::config::ConfigError;
+pub fn load_limits(path: &Path) -> Result<LimitSettings, ConfigError> {
+    load_table(path)
+}
+
+/// Reads a `[relying_party]` table's keys from a TOML file (`dev --relying-parties FILE`);
+/// relative paths in it are relative to the file.
+pub fn load_relying_parties(path: &Path) -> Result<RelyingPartySettings, ConfigError> {
+    let mut settings: RelyingPartySettings = load_table(path)?;
+    if let Some(base) = path.parent() {
+        settings.resolve_relative_to(base);
+    }
+    settings.validate()?;
+    Ok(settings)
+}
+
+fn load_table<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
     toml::from_str(&text)
@@ -76,9 +89,22 @@ pub struct DevEnvironment {
     pub data_dir: PathBuf,
     /// Whether every device counts as managed.
     pub allows_all_devices: bool,
+    /// The plain-HTTP listener's base URL, once [`DevEnvironment::serve_plain_http`] set it.
+    pub http_url: Option<String>,
 }
 
 impl DevEnvironment {
+    /// Serves OCSP, the CRL and the JWKS on `addr` too (`dev --http-listen`), and names that
+    /// listener in issued certificates (AIA OCSP, CRL distribution point), since OCSP
+    /// clients such as nginx's fetch over plain HTTP only.
+    pub fn serve_plain_http(&mut self, addr: SocketAddr) {
+        let url = format!("http://{}", url_authority(addr));
+        self.config.http = Some(HttpListener { listen: addr });
+        self.config.ca.ocsp_url = Some(format!("{url}{}", crate::api::OCSP_PATH));
+        self.config.ca.crl_url = Some(format!("{url}{}", ca_client::protocol::paths::CRL));
+        self.http_url = Some(url);
+    }
+
     /// The one JSON line the dev command prints once it accepts connections. It contains
     /// the tokens: that is its purpose (local testing), and the same tokens sit in 0600
     /// files in the data directory.
@@ -91,6 +117,8 @@ impl DevEnvironment {
             "caBundle": self.ca_bundle,
             "issuerCertificate": self.issuer_certificate,
             "dataDir": self.data_dir,
+            "httpUrl": self.http_url,
+            "jwksUrl": format!("{}{}", self.url, crate::api::JWKS_PATH),
         })
         .to_string()
     }
@@ -132,10 +160,7 @@ pub fn prepare(options: &DevOptions, local_addr: SocketAddr) -> Result<DevEnviro
     let enrollment_token = ensure_token(&data_dir.join(ENROLLMENT_TOKEN_FILE))?;
     let admin_token = ensure_token(&data_dir.join(ADMIN_TOKEN_FILE))?;
 
-    let host =
-        if local_addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { local_addr.ip().to_string() };
-    let host = if host.contains(':') { format!("[{host}]") } else { host };
-    let url = format!("https://{host}:{}", local_addr.port());
+    let url = format!("https://{}", url_authority(local_addr));
     let (mdm, allows_all_devices) = match &options.managed_devices {
         Some(path) => (
             MdmSettings::StaticList { path: std::path::absolute(path).unwrap_or_else(|_| path.clone()) },
@@ -165,6 +190,8 @@ pub fn prepare(options: &DevOptions, local_addr: SocketAddr) -> Result<DevEnviro
         limits: LimitSettings::default(),
         store: StoreSettings::default(),
         mdm,
+        relying_party: RelyingPartySettings::default(),
+        http: None,
     };
     Ok(DevEnvironment {
         config,
@@ -175,7 +202,16 @@ pub fn prepare(options: &DevOptions, local_addr: SocketAddr) -> Result<DevEnviro
         issuer_certificate: data_dir.join(crate::authority::GENERATED_CERT_FILE),
         data_dir,
         allows_all_devices,
+        http_url: None,
     })
+}
+
+/// `host:port` of a listener for a URL: 127.0.0.1 for an unspecified address, IPv6 in
+/// brackets.
+fn url_authority(addr: SocketAddr) -> String {
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    format!("{host}:{}", addr.port())
 }
 
 fn ensure_token(path: &Path) -> Result<SecretString, DevError> {

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 
 use crate::authority::{CsrError, SignError};
 use crate::mdm::{MdmError, NotManagedReason};
+use crate::relying_party::NotRelyingParty;
 use crate::store::StoreError;
 
 /// Why a request has no client certificate the CA can use.
@@ -23,6 +24,9 @@ pub enum MissingCertificate {
     Unknown,
     /// A certificate found a moment ago that is no longer in the store.
     Vanished,
+    /// A certificate a proxy passed on that this CA did not issue (or that does not parse).
+    /// Not an authentication failure of the proxy: it passes on what browsers present.
+    Foreign,
 }
 
 impl std::fmt::Display for MissingCertificate {
@@ -31,6 +35,7 @@ impl std::fmt::Display for MissingCertificate {
             Self::None => "no client certificate",
             Self::Unknown => "a certificate of this ca that it has no record of",
             Self::Vanished => "a certificate that vanished from the store",
+            Self::Foreign => "a certificate this ca did not issue",
         })
     }
 }
@@ -63,6 +68,12 @@ pub enum ApiError {
     /// Missing or wrong admin token.
     #[error("missing or wrong admin token")]
     InvalidAdminToken,
+    /// The caller of the relying-party check is not a configured relying party.
+    #[error("not a relying party: {}", match .0 {
+        NotRelyingParty::Secret => "missing or wrong secret",
+        NotRelyingParty::Source => "a relying party's secret from an address it may not call from",
+    })]
+    InvalidRelyingParty(NotRelyingParty),
     /// No client certificate, or one this CA does not know.
     #[error("no client certificate issued by this ca ({0})")]
     ClientCertificateRequired(MissingCertificate),
@@ -139,7 +150,9 @@ impl ApiError {
             Self::InvalidCsr(_) => ErrorCode::InvalidCsr,
             Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Self::RequestTimeout { .. } => ErrorCode::RequestTimeout,
-            Self::InvalidToken | Self::InvalidAdminToken => ErrorCode::InvalidToken,
+            Self::InvalidToken | Self::InvalidAdminToken | Self::InvalidRelyingParty(_) => {
+                ErrorCode::InvalidToken
+            }
             Self::ClientCertificateRequired(_) => ErrorCode::ClientCertificateRequired,
             Self::DeviceNotManaged(_) => ErrorCode::DeviceNotManaged,
             Self::CertificateRevoked { .. } => ErrorCode::CertificateRevoked,
@@ -204,6 +217,7 @@ impl ApiError {
             self,
             Self::InvalidToken
                 | Self::InvalidAdminToken
+                | Self::InvalidRelyingParty(_)
                 | Self::ClientCertificateRequired(MissingCertificate::Unknown)
         )
     }
@@ -217,6 +231,9 @@ impl ApiError {
             Self::RequestTimeout { secs } => format!("The request body did not arrive within {secs} seconds"),
             Self::InvalidToken => "Missing or invalid enrollment token".into(),
             Self::InvalidAdminToken => "Missing or invalid admin token".into(),
+            // The same message for both causes: a caller that has a secret learns nothing
+            // about which addresses are allowed.
+            Self::InvalidRelyingParty(_) => "Missing or invalid relying-party secret".into(),
             Self::ClientCertificateRequired(_) => "A client certificate issued by this CA is required".into(),
             Self::DeviceNotManaged(_) => "The device is not managed by the MDM".into(),
             Self::CertificateRevoked { .. } => "The certificate is revoked".into(),
@@ -272,6 +289,7 @@ mod tests {
             ),
             (ApiError::InvalidToken, "invalid_token", 401),
             (ApiError::InvalidAdminToken, "invalid_token", 401),
+            (ApiError::InvalidRelyingParty(NotRelyingParty::Source), "invalid_token", 401),
             (
                 ApiError::ClientCertificateRequired(MissingCertificate::None),
                 "client_certificate_required",

@@ -3,7 +3,9 @@
 //! Layers, from the wire inwards: [`server`] (sockets, TLS handshakes, HTTP connections,
 //! shutdown), [`api`] (routes, bodies, error responses), [`service`] (what each endpoint
 //! does, in the contract's order), and beneath it [`authority`] (X.509), [`store`]
-//! (persistence), [`mdm`] (is the device managed?) and [`clock`]. [`config`], [`dev`] and
+//! (persistence), [`mdm`] (is the device managed?) and [`clock`]. [`relying_party`] and
+//! [`ocsp`] serve the organisation's proxies and apps: the forward-auth check, the signed
+//! device assertion, and revocation status. [`config`], [`dev`] and
 //! [`cli`] set it all up.
 //!
 //! To run a CA in-process (as the tests do):
@@ -32,6 +34,8 @@ pub mod error;
 pub mod fsutil;
 pub mod limits;
 pub mod mdm;
+pub mod ocsp;
+pub mod relying_party;
 pub mod secret;
 pub mod server;
 pub mod service;

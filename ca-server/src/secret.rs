@@ -57,10 +57,12 @@ pub enum SecretError {
         var: String,
     },
     /// The token is too short.
-    #[error("the {what} is shorter than {MIN_TOKEN_LEN} characters")]
+    #[error("the {what} is shorter than {min_len} characters")]
     TooShort {
         /// Which token.
         what: &'static str,
+        /// The shortest accepted.
+        min_len: usize,
     },
 }
 
@@ -72,6 +74,11 @@ impl SecretSource {
 
     /// Loads the token; `what` names it in errors ("enrollment token").
     pub fn load(&self, what: &'static str) -> Result<Token, SecretError> {
+        self.load_at_least(what, MIN_TOKEN_LEN)
+    }
+
+    /// Like [`SecretSource::load`], refusing a token shorter than `min_len` characters.
+    pub fn load_at_least(&self, what: &'static str, min_len: usize) -> Result<Token, SecretError> {
         let raw = match (&self.file, &self.env) {
             (Some(path), None) => {
                 warn_if_readable_by_others(path, what);
@@ -87,8 +94,8 @@ impl SecretSource {
             _ => return Err(SecretError::Source { what }),
         };
         let value = raw.trim();
-        if value.chars().count() < MIN_TOKEN_LEN {
-            return Err(SecretError::TooShort { what });
+        if value.chars().count() < min_len.max(MIN_TOKEN_LEN) {
+            return Err(SecretError::TooShort { what, min_len: min_len.max(MIN_TOKEN_LEN) });
         }
         Ok(Token::new(value))
     }

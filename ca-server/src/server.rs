@@ -59,8 +59,11 @@ pub enum ServeError {
 pub struct Listeners {
     /// Every endpoint.
     pub main: TcpListener,
-    /// The verify endpoint and the CRL only, on the cert-auth domain's own address.
+    /// The verify endpoint, the relying-party endpoints and the CRL, on the cert-auth
+    /// domain's own address.
     pub cert_auth: Option<TcpListener>,
+    /// Plain HTTP: OCSP, the CRL and the JWKS only (`[http]`).
+    pub http: Option<TcpListener>,
 }
 
 /// Serves every endpoint on `listener` until `shutdown` completes, then drains and closes
@@ -70,7 +73,7 @@ pub async fn serve(
     ca: Arc<Ca>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    serve_listeners(Listeners { main: listener, cert_auth: None }, ca, shutdown).await
+    serve_listeners(Listeners { main: listener, cert_auth: None, http: None }, ca, shutdown).await
 }
 
 /// Like [`serve`], with an optional second listener for the cert-auth domain.
@@ -86,7 +89,7 @@ pub async fn serve_listeners(
         header_read: Duration::from_secs(ca.limits().header_read_timeout_secs),
     };
     let main = Endpoint {
-        acceptor: TlsAcceptor::from(ca.tls_main()),
+        acceptor: Some(TlsAcceptor::from(ca.tls_main())),
         router: api::router(ca.clone()),
         connections: connections.clone(),
         timeouts,
@@ -96,8 +99,21 @@ pub async fn serve_listeners(
             let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
             tracing::info!(%addr, "serving the cert-auth domain");
             Some(Endpoint {
-                acceptor: TlsAcceptor::from(ca.tls_cert_auth()),
+                acceptor: Some(TlsAcceptor::from(ca.tls_cert_auth())),
                 router: api::cert_auth_router(ca.clone()),
+                connections: connections.clone(),
+                timeouts,
+            })
+        }
+        None => None,
+    };
+    let http = match &listeners.http {
+        Some(listener) => {
+            let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
+            tracing::info!(%addr, "serving ocsp, the crl and the jwks over plain http");
+            Some(Endpoint {
+                acceptor: None,
+                router: api::http_router(ca.clone()),
                 connections: connections.clone(),
                 timeouts,
             })
@@ -119,19 +135,11 @@ pub async fn serve_listeners(
 
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let second = async {
-            match &listeners.cert_auth {
-                Some(listener) => listener.accept().await,
-                None => std::future::pending().await,
-            }
-        };
         let (accepted, endpoint) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listeners.main.accept() => (accepted, &main),
-            accepted = second => match &cert_auth {
-                Some(endpoint) => (accepted, endpoint),
-                None => continue,
-            },
+            (accepted, endpoint) = accept_optional(listeners.cert_auth.as_ref(), cert_auth.as_ref()) => (accepted, endpoint),
+            (accepted, endpoint) = accept_optional(listeners.http.as_ref(), http.as_ref()) => (accepted, endpoint),
         };
         match accepted {
             Ok((stream, peer)) => match connections.open(peer.ip()) {
@@ -167,6 +175,17 @@ pub async fn serve_listeners(
     Ok(())
 }
 
+/// Accepts on an optional listener; never completes without one.
+async fn accept_optional<'a>(
+    listener: Option<&TcpListener>,
+    endpoint: Option<&'a Endpoint>,
+) -> (std::io::Result<(TcpStream, SocketAddr)>, &'a Endpoint) {
+    match (listener, endpoint) {
+        (Some(listener), Some(endpoint)) => (listener.accept().await, endpoint),
+        _ => std::future::pending().await,
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Timeouts {
     handshake: Duration,
@@ -175,7 +194,8 @@ struct Timeouts {
 
 #[derive(Clone)]
 struct Endpoint {
-    acceptor: TlsAcceptor,
+    /// `None` for the plain-HTTP listener.
+    acceptor: Option<TlsAcceptor>,
     router: Router,
     connections: Arc<Connections>,
     timeouts: Timeouts,
@@ -186,10 +206,14 @@ impl Endpoint {
         // The permit is this connection's place under the caps until the task ends.
         let _permit = permit;
         let mut shutdown = self.connections.shutdown_signal();
-        let mut close_idle = self.connections.close_idle_signal();
+        let close_idle = self.connections.close_idle_signal();
         // Small request/response exchanges: don't let Nagle hold back the last segment.
         let _ = stream.set_nodelay(true);
-        let handshake = tokio::time::timeout(self.timeouts.handshake, self.acceptor.accept(stream));
+        let Some(acceptor) = self.acceptor.clone() else {
+            self.serve(stream, None, peer, close_idle).await;
+            return;
+        };
+        let handshake = tokio::time::timeout(self.timeouts.handshake, acceptor.accept(stream));
         let tls = tokio::select! {
             result = handshake => match result {
                 Ok(Ok(tls)) => tls,
@@ -210,6 +234,19 @@ impl Endpoint {
             .peer_certificates()
             .and_then(|chain| chain.first())
             .and_then(|leaf| PresentedCertificate::from_der(leaf.as_ref()));
+        self.serve(tls, presented, peer, close_idle).await;
+    }
+
+    /// HTTP/1.1 on an established connection (TLS or not) until it closes.
+    async fn serve<I>(
+        self,
+        io: I,
+        presented: Option<PresentedCertificate>,
+        peer: SocketAddr,
+        mut close_idle: tokio::sync::watch::Receiver<u64>,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let router = self.router;
         let client = ClientAddress(peer.ip());
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
@@ -224,7 +261,7 @@ impl Endpoint {
             .header_read_timeout(self.timeouts.header_read)
             .max_buf_size(MAX_BUFFER)
             .keep_alive(true)
-            .serve_connection(TokioIo::new(tls), service);
+            .serve_connection(TokioIo::new(io), service);
         let mut connection = std::pin::pin!(connection);
         let mut closing = false;
         let result = loop {

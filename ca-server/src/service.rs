@@ -33,7 +33,13 @@ use crate::fsutil;
 use crate::limits::AddressGuard;
 pub use crate::limits::Metrics;
 use crate::mdm::{self, ManagedDeviceCheck, MdmVerdict};
+use crate::ocsp;
+use crate::relying_party::assertion::{AssertionClaims, AssertionKeyError, AssertionSigner, Jwks};
+use crate::relying_party::{
+    DecisionCache, ManagementMemory, RelyingParties, RelyingParty, RelyingPartyError, TrustedDevice,
+};
 use crate::secret::{SecretError, Token};
+use crate::store::Standing;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{
     AuthOutcome, Authentication, CertificateRow, EnrollOutcome, Enrollment, NewEvent, RenewOutcome, Renewal,
@@ -53,6 +59,12 @@ const CRL_CACHE_SECS: i64 = 60;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SetupError {
+    /// A relying party's secret or sources are unusable.
+    #[error("cannot set up the relying parties")]
+    RelyingParty(#[from] RelyingPartyError),
+    /// The assertion signing keys could not be loaded or generated.
+    #[error("cannot set up the device assertion keys")]
+    AssertionKeys(#[from] AssertionKeyError),
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -186,6 +198,12 @@ pub struct Ca {
     tls_main: Arc<ServerConfig>,
     tls_cert_auth: Arc<ServerConfig>,
     shutdown_grace: StdDuration,
+    protected_origins: Vec<String>,
+    relying_parties: RelyingParties,
+    decisions: DecisionCache,
+    management: ManagementMemory,
+    assertions: AssertionSigner,
+    ocsp_validity: Duration,
 }
 
 impl std::fmt::Debug for Ca {
@@ -247,7 +265,17 @@ impl CaBuilder {
                     ca_client::protocol::paths::CRL
                 )
             })],
+            ocsp_url: Some(config.ca.ocsp_url.clone().unwrap_or_else(|| {
+                format!("{}{}", config.server.cert_auth_domain.trim_end_matches('/'), crate::api::OCSP_PATH)
+            })),
         };
+        let relying_parties = RelyingParties::load(&config.relying_party)?;
+        let assertions = AssertionSigner::load(
+            &config.relying_party.assertion_keys,
+            data_dir,
+            config.server.cert_auth_domain.trim_end_matches('/'),
+            config.relying_party.assertion_lifetime_secs,
+        )?;
         let authority = match (&config.ca.certificate, &config.ca.private_key) {
             (Some(cert), Some(key)) => Authority::load(cert, key, &config.ca.chain, profile)?,
             _ => Authority::load_or_generate(
@@ -332,6 +360,12 @@ impl CaBuilder {
             tls_main,
             tls_cert_auth,
             shutdown_grace: StdDuration::from_secs(config.server.shutdown_grace_secs),
+            protected_origins: config.relying_party.protected_origins.clone(),
+            relying_parties,
+            decisions: DecisionCache::new(config.relying_party.decision_cache_secs),
+            management: ManagementMemory::default(),
+            assertions,
+            ocsp_validity: Duration::minutes(i64::from(config.ca.ocsp_validity_minutes)),
         }))
     }
 }
@@ -426,6 +460,7 @@ impl Ca {
             renew_before_days: self.renew_before_days,
             max_unbound_certificates: self.max_unbound,
             read_only: self.is_read_only(),
+            protected_origins: self.protected_origins.clone(),
         }
     }
 
@@ -495,8 +530,16 @@ impl Ca {
             }
         };
         match self.mdm.check(serial_number, udid).await {
-            Ok(MdmVerdict::Managed) => Ok(()),
-            Ok(MdmVerdict::NotManaged(reason)) => Err(ApiError::DeviceNotManaged(reason)),
+            Ok(MdmVerdict::Managed) => {
+                self.management.record(udid, true, self.clock.now());
+                Ok(())
+            }
+            Ok(MdmVerdict::NotManaged(reason)) => {
+                // Remembered for the relying-party check: a device the MDM gave up on is
+                // refused there from now on, not only at its next renewal.
+                self.management.record(udid, false, self.clock.now());
+                Err(ApiError::DeviceNotManaged(reason))
+            }
             Err(e) => Err(ApiError::MdmUnavailable(e)),
         }
     }
@@ -754,6 +797,164 @@ impl Ca {
         Ok(self.store.events(after, limit).await?)
     }
 
+    /// The configured relying parties.
+    pub fn relying_parties(&self) -> &RelyingParties {
+        &self.relying_parties
+    }
+
+    /// The device assertion's public keys.
+    pub fn jwks(&self) -> Jwks {
+        self.assertions.jwks()
+    }
+
+    /// Takes nothing from the client's request budget (a relying party calls at its users'
+    /// rate), but refuses an address blocked for failed authentications.
+    pub fn admit_relying_party(&self, client: Option<std::net::IpAddr>) -> Result<(), ApiError> {
+        let Some(client) = client else { return Ok(()) };
+        self.guard.not_blocked(client).map_err(|retry_after_secs| {
+            self.metrics.address_rate_limited.fetch_add(1, Ordering::Relaxed);
+            ApiError::RateLimited { retry_after_secs }
+        })
+    }
+
+    /// The forward-auth check for relying party `party` (number `index`): is the browser's
+    /// certificate `der` (as its proxy passed it on) one this CA issued, unexpired,
+    /// unrevoked, not superseded past its grace period, of a device still managed as far
+    /// as this CA knows? `user`, the relying party's signed-in user, binds an unbound
+    /// certificate and refuses one bound to someone else. Answers the device and a fresh
+    /// assertion for this relying party. Checks write nothing but a binding.
+    pub async fn check_relying_party(
+        &self,
+        index: usize,
+        party: &RelyingParty,
+        der: Option<&[u8]>,
+        user: Option<&str>,
+    ) -> Result<(TrustedDevice, String), ApiError> {
+        let started = std::time::Instant::now();
+        self.metrics.relying_party_checks.fetch_add(1, Ordering::Relaxed);
+        let result = self.judge_for_relying_party(index, der, user).await.and_then(|device| {
+            let assertion = self
+                .assertions
+                .sign(
+                    &AssertionClaims {
+                        audience: party.name(),
+                        udid: &device.udid,
+                        device_serial: &device.device_serial,
+                        certificate_serial: &device.certificate_serial,
+                        user: device.user.as_deref(),
+                        certificate_sha256: &device.certificate_sha256,
+                    },
+                    self.clock.now(),
+                )
+                .map_err(|e| ApiError::Sign(authority::SignError(ErrorChain(&e).to_string())))?;
+            Ok((device, assertion))
+        });
+        if result.is_err() {
+            self.metrics.relying_party_refusals.fetch_add(1, Ordering::Relaxed);
+        }
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.metrics.relying_party_micros.fetch_add(micros, Ordering::Relaxed);
+        result
+    }
+
+    async fn judge_for_relying_party(
+        &self,
+        index: usize,
+        der: Option<&[u8]>,
+        user: Option<&str>,
+    ) -> Result<TrustedDevice, ApiError> {
+        if let Some(user) = user {
+            check_text("user", user, false)?;
+        }
+        let der = der.ok_or(ApiError::ClientCertificateRequired(MissingCertificate::None))?;
+        // Not parsed beyond its serial: the certificate is this CA's exactly when its DER is
+        // byte for byte one the store holds (the fingerprint), which also proves the
+        // issuer's signature without checking it again.
+        let presented = PresentedCertificate::from_der(der)
+            .ok_or(ApiError::ClientCertificateRequired(MissingCertificate::Foreign))?;
+        let sha256: [u8; 32] = hex::decode(&presented.fingerprint)
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or(ApiError::ClientCertificateRequired(MissingCertificate::Foreign))?;
+        let now = self.clock.now();
+        // Read before the store: a revocation from here on makes this answer stale.
+        let generation = self.revocations.load(Ordering::SeqCst);
+        if let Some(device) = self.decisions.get(index, sha256, user, generation, now) {
+            self.metrics.relying_party_cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(device);
+        }
+        let row = self
+            .store
+            .certificate_by_serial(&presented.serial)
+            .await?
+            .filter(|row| row.fingerprint == presented.fingerprint)
+            .ok_or(ApiError::ClientCertificateRequired(MissingCertificate::Foreign))?;
+        let unbound = match row.standing(user, user, self.superseded_cutoff(now), now) {
+            Standing::Revoked => return Err(ApiError::CertificateRevoked { serial: row.serial }),
+            Standing::Expired => {
+                return Err(ApiError::CertificateExpired { serial: row.serial, not_after: row.not_after });
+            }
+            Standing::Superseded => return Err(self.superseded(&row)),
+            Standing::OtherUser => return Err(ApiError::CertificateBoundToOtherUser { serial: row.serial }),
+            Standing::Trusted { unbound, .. } => unbound,
+        };
+        if self.management.is_unmanaged(&row.device_udid) {
+            return Err(ApiError::DeviceNotManaged(mdm::NotManagedReason::Unmanaged));
+        }
+        // Binding is the one write, and only when the relying party names the user.
+        let row = match user {
+            Some(user) if unbound && !self.is_read_only() => {
+                self.authenticate(&row, Some(user), Some(user)).await?
+            }
+            _ => row,
+        };
+        let device = TrustedDevice {
+            udid: row.device_udid,
+            device_serial: row.device_serial_number,
+            certificate_serial: row.serial,
+            user: row.bound_user,
+            certificate_sha256: sha256,
+        };
+        self.decisions.put(index, user, &device, generation, now);
+        Ok(device)
+    }
+
+    /// Answers a DER OCSP request (RFC 6960) with a DER response: signed statuses, or an
+    /// unsigned refusal (malformed, unauthorized, internal error).
+    pub async fn ocsp(&self, request: &[u8]) -> Vec<u8> {
+        let parsed = match ocsp::parse(request, self.authority.issuer_hashes()) {
+            Ok(parsed) => parsed,
+            Err(refusal) => return refusal.response(),
+        };
+        let now = self.clock.now();
+        let cutoff = self.superseded_cutoff(now);
+        let mut statuses = Vec::with_capacity(parsed.serials.len());
+        for serial in &parsed.serials {
+            let status = match serial {
+                None => ocsp::Status::Unknown,
+                Some(serial) => match self.store.certificate_by_serial(serial).await {
+                    Ok(None) => ocsp::Status::Unknown,
+                    Ok(Some(row)) => match row.revocation(cutoff, self.superseded_grace) {
+                        Some((at, reason)) => ocsp::Status::Revoked { at, reason },
+                        None => ocsp::Status::Good,
+                    },
+                    Err(e) => {
+                        tracing::error!(error = %ErrorChain(&e), "ocsp: cannot read a certificate");
+                        return ocsp::Refusal::Internal.response();
+                    }
+                },
+            };
+            statuses.push(status);
+        }
+        match ocsp::answer(&parsed, &statuses, &self.authority, now, now + self.ocsp_validity) {
+            Ok(der) => der,
+            Err(e) => {
+                tracing::error!(error = %ErrorChain(&e), "ocsp: cannot sign a response");
+                ocsp::Refusal::Internal.response()
+            }
+        }
+    }
+
     /// The DER CRL, regenerated after a revocation and at least every minute.
     pub async fn crl(&self) -> Result<Arc<Vec<u8>>, ApiError> {
         let now = self.clock.now();
@@ -766,7 +967,7 @@ impl Ca {
         {
             return Ok(crl.der.clone());
         }
-        let revoked = self.store.revoked_unexpired(now).await?;
+        let revoked = self.store.revoked_unexpired(now, self.superseded_cutoff(now)).await?;
         // CRL numbers must increase; the clock keeps them increasing across restarts.
         let number =
             cached.as_ref().map_or(0, |c| c.number + 1).max(u64::try_from(now.timestamp()).unwrap_or(0));

@@ -112,6 +112,72 @@ impl CertificateRow {
     pub fn is_superseded_before(&self, cutoff: DateTime<Utc>) -> bool {
         self.state == CertificateState::Superseded && self.superseded_at.is_none_or(|at| at <= cutoff)
     }
+
+    /// Whether and since when the certificate counts as revoked in the CRL and OCSP: an
+    /// administrator's revocation, or a renewal's predecessor once its grace period (which
+    /// ended `grace` after it was superseded) is over, at or before `superseded_cutoff`.
+    pub fn revocation(
+        &self,
+        superseded_cutoff: DateTime<Utc>,
+        grace: chrono::Duration,
+    ) -> Option<(DateTime<Utc>, crate::authority::RevocationReason)> {
+        use crate::authority::RevocationReason;
+        if self.state == CertificateState::Revoked {
+            return Some((self.revoked_at.unwrap_or(self.issued_at), RevocationReason::PrivilegeWithdrawn));
+        }
+        self.is_superseded_before(superseded_cutoff).then(|| {
+            (self.superseded_at.map_or(superseded_cutoff, |at| at + grace), RevocationReason::Superseded)
+        })
+    }
+
+    /// What the certificate is worth to a caller at `now`, in the contract's order: revoked,
+    /// expired, superseded past its grace period (replaced at or before `superseded_cutoff`),
+    /// then whom it belongs to. One rule for every store and for the relying-party check,
+    /// which reads without writing.
+    pub fn standing(
+        &self,
+        bind_user: Option<&str>,
+        required_user: Option<&str>,
+        superseded_cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Standing {
+        if self.state == CertificateState::Revoked {
+            return Standing::Revoked;
+        }
+        if self.is_expired(now) {
+            return Standing::Expired;
+        }
+        if self.is_superseded_before(superseded_cutoff) {
+            return Standing::Superseded;
+        }
+        // Whom it belongs to once the caller is done: its bound user, or whom a first use
+        // binds it to (the enrolling user, unless an authenticated caller named someone).
+        let owner = self.bound_user.clone().unwrap_or_else(|| bind_user.unwrap_or(&self.user).to_owned());
+        if required_user.is_some_and(|required| required != owner) {
+            return Standing::OtherUser;
+        }
+        Standing::Trusted { unbound: self.bound_user.is_none(), owner }
+    }
+}
+
+/// See [`CertificateRow::standing`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// Revoked.
+    Revoked,
+    /// Past its notAfter.
+    Expired,
+    /// Replaced by a renewal longer ago than the grace period.
+    Superseded,
+    /// Bound (or about to be bound) to another user than the required one.
+    OtherUser,
+    /// Acceptable.
+    Trusted {
+        /// Whom it belongs to (or will, once bound).
+        owner: String,
+        /// Whether no user is bound yet.
+        unbound: bool,
+    },
 }
 
 /// An enrollment to carry out.
@@ -276,8 +342,13 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Appends one event (refusals).
     async fn record(&self, event: NewEvent) -> Result<(), StoreError>;
 
-    /// Revoked certificates that have not expired yet: the CRL's content.
-    async fn revoked_unexpired(&self, now: DateTime<Utc>) -> Result<Vec<RevokedEntry>, StoreError>;
+    /// Certificates that have not expired yet and are revoked, or superseded at or before
+    /// `superseded_cutoff` (past their grace period): the CRL's content.
+    async fn revoked_unexpired(
+        &self,
+        now: DateTime<Utc>,
+        superseded_cutoff: DateTime<Utc>,
+    ) -> Result<Vec<RevokedEntry>, StoreError>;
 
     /// Finishes pending work and closes the database.
     async fn close(&self);

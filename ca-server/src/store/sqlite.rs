@@ -49,9 +49,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     AuthOutcome, Authentication, CertificateRow, EnrollOutcome, Enrollment, NewEvent, RenewOutcome, Renewal,
-    RevokeTarget, Store, StoreError,
+    RevokeTarget, Standing, Store, StoreError,
 };
-use crate::authority::{Issued, RevokedEntry};
+use crate::authority::{Issued, RevocationReason, RevokedEntry};
 
 /// Default number of read connections.
 pub const DEFAULT_READ_CONNECTIONS: u32 = 4;
@@ -747,22 +747,15 @@ async fn authenticate(
     let Some(mut row) = certificate_by_serial(conn, serial).await? else {
         return Ok(AuthOutcome::Unknown);
     };
-    if row.state == CertificateState::Revoked {
-        return Ok(AuthOutcome::Revoked(row));
-    }
-    if row.is_expired(now) {
-        return Ok(AuthOutcome::Expired(row));
-    }
-    if row.is_superseded_before(check.superseded_cutoff) {
-        return Ok(AuthOutcome::Superseded(row));
-    }
-    // Whom the certificate belongs to once this call is done: its bound user, or whom a first
-    // use binds it to (the enrolling user, unless an authenticated caller named someone).
-    let owner = row.bound_user.clone().unwrap_or_else(|| check.bind_user.unwrap_or(&row.user).to_owned());
-    if check.required_user.is_some_and(|required| required != owner) {
-        return Ok(AuthOutcome::OtherUser(row));
-    }
-    let binds = check.bind && row.bound_user.is_none();
+    let (owner, unbound) =
+        match row.standing(check.bind_user, check.required_user, check.superseded_cutoff, now) {
+            Standing::Revoked => return Ok(AuthOutcome::Revoked(row)),
+            Standing::Expired => return Ok(AuthOutcome::Expired(row)),
+            Standing::Superseded => return Ok(AuthOutcome::Superseded(row)),
+            Standing::OtherUser => return Ok(AuthOutcome::OtherUser(row)),
+            Standing::Trusted { owner, unbound } => (owner, unbound),
+        };
+    let binds = check.bind && unbound;
     if binds {
         // First use binds; a superseded certificate records the user but stays superseded.
         if row.state == CertificateState::Unbound {
@@ -985,18 +978,43 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn revoked_unexpired(&self, now: DateTime<Utc>) -> Result<Vec<RevokedEntry>, StoreError> {
-        let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
-            "SELECT serial, revoked_at_ms FROM certificates \
-             WHERE state = 'revoked' AND not_after_ms > ?1 ORDER BY revoked_at_ms, serial",
+    async fn revoked_unexpired(
+        &self,
+        now: DateTime<Utc>,
+        superseded_cutoff: DateTime<Utc>,
+    ) -> Result<Vec<RevokedEntry>, StoreError> {
+        let rows: Vec<(String, String, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT serial, state, revoked_at_ms, superseded_at_ms FROM certificates \
+             WHERE not_after_ms > ?1 AND (state = 'revoked' \
+               OR (state = 'superseded' AND (superseded_at_ms IS NULL OR superseded_at_ms <= ?2))) \
+             ORDER BY serial",
         )
         .bind(ms(now))
+        .bind(ms(superseded_cutoff))
         .fetch_all(&self.reader)
         .await
         .map_err(query_error("list revoked certificates"))?;
+        // A superseded certificate stopped being acceptable one grace period after its
+        // successor was issued: that is its revocation time.
+        let grace = now - superseded_cutoff;
         rows.into_iter()
-            .map(|(serial, revoked_at)| {
-                Ok(RevokedEntry { serial, revoked_at: from_ms(revoked_at.unwrap_or_default())? })
+            .map(|(serial, state, revoked_at, superseded_at)| {
+                Ok(if state == "revoked" {
+                    RevokedEntry {
+                        serial,
+                        revoked_at: from_ms(revoked_at.unwrap_or_default())?,
+                        reason: RevocationReason::PrivilegeWithdrawn,
+                    }
+                } else {
+                    RevokedEntry {
+                        serial,
+                        revoked_at: superseded_at
+                            .map(from_ms)
+                            .transpose()?
+                            .map_or(superseded_cutoff, |at| at + grace),
+                        reason: RevocationReason::Superseded,
+                    }
+                })
             })
             .collect()
     }

@@ -47,7 +47,11 @@ impl Store for BrokenStore {
     async fn record(&self, _: NewEvent) -> Result<(), StoreError> {
         Err(broken())
     }
-    async fn revoked_unexpired(&self, _: DateTime<Utc>) -> Result<Vec<RevokedEntry>, StoreError> {
+    async fn revoked_unexpired(
+        &self,
+        _: DateTime<Utc>,
+        _: DateTime<Utc>,
+    ) -> Result<Vec<RevokedEntry>, StoreError> {
         Err(broken())
     }
     async fn close(&self) {}

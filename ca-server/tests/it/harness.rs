@@ -111,7 +111,7 @@ impl TestCa {
         let ca = builder.build().await.expect("build the CA");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(ca_server::serve_listeners(
-            Listeners { main: listener, cert_auth: second },
+            Listeners { main: listener, cert_auth: second, http: None },
             ca.clone(),
             async {
                 let _ = stopped.await;
