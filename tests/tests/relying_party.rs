@@ -233,7 +233,9 @@ fn proxies_admit_the_enrolled_device_and_refuse_it_once_revoked() {
     let refused = client.get(&check, &[cert_header[0], ("Authorization", nginx_auth.as_str())], None);
     assert_refused(&refused, 403, "certificate_revoked", "a revoked certificate");
 
-    // 8. OCSP: revoked, with time and reason, and still a response that verifies.
+    // 8. OCSP: revoked, with time and reason, and still a response that verifies. (The
+    // reason of an admin revocation is privilegeWithdrawn, 9, which OpenSSL's reason table
+    // does not name: it prints "Reason: (UNKNOWN)".)
     let revoked = openssl_ocsp(&ca.info.issuer_certificate, &leaf, &ocsp_url);
     let text = format!("{}{}", revoked.stdout, revoked.stderr);
     assert!(
@@ -292,7 +294,11 @@ impl Rig {
         for (name, secret) in
             [("nginx", &secrets.nginx), ("caddy", &secrets.caddy), ("restricted", &secrets.restricted)]
         {
-            std::fs::write(dir.join(format!("{name}.secret")), secret).expect("a secret file");
+            let file = dir.join(format!("{name}.secret"));
+            std::fs::write(&file, secret).expect("a secret file");
+            // The CA refuses a secret file that others can read.
+            std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .expect("chmod 600 the secret file");
         }
         let origins: Vec<String> = ports.iter().map(|p| format!("\"https://127.0.0.1:{p}\"")).collect();
         let relying_parties = dir.join("relying-parties.toml");
@@ -300,24 +306,23 @@ impl Rig {
             &relying_parties,
             format!(
                 "# Written by tests/tests/relying_party.rs.\n\
-                 [relying_party]\n\
                  protected_origins = [{origins}]\n\
                  decision_cache_secs = {DECISION_CACHE_SECS}\n\
                  assertion_lifetime_secs = 300\n\
                  \n\
-                 [[relying_party.clients]]\n\
+                 [[clients]]\n\
                  name = \"nginx\"\n\
                  secret = {{ file = \"nginx.secret\" }}\n\
                  proxy = \"nginx\"\n\
                  allowed_sources = [\"127.0.0.1\"]\n\
                  \n\
-                 [[relying_party.clients]]\n\
+                 [[clients]]\n\
                  name = \"caddy\"\n\
                  secret = {{ file = \"caddy.secret\" }}\n\
                  proxy = \"caddy\"\n\
                  \n\
                  # Allowed from an address the proxies never use: its secret alone is not enough.\n\
-                 [[relying_party.clients]]\n\
+                 [[clients]]\n\
                  name = \"restricted\"\n\
                  secret = {{ file = \"restricted.secret\" }}\n\
                  proxy = \"nginx\"\n\

@@ -339,15 +339,22 @@ fn nginx_config(dir: &Path, spec: &ProxySpec, tls: &ServerTls, port: u16) -> Str
          \x20 fastcgi_temp_path {d}/fastcgi;\n\
          \x20 uwsgi_temp_path {d}/uwsgi;\n\
          \x20 scgi_temp_path {d}/scgi;\n\
-         \x20 # The CA's Learn-More header when it sends one, else this site's own link.\n\
-         \x20 map $dt_learn_more $dt_learn_more_link {{ \"\" \"{learn_more}\"; default $dt_learn_more; }}\n\
+         {map}\
          \x20 server {{\n\
          \x20   listen 127.0.0.1:{port} ssl;\n\
          \x20   ssl_certificate {cert};\n\
          \x20   ssl_certificate_key {key};\n",
-        learn_more = spec.learn_more,
         cert = tls.certificate.display(),
         key = tls.key.display(),
+        map = match spec.site {
+            // Evaluated when the page is rendered, after the check has set $dt_learn_more.
+            Site::ForwardAuth { .. } => format!(
+                "  # The CA's Learn-More header when it sends one, else this site's own link.\n  \
+                 map $dt_learn_more $dt_learn_more_link {{ \"\" \"{}\"; default $dt_learn_more; }}\n",
+                spec.learn_more
+            ),
+            Site::MutualTls { .. } => String::new(),
+        },
     );
     match &spec.site {
         Site::ForwardAuth { check, app } => {
@@ -393,8 +400,8 @@ fn nginx_config(dir: &Path, spec: &ProxySpec, tls: &ServerTls, port: u16) -> Str
                 ca_port = check.ca_port,
                 secret = check.secret,
                 bundle = check.ca_bundle.display(),
-                refused_401 = nginx_refusal("@refused_401", 401, "$dt_error"),
-                refused_403 = nginx_refusal("@refused_403", 403, "$dt_error"),
+                refused_401 = nginx_refusal("@refused_401", 401, "$dt_error", "$dt_learn_more_link"),
+                refused_403 = nginx_refusal("@refused_403", 403, "$dt_error", "$dt_learn_more_link"),
             ));
         }
         Site::MutualTls { issuer, ocsp_responder } => {
@@ -416,8 +423,8 @@ fn nginx_config(dir: &Path, spec: &ProxySpec, tls: &ServerTls, port: u16) -> Str
                  \x20   }}\n\
                  {refused_495}{refused_496}",
                 issuer = issuer.display(),
-                refused_495 = nginx_refusal("@refused_495", 403, "$ssl_client_verify"),
-                refused_496 = nginx_refusal("@refused_496", 401, "no client certificate"),
+                refused_495 = nginx_refusal("@refused_495", 403, "$ssl_client_verify", &spec.learn_more),
+                refused_496 = nginx_refusal("@refused_496", 401, "no client certificate", &spec.learn_more),
             ));
         }
     }
@@ -425,15 +432,16 @@ fn nginx_config(dir: &Path, spec: &ProxySpec, tls: &ServerTls, port: u16) -> Str
     text
 }
 
-/// A named location answering `status` with the refusal page; `code` may be a variable.
-fn nginx_refusal(name: &str, status: u16, code: &str) -> String {
+/// A named location answering `status` with the refusal page; `code` and `link` may be
+/// variables.
+fn nginx_refusal(name: &str, status: u16, code: &str, link: &str) -> String {
     format!(
         "    location {name} {{\n\
          \x20     default_type \"text/html; charset=utf-8\";\n\
          \x20     add_header Cache-Control no-store always;\n\
          \x20     return {status} '<!doctype html><title>{REFUSAL_TITLE}</title><h1>{REFUSAL_TITLE}</h1>\
          <p>This app is only for managed devices.</p><p id=\"code\">{code}</p>\
-         <p><a href=\"$dt_learn_more_link\">Learn more</a></p>\\n';\n\
+         <p><a href=\"{link}\">Learn more</a></p>\\n';\n\
          \x20   }}\n"
     )
 }
