@@ -176,6 +176,7 @@ fn proxies_admit_the_enrolled_device_and_refuse_it_once_revoked() {
         );
         assert!(
             answer.body.contains(REFUSAL_TITLE)
+                && answer.body.contains("client_certificate_required")
                 && answer.body.contains("Learn more")
                 && !answer.body.contains(UDID),
             "{} shows the refusal page, not the app: {answer:?}",

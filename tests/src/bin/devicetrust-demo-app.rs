@@ -36,12 +36,10 @@ const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 /// A demo application that admits requests carrying a valid DeviceTrust device assertion.
 ///
 /// Put it behind a proxy that asks the CA's `/api/v1/relying-party/check` and copies the
-/// `X-DeviceTrust-Assertion` header of the CA's answer into the request. Example:
-///
-///   devicetrust-demo-app --jwks-url https://127.0.0.1:8443/.well-known/jwks.json \
-///     --ca-bundle data/tls-ca.pem --issuer https://127.0.0.1:8443 --audience wiki
+/// `X-DeviceTrust-Assertion` header of the CA's answer into the request. It prints
+/// `{"url":"http://127.0.0.1:PORT"}` once it listens, and runs until stopped.
 #[derive(Debug, Parser)]
-#[command(name = "devicetrust-demo-app", version)]
+#[command(name = "devicetrust-demo-app", version, after_help = EXAMPLE)]
 struct Args {
     /// Address to listen on (plain HTTP); port 0 picks a free port, printed in the ready line.
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -66,6 +64,13 @@ struct Args {
     #[arg(long)]
     learn_more: Option<String>,
 }
+
+const EXAMPLE: &str = "Example (behind nginx, for the relying party named wiki):
+  devicetrust-demo-app --listen 127.0.0.1:8080 \\
+    --jwks-url https://127.0.0.1:8443/.well-known/jwks.json --ca-bundle data/tls-ca.pem \\
+    --issuer https://127.0.0.1:8443 --audience wiki
+
+Exit codes: 1 when it cannot start (bad flags exit 2).";
 
 #[derive(Debug)]
 struct App {
