@@ -6,16 +6,22 @@
 #
 # It builds devicetrust-ca and devicetrust-agent, starts the reference CA in dev mode on
 # 127.0.0.1 (a free port, a temporary data directory, every device counted as managed),
-# enrolls an agent, shows `status`, renews, shows the CA's event log, and stops the CA.
+# enrolls an agent, shows `status`, renews; then shows the point of it all: nginx in front of
+# a small demo app (scripts/lib/demo-app.py) asks the CA about every request's client
+# certificate (auth_request, docs/relying-parties.md), so the app opens with the device's
+# identity and, once an administrator has revoked the device, refuses the same request.
+# Last, it shows the CA's event log and stops everything it started.
 #
 # Nothing of yours is touched: the agent runs with HOME and XDG_* pointing into a
 # temporary directory, so its identity store, its NSS database (~/.pki/nssdb) and its
 # configuration live there, and everything is deleted on exit (KEEP=1 keeps it). The
-# enrollment and admin tokens reach the programs on stdin, never on a command line.
+# enrollment and admin tokens and the relying-party secret reach the programs on stdin or in
+# 0600 files, never on a command line; the device's key is used where the agent keeps it.
 #
-# Needs cargo (https://rustup.rs) and python3 (to read the CA's JSON line and format the
-# events); certutil/pk12util (Debian: libnss3-tools) for the NSS import step. As root with
-# apt-get, missing Debian packages are installed; otherwise the script names them.
+# Needs cargo (https://rustup.rs), python3 (the CA's JSON line, the events, the demo app),
+# certutil/pk12util (Debian: libnss3-tools) for the NSS import step, nginx and curl. As root
+# with apt-get, missing Debian packages are installed (Debian's nginx package also starts its
+# own service on port 80); otherwise the script names them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -25,7 +31,7 @@ cargo_profile=()
 case "${1:-}" in
   "") ;;
   --release) profile=release; cargo_profile=(--release) ;;
-  -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
   *) echo "usage: $0 [--release]" >&2; exit 2 ;;
 esac
 
@@ -39,7 +45,9 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 # shellcheck source=scripts/lib/require-tools.sh
 source scripts/lib/require-tools.sh
-require_tools python3:python3 certutil:libnss3-tools pk12util:libnss3-tools
+# nginx lives in /usr/sbin, which a user's PATH may lack.
+PATH=$PATH:/usr/sbin
+require_tools python3:python3 certutil:libnss3-tools pk12util:libnss3-tools nginx:nginx curl:curl
 
 # --- build ---------------------------------------------------------------------------
 say "building devicetrust-ca and devicetrust-agent ($profile profile)"
@@ -49,14 +57,20 @@ bin=$target_dir/$profile
 
 # --- a scratch area, and the CA stopped whatever happens -------------------------------
 work=$(mktemp -d "${TMPDIR:-/tmp}/devicetrust-quickstart.XXXXXX")
-ca_pid=""
+ca_pid="" app_pid="" nginx_pid=""
+# stop NAME PID: SIGTERM to one process this script started, then wait for it.
+stop() {
+  if [ -n "$2" ] && kill -0 "$2" 2>/dev/null; then
+    kill -TERM "$2" 2>/dev/null || true
+    wait "$2" 2>/dev/null || true
+    echo "stopped $1 (pid $2)"
+  fi
+}
 cleanup() {
   local status=$?
-  if [ -n "$ca_pid" ] && kill -0 "$ca_pid" 2>/dev/null; then
-    kill -TERM "$ca_pid" 2>/dev/null || true
-    wait "$ca_pid" 2>/dev/null || true
-    echo "stopped the CA (pid $ca_pid)"
-  fi
+  stop nginx "$nginx_pid"
+  stop "the demo app" "$app_pid"
+  stop "the CA" "$ca_pid"
   if [ "${KEEP:-0}" = 1 ]; then
     echo "kept $work (CA data, agent home, logs)"
   else
@@ -67,9 +81,30 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# free_port: a TCP port free on 127.0.0.1 just now (for nginx, which cannot bind port 0).
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+nginx_port=$(free_port)
+
 # --- the CA ----------------------------------------------------------------------------
+# One relying party: the nginx in front of the demo app, with its own secret (0600 file).
+(umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(32))' >"$work/rp.secret")
+cat >"$work/rp.toml" <<EOF
+# The quick start's relying parties (the keys of [relying_party]; docs/relying-parties.md).
+protected_origins = ["https://127.0.0.1:$nginx_port"]
+decision_cache_secs = 5
+
+[[clients]]
+name = "quickstart-nginx"
+secret = { file = "rp.secret" }
+proxy = "nginx"
+allowed_sources = ["127.0.0.1"]
+EOF
+
 say "starting the CA: devicetrust-ca dev on 127.0.0.1 (data in $work/ca)"
-"$bin/devicetrust-ca" dev --listen 127.0.0.1:0 --data-dir "$work/ca" >"$work/ca.json" 2>"$work/ca.log" &
+"$bin/devicetrust-ca" dev --listen 127.0.0.1:0 --data-dir "$work/ca" \
+  --relying-parties "$work/rp.toml" --http-listen 127.0.0.1:0 >"$work/ca.json" 2>"$work/ca.log" &
 ca_pid=$!
 # It prints one JSON line once it accepts connections.
 for _ in $(seq 600); do
@@ -92,7 +127,8 @@ ca_field() {
   python3 -c 'import json, sys; print(json.loads(sys.stdin.readline())[sys.argv[1]])' "$1" <"$work/ca.json"
 }
 ca_url=$(ca_field url)
-echo "CA at $ca_url, cert-auth domain $(ca_field certAuthDomain)"
+ca_bundle=$(ca_field caBundle)
+echo "CA at $ca_url, cert-auth domain $(ca_field certAuthDomain); OCSP, CRL and JWKS also at $(ca_field httpUrl)"
 
 # --- the agent, in a home of its own -----------------------------------------------------
 home=$work/home
@@ -101,7 +137,7 @@ cat >"$work/agent.toml" <<EOF
 # The quick start's agent configuration (see docs/agent.md).
 ca_url = "$ca_url"
 # Trust only the dev CA's TLS root for the connection to the CA.
-ca_bundle = "$(ca_field caBundle)"
+ca_bundle = "$ca_bundle"
 # A demo device identity, so that this also works in containers without DMI data.
 device_udid = "QUICKSTART-$(hostname | tr -c 'A-Za-z0-9-\n' '-')"
 device_serial = "QUICKSTART0001"
@@ -124,6 +160,172 @@ agent renew --force
 say "devicetrust-agent status --jamf-ea"
 agent status --jamf-ea
 
+# --- an app behind nginx, gated by the CA ------------------------------------------------
+say "starting the demo app (scripts/lib/demo-app.py) and nginx in front of it"
+python3 scripts/lib/demo-app.py --listen 127.0.0.1:0 >"$work/app.json" 2>"$work/app.log" &
+app_pid=$!
+for _ in $(seq 100); do
+  [ -s "$work/app.json" ] && break
+  kill -0 "$app_pid" 2>/dev/null || { cat "$work/app.log" >&2; exit 1; }
+  sleep 0.1
+done
+app_url=$(python3 -c 'import json, sys; print(json.loads(sys.stdin.readline())["url"])' <"$work/app.json")
+ca_port=${ca_url##*:}
+
+mkdir -p "$work/nginx"
+# The secret goes into a 0600 include, as in docs/relying-parties.md: nginx's configuration
+# holds it, so that file must be readable by its owner only.
+(umask 077 && printf 'proxy_set_header Authorization "Bearer %s";\n' "$(cat "$work/rp.secret")" \
+  >"$work/nginx/rp-secret.conf")
+if [ "$(id -u)" = 0 ]; then nginx_user="user nobody nogroup;"; else nginx_user=""; fi
+
+# write_nginx_conf PORT: the configuration of docs/relying-parties.md on 127.0.0.1:PORT, with
+# the dev CA's TLS certificate for nginx too (it names 127.0.0.1 and localhost).
+write_nginx_conf() {
+  cat >"$work/nginx/nginx.conf" <<NGINX
+$nginx_user
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 64; }
+http {
+    access_log $work/nginx/access.log;
+    client_body_temp_path $work/nginx/tmp-body;
+    proxy_temp_path $work/nginx/tmp-proxy;
+    fastcgi_temp_path $work/nginx/tmp-fastcgi;
+    uwsgi_temp_path $work/nginx/tmp-uwsgi;
+    scgi_temp_path $work/nginx/tmp-scgi;
+
+    upstream devicetrust_ca { server 127.0.0.1:$ca_port; keepalive 4; }
+
+    server {
+        listen 127.0.0.1:$1 ssl;
+        server_name localhost;
+        ssl_certificate     $work/ca/tls.pem;
+        ssl_certificate_key $work/ca/tls.key;
+        ssl_verify_client optional_no_ca;
+
+        location / {
+            auth_request /_devicetrust/check;
+            auth_request_set \$dt_udid        \$upstream_http_x_devicetrust_device_udid;
+            auth_request_set \$dt_serial      \$upstream_http_x_devicetrust_device_serial;
+            auth_request_set \$dt_cert_serial \$upstream_http_x_devicetrust_certificate_serial;
+            auth_request_set \$dt_user        \$upstream_http_x_devicetrust_user;
+            auth_request_set \$dt_assertion   \$upstream_http_x_devicetrust_assertion;
+            auth_request_set \$dt_error       \$upstream_http_x_devicetrust_error;
+            error_page 401 403 /_devicetrust/denied;
+            proxy_set_header X-DeviceTrust-Device-Udid        \$dt_udid;
+            proxy_set_header X-DeviceTrust-Device-Serial      \$dt_serial;
+            proxy_set_header X-DeviceTrust-Certificate-Serial \$dt_cert_serial;
+            proxy_set_header X-DeviceTrust-User               \$dt_user;
+            proxy_set_header X-DeviceTrust-Assertion          \$dt_assertion;
+            proxy_set_header X-DeviceTrust-Client-Cert        "";
+            proxy_set_header X-DeviceTrust-Error              "";
+            proxy_set_header X-DeviceTrust-Learn-More         "";
+            proxy_pass $app_url;
+        }
+
+        location = /_devicetrust/check {
+            internal;
+            proxy_pass https://devicetrust_ca/api/v1/relying-party/check;
+            proxy_method GET;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header Host localhost;
+            include $work/nginx/rp-secret.conf;
+            proxy_set_header X-DeviceTrust-Client-Cert \$ssl_client_escaped_cert;
+            proxy_set_header X-DeviceTrust-User "";
+            proxy_set_header Cookie "";
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate $ca_bundle;
+            proxy_ssl_name localhost;
+            proxy_ssl_server_name on;
+        }
+
+        location = /_devicetrust/denied {
+            internal;
+            default_type text/html;
+            add_header X-DeviceTrust-Error \$dt_error always;
+            add_header Cache-Control no-store always;
+            return 403 '<!doctype html><title>Security requirements</title><h1>Security requirements</h1><p>This app opens only on a managed device with a valid device certificate (<code>\$dt_error</code>).</p>\n';
+        }
+    }
+}
+NGINX
+}
+
+# nginx cannot bind port 0: it gets the port picked before the CA started (the CA's protected
+# origin), or a few other free ones should another program take it meanwhile. nginx writes
+# its pid file once it listens.
+for attempt in 1 2 3 4 5; do
+  write_nginx_conf "$nginx_port"
+  rm -f "$work/nginx/error.log"
+  nginx -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" -g 'daemon off;' \
+    2>>"$work/nginx/stderr.log" &
+  nginx_pid=$!
+  for _ in $(seq 100); do
+    [ -s "$work/nginx/nginx.pid" ] && break
+    kill -0 "$nginx_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  [ -s "$work/nginx/nginx.pid" ] && break
+  wait "$nginx_pid" 2>/dev/null || true
+  nginx_pid=""
+  if [ "$attempt" -lt 5 ] && grep -qs "Address already in use" "$work/nginx/error.log"; then
+    nginx_port=$(free_port)
+    echo "(port taken; nginx tries $nginx_port, which is not the CA's protected origin: curl does not mind)"
+    continue
+  fi
+  echo "error: nginx did not start; its log:" >&2
+  cat "$work/nginx/error.log" "$work/nginx/stderr.log" >&2 2>/dev/null || true
+  exit 1
+done
+app=https://127.0.0.1:$nginx_port/
+echo "the demo app at $app_url, behind nginx at $app (relying party \"quickstart-nginx\")"
+
+# The device's identity where the agent keeps it: status --json names the key file, and the
+# certificate lies beside it. Nothing is copied; curl reads both in place.
+key=$(agent status --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["store"]["keyFile"])')
+cert=$(dirname "$key")/cert.pem
+
+# show_response HEADERS BODY: the status line, X-DeviceTrust-Error when there is one, the body.
+show_response() {
+  head -n 1 "$1" | tr -d '\r'
+  grep -i '^x-devicetrust-error:' "$1" | tr -d '\r' || true
+  cat "$2"
+}
+status_of() { head -n 1 "$1" | cut -d' ' -f2; }
+
+say "opening the app through nginx with the device's certificate (curl --cert/--key, read in place)"
+curl -sS --cacert "$ca_bundle" --cert "$cert" --key "$key" -D "$work/admitted.h" -o "$work/admitted.b" "$app"
+show_response "$work/admitted.h" "$work/admitted.b"
+if [ "$(status_of "$work/admitted.h")" != 200 ]; then
+  echo "error: the app did not admit the device; nginx's and the CA's logs:" >&2
+  cat "$work/nginx/error.log" "$work/ca.log" >&2
+  exit 1
+fi
+udid=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["udid"])' <"$work/admitted.b")
+
+say "the same app without a certificate, but with the certificate forged into X-DeviceTrust-Client-Cert"
+forged=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(open(sys.argv[1]).read(), safe=""))' "$cert")
+curl -sS --cacert "$ca_bundle" -H "X-DeviceTrust-Client-Cert: $forged" -D "$work/forged.h" -o "$work/forged.b" "$app"
+show_response "$work/forged.h" "$work/forged.b"
+
+say "revoking the device (POST /api/v1/admin/devices/$udid/revoke, admin token in a header from stdin)"
+ca_field adminToken | sed 's/^/Authorization: Bearer /' |
+  curl -sS --cacert "$ca_bundle" -H @- -X POST "$ca_url/api/v1/admin/devices/$udid/revoke"
+echo
+
+say "the same request with the device's certificate, after the revocation"
+curl -sS --cacert "$ca_bundle" --cert "$cert" --key "$key" -D "$work/refused.h" -o "$work/refused.b" "$app"
+show_response "$work/refused.h" "$work/refused.b"
+if [ "$(status_of "$work/refused.h")" != 403 ]; then
+  echo "error: the revoked device was not refused" >&2
+  exit 1
+fi
+
 say "the CA's event log (GET /api/v1/admin/events, admin token in a header)"
 # shellcheck disable=SC2016 # the Python program is single-quoted on purpose
 ca_field adminToken | python3 -c '
@@ -143,6 +345,6 @@ for e in events:
         detail = (detail + " " + e["reason"]).strip()
     print(row.format(e["id"], e["published"][:23], e["eventType"], e["outcome"],
                      e.get("user") or "-", detail))
-' "$ca_url" "$(ca_field caBundle)"
+' "$ca_url" "$ca_bundle"
 
-say "done: the CA stops now; $work is removed (KEEP=1 keeps it). Your own files were not touched."
+say "done: nginx, the demo app and the CA stop now; $work is removed (KEEP=1 keeps it). Your own files were not touched."
