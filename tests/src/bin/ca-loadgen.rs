@@ -11,7 +11,13 @@
 //!    session resumption (what a fleet of distinct agents costs);
 //! 3. renew phase: every device renews once over mutual TLS with its new certificate, each
 //!    on its own fresh connection (a renewal is always a handshake with the device's own
-//!    client certificate).
+//!    client certificate);
+//! 4. check phase (`--checks N`, for `bench/forward-auth.sh`): N forward-auth checks
+//!    (`GET /api/v1/relying-party/check`) as nginx `auth_request` sends them: the relying
+//!    party's bearer secret (read from `--check-secret-file`) and an enrolled certificate as
+//!    URL-escaped PEM in `X-DeviceTrust-Client-Cert`, cycling over `--check-devices`
+//!    certificates, each worker on one kept-alive connection (as nginx with `keepalive` to
+//!    the CA). Every answer must be 200.
 //!
 //! Prints a Markdown table: requests, errors, requests per second, p50, p99 and max latency,
 //! and the CPU time the CA (`--ca-pid`) and the load generator itself spent per request
@@ -20,6 +26,7 @@
 //! has arrived.
 
 use std::io::BufRead as _;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -61,6 +68,16 @@ struct Args {
     /// Skip the renew phase.
     #[arg(long)]
     no_renew: bool,
+    /// Forward-auth checks to send after enrolling (0: no check phase). The CA must run with
+    /// a `--relying-parties` file naming an nginx relying party with this secret.
+    #[arg(long, default_value_t = 0)]
+    checks: usize,
+    /// File holding that relying party's bearer secret (never on the command line).
+    #[arg(long)]
+    check_secret_file: Option<PathBuf>,
+    /// Distinct certificates the checks cycle over (default: every enrolled device).
+    #[arg(long)]
+    check_devices: Option<usize>,
     /// Print the table header.
     #[arg(long)]
     header: bool,
@@ -160,6 +177,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let mut renew = renew?;
         (renew.ca_cpu, renew.own_cpu) = (ca_cpu, own_cpu);
         phases.push(renew);
+    }
+    if args.checks > 0 {
+        let path = args.check_secret_file.as_deref().context("--checks needs --check-secret-file")?;
+        let secret = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let headers = Arc::new(check_headers(&certs, args.check_devices)?);
+        let (check, ca_cpu, own_cpu) =
+            measured(args.ca_pid, check_phase(&target, secret.trim(), headers, &args)).await;
+        let mut check = check?;
+        (check.ca_cpu, check.own_cpu) = (ca_cpu, own_cpu);
+        phases.push(check);
     }
     if args.header {
         println!(
@@ -454,6 +481,115 @@ async fn renew_phase(
     }
     Ok(Phase {
         name: "renew (mutual TLS, new connection each)".into(),
+        latencies,
+        errors,
+        elapsed: start.elapsed(),
+        ca_cpu: None,
+        own_cpu: None,
+    })
+}
+
+/// `X-DeviceTrust-Client-Cert` values: each enrolled certificate as nginx's
+/// `$ssl_client_escaped_cert` writes it (URL-escaped PEM), the first `limit` of them.
+fn check_headers(certs: &[Option<String>], limit: Option<usize>) -> anyhow::Result<Vec<String>> {
+    let escaped: Vec<String> = certs
+        .iter()
+        .flatten()
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|pem| {
+            pem.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                        char::from(b).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    if escaped.is_empty() {
+        bail!("no enrolled certificate to check");
+    }
+    Ok(escaped)
+}
+
+async fn check_phase(
+    target: &Arc<Target>,
+    secret: &str,
+    headers: Arc<Vec<String>>,
+    args: &Args,
+) -> anyhow::Result<Phase> {
+    eprintln!(
+        "check: {} requests over {} certificates, concurrency {}, keep-alive",
+        args.checks,
+        headers.len(),
+        args.concurrency
+    );
+    let bearer = Arc::new(format!("Bearer {secret}"));
+    let total = args.checks;
+    let next = Arc::new(AtomicUsize::new(0));
+    let anonymous = client_config(target, None)?;
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (target, headers, next, config, bearer) =
+            (target.clone(), headers.clone(), next.clone(), anonymous.clone(), bearer.clone());
+        workers.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            let mut sender = None;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let began = Instant::now();
+                let result = async {
+                    if sender.is_none() {
+                        sender = Some(connect(&target, config.clone()).await?);
+                    }
+                    let Some(s) = sender.as_mut() else { bail!("no connection") };
+                    s.ready().await?;
+                    let request = Request::get("/api/v1/relying-party/check")
+                        .header(header::HOST, format!("{}:{}", target.host, target.port))
+                        .header(header::AUTHORIZATION, bearer.as_str())
+                        .header("x-devicetrust-client-cert", headers[i % headers.len()].as_str())
+                        .body(Full::new(Bytes::new()))?;
+                    let response = s.send_request(request).await?;
+                    let status = response.status().as_u16();
+                    let body = response.into_body().collect().await?.to_bytes();
+                    Ok((status, body))
+                }
+                .await;
+                let took = began.elapsed();
+                match result {
+                    Ok((200, _)) => out.push(Some(took)),
+                    Ok((status, body)) => {
+                        eprintln!("check {i}: {status} {}", String::from_utf8_lossy(&body));
+                        out.push(None);
+                    }
+                    Err(e) => {
+                        eprintln!("check {i}: {e:#}");
+                        sender = None;
+                        out.push(None);
+                    }
+                }
+            }
+            out
+        }));
+    }
+    let mut latencies = Vec::with_capacity(total);
+    let mut errors = 0;
+    for worker in workers {
+        for took in worker.await? {
+            match took {
+                Some(took) => latencies.push(took),
+                None => errors += 1,
+            }
+        }
+    }
+    Ok(Phase {
+        name: format!("forward-auth check ({} certificates, keep-alive)", headers.len()),
         latencies,
         errors,
         elapsed: start.elapsed(),
