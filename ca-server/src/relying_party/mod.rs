@@ -324,7 +324,8 @@ mod tests {
         ))
         .expect("load");
         let ip = |s: &str| Some(s.parse::<IpAddr>().expect("ip"));
-        let cases: Vec<(&str, Option<&str>, Option<IpAddr>, Result<&str, NotRelyingParty>)> = vec![
+        type Case<'a> = (&'a str, Option<&'a str>, Option<IpAddr>, Result<&'a str, NotRelyingParty>);
+        let cases: Vec<Case<'_>> = vec![
             ("ok/any-source", Some(&a), ip("192.0.2.1"), Ok("wiki")),
             ("ok/listed-network", Some(&b), ip("10.1.2.3"), Ok("git")),
             ("ok/listed-v6", Some(&b), ip("::1"), Ok("git")),
@@ -344,7 +345,8 @@ mod tests {
     fn load_refuses_short_and_shared_secrets_and_bad_sources() {
         let dir = tempfile::tempdir().expect("tempdir");
         let long = "s".repeat(40);
-        let cases: Vec<(&str, Vec<(&str, &str, &[&str])>)> = vec![
+        type Clients<'a> = Vec<(&'a str, &'a str, &'a [&'a str])>;
+        let cases: Vec<(&str, Clients<'_>)> = vec![
             ("fail/short-secret", vec![("wiki", "short-but-16-chars", &[])]),
             ("fail/shared-secret", vec![("wiki", &long, &[]), ("git", &long, &[])]),
             ("fail/bad-source", vec![("wiki", &long, &["10.0.0.0/99"])]),
