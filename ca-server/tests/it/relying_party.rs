@@ -151,7 +151,7 @@ async fn verify_assertion(ca: &TestCa, token: &str, audience: &str) -> serde_jso
 #[tokio::test]
 async fn the_check_answers_each_case_and_the_assertion_verifies() {
     let parties = Parties::new();
-    let ca = TestCa::start_with(|config| parties.configure(config, 300)).await;
+    let ca = TestCa::start_with(|config| parties.configure(config, 150)).await;
     let enrolled = enroll(&ca, 1).await;
     let other = enroll(&ca, 2).await;
     let anonymous = ca.anonymous();
