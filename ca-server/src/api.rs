@@ -17,7 +17,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use ca_client::protocol::{
     EventType, EventsResponse, MAX_REQUEST_BODY, Platform, RevokeResponse, VerifyResponse, paths,
 };
@@ -101,7 +101,7 @@ pub fn http_router(ca: Arc<Ca>) -> Router {
 
 fn relying_party_routes() -> Router<Arc<Ca>> {
     Router::new()
-        .route(CHECK_PATH, get(relying_party::check))
+        .route(CHECK_PATH, any(relying_party::check))
         .route(CRL_PEM_PATH, get(relying_party::crl_pem))
         .route(JWKS_PATH, get(relying_party::jwks))
         .route(OCSP_PATH, post(relying_party::ocsp_post))
@@ -594,6 +594,11 @@ mod tests {
             "/api/v1/admin/devices/{udid}",
             "/api/v1/admin/certificates/{serial}/bind",
             "/api/v1/admin/events",
+            CHECK_PATH,
+            JWKS_PATH,
+            OCSP_PATH,
+            "/ocsp/{request}",
+            CRL_PEM_PATH,
         ];
         for route in routes {
             assert!(openapi.contains(&format!("\n  {route}:\n")), "docs/openapi.yaml lacks {route}");

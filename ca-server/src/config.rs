@@ -350,8 +350,12 @@ impl RelyingPartySettings {
         if !(30..=3600).contains(&self.assertion_lifetime_secs) {
             return invalid("relying_party.assertion_lifetime_secs", "must be between 30 and 3600".into());
         }
-        if self.decision_cache_secs > 300 {
-            return invalid("relying_party.decision_cache_secs", "must be at most 300".into());
+        if self.decision_cache_secs > 300 || self.decision_cache_secs > self.assertion_lifetime_secs / 2 {
+            return invalid(
+                "relying_party.decision_cache_secs",
+                "must be at most 300 and at most half of assertion_lifetime_secs (a cached answer reuses its assertion)"
+                    .into(),
+            );
         }
         let mut names = std::collections::BTreeSet::new();
         for client in &self.clients {
@@ -630,7 +634,7 @@ mod tests {
 
     #[test]
     fn validation() {
-        let cases: [(&str, &str, Option<&str>); 9] = [
+        let cases: [(&str, &str, Option<&str>); 16] = [
             ("ok/minimal", "", None),
             ("fail/http-domain", "server.cert_auth_domain = 'http://x'", Some("server.cert_auth_domain")),
             (
@@ -644,6 +648,29 @@ mod tests {
             ("fail/grace-over-lifetime", "ca.superseded_grace_days = 400", Some("ca.superseded_grace_days")),
             ("fail/crl-url", "ca.crl_url = 'ldap://x'", Some("ca.crl_url")),
             ("fail/no-connections", "limits.max_connections = 0", Some("limits.max_connections")),
+            ("fail/ocsp-url", "ca.ocsp_url = 'ldap://x'", Some("ca.ocsp_url")),
+            ("ok/origin-wildcard", "relying_party.protected_origins = 'https://[*.]apps.example.com'", None),
+            ("ok/origin-port", "relying_party.protected_origins = 'https://wiki.example.com:8443'", None),
+            (
+                "fail/origin-http",
+                "relying_party.protected_origins = 'http://apps.example.com'",
+                Some("relying_party.protected_origins"),
+            ),
+            (
+                "fail/origin-star",
+                "relying_party.protected_origins = 'https://*'",
+                Some("relying_party.protected_origins"),
+            ),
+            (
+                "fail/origin-path",
+                "relying_party.protected_origins = 'https://apps.example.com/x'",
+                Some("relying_party.protected_origins"),
+            ),
+            (
+                "fail/cache-over-half-assertion",
+                "relying_party.decision_cache_secs = 200",
+                Some("relying_party.decision_cache_secs"),
+            ),
         ];
         for (name, tweak, want) in cases {
             let mut config = Config::parse(MINIMAL).expect("parse");
@@ -659,6 +686,13 @@ mod tests {
                     "ca.superseded_grace_days" => config.ca.superseded_grace_days = value.parse().expect("n"),
                     "ca.crl_url" => config.ca.crl_url = Some(value.into()),
                     "limits.max_connections" => config.limits.max_connections = value.parse().expect("n"),
+                    "ca.ocsp_url" => config.ca.ocsp_url = Some(value.into()),
+                    "relying_party.protected_origins" => {
+                        config.relying_party.protected_origins = vec![value.into()]
+                    }
+                    "relying_party.decision_cache_secs" => {
+                        config.relying_party.decision_cache_secs = value.parse().expect("n")
+                    }
                     other => panic!("{name}: unknown key {other}"),
                 }
             }

@@ -832,8 +832,9 @@ impl Ca {
     ) -> Result<(TrustedDevice, String), ApiError> {
         let started = std::time::Instant::now();
         self.metrics.relying_party_checks.fetch_add(1, Ordering::Relaxed);
-        let result = self.judge_for_relying_party(index, der, user).await.and_then(|device| {
-            let assertion = self
+        let result = match self.judge_for_relying_party(index, der, user).await {
+            Ok(Judged::Cached { device, assertion }) => Ok((device, assertion)),
+            Ok(Judged::Fresh { device, generation, now }) => self
                 .assertions
                 .sign(
                     &AssertionClaims {
@@ -844,11 +845,18 @@ impl Ca {
                         user: device.user.as_deref(),
                         certificate_sha256: &device.certificate_sha256,
                     },
-                    self.clock.now(),
+                    now,
                 )
-                .map_err(|e| ApiError::Sign(authority::SignError(ErrorChain(&e).to_string())))?;
-            Ok((device, assertion))
-        });
+                .map(|assertion| {
+                    // The assertion is cached with the answer: signing is a quarter of a
+                    // cached check's cost, and a cached one keeps at least half its life
+                    // (the cache lifetime is at most half the assertion's).
+                    self.decisions.put(index, user, &device, &assertion, generation, now);
+                    (device, assertion)
+                })
+                .map_err(|e| ApiError::Sign(authority::SignError(ErrorChain(&e).to_string()))),
+            Err(e) => Err(e),
+        };
         if result.is_err() {
             self.metrics.relying_party_refusals.fetch_add(1, Ordering::Relaxed);
         }
@@ -862,7 +870,7 @@ impl Ca {
         index: usize,
         der: Option<&[u8]>,
         user: Option<&str>,
-    ) -> Result<TrustedDevice, ApiError> {
+    ) -> Result<Judged, ApiError> {
         if let Some(user) = user {
             check_text("user", user, false)?;
         }
@@ -879,9 +887,9 @@ impl Ca {
         let now = self.clock.now();
         // Read before the store: a revocation from here on makes this answer stale.
         let generation = self.revocations.load(Ordering::SeqCst);
-        if let Some(device) = self.decisions.get(index, sha256, user, generation, now) {
+        if let Some((device, assertion)) = self.decisions.get(index, sha256, user, generation, now) {
             self.metrics.relying_party_cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(device);
+            return Ok(Judged::Cached { device, assertion });
         }
         let row = self
             .store
@@ -915,8 +923,7 @@ impl Ca {
             user: row.bound_user,
             certificate_sha256: sha256,
         };
-        self.decisions.put(index, user, &device, generation, now);
-        Ok(device)
+        Ok(Judged::Fresh { device, generation, now })
     }
 
     /// Answers a DER OCSP request (RFC 6960) with a DER response: signed statuses, or an
@@ -1019,6 +1026,13 @@ impl Ca {
             tracing::error!(error = %ErrorChain(&e), "cannot record a refusal event");
         }
     }
+}
+
+/// A trusted device found by the relying-party check: from the decision cache with the
+/// assertion signed then, or just now from the store, as of revocation `generation`.
+enum Judged {
+    Cached { device: TrustedDevice, assertion: String },
+    Fresh { device: TrustedDevice, generation: u64, now: DateTime<Utc> },
 }
 
 /// Displays an error with its sources, `a: b: c`.

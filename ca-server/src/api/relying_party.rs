@@ -89,7 +89,8 @@ fn header_text(value: &str) -> HeaderValue {
     HeaderValue::from_str(&encoded).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// `GET /api/v1/relying-party/check`.
+/// `/api/v1/relying-party/check`, with any method: nginx and Caddy send a GET subrequest,
+/// while Traefik and Envoy pass on the browser's method.
 pub(super) async fn check(State(ca): State<Arc<Ca>>, client: Client, headers: HeaderMap) -> Response {
     let context = RefusalContext::unrecorded(address(&client));
     if let Err(error) = ca.admit_relying_party(address(&client)) {

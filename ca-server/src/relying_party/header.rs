@@ -202,7 +202,8 @@ mod tests {
         let (der, pem) = sample();
         let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
         let xfcc = format!("By=spiffe://app;Hash=abc;Cert=\"{}\";Subject=\"CN=x,O=y\";URI=", escape(&pem));
-        let cases: Vec<(&str, ProxyKind, Vec<String>, Result<Option<Vec<u8>>, HeaderError>)> = vec![
+        type Case = (&'static str, ProxyKind, Vec<String>, Result<Option<Vec<u8>>, HeaderError>);
+        let cases: Vec<Case> = vec![
             ("ok/nginx-escaped-pem", ProxyKind::Nginx, vec![escape(&pem)], Ok(Some(der.clone()))),
             ("ok/caddy-base64-der", ProxyKind::Caddy, vec![b64.clone()], Ok(Some(der.clone()))),
             (

@@ -187,6 +187,7 @@ struct CacheEntry {
     until: DateTime<Utc>,
     generation: u64,
     device: TrustedDevice,
+    assertion: String,
 }
 
 /// Positive check answers for `ttl`, per relying party, certificate and user. Only "trusted"
@@ -205,7 +206,7 @@ impl DecisionCache {
         Self { ttl: Duration::seconds(i64::from(ttl_secs)), entries: Mutex::new(HashMap::new()) }
     }
 
-    /// The cached answer, if fresh.
+    /// The cached answer and the assertion signed with it, if fresh.
     pub fn get(
         &self,
         party: usize,
@@ -213,7 +214,7 @@ impl DecisionCache {
         user: Option<&str>,
         generation: u64,
         now: DateTime<Utc>,
-    ) -> Option<TrustedDevice> {
+    ) -> Option<(TrustedDevice, String)> {
         if self.ttl.is_zero() {
             return None;
         }
@@ -223,7 +224,7 @@ impl DecisionCache {
             Some(entry)
                 if entry.generation == generation && now < entry.until && now >= entry.until - self.ttl =>
             {
-                Some(entry.device.clone())
+                Some((entry.device.clone(), entry.assertion.clone()))
             }
             Some(_) => {
                 entries.remove(&key);
@@ -233,12 +234,13 @@ impl DecisionCache {
         }
     }
 
-    /// Keeps `device` as the answer for this party, certificate and user.
+    /// Keeps `device` and its `assertion` as the answer for this party, certificate and user.
     pub fn put(
         &self,
         party: usize,
         user: Option<&str>,
         device: &TrustedDevice,
+        assertion: &str,
         generation: u64,
         now: DateTime<Utc>,
     ) {
@@ -254,7 +256,13 @@ impl DecisionCache {
         }
         let key =
             CacheKey { party, certificate_sha256: device.certificate_sha256, user: user.map(str::to_owned) };
-        entries.insert(key, CacheEntry { until: now + self.ttl, generation, device: device.clone() });
+        let entry = CacheEntry {
+            until: now + self.ttl,
+            generation,
+            device: device.clone(),
+            assertion: assertion.to_owned(),
+        };
+        entries.insert(key, entry);
     }
 }
 
@@ -324,7 +332,8 @@ mod tests {
         ))
         .expect("load");
         let ip = |s: &str| Some(s.parse::<IpAddr>().expect("ip"));
-        let cases: Vec<(&str, Option<&str>, Option<IpAddr>, Result<&str, NotRelyingParty>)> = vec![
+        type Case<'a> = (&'a str, Option<&'a str>, Option<IpAddr>, Result<&'a str, NotRelyingParty>);
+        let cases: Vec<Case<'_>> = vec![
             ("ok/any-source", Some(&a), ip("192.0.2.1"), Ok("wiki")),
             ("ok/listed-network", Some(&b), ip("10.1.2.3"), Ok("git")),
             ("ok/listed-v6", Some(&b), ip("::1"), Ok("git")),
@@ -344,7 +353,8 @@ mod tests {
     fn load_refuses_short_and_shared_secrets_and_bad_sources() {
         let dir = tempfile::tempdir().expect("tempdir");
         let long = "s".repeat(40);
-        let cases: Vec<(&str, Vec<(&str, &str, &[&str])>)> = vec![
+        type Clients<'a> = Vec<(&'a str, &'a str, &'a [&'a str])>;
+        let cases: Vec<(&str, Clients<'_>)> = vec![
             ("fail/short-secret", vec![("wiki", "short-but-16-chars", &[])]),
             ("fail/shared-secret", vec![("wiki", &long, &[]), ("git", &long, &[])]),
             ("fail/bad-source", vec![("wiki", &long, &["10.0.0.0/99"])]),
@@ -367,16 +377,19 @@ mod tests {
             certificate_sha256: [1; 32],
         };
         let t0 = DateTime::<Utc>::from_timestamp(1_000_000, 0).expect("time");
-        cache.put(0, None, &device, 7, t0);
-        assert_eq!(cache.get(0, [1; 32], None, 7, t0 + Duration::seconds(4)), Some(device.clone()));
+        cache.put(0, None, &device, "jwt", 7, t0);
+        assert_eq!(
+            cache.get(0, [1; 32], None, 7, t0 + Duration::seconds(4)),
+            Some((device.clone(), "jwt".to_owned()))
+        );
         assert_eq!(cache.get(1, [1; 32], None, 7, t0), None, "another relying party");
         assert_eq!(cache.get(0, [1; 32], Some("alice"), 7, t0), None, "another user");
         assert_eq!(cache.get(0, [1; 32], None, 7, t0 + Duration::seconds(5)), None, "expired");
-        cache.put(0, None, &device, 7, t0);
+        cache.put(0, None, &device, "jwt", 7, t0);
         assert_eq!(cache.get(0, [1; 32], None, 8, t0), None, "a revocation since");
         assert_eq!(cache.get(0, [1; 32], None, 7, t0 - Duration::seconds(1)), None, "the clock went back");
         let off = DecisionCache::new(0);
-        off.put(0, None, &device, 7, t0);
+        off.put(0, None, &device, "jwt", 7, t0);
         assert_eq!(off.get(0, [1; 32], None, 7, t0), None);
     }
 

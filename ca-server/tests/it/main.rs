@@ -11,5 +11,6 @@ mod hardening;
 mod harness;
 mod limits;
 mod process;
+mod relying_party;
 mod renew;
 mod tls;
