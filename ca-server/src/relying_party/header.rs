@@ -74,11 +74,15 @@ pub fn certificate_der(proxy: ProxyKind, values: &[&[u8]]) -> Result<Option<Vec<
         ProxyKind::Nginx => {
             pem_to_der(&percent_decode(value).ok_or_else(malformed)?).ok_or_else(malformed).map(Some)
         }
-        ProxyKind::Caddy | ProxyKind::Traefik => {
-            // Traefik URL-escapes the base64 in some versions; base64 has no '%', so
-            // decoding is harmless for the proxies that do not.
+        ProxyKind::Caddy => {
+            base64_der(&percent_decode(value).ok_or_else(malformed)?).ok_or_else(malformed).map(Some)
+        }
+        ProxyKind::Traefik => {
+            // Traefik URL-escapes the base64 in some versions (base64 has no '%', so decoding
+            // is harmless otherwise) and joins a chain with commas, leaf first.
             let text = percent_decode(value).ok_or_else(malformed)?;
-            base64_der(&text).ok_or_else(malformed).map(Some)
+            let leaf = text.split(',').next().unwrap_or_default();
+            base64_der(leaf).ok_or_else(malformed).map(Some)
         }
         ProxyKind::Envoy => xfcc_certificate(value).map(Some),
     }
@@ -211,6 +215,18 @@ mod tests {
                 ProxyKind::Traefik,
                 vec![b64.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D")],
                 Ok(Some(der.clone())),
+            ),
+            (
+                "ok/traefik-chain-leaf-first",
+                ProxyKind::Traefik,
+                vec![format!("{b64},{b64}")],
+                Ok(Some(der.clone())),
+            ),
+            (
+                "fail/caddy-chain",
+                ProxyKind::Caddy,
+                vec![format!("{b64},{b64}")],
+                Err(HeaderError::Malformed { expected: format_name(ProxyKind::Caddy) }),
             ),
             ("ok/envoy-xfcc", ProxyKind::Envoy, vec![xfcc.clone()], Ok(Some(der.clone()))),
             ("ok/no-header", ProxyKind::Nginx, vec![], Ok(None)),
