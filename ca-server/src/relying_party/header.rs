@@ -88,6 +88,20 @@ pub fn certificate_der(proxy: ProxyKind, values: &[&[u8]]) -> Result<Option<Vec<
     }
 }
 
+/// What nginx's `$ssl_client_escaped_cert` makes of a PEM certificate: every byte but the
+/// unreserved ones percent-encoded. For load generators and tests that play nginx.
+pub fn nginx_escaped_pem(pem: &str) -> String {
+    pem.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 fn format_name(proxy: ProxyKind) -> &'static str {
     match proxy {
         ProxyKind::Nginx => "url-escaped pem (nginx $ssl_client_escaped_cert)",
@@ -188,27 +202,17 @@ mod tests {
         (cert.der().to_vec(), cert.pem())
     }
 
-    /// What nginx's `$ssl_client_escaped_cert` looks like: the PEM, URL-escaped.
-    fn escape(pem: &str) -> String {
-        pem.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    }
-
     #[test]
     fn formats() {
         let (der, pem) = sample();
         let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
-        let xfcc = format!("By=spiffe://app;Hash=abc;Cert=\"{}\";Subject=\"CN=x,O=y\";URI=", escape(&pem));
+        let xfcc = format!(
+            "By=spiffe://app;Hash=abc;Cert=\"{}\";Subject=\"CN=x,O=y\";URI=",
+            nginx_escaped_pem(&pem)
+        );
         type Case = (&'static str, ProxyKind, Vec<String>, Result<Option<Vec<u8>>, HeaderError>);
         let cases: Vec<Case> = vec![
-            ("ok/nginx-escaped-pem", ProxyKind::Nginx, vec![escape(&pem)], Ok(Some(der.clone()))),
+            ("ok/nginx-escaped-pem", ProxyKind::Nginx, vec![nginx_escaped_pem(&pem)], Ok(Some(der.clone()))),
             ("ok/caddy-base64-der", ProxyKind::Caddy, vec![b64.clone()], Ok(Some(der.clone()))),
             (
                 "ok/traefik-escaped-base64",
@@ -231,7 +235,12 @@ mod tests {
             ("ok/envoy-xfcc", ProxyKind::Envoy, vec![xfcc.clone()], Ok(Some(der.clone()))),
             ("ok/no-header", ProxyKind::Nginx, vec![], Ok(None)),
             ("ok/empty-header", ProxyKind::Caddy, vec![String::new()], Ok(None)),
-            ("fail/repeated", ProxyKind::Nginx, vec![escape(&pem), escape(&pem)], Err(HeaderError::Repeated)),
+            (
+                "fail/repeated",
+                ProxyKind::Nginx,
+                vec![nginx_escaped_pem(&pem), nginx_escaped_pem(&pem)],
+                Err(HeaderError::Repeated),
+            ),
             ("fail/too-long", ProxyKind::Caddy, vec!["A".repeat(MAX_HEADER + 1)], Err(HeaderError::TooLong)),
             (
                 "fail/nginx-given-base64",
@@ -242,7 +251,7 @@ mod tests {
             (
                 "fail/caddy-given-pem",
                 ProxyKind::Caddy,
-                vec![escape(&pem)],
+                vec![nginx_escaped_pem(&pem)],
                 Err(HeaderError::Malformed { expected: format_name(ProxyKind::Caddy) }),
             ),
             (
@@ -254,7 +263,7 @@ mod tests {
             (
                 "fail/two-pem-blocks",
                 ProxyKind::Nginx,
-                vec![escape(&format!("{pem}{pem}"))],
+                vec![nginx_escaped_pem(&format!("{pem}{pem}"))],
                 Err(HeaderError::Malformed { expected: format_name(ProxyKind::Nginx) }),
             ),
             (
