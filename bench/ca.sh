@@ -17,51 +17,11 @@ CONCURRENCY=${CONCURRENCY:-16}
 export RUST_LOG=${RUST_LOG:-info}
 
 cd "$(dirname "$0")/.."
-cargo build --release --quiet -p ca-server --bin devicetrust-ca
-cargo build --release --quiet -p tests --bin ca-loadgen
-
-work=$(mktemp -d)
-ca_pid=
-cleanup() {
-    if [[ -n "$ca_pid" ]] && kill -0 "$ca_pid" 2>/dev/null; then
-        kill -TERM "$ca_pid" 2>/dev/null || true
-        wait "$ca_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-# Every request comes from 127.0.0.1: lift the per-address budgets (a fleet has many
-# addresses); the connection caps stay above the concurrency.
-cat >"$work/limits.toml" <<'LIMITS'
-requests_per_minute_per_address = 100000000
-auth_failures_per_minute_per_address = 100000000
-LIMITS
-
-start_ca() {
-    target/release/devicetrust-ca dev --listen 127.0.0.1:0 --data-dir "$work/data-$1" --limits "$work/limits.toml" \
-        >"$work/ready-$1.json" 2>"$work/ca-$1.log" &
-    ca_pid=$!
-    for _ in $(seq 1 100); do
-        [[ -s "$work/ready-$1.json" ]] && return 0
-        kill -0 "$ca_pid" 2>/dev/null || { cat "$work/ca-$1.log" >&2; exit 1; }
-        sleep 0.1
-    done
-    echo "devicetrust-ca did not become ready" >&2
-    exit 1
-}
-
-stop_ca() {
-    kill -TERM "$ca_pid"
-    wait "$ca_pid" || { echo "devicetrust-ca exited with $?" >&2; exit 1; }
-    ca_pid=
-}
-
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 echo "## devicetrust-ca benchmark"
 echo
-echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //' || uname -m), $(free -g 2>/dev/null | awk '/Mem:/ {print $2 " GiB RAM"}'), $(uname -sr)"
-echo "- $(rustc --version)"
+describe_machine
 echo "- load: $DEVICES devices, $CONCURRENCY requests in flight, load generator on the same machine, RUST_LOG=$RUST_LOG"
 echo
 

@@ -25,30 +25,12 @@ CACHE=${CACHE:-"5 0"}
 export RUST_LOG=${RUST_LOG:-info}
 
 cd "$(dirname "$0")/.."
-cargo build --release --quiet -p ca-server --bin devicetrust-ca
-cargo build --release --quiet -p tests --bin ca-loadgen
-
-work=$(mktemp -d)
-ca_pid=
-cleanup() {
-    if [[ -n "$ca_pid" ]] && kill -0 "$ca_pid" 2>/dev/null; then
-        kill -TERM "$ca_pid" 2>/dev/null || true
-        wait "$ca_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-# Every request comes from 127.0.0.1: lift the per-address budgets and the per-address
-# connection cap (a real CA sees a few proxies, each with its own address).
-cat >"$work/limits.toml" <<'LIMITS'
-requests_per_minute_per_address = 100000000
-auth_failures_per_minute_per_address = 100000000
-max_connections_per_address = 1024
-LIMITS
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 (umask 077 && head -c 32 /dev/urandom | base64 | tr -d '\n' >"$work/rp.secret")
 
-start_ca() {
+# start_rp_ca CACHE_SECS: a CA with one nginx relying party and this decision cache.
+start_rp_ca() {
     cat >"$work/rp-$1.toml" <<RP
 decision_cache_secs = $1
 
@@ -57,36 +39,18 @@ name = "bench-nginx"
 secret = { file = "rp.secret" }
 proxy = "nginx"
 RP
-    target/release/devicetrust-ca dev --listen 127.0.0.1:0 --data-dir "$work/data-$1" \
-        --limits "$work/limits.toml" --relying-parties "$work/rp-$1.toml" \
-        >"$work/ready-$1.json" 2>"$work/ca-$1.log" &
-    ca_pid=$!
-    for _ in $(seq 1 100); do
-        [[ -s "$work/ready-$1.json" ]] && return 0
-        kill -0 "$ca_pid" 2>/dev/null || { cat "$work/ca-$1.log" >&2; exit 1; }
-        sleep 0.1
-    done
-    echo "devicetrust-ca did not become ready" >&2
-    exit 1
-}
-
-stop_ca() {
-    kill -TERM "$ca_pid"
-    wait "$ca_pid" || { echo "devicetrust-ca exited with $?" >&2; exit 1; }
-    ca_pid=
+    start_ca "$1" --relying-parties "$work/rp-$1.toml"
 }
 
 echo "## devicetrust-ca forward-auth check benchmark"
 echo
-echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //' || uname -m), $(free -g 2>/dev/null | awk '/Mem:/ {print $2 " GiB RAM"}'), $(uname -sr)"
-echo "- $(rustc --version)"
+describe_machine
 echo "- load: $CHECKS checks over $DEVICES certificates per run, load generator on the same machine, RUST_LOG=$RUST_LOG"
 echo
 echo "| decision_cache_secs | in flight | checks | errors | checks/s | p50 ms | p99 ms | max ms | CA CPU ms/check | load generator CPU ms/check |"
 echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for cache in $CACHE; do
-    start_ca "$cache"
+    start_rp_ca "$cache"
     for c in $CONCURRENCY; do
         target/release/ca-loadgen --devices "$DEVICES" --concurrency "$c" --no-renew \
             --checks "$CHECKS" --check-secret-file "$work/rp.secret" --ca-pid "$ca_pid" \

@@ -8,11 +8,65 @@
 //!
 //! Lists are administered by people and other tools, so anything we cannot read (not JSON, no
 //! pattern) is carried through unchanged rather than rejected.
+//!
+//! # One entry per origin
+//!
+//! The agent wants one entry per origin ([`wanted`]): the CA's cert-auth domain first, then
+//! every origin of the metadata's `protectedOrigins`, each through the one origin validator
+//! ([`crate::origin`]), identical patterns once. An invalid protected origin is skipped (and
+//! reported), never written; an invalid cert-auth domain is an error, as it always was.
+//!
+//! # Which entries are ours to remove
+//!
+//! When the CA drops an origin, its entry must go, but a list shared with others may hold an
+//! entry that looks exactly like ours (same pattern, same issuer-CN filter) and that an
+//! administrator wrote by hand. The text of an entry cannot tell the two apart, so the agent
+//! remembers what it added: [`sync`] takes the entries this agent appended to that list
+//! before (`written`, kept in the agent's state file per list) and returns the new record.
+//! An entry is removed only when it is in that record and no longer wanted; an entry that
+//! was already there when the agent wanted it (`AlreadyPresent`) is never recorded, so it is
+//! never removed. Recording the published set of patterns instead would make the hand-written
+//! twin ours the moment the CA published its pattern.
+//!
+//! Where the agent owns the whole list (Linux: its own policy file, rebuilt from the other
+//! files at every install) nothing needs remembering; see `crate::linux::chromium_policy`.
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::origin::{Origin, OriginError};
+
+/// The entries the agent wants in a list, and the protected origins it refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    /// One entry per origin, the cert-auth domain's first, each pattern once.
+    pub entries: Vec<OurEntry>,
+    /// Protected origins that failed the origin check, as given, with the reason; never written.
+    pub skipped: Vec<OriginError>,
+}
+
+/// The entries for the cert-auth domain and every protected origin, in that order, each
+/// checked with [`OurEntry::new`]. A bad cert-auth domain or issuer CN is an error (nothing can
+/// be written); a bad protected origin is skipped and listed in [`Wanted::skipped`].
+pub fn wanted(
+    cert_auth_domain: &str,
+    protected_origins: &[String],
+    issuer_cn: &str,
+) -> Result<Wanted, AutoSelectError> {
+    let mut entries = vec![OurEntry::new(cert_auth_domain, issuer_cn)?];
+    let mut skipped = Vec::new();
+    for origin in protected_origins {
+        match OurEntry::new(origin, issuer_cn) {
+            // Canonical patterns compare as plain strings.
+            Ok(entry) if entries.iter().any(|e| e.pattern == entry.pattern) => {}
+            Ok(entry) => entries.push(entry),
+            Err(AutoSelectError::Origin(e)) => skipped.push(e),
+            // The issuer CN was checked with the cert-auth domain's entry above.
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Wanted { entries, skipped })
+}
 
 /// Why our entry cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,6 +116,16 @@ impl OurEntry {
     /// The issuer CN the filter matches.
     pub fn issuer_cn(&self) -> &str {
         &self.issuer_cn
+    }
+
+    /// Reads back an entry in exactly the shape [`OurEntry::to_json`] writes (a safe pattern and
+    /// a filter of nothing but the issuer CN); `None` for anything else.
+    pub fn from_json(raw: &str) -> Option<Self> {
+        let entry = parse(raw)?;
+        let issuer_cn =
+            entry.filter.as_ref()?.as_object()?.get("ISSUER")?.as_object()?.get("CN")?.as_str()?;
+        let ours = Self::new(&entry.pattern, issuer_cn).ok()?;
+        (entry.filter.as_ref() == Some(&ours.filter_value())).then_some(ours)
     }
 
     /// The policy string, keys in the order Chrome's documentation shows them.
@@ -205,6 +269,85 @@ pub fn remove(existing: &[String], ours: &OurEntry) -> (Vec<String>, Change) {
     let removed = existing.len() - list.len();
     let change = if removed == 0 { Change::NotPresent } else { Change::Removed(removed) };
     (list, change)
+}
+
+/// Appends each of `wanted` as [`merge`] does, in order; the changes are position for
+/// position with `wanted`.
+pub fn merge_all(existing: &[String], wanted: &[OurEntry]) -> (Vec<String>, Vec<Change>) {
+    let mut list = existing.to_vec();
+    let mut changes = Vec::with_capacity(wanted.len());
+    for entry in wanted {
+        let (next, change) = merge(&list, entry);
+        list = next;
+        changes.push(change);
+    }
+    (list, changes)
+}
+
+/// What [`sync`] did to a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Synced {
+    /// The list to write (equal to the input when nothing changed).
+    pub list: Vec<String>,
+    /// What happened to each wanted entry, position for position.
+    pub changes: Vec<Change>,
+    /// The entries removed because the agent wrote them and no longer wants them.
+    pub retired: Vec<OurEntry>,
+    /// The new record of what the agent added to this list: what it added before and still
+    /// wants, plus what it added now.
+    pub written: Vec<String>,
+}
+
+impl Synced {
+    /// Whether the list changed.
+    pub fn list_changed(&self, existing: &[String]) -> bool {
+        self.list != existing
+    }
+}
+
+/// Brings a shared list to `wanted`: removes our entries that the agent itself added earlier
+/// (`written`, the record [`Synced::written`] returned last time) and no longer wants, then
+/// appends each wanted entry that has no entry for its pattern. Every other entry, including
+/// one identical to ours that the agent did not add, stays byte for byte and in order.
+pub fn sync(existing: &[String], wanted: &[OurEntry], written: &[String]) -> Synced {
+    let previous: Vec<OurEntry> = written.iter().filter_map(|raw| OurEntry::from_json(raw)).collect();
+    let retired: Vec<OurEntry> = previous.iter().filter(|p| !wanted.contains(p)).cloned().collect();
+    let mut list = existing.to_vec();
+    let mut removed = Vec::new();
+    for entry in &retired {
+        let (next, change) = remove(&list, entry);
+        list = next;
+        if matches!(change, Change::Removed(_)) {
+            removed.push(entry.clone());
+        }
+    }
+    let (list, changes) = merge_all(&list, wanted);
+    let mut record: Vec<String> = Vec::new();
+    for (entry, change) in wanted.iter().zip(&changes) {
+        let ours_before = previous.contains(entry);
+        if *change == Change::Added || (ours_before && *change == Change::AlreadyPresent) {
+            record.push(entry.to_json());
+        }
+    }
+    Synced { list, changes, retired: removed, written: record }
+}
+
+/// Removes every entry the agent recorded as its own (`written`) and the entries of `always`
+/// (our exact entry for the cert-auth domain, which names the CA's own site); nothing else.
+/// Returns the list and how many entries went.
+pub fn remove_ours(existing: &[String], always: &[OurEntry], written: &[String]) -> (Vec<String>, usize) {
+    let mut targets: Vec<OurEntry> = always.to_vec();
+    for entry in written.iter().filter_map(|raw| OurEntry::from_json(raw)) {
+        if !targets.contains(&entry) {
+            targets.push(entry);
+        }
+    }
+    let mut list = existing.to_vec();
+    for entry in &targets {
+        list = remove(&list, entry).0;
+    }
+    let removed = existing.len() - list.len();
+    (list, removed)
 }
 
 #[cfg(test)]
@@ -381,6 +524,215 @@ mod tests {
             let (got, got_change) = remove(&list(before), &ours());
             assert_eq!(got, list(after), "{name}");
             assert_eq!(got_change, *change, "{name}");
+        }
+    }
+
+    const APPS: &str = "https://[*.]apps.example.com";
+    const WIKI: &str = "https://wiki.example.com:8443";
+
+    fn entry(pattern: &str) -> OurEntry {
+        OurEntry::new(pattern, CN).unwrap()
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn wanted_table() {
+        use crate::origin::OriginProblem as P;
+        let cases: &[(&str, &[&str], &[&str], &[(&str, P)])] = &[
+            ("ok/cert-auth-only", &[], &[ORIGIN], &[]),
+            ("ok/origins-after-cert-auth", &[APPS, WIKI], &[ORIGIN, APPS, WIKI], &[]),
+            (
+                "ok/dedupe-canonical-forms",
+                &[APPS, "HTTPS://[*.]Apps.Example.com:443/", ORIGIN, "https://cell-devicetrust.example.com/"],
+                &[ORIGIN, APPS],
+                &[],
+            ),
+            (
+                "fail/invalid-skipped-rest-kept",
+                &["http://wiki.example.com", APPS, "https://*", "https://a.example/path"],
+                &[ORIGIN, APPS],
+                &[
+                    ("http://wiki.example.com", P::NotHttps),
+                    ("https://*", P::Wildcard),
+                    ("https://a.example/path", P::Path),
+                ],
+            ),
+        ];
+        for (name, protected, entries, skipped) in cases {
+            let got = wanted(ORIGIN, &strings(protected), CN).unwrap();
+            let patterns: Vec<&str> = got.entries.iter().map(OurEntry::pattern).collect();
+            assert_eq!(patterns, *entries, "{name}");
+            let problems: Vec<(&str, P)> =
+                got.skipped.iter().map(|e| (e.value.as_str(), e.problem)).collect();
+            assert_eq!(problems, *skipped, "{name}");
+        }
+        assert!(wanted("https://*", &[], CN).is_err(), "fail/bad-cert-auth-domain");
+        assert_eq!(wanted(ORIGIN, &strings(&[APPS]), ""), Err(AutoSelectError::EmptyIssuer), "fail/issuer");
+    }
+
+    #[test]
+    fn from_json_table() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("ok/ours", OURS, Some(ORIGIN)),
+            (
+                "ok/canonicalised",
+                &OurEntry::new("HTTPS://[*.]Apps.example.com/", CN).unwrap().to_json(),
+                Some(APPS),
+            ),
+            ("fail/other-filter", SAME_SITE_OTHER_FILTER, None),
+            (
+                "fail/extra-filter-field",
+                r#"{"pattern":"https://a.example","filter":{"ISSUER":{"CN":"X","O":"Y"}}}"#,
+                None,
+            ),
+            ("fail/unsafe-pattern", r#"{"pattern":"https://*","filter":{"ISSUER":{"CN":"X"}}}"#, None),
+            ("fail/junk", "junk", None),
+        ];
+        for (name, raw, want) in cases {
+            assert_eq!(OurEntry::from_json(raw).as_ref().map(OurEntry::pattern), *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn sync_table() {
+        let ours = |p: &str| entry(p).to_json();
+        let (o, a, w) = (ours(ORIGIN), ours(APPS), ours(WIKI));
+        struct Case<'a> {
+            name: &'a str,
+            before: Vec<&'a str>,
+            wanted: &'a [&'a str],
+            written: Vec<&'a str>,
+            after: Vec<&'a str>,
+            record: Vec<&'a str>,
+        }
+        let cases = [
+            Case {
+                name: "ok/adds-every-origin",
+                before: vec![OTHER_SITE],
+                wanted: &[ORIGIN, APPS, WIKI],
+                written: vec![],
+                after: vec![OTHER_SITE, &o, &a, &w],
+                record: vec![&o, &a, &w],
+            },
+            Case {
+                name: "ok/idempotent",
+                before: vec![OTHER_SITE, &o, &a],
+                wanted: &[ORIGIN, APPS],
+                written: vec![&o, &a],
+                after: vec![OTHER_SITE, &o, &a],
+                record: vec![&o, &a],
+            },
+            Case {
+                name: "ok/dropped-origin-removed",
+                before: vec![&o, "junk", &a, OTHER_SITE, &w],
+                wanted: &[ORIGIN, WIKI],
+                written: vec![&o, &a, &w],
+                after: vec![&o, "junk", OTHER_SITE, &w],
+                record: vec![&o, &w],
+            },
+            Case {
+                name: "ok/hand-written-twin-is-not-recorded",
+                before: vec![&a],
+                wanted: &[ORIGIN, APPS],
+                written: vec![],
+                after: vec![&a, &o],
+                record: vec![&o],
+            },
+            Case {
+                name: "fail/hand-written-twin-survives-a-drop",
+                before: vec![&a, &o],
+                wanted: &[ORIGIN],
+                written: vec![&o],
+                after: vec![&a, &o],
+                record: vec![&o],
+            },
+            Case {
+                name: "fail/other-filter-wins-and-is-not-recorded",
+                before: vec![r#"{"pattern":"https://[*.]apps.example.com","filter":{}}"#],
+                wanted: &[ORIGIN, APPS],
+                written: vec![],
+                after: vec![r#"{"pattern":"https://[*.]apps.example.com","filter":{}}"#, &o],
+                record: vec![&o],
+            },
+            Case {
+                name: "ok/issuer-change-retires-the-old-entry",
+                before: vec![
+                    r#"{"pattern":"https://[*.]apps.example.com","filter":{"ISSUER":{"CN":"Old CA"}}}"#,
+                ],
+                wanted: &[ORIGIN],
+                written: vec![
+                    r#"{"pattern":"https://[*.]apps.example.com","filter":{"ISSUER":{"CN":"Old CA"}}}"#,
+                ],
+                after: vec![&o],
+                record: vec![&o],
+            },
+        ];
+        for c in cases {
+            let wanted: Vec<OurEntry> = c.wanted.iter().map(|p| entry(p)).collect();
+            let synced = sync(&strings(&c.before), &wanted, &strings(&c.written));
+            assert_eq!(synced.list, strings(&c.after), "{}", c.name);
+            assert_eq!(synced.written, strings(&c.record), "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn remove_ours_table() {
+        let (o, a) = (entry(ORIGIN).to_json(), entry(APPS).to_json());
+        let before = strings(&[OTHER_SITE, &o, &a, "junk", SAME_SITE_OTHER_FILTER]);
+        let (list, n) = remove_ours(&before, &[entry(ORIGIN)], std::slice::from_ref(&a));
+        assert_eq!(
+            (list, n),
+            (strings(&[OTHER_SITE, "junk", SAME_SITE_OTHER_FILTER]), 2),
+            "ok/recorded-and-cert-auth"
+        );
+        let (list, n) = remove_ours(&before, &[entry(ORIGIN)], &[]);
+        assert_eq!(
+            (list, n),
+            (strings(&[OTHER_SITE, &a, "junk", SAME_SITE_OTHER_FILTER]), 1),
+            "fail/unrecorded-stays"
+        );
+    }
+
+    // Foreign entries: anything that is not exactly one of the entries the test may want.
+    fn foreign_entry() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(OTHER_SITE.to_owned()),
+            Just(SAME_SITE_OTHER_FILTER.to_owned()),
+            Just("junk".to_owned()),
+            Just(r#"{"pattern":"https://[*.]apps.example.com","filter":{}}"#.to_owned()),
+            "[a-z{}\":,]{0,12}",
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the wanted origins do from one run to the next, every foreign entry stays,
+        /// in order, and the agent's own entries are exactly the wanted ones it could add.
+        #[test]
+        fn foreign_entries_survive_add_and_remove(
+            foreign in proptest::collection::vec(foreign_entry(), 0..6),
+            runs in proptest::collection::vec(proptest::collection::vec(0usize..3, 0..4), 1..5),
+        ) {
+            let pool = [ORIGIN, APPS, WIKI];
+            let mut list = foreign.clone();
+            let mut written: Vec<String> = Vec::new();
+            for run in runs {
+                let wanted: Vec<OurEntry> = run.iter().map(|i| entry(pool[*i])).collect();
+                let synced = sync(&list, &wanted, &written);
+                list = synced.list;
+                written = synced.written;
+                let kept: Vec<&String> = list.iter().filter(|e| !written.contains(e)).collect();
+                let foreign_refs: Vec<&String> = foreign.iter().collect();
+                proptest::prop_assert_eq!(&kept, &foreign_refs);
+                for w in &written {
+                    proptest::prop_assert!(wanted.iter().any(|e| e.to_json() == *w));
+                }
+            }
+            let (after, _) = remove_ours(&list, &[], &written);
+            proptest::prop_assert_eq!(after, foreign);
         }
     }
 

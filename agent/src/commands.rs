@@ -22,7 +22,9 @@ use crate::core::{
 use crate::exit::Exit;
 use crate::hooks::Checkpoints;
 use crate::lifecycle::{self, CaApi, Enrollee, LifecycleError};
-use crate::platform::{BrowserTarget, Identity, MdmEnrollment, Platform, PlatformError, ScheduleSpec, Scope};
+use crate::platform::{
+    BrowserTarget, Identity, MdmEnrollment, Platform, PlatformError, ScheduleSpec, Scope, WrittenEntries,
+};
 use crate::state::{AgentState, CaStatusRecord, CachedMetadata, RevokedRecord, StateDir, Verdict};
 use crate::token::{Secret, TokenError};
 
@@ -187,6 +189,11 @@ impl AgentError {
         }
     }
 }
+
+/// How old the cached metadata may get before `run` asks the CA again, so that a change of the
+/// protected origins reaches the browsers within a day (the timer runs daily) without a
+/// metadata request at every login.
+pub const METADATA_REFRESH: TimeDelta = TimeDelta::hours(12);
 
 /// Formats a time the way every output of the agent does (RFC 3339, UTC, seconds).
 pub fn rfc3339(t: DateTime<Utc>) -> String {
@@ -406,6 +413,9 @@ impl Agent {
                 } else {
                     tracing::info!(due = %rfc3339(next_due), serial = c.info.serial_number(), "nothing to do");
                 }
+                if intent == Intent::Run && status_error.is_none() && now < c.info.not_after() {
+                    self.refresh_metadata(cached.as_ref(), &mut state, now, out)?;
+                }
                 match status_error {
                     Some(source) => {
                         Err(AgentError::Ca { action: "check the certificate's status at the ca", source })
@@ -481,6 +491,39 @@ impl Agent {
             self.state.save(state)?;
         }
         Ok(None)
+    }
+
+    /// Fetches the metadata again once the cache is older than [`METADATA_REFRESH`] (or from
+    /// the future), and applies the browsers again when what they are told changed (the
+    /// cert-auth domain, the issuer CN or the protected origins). A CA that cannot answer
+    /// leaves the cached copy in use; it is no failed attempt.
+    fn refresh_metadata(
+        &self,
+        cached: Option<&CachedMetadata>,
+        state: &mut AgentState,
+        now: DateTime<Utc>,
+        out: &mut dyn Write,
+    ) -> Result<(), AgentError> {
+        let stale = cached.is_none_or(|c| now < c.fetched_at || now - c.fetched_at >= METADATA_REFRESH);
+        if !stale {
+            return Ok(());
+        }
+        let Ok(ca) = self.ca() else { return Ok(()) };
+        let fresh = match self.fetch_metadata(ca, now) {
+            Ok(metadata) => metadata,
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "could not refresh the ca metadata; using the cached copy");
+                return Ok(());
+            }
+        };
+        let told = |m: &Metadata| {
+            (m.cert_auth_domain.clone(), m.issuer_common_name.clone(), m.protected_origins.clone())
+        };
+        if cached.is_none_or(|c| told(&c.metadata) != told(&fresh)) {
+            tracing::info!("the ca changed what browsers are told; applying it");
+            self.apply_user_browsers(&fresh, state, out)?;
+        }
+        Ok(())
     }
 
     /// The CA's metadata at the start of an enrollment or renewal; a failure counts as a
@@ -681,7 +724,13 @@ impl Agent {
                 return Ok(());
             }
         };
-        match self.platform.browsers.apply(Scope::User, &target, Some(&current.identity)) {
+        warn_skipped_origins(&target);
+        let mut written = state.autoselect_written.clone();
+        let result =
+            self.platform.browsers.apply(Scope::User, &target, Some(&current.identity), &mut written);
+        // Recorded even after a failure: what was added before it is ours to remove later.
+        state.autoselect_written = written;
+        match result {
             Ok(lines) => {
                 for line in lines {
                     writeln!(out, "{line}")?;
@@ -690,7 +739,11 @@ impl Agent {
                 self.state.save(state)?;
             }
             Err(e) => {
-                tracing::warn!(error = %error_chain(&e), "could not configure the browsers for the new certificate")
+                tracing::warn!(error = %error_chain(&e), "could not configure the browsers for the new certificate");
+                // `browsers_serial` stays behind, so the next run applies again.
+                if let Err(e) = self.state.save(state) {
+                    tracing::warn!(error = %error_chain(&e), "could not record the browser entries added");
+                }
             }
         }
         Ok(())
@@ -698,12 +751,16 @@ impl Agent {
 
     /// Removes the user's artifacts: browser settings, identities, the scheduled run.
     /// Returns the removed items and the failures.
-    fn remove_user_artifacts(&self, metadata: Option<&Metadata>) -> (Vec<String>, Vec<String>) {
+    fn remove_user_artifacts(
+        &self,
+        metadata: Option<&Metadata>,
+        written: &WrittenEntries,
+    ) -> (Vec<String>, Vec<String>) {
         let target = metadata.and_then(|m| target_of(m).ok());
         let mut removed = Vec::new();
         let mut failed = Vec::new();
         let steps: [(&str, Result<Vec<String>, PlatformError>); 3] = [
-            ("browser settings", self.platform.browsers.remove(Scope::User, target.as_ref())),
+            ("browser settings", self.platform.browsers.remove(Scope::User, target.as_ref(), written)),
             ("identities", self.platform.store.remove_all()),
             ("scheduled run", self.platform.scheduler.uninstall()),
         ];
@@ -725,7 +782,10 @@ impl Agent {
         out: &mut dyn Write,
     ) -> Result<(), AgentError> {
         tracing::warn!(serial, "the ca revoked the certificate; uninstalling");
-        let (removed, incomplete) = self.remove_user_artifacts(metadata);
+        let (removed, incomplete) = self.remove_user_artifacts(metadata, &state.autoselect_written);
+        // Kept while a removal failed, so that the next run can still tell our entries.
+        let autoselect_written =
+            if incomplete.is_empty() { WrittenEntries::new() } else { state.autoselect_written.clone() };
         for line in &removed {
             writeln!(out, "removed {line}")?;
         }
@@ -740,6 +800,7 @@ impl Agent {
             }),
             revoked: Some(RevokedRecord { serial_number: serial.to_owned(), uninstalled_at: now }),
             browsers_serial: None,
+            autoselect_written,
         };
         self.state.save(state)?;
         Err(AgentError::Revoked { serial: serial.to_owned(), incomplete })
@@ -750,14 +811,17 @@ impl Agent {
         if system {
             let metadata = self.metadata_for_system();
             let target = metadata.as_ref().and_then(|m| target_of(m).ok());
-            let lines = self.platform.browsers.remove(Scope::System, target.as_ref())?;
+            let lines =
+                self.platform.browsers.remove(Scope::System, target.as_ref(), &WrittenEntries::new())?;
             report_removed(&lines, out)?;
             return Ok(());
         }
         let _lock = self.state.lock()?;
-        // A corrupt cache must not block an uninstall.
+        // A corrupt cache or state must not block an uninstall.
         let cached = self.state.load_metadata().ok().flatten();
-        let (mut removed, failed) = self.remove_user_artifacts(cached.as_ref().map(|c| &c.metadata));
+        let written = self.state.load().map(|s| s.autoselect_written).unwrap_or_default();
+        let (mut removed, failed) =
+            self.remove_user_artifacts(cached.as_ref().map(|c| &c.metadata), &written);
         removed.extend(self.state.remove_all()?);
         report_removed(&removed, out)?;
         if failed.is_empty() { Ok(()) } else { Err(AgentError::Incomplete(failed)) }
@@ -812,7 +876,10 @@ impl Agent {
                 },
             };
             let target = target_of(&metadata).map_err(|source| AgentError::BrowserTarget { from, source })?;
-            let lines = self.platform.browsers.apply(Scope::System, &target, None)?;
+            warn_skipped_origins(&target);
+            // The system scope owns its whole policy file and needs no record.
+            let lines =
+                self.platform.browsers.apply(Scope::System, &target, None, &mut WrittenEntries::new())?;
             report_changes(&lines, out)?;
             return Ok(());
         }
@@ -844,7 +911,17 @@ impl Agent {
         };
         let mut lines = self.platform.scheduler.install(&spec)?;
         if let (Some(current), Some(target)) = (&current, &target) {
-            lines.extend(self.platform.browsers.apply(Scope::User, target, Some(&current.identity))?);
+            warn_skipped_origins(target);
+            let _lock = self.state.lock()?;
+            let mut state = self.state.load()?;
+            let result = self.platform.browsers.apply(
+                Scope::User,
+                target,
+                Some(&current.identity),
+                &mut state.autoselect_written,
+            );
+            self.state.save(&state)?;
+            lines.extend(result?);
         }
         report_changes(&lines, out)?;
         Ok(())
@@ -873,13 +950,25 @@ fn report(lines: &[String], prefix: &str, when_empty: &str, out: &mut dyn Write)
 
 /// The browser target a CA's metadata describes, checked with the validator every browser
 /// setting uses ([`OurEntry::new`], [`crate::origin`]): the agent writes no browser setting
-/// for a target that fails here.
+/// for a target whose cert-auth domain or issuer CN fails here. A protected origin that fails
+/// is only skipped ([`BrowserTarget::wanted`]; [`warn_skipped_origins`] says so).
 pub fn target_of(metadata: &Metadata) -> Result<BrowserTarget<'_>, AutoSelectError> {
     OurEntry::new(&metadata.cert_auth_domain, &metadata.issuer_common_name)?;
     Ok(BrowserTarget {
         cert_auth_domain: &metadata.cert_auth_domain,
         issuer_common_name: &metadata.issuer_common_name,
+        protected_origins: &metadata.protected_origins,
     })
+}
+
+/// Logs each protected origin of `target` that fails the origin check, and is therefore
+/// written nowhere.
+pub fn warn_skipped_origins(target: &BrowserTarget<'_>) {
+    if let Ok(wanted) = target.wanted() {
+        for skipped in &wanted.skipped {
+            tracing::warn!(origin = %skipped.value, "skipping a protected origin: {skipped}");
+        }
+    }
 }
 
 /// Whether a failure was an attempt that should count for the backoff (not a local misuse
@@ -1009,6 +1098,9 @@ fn profile(args: &crate::cli::ProfileArgs, config: &Loaded, out: &mut dyn Write)
         .map_err(|source| AgentError::Ca { action: "set up the ca client", source })?;
     let metadata =
         remote.metadata().map_err(|source| AgentError::Ca { action: "fetch the ca's metadata", source })?;
+    if let Ok(target) = target_of(&metadata) {
+        warn_skipped_origins(&target);
+    }
     let mut inputs = ProfileInputs::from_metadata(&metadata, &url);
     if let Some(path) = &args.token_file {
         let token = crate::token::read_token(

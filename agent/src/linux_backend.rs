@@ -23,6 +23,7 @@ use crate::platform::{
     MdmEnrollment, Platform, PlatformError, PlatformOptions, ScheduleSpec, Scheduler, SchedulerStatus, Scope,
     SystemClock,
 };
+use crate::platform::{OriginStatus, WrittenEntries};
 use crate::store::FileIdentityStore;
 
 /// The data directory: the configured one, else `$XDG_DATA_HOME/devicetrust`, else
@@ -155,8 +156,13 @@ impl LinuxBrowsers {
     }
 
     fn nss_status(&self) -> BrowserStatus {
-        let mut status =
-            BrowserStatus { browser: NSS_NAME.to_owned(), present: false, managed: false, detail: None };
+        let mut status = BrowserStatus {
+            browser: NSS_NAME.to_owned(),
+            present: false,
+            managed: false,
+            detail: None,
+            origins: Vec::new(),
+        };
         let nss = match self.nss() {
             Ok(nss) => nss,
             Err(e) => {
@@ -207,6 +213,8 @@ impl BrowserIntegration for LinuxBrowsers {
         scope: Scope,
         target: &BrowserTarget<'_>,
         identity: Option<&Identity>,
+        // The user scope writes no shared list, and the system scope owns its whole file.
+        _written: &mut WrittenEntries,
     ) -> Result<Vec<String>, PlatformError> {
         match scope {
             Scope::User => match identity {
@@ -214,17 +222,17 @@ impl BrowserIntegration for LinuxBrowsers {
                 None => Err(PlatformError::Missing("the identity to import into nss")),
             },
             Scope::System => {
-                let ours =
-                    OurEntry::new(target.cert_auth_domain, target.issuer_common_name).map_err(backend)?;
+                let wanted = target.wanted().map_err(backend)?;
+                let patterns: Vec<&str> = wanted.entries.iter().map(OurEntry::pattern).collect();
                 let mut lines = Vec::new();
                 for policy in &self.policies {
-                    let change = policy.install(&ours).map_err(backend)?;
+                    let change = policy.install(&wanted.entries).map_err(backend)?;
                     if change.file_changed {
                         lines.push(format!(
                             "wrote the {} managed policy {} for {}",
                             policy.browser().name(),
                             change.file.display(),
-                            ours.pattern()
+                            patterns.join(", ")
                         ));
                     }
                 }
@@ -235,13 +243,18 @@ impl BrowserIntegration for LinuxBrowsers {
 
     fn status(&self, target: &BrowserTarget<'_>) -> Result<Vec<BrowserStatus>, PlatformError> {
         let mut out = vec![self.nss_status()];
-        let ours = OurEntry::new(target.cert_auth_domain, target.issuer_common_name).map_err(backend)?;
+        let wanted = target.wanted().map_err(backend)?;
         for policy in &self.policies {
             let name = policy.browser().name().to_owned();
-            out.push(match policy.status(&ours) {
+            out.push(match policy.status(&wanted.entries) {
                 Ok(status) => BrowserStatus {
                     browser: name,
-                    present: status.entry == autoselect::Status::Present,
+                    present: status.entries.iter().all(|(_, s)| *s == autoselect::Status::Present),
+                    origins: status
+                        .entries
+                        .iter()
+                        .map(|(origin, entry)| OriginStatus { origin: origin.clone(), entry: *entry })
+                        .collect(),
                     managed: status.managed,
                     detail: Some(match (&status.effective_file, status.in_sync) {
                         (Some(file), true) => format!("policy in {}", file.display()),
@@ -256,13 +269,19 @@ impl BrowserIntegration for LinuxBrowsers {
                     present: false,
                     managed: false,
                     detail: Some(e.to_string()),
+                    origins: Vec::new(),
                 },
             });
         }
         Ok(out)
     }
 
-    fn remove(&self, scope: Scope, target: Option<&BrowserTarget<'_>>) -> Result<Vec<String>, PlatformError> {
+    fn remove(
+        &self,
+        scope: Scope,
+        _target: Option<&BrowserTarget<'_>>,
+        _written: &WrittenEntries,
+    ) -> Result<Vec<String>, PlatformError> {
         match scope {
             Scope::User => {
                 let nss = self.nss()?;
@@ -279,16 +298,12 @@ impl BrowserIntegration for LinuxBrowsers {
                 })
             }
             Scope::System => {
-                // Our policy file holds only our entry's list; uninstalling drops the policy
-                // from it whatever the entry was, so a placeholder serves when the CA's
-                // metadata was never learnt.
-                let (domain, issuer) = target.map_or(("https://unknown.invalid", "unknown"), |t| {
-                    (t.cert_auth_domain, t.issuer_common_name)
-                });
-                let ours = OurEntry::new(domain, issuer).map_err(backend)?;
+                // Our policy file holds only our entries' list; uninstalling drops the policy
+                // from it whatever the entries were, so it needs no target (the CA's metadata
+                // may never have been learnt).
                 let mut lines = Vec::new();
                 for policy in &self.policies {
-                    let change = policy.uninstall(&ours).map_err(backend)?;
+                    let change = policy.uninstall().map_err(backend)?;
                     if change.file_changed {
                         lines.push(format!(
                             "the {} managed policy {}",

@@ -1,6 +1,7 @@
 //! Configuration profiles (`.mobileconfig`) that an MDM such as Jamf Pro installs on Macs: the
-//! agent's managed settings, Chrome's and Edge's mandatory `AutoSelectCertificateForUrls`, and
-//! iCloud Keychain sync off.
+//! agent's managed settings, Chrome's and Edge's mandatory `AutoSelectCertificateForUrls` (one
+//! entry per origin: the cert-auth domain, then each protected origin of the CA's metadata
+//! that passes the origin check), and iCloud Keychain sync off.
 //!
 //! Only property lists are built here, so this module runs and is tested on every platform, and
 //! the example profiles in `policies/` are generated and checked by its tests.
@@ -43,7 +44,7 @@ use plist::{Dictionary, Value};
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use crate::autoselect::{AutoSelectError, OurEntry};
+use crate::autoselect::{self, AutoSelectError, OurEntry};
 
 /// The agent's managed preferences domain.
 pub const AGENT_DOMAIN: &str = "com.devicetrust.agent";
@@ -216,6 +217,9 @@ pub struct ProfileInputs {
     pub cert_auth_domain: String,
     /// The issuer CN that the browser filter matches (metadata `issuerCommonName`).
     pub issuer_common_name: String,
+    /// The origins of the apps the CA protects (metadata `protectedOrigins`); each gets an
+    /// entry after the cert-auth domain's, and one that fails the origin check is left out.
+    pub protected_origins: Vec<String>,
     /// The agent's `renew_before_days`; `None` leaves the key out.
     pub renew_before_days: Option<u32>,
     /// The agent's `ca_bundle`: an absolute path on the Mac to the PEM roots that the agent
@@ -247,6 +251,7 @@ impl ProfileInputs {
             ca_url: ca_url.clone(),
             cert_auth_domain: metadata.cert_auth_domain.clone(),
             issuer_common_name: metadata.issuer_common_name.clone(),
+            protected_origins: metadata.protected_origins.clone(),
             renew_before_days: Some(metadata.renew_before_days),
             ca_bundle: None,
             enrollment_token: None,
@@ -264,6 +269,7 @@ impl fmt::Debug for ProfileInputs {
             .field("ca_url", &self.ca_url.as_str())
             .field("cert_auth_domain", &self.cert_auth_domain)
             .field("issuer_common_name", &self.issuer_common_name)
+            .field("protected_origins", &self.protected_origins)
             .field("renew_before_days", &self.renew_before_days)
             .field("ca_bundle", &self.ca_bundle)
             .field("enrollment_token", &self.enrollment_token.as_ref().map(|_| "<redacted>"))
@@ -296,7 +302,8 @@ pub fn render(kind: ProfileKind, inputs: &ProfileInputs) -> Result<Vec<u8>, Prof
 /// as the macOS profile, as pretty JSON with a trailing newline.
 pub fn render_chrome_managed_policy(inputs: &ProfileInputs) -> Result<Vec<u8>, ProfileError> {
     let checked = Checked::new(inputs)?;
-    let policy = serde_json::json!({ AUTO_SELECT_POLICY: [checked.entry.to_json()] });
+    let entries: Vec<String> = checked.entries.iter().map(OurEntry::to_json).collect();
+    let policy = serde_json::json!({ AUTO_SELECT_POLICY: entries });
     let mut out =
         serde_json::to_vec_pretty(&policy).map_err(|e| ProfileError::Encode { message: e.to_string() })?;
     out.push(b'\n');
@@ -349,11 +356,14 @@ pub fn write_file(path: &Path, profile: &[u8]) -> Result<(), ProfileError> {
     }
 }
 
-/// Inputs after validation, with the browser entry already built.
+/// Inputs after validation, with the browser entries already built.
 struct Checked<'a> {
     inputs: &'a ProfileInputs,
     ca_url: String,
+    /// The cert-auth domain's entry: it names the CA in the payload UUIDs.
     entry: OurEntry,
+    /// Every entry, the cert-auth domain's first.
+    entries: Vec<OurEntry>,
 }
 
 impl<'a> Checked<'a> {
@@ -362,6 +372,12 @@ impl<'a> Checked<'a> {
             return Err(ProfileError::CaUrlNotHttps { url: inputs.ca_url.to_string() });
         }
         let entry = OurEntry::new(&inputs.cert_auth_domain, &inputs.issuer_common_name)?;
+        let entries = autoselect::wanted(
+            &inputs.cert_auth_domain,
+            &inputs.protected_origins,
+            &inputs.issuer_common_name,
+        )?
+        .entries;
         if let Some(path) = &inputs.ca_bundle
             && !path.starts_with('/')
         {
@@ -395,7 +411,7 @@ impl<'a> Checked<'a> {
             }
             _ => inputs.ca_url.to_string(),
         };
-        Ok(Self { inputs, ca_url, entry })
+        Ok(Self { inputs, ca_url, entry, entries })
     }
 
     /// A UUID derived from the CA and `identifier`. Length-prefixing each part keeps
@@ -479,7 +495,10 @@ fn auto_select_payload(kind: ProfileKind, checked: &Checked<'_>, browser: Browse
         Browser::Edge => ("edge-autoselect", EDGE_DOMAIN, "Microsoft Edge: select the device certificate"),
     };
     let mut dict = payload_dict(kind, checked, name, domain, display_name);
-    dict.insert(AUTO_SELECT_POLICY.into(), Value::Array(vec![string(checked.entry.to_json())]));
+    dict.insert(
+        AUTO_SELECT_POLICY.into(),
+        Value::Array(checked.entries.iter().map(|e| string(e.to_json())).collect()),
+    );
     Value::Dictionary(dict)
 }
 
@@ -502,10 +521,11 @@ fn profile_dict(kind: ProfileKind, checked: &Checked<'_>, payloads: Vec<Value>) 
             format!("Settings of the DeviceTrust agent for the CA at {}.", checked.ca_url)
         }
         ProfileKind::ChromeAutoSelect | ProfileKind::EdgeAutoSelect | ProfileKind::BrowsersAutoSelect => {
+            let patterns: Vec<&str> = checked.entries.iter().map(OurEntry::pattern).collect();
             format!(
                 "Presents the device certificate issued by \"{}\" to {} without asking the user.",
                 checked.entry.issuer_cn(),
-                checked.entry.pattern()
+                patterns.join(", ")
             )
         }
         ProfileKind::KeychainSyncOff => {
@@ -562,6 +582,14 @@ mod tests {
     const EXAMPLE_CA: &str = "https://devicetrust.example.com";
     const EXAMPLE_ISSUER: &str = "MTLS Certificate Authority";
     const EXAMPLE_ENTRY: &str = r#"{"pattern":"https://devicetrust.example.com","filter":{"ISSUER":{"CN":"MTLS Certificate Authority"}}}"#;
+    /// The example CA's protected origins, as the spec's examples write them.
+    const EXAMPLE_ORIGINS: [&str; 2] = ["https://[*.]apps.example.com", "https://wiki.example.com:8443"];
+    /// Every entry of the example profiles: the cert-auth domain's, then one per protected origin.
+    const EXAMPLE_ENTRIES: [&str; 3] = [
+        EXAMPLE_ENTRY,
+        r#"{"pattern":"https://[*.]apps.example.com","filter":{"ISSUER":{"CN":"MTLS Certificate Authority"}}}"#,
+        r#"{"pattern":"https://wiki.example.com:8443","filter":{"ISSUER":{"CN":"MTLS Certificate Authority"}}}"#,
+    ];
 
     /// The metadata of the example CA the files in `policies/` are made for.
     fn example_metadata() -> Metadata {
@@ -573,7 +601,7 @@ mod tests {
             renew_before_days: 30,
             max_unbound_certificates: 5,
             read_only: false,
-            protected_origins: Vec::new(),
+            protected_origins: EXAMPLE_ORIGINS.iter().map(|o| (*o).to_owned()).collect(),
         }
     }
 
@@ -637,12 +665,45 @@ mod tests {
             .unwrap_or_else(|| panic!("no {payload_type} payload"))
     }
 
-    fn check_auto_select(payload: &Dictionary, want_entry: &str) {
+    fn check_auto_select(payload: &Dictionary, want_entries: &[&str]) {
         let list = payload.get(AUTO_SELECT_POLICY).and_then(Value::as_array).expect("an array");
         let list: Vec<&str> = list.iter().map(|v| v.as_string().expect("entries are strings")).collect();
-        assert_eq!(list, [want_entry]);
-        let entry: serde_json::Value = serde_json::from_str(list[0]).unwrap();
-        assert_eq!(entry["filter"]["ISSUER"]["CN"], EXAMPLE_ISSUER);
+        assert_eq!(list, want_entries);
+        for raw in list {
+            let entry: serde_json::Value = serde_json::from_str(raw).unwrap();
+            assert_eq!(entry["filter"]["ISSUER"]["CN"], EXAMPLE_ISSUER);
+        }
+    }
+
+    #[test]
+    fn protected_origins_table() {
+        let cases: &[(&str, &[&str], &[&str])] = &[
+            ("ok/none", &[], &[EXAMPLE_ENTRY]),
+            ("ok/example", &EXAMPLE_ORIGINS, &EXAMPLE_ENTRIES),
+            (
+                "ok/duplicates-once",
+                &["https://[*.]apps.example.com", "https://[*.]Apps.example.com/", EXAMPLE_CA],
+                &EXAMPLE_ENTRIES[..2],
+            ),
+            (
+                "fail/invalid-left-out",
+                &["http://wiki.example.com", "https://[*.]apps.example.com", "https://*", "*"],
+                &EXAMPLE_ENTRIES[..2],
+            ),
+        ];
+        for (name, origins, want) in cases {
+            let inputs = ProfileInputs {
+                protected_origins: origins.iter().map(|o| (*o).to_owned()).collect(),
+                ..example_inputs()
+            };
+            let profile = parse(&render(ProfileKind::BrowsersAutoSelect, &inputs).unwrap());
+            let payloads = payloads(&profile);
+            check_auto_select(payload_of(&payloads, CHROME_DOMAIN), want);
+            check_auto_select(payload_of(&payloads, EDGE_DOMAIN), want);
+            let json: serde_json::Value =
+                serde_json::from_slice(&render_chrome_managed_policy(&inputs).unwrap()).unwrap();
+            assert_eq!(json[AUTO_SELECT_POLICY], serde_json::json!(want), "{name}");
+        }
     }
 
     #[test]
@@ -662,16 +723,16 @@ mod tests {
                 }
                 ProfileKind::ChromeAutoSelect => {
                     assert_eq!(payloads.len(), 1);
-                    check_auto_select(payload_of(&payloads, CHROME_DOMAIN), EXAMPLE_ENTRY);
+                    check_auto_select(payload_of(&payloads, CHROME_DOMAIN), &EXAMPLE_ENTRIES);
                 }
                 ProfileKind::EdgeAutoSelect => {
                     assert_eq!(payloads.len(), 1);
-                    check_auto_select(payload_of(&payloads, EDGE_DOMAIN), EXAMPLE_ENTRY);
+                    check_auto_select(payload_of(&payloads, EDGE_DOMAIN), &EXAMPLE_ENTRIES);
                 }
                 ProfileKind::BrowsersAutoSelect => {
                     assert_eq!(payloads.len(), 2);
-                    check_auto_select(payload_of(&payloads, CHROME_DOMAIN), EXAMPLE_ENTRY);
-                    check_auto_select(payload_of(&payloads, EDGE_DOMAIN), EXAMPLE_ENTRY);
+                    check_auto_select(payload_of(&payloads, CHROME_DOMAIN), &EXAMPLE_ENTRIES);
+                    check_auto_select(payload_of(&payloads, EDGE_DOMAIN), &EXAMPLE_ENTRIES);
                 }
                 ProfileKind::KeychainSyncOff => {
                     assert_eq!(payloads.len(), 1);
@@ -961,7 +1022,7 @@ mod tests {
     fn chrome_managed_policy_json() {
         let bytes = render_chrome_managed_policy(&example_inputs()).unwrap();
         let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(value, serde_json::json!({ "AutoSelectCertificateForUrls": [EXAMPLE_ENTRY] }));
+        assert_eq!(value, serde_json::json!({ "AutoSelectCertificateForUrls": EXAMPLE_ENTRIES }));
         assert!(bytes.ends_with(b"}\n"));
     }
 
@@ -1030,6 +1091,6 @@ mod tests {
         }
         let json = std::fs::read(policies_dir().join(CHROME_JSON_FILE)).unwrap();
         let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
-        assert_eq!(value[AUTO_SELECT_POLICY][0], EXAMPLE_ENTRY);
+        assert_eq!(value[AUTO_SELECT_POLICY], serde_json::json!(EXAMPLE_ENTRIES));
     }
 }

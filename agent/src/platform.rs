@@ -271,6 +271,31 @@ pub struct BrowserTarget<'a> {
     pub cert_auth_domain: &'a str,
     /// The issuer CN the browser's certificate filter matches.
     pub issuer_common_name: &'a str,
+    /// The origins of the apps the CA protects (`protectedOrigins`), as published; each gets
+    /// its own entry once it passes the origin check ([`crate::autoselect::wanted`]).
+    pub protected_origins: &'a [String],
+}
+
+impl BrowserTarget<'_> {
+    /// One checked entry per origin, the cert-auth domain's first, and the origins refused.
+    pub fn wanted(&self) -> Result<crate::autoselect::Wanted, crate::autoselect::AutoSelectError> {
+        crate::autoselect::wanted(self.cert_auth_domain, self.protected_origins, self.issuer_common_name)
+    }
+}
+
+/// The `AutoSelectCertificateForUrls` entries the agent added to lists it shares with others
+/// (macOS: the user's Chrome and Edge preferences; Safari: the protected origins given an
+/// identity preference), by list name; the only entries it may remove later (see
+/// [`crate::autoselect`]). Kept in the agent's state file.
+pub type WrittenEntries = BTreeMap<String, Vec<String>>;
+
+/// Whether one origin's entry is in place in one browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginStatus {
+    /// The origin, in canonical form.
+    pub origin: String,
+    /// Whether our entry is there.
+    pub entry: crate::autoselect::Status,
 }
 
 /// Whether one browser's setting is in place.
@@ -278,33 +303,45 @@ pub struct BrowserTarget<'a> {
 pub struct BrowserStatus {
     /// A stable short name, e.g. `chromium`, `chrome`, `safari`, `nss`.
     pub browser: String,
-    /// Our setting (or identity) is in place for the target.
+    /// Our setting (or identity) is in place for the target: for a browser with per-origin
+    /// entries, for every origin.
     pub present: bool,
     /// The setting is managed (mandatory policy) rather than a user preference.
     pub managed: bool,
     /// Where it is or why it is not, for people.
     pub detail: Option<String>,
+    /// Each origin's entry, for browsers that are told per origin (empty for the NSS
+    /// database, which only holds the identity).
+    pub origins: Vec<OriginStatus>,
 }
 
 /// Makes browsers present the device certificate at the cert-auth domain.
 pub trait BrowserIntegration: Send + Sync + fmt::Debug {
     /// Puts the settings of `scope` in place for `target`, idempotently and without disturbing
-    /// other entries. For [`Scope::User`], `identity` is the current identity (imported or
-    /// referenced as the platform needs). Returns a line per change made.
+    /// other entries; entries recorded in `written` that the target no longer wants are
+    /// removed, and `written` is updated with what was added. For [`Scope::User`], `identity`
+    /// is the current identity (imported or referenced as the platform needs). Returns a line
+    /// per change made.
     fn apply(
         &self,
         scope: Scope,
         target: &BrowserTarget<'_>,
         identity: Option<&Identity>,
+        written: &mut WrittenEntries,
     ) -> Result<Vec<String>, PlatformError>;
 
     /// Whether each browser's setting is in place for `target`.
     fn status(&self, target: &BrowserTarget<'_>) -> Result<Vec<BrowserStatus>, PlatformError>;
 
     /// Removes what [`BrowserIntegration::apply`] put in place for `scope`; `target` is the
-    /// last known one, `None` when it was never learnt. Returns a line per removed item;
-    /// nothing to remove is success.
-    fn remove(&self, scope: Scope, target: Option<&BrowserTarget<'_>>) -> Result<Vec<String>, PlatformError>;
+    /// last known one, `None` when it was never learnt, and `written` what apply recorded.
+    /// Returns a line per removed item; nothing to remove is success.
+    fn remove(
+        &self,
+        scope: Scope,
+        target: Option<&BrowserTarget<'_>>,
+        written: &WrittenEntries,
+    ) -> Result<Vec<String>, PlatformError>;
 }
 
 /// What the scheduler must run.

@@ -1,6 +1,7 @@
 //! The agent's own persisted state, beside the identities: the backoff memory, what the CA
-//! last said about the current certificate, the revocation marker, and the cached CA
-//! metadata (cert-auth domain, issuer CN, CA certificates for the chain check).
+//! last said about the current certificate, the revocation marker, the browser entries it
+//! added to shared lists, and the cached CA metadata (cert-auth domain, protected origins,
+//! issuer CN, CA certificates for the chain check).
 //!
 //! Files live in the data directory, are written atomically and are 0600. A state file
 //! that cannot be parsed is reported, never silently reset: resetting it would forget a
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::{BackoffState, CaVerdict};
 use crate::fsutil;
-use crate::platform::PlatformError;
+use crate::platform::{PlatformError, WrittenEntries};
 use crate::trust::Trust;
 
 const STATE: &str = "state.json";
@@ -88,6 +89,10 @@ pub struct AgentState {
     /// keychain preferences); when it differs from the stored identity, `run` applies again.
     #[serde(default)]
     pub browsers_serial: Option<String>,
+    /// The browser entries the agent added to lists it shares with others, by list: the only
+    /// ones it removes when the CA stops publishing their origin (see [`crate::autoselect`]).
+    #[serde(default, skip_serializing_if = "WrittenEntries::is_empty")]
+    pub autoselect_written: WrittenEntries,
 }
 
 impl AgentState {
@@ -268,6 +273,7 @@ mod tests {
             }),
             revoked: None,
             browsers_serial: Some("0a1a".into()),
+            autoselect_written: [("com.google.Chrome".to_owned(), vec!["{}".to_owned()])].into(),
         };
         dir.save(&state).expect("save");
         assert_eq!(dir.load().expect("load"), state);

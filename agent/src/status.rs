@@ -2,7 +2,9 @@
 //! people, as JSON for tools, or as a Jamf Pro extension attribute.
 //!
 //! `state` is one of `not_enrolled`, `enrolled`, `renewal_due`, `expired`, `revoked`,
-//! `error`. A state that cannot be read is reported as `error` with the reason rather than
+//! `error`. `origins` lists every origin the browsers are told to present the certificate to
+//! (the cert-auth domain, then the CA's protected origins) with its entry per browser;
+//! `skippedOrigins` the protected origins that failed the origin check and were written nowhere. A state that cannot be read is reported as `error` with the reason rather than
 //! failing, so that an inventory run always records something.
 
 use std::collections::BTreeMap;
@@ -11,6 +13,7 @@ use std::io::Write;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::autoselect;
 use crate::commands::{Agent, AgentError, error_chain, rfc3339, target_of};
 use crate::core::schedule;
 use crate::core::{CaVerdict, CertFacts};
@@ -98,6 +101,28 @@ pub struct BrowserReport {
     pub detail: Option<String>,
 }
 
+/// One origin the browsers are told to present the certificate to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OriginReport {
+    /// The origin, in canonical form (the pattern written).
+    pub origin: String,
+    /// Whether our entry is in place in every browser that is told per origin.
+    pub in_place: bool,
+    /// Its entry in each such browser: `present`, `present_with_other_filter` (another entry
+    /// for the origin wins) or `absent`.
+    pub browsers: BTreeMap<String, autoselect::Status>,
+}
+
+/// A protected origin that failed the origin check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkippedOriginReport {
+    /// The value the CA published.
+    pub value: String,
+    /// Why it was refused.
+    pub reason: String,
+}
+
 /// The identity store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -131,6 +156,12 @@ pub struct StatusReport {
     pub ca: CaReport,
     /// Each browser's setting, by name.
     pub browsers: BTreeMap<String, BrowserReport>,
+    /// Each origin and its entry per browser, the cert-auth domain first; empty until the CA's
+    /// metadata is cached.
+    pub origins: Vec<OriginReport>,
+    /// The protected origins that were not written, with why.
+    #[serde(rename = "skippedOrigins")]
+    pub skipped_origins: Vec<SkippedOriginReport>,
     /// The identity store.
     pub store: StoreReport,
     /// The scheduled run (plain output only; not part of the JSON contract).
@@ -159,6 +190,8 @@ pub fn gather(agent: &Agent) -> StatusReport {
         renewal: RenewalReport { due_at: None, last_attempt: None, last_error: None, next_attempt: None },
         ca: CaReport { url: agent.config.config.ca_url.clone() },
         browsers: BTreeMap::new(),
+        origins: Vec::new(),
+        skipped_origins: Vec::new(),
         store: StoreReport {
             kind: description.kind,
             location: description.location,
@@ -186,8 +219,15 @@ fn fill(agent: &Agent, now: DateTime<Utc>, report: &mut StatusReport) -> Result<
     report.store.pending_key = snapshot.pending_key;
     if let Some(cached) = agent.state.load_metadata()?
         && let Ok(target) = target_of(&cached.metadata)
+        && let Ok(wanted) = target.wanted()
         && let Ok(statuses) = agent.platform.browsers.status(&target)
     {
+        report.origins = origin_reports(&wanted, &statuses);
+        report.skipped_origins = wanted
+            .skipped
+            .iter()
+            .map(|e| SkippedOriginReport { value: e.value.clone(), reason: e.problem.to_string() })
+            .collect();
         for s in statuses {
             report.browsers.insert(
                 s.browser,
@@ -226,6 +266,39 @@ fn fill(agent: &Agent, now: DateTime<Utc>, report: &mut StatusReport) -> Result<
     Ok(())
 }
 
+/// Each wanted origin with its entry in every browser that reports per-origin entries.
+pub fn origin_reports(
+    wanted: &autoselect::Wanted,
+    statuses: &[crate::platform::BrowserStatus],
+) -> Vec<OriginReport> {
+    wanted
+        .entries
+        .iter()
+        .map(|entry| {
+            let browsers: BTreeMap<String, autoselect::Status> = statuses
+                .iter()
+                .filter_map(|s| {
+                    let found = s.origins.iter().find(|o| o.origin == entry.pattern())?;
+                    Some((s.browser.clone(), found.entry))
+                })
+                .collect();
+            let in_place =
+                !browsers.is_empty() && browsers.values().all(|s| *s == autoselect::Status::Present);
+            OriginReport { origin: entry.pattern().to_owned(), in_place, browsers }
+        })
+        .collect()
+}
+
+/// `, origins N/M` for the Jamf extension attribute (N of M origins in place everywhere), or
+/// nothing when no browser reports per-origin entries.
+fn origins_suffix(report: &StatusReport) -> String {
+    if report.origins.iter().all(|o| o.browsers.is_empty()) {
+        return String::new();
+    }
+    let in_place = report.origins.iter().filter(|o| o.in_place).count();
+    format!(", origins {in_place}/{}", report.origins.len())
+}
+
 /// Prints `report` in `format`.
 pub fn render(report: &StatusReport, format: Format, out: &mut dyn Write) -> Result<(), AgentError> {
     match format {
@@ -236,7 +309,12 @@ pub fn render(report: &StatusReport, format: Format, out: &mut dyn Write) -> Res
         Format::JamfEa => match &report.certificate {
             Some(cert) => {
                 let day = cert.not_after.get(..10).unwrap_or(&cert.not_after);
-                writeln!(out, "<result>{}, expires {day}</result>", report.state.as_str())?;
+                writeln!(
+                    out,
+                    "<result>{}, expires {day}{}</result>",
+                    report.state.as_str(),
+                    origins_suffix(report)
+                )?;
             }
             None => writeln!(out, "<result>{}</result>", report.state.as_str())?,
         },
@@ -281,6 +359,30 @@ fn plain_lines(report: &StatusReport) -> Vec<(String, String)> {
             value.push_str(&format!(" ({detail})"));
         }
         lines.push((format!("Browser {name}"), value));
+    }
+    for origin in &report.origins {
+        let value = if origin.browsers.is_empty() {
+            "no browser reports it".to_owned()
+        } else {
+            let parts: Vec<String> = origin
+                .browsers
+                .iter()
+                .map(|(name, status)| {
+                    let state = match status {
+                        autoselect::Status::Present => "in place",
+                        autoselect::Status::PresentWithOtherFilter => "another entry wins",
+                        autoselect::Status::Absent => "missing",
+                    };
+                    format!("{name} {state}")
+                })
+                .collect();
+            parts.join(", ")
+        };
+        // One short label, so that long origins do not push every value to the right.
+        lines.push(("Origin".to_owned(), format!("{} ({value})", origin.origin)));
+    }
+    for skipped in &report.skipped_origins {
+        lines.push(("Skipped origin".to_owned(), format!("{:?}: {}", skipped.value, skipped.reason)));
     }
     let mut store = format!("{} at {}", report.store.kind, report.store.location);
     if report.store.pending_key {

@@ -62,6 +62,8 @@ pub(crate) struct Knobs {
     pub wrong_device: bool,
     /// Publish this `certAuthDomain` instead of the CA's own origin.
     pub cert_auth_domain: Option<String>,
+    /// Publish these `protectedOrigins`.
+    pub protected_origins: Vec<String>,
 }
 
 pub(crate) struct FakeCa {
@@ -102,9 +104,10 @@ impl FakeCa {
     }
 
     pub(crate) fn metadata_value(&self) -> Metadata {
+        // One guard: the knobs' mutex is not reentrant.
+        let knobs = self.knobs();
         Metadata {
-            cert_auth_domain: self
-                .knobs()
+            cert_auth_domain: knobs
                 .cert_auth_domain
                 .clone()
                 .unwrap_or_else(|| "https://127.0.0.1:9".to_owned()),
@@ -114,7 +117,7 @@ impl FakeCa {
             renew_before_days: 30,
             max_unbound_certificates: 5,
             read_only: false,
-            protected_origins: Vec::new(),
+            protected_origins: knobs.protected_origins.clone(),
         }
     }
 

@@ -109,12 +109,17 @@ fn relying_party_routes() -> Router<Arc<Ca>> {
 }
 
 fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    json_response_cached(status, body, "no-store")
+}
+
+/// A JSON response with its own `Cache-Control`.
+fn json_response_cached(status: StatusCode, body: &impl serde::Serialize, cache: &'static str) -> Response {
     match serde_json::to_vec(body) {
         Ok(bytes) => (
             status,
             [
                 (header::CONTENT_TYPE, HeaderValue::from_static(JSON)),
-                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
             ],
             bytes,
         )

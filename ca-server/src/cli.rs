@@ -111,30 +111,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             let ca = Ca::builder(config.clone()).build().await.context("cannot start the CA")?;
-            let main = TcpListener::bind(config.server.listen)
-                .await
-                .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-            let cert_auth = match &config.cert_auth {
-                Some(listener) => Some(
-                    TcpListener::bind(listener.listen)
-                        .await
-                        .with_context(|| format!("cannot listen on {}", listener.listen))?,
-                ),
-                None => None,
-            };
-            let http = match &config.http {
-                Some(listener) => Some(
-                    TcpListener::bind(listener.listen)
-                        .await
-                        .with_context(|| format!("cannot listen on {}", listener.listen))?,
-                ),
-                None => None,
-            };
+            let main = bind(config.server.listen).await?;
+            let cert_auth = bind_optional(config.cert_auth.as_ref().map(|l| l.listen)).await?;
+            let http = bind_optional(config.http.as_ref().map(|l| l.listen)).await?;
             server::serve_listeners(Listeners { main, cert_auth, http }, ca, shutdown).await?;
         }
         Command::Dev { listen, data_dir, managed_devices, limits, relying_parties, http_listen } => {
-            let listener =
-                TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            let listener = bind(listen).await?;
             let local = listener.local_addr().context("cannot read the listening address")?;
             let limits = match limits {
                 Some(path) => Some(dev::load_limits(&path)?),
@@ -144,12 +127,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(path) => Some(dev::load_relying_parties(&path)?),
                 None => None,
             };
-            let http = match http_listen {
-                Some(addr) => {
-                    Some(TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?)
-                }
-                None => None,
-            };
+            let http = bind_optional(http_listen).await?;
             let mut env = dev::prepare(&DevOptions { data_dir, managed_devices }, local)
                 .context("cannot prepare the data directory")?;
             if let Some(limits) = limits {
@@ -179,6 +157,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))
+}
+
+async fn bind_optional(addr: Option<SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
+    match addr {
+        Some(addr) => Ok(Some(bind(addr).await?)),
+        None => Ok(None),
+    }
 }
 
 /// Completes at the first SIGINT or SIGTERM.

@@ -46,10 +46,16 @@ impl DeviceFacts for FakeDevice {
     }
 }
 
+/// The list name the fake browser records its entries under.
+const FAKE_LIST: &str = "fakebrowser";
+
+/// Records calls, and keeps one shared `AutoSelectCertificateForUrls` list (the user scope's)
+/// the way the macOS backend keeps Chrome's: through [`crate::autoselect::sync`].
 #[derive(Debug)]
 struct FakeBrowsers {
     log: Log,
     applied: Mutex<bool>,
+    list: Arc<Mutex<Vec<String>>>,
 }
 
 impl BrowserIntegration for FakeBrowsers {
@@ -58,6 +64,7 @@ impl BrowserIntegration for FakeBrowsers {
         scope: Scope,
         target: &BrowserTarget<'_>,
         identity: Option<&Identity>,
+        written: &mut WrittenEntries,
     ) -> Result<Vec<String>, PlatformError> {
         self.log.lock().expect("log").push(format!(
             "apply {scope:?} {} {}",
@@ -65,18 +72,52 @@ impl BrowserIntegration for FakeBrowsers {
             identity.is_some()
         ));
         *self.applied.lock().expect("applied") = true;
+        if scope == Scope::User {
+            let wanted = target.wanted().map_err(|e| PlatformError::Backend(e.to_string()))?;
+            let mut list = self.list.lock().expect("list");
+            let before = written.get(FAKE_LIST).cloned().unwrap_or_default();
+            let synced = crate::autoselect::sync(&list, &wanted.entries, &before);
+            *list = synced.list;
+            written.insert(FAKE_LIST.to_owned(), synced.written);
+        }
         Ok(vec![format!("applied for {}", target.cert_auth_domain)])
     }
-    fn status(&self, _target: &BrowserTarget<'_>) -> Result<Vec<BrowserStatus>, PlatformError> {
+    fn status(&self, target: &BrowserTarget<'_>) -> Result<Vec<BrowserStatus>, PlatformError> {
         let present = *self.applied.lock().expect("applied");
-        Ok(vec![BrowserStatus { browser: "fakebrowser".into(), present, managed: false, detail: None }])
+        let list = self.list.lock().expect("list");
+        let wanted = target.wanted().map_err(|e| PlatformError::Backend(e.to_string()))?;
+        let origins = wanted
+            .entries
+            .iter()
+            .map(|e| crate::platform::OriginStatus {
+                origin: e.pattern().to_owned(),
+                entry: crate::autoselect::status(&list, e),
+            })
+            .collect();
+        Ok(vec![BrowserStatus {
+            browser: "fakebrowser".into(),
+            present,
+            managed: false,
+            detail: None,
+            origins,
+        }])
     }
     fn remove(
         &self,
         scope: Scope,
-        _target: Option<&BrowserTarget<'_>>,
+        target: Option<&BrowserTarget<'_>>,
+        written: &WrittenEntries,
     ) -> Result<Vec<String>, PlatformError> {
         self.log.lock().expect("log").push(format!("remove {scope:?}"));
+        if scope == Scope::User {
+            let always: Vec<OurEntry> = target
+                .and_then(|t| OurEntry::new(t.cert_auth_domain, t.issuer_common_name).ok())
+                .into_iter()
+                .collect();
+            let mut list = self.list.lock().expect("list");
+            let ours = written.get(FAKE_LIST).cloned().unwrap_or_default();
+            *list = crate::autoselect::remove_ours(&list, &always, &ours).0;
+        }
         let mut applied = self.applied.lock().expect("applied");
         let was = std::mem::replace(&mut *applied, false);
         Ok(if was { vec!["browser setting".into()] } else { Vec::new() })
@@ -132,6 +173,8 @@ struct Harness {
     ca: Arc<FakeCa>,
     clock: Arc<FixedClock>,
     log: Log,
+    /// The fake browser's shared list, across agents (like the user's preferences).
+    list: Arc<Mutex<Vec<String>>>,
     mdm: MdmEnrollment,
     crash: Option<Step>,
 }
@@ -146,6 +189,7 @@ impl Harness {
             ca: Arc::new(FakeCa::new()),
             clock: Arc::new(FixedClock::new(early())),
             log: Arc::default(),
+            list: Arc::default(),
             mdm: MdmEnrollment::Unknown,
             crash: None,
         }
@@ -176,6 +220,7 @@ impl Harness {
             browsers: Box::new(FakeBrowsers {
                 log: self.log.clone(),
                 applied: Mutex::new(self.browsers_applied()),
+                list: self.list.clone(),
             }),
             scheduler: Box::new(FakeScheduler { log: self.log.clone(), installed: Mutex::new(false) }),
             notifier: Box::new(FakeNotifier { log: self.log.clone() }),
@@ -199,6 +244,10 @@ impl Harness {
 
     fn serial(&self) -> Option<String> {
         self.agent().current().expect("current").map(|c| c.info.serial_number().to_owned())
+    }
+
+    fn enroll_with(&self, out: &mut Vec<u8>) -> Result<(), AgentError> {
+        self.agent().enroll(token(), out)
     }
 
     fn logged(&self, prefix: &str) -> usize {
@@ -525,7 +574,15 @@ fn status_json_has_the_contract_shape() {
         k.sort();
         k
     };
-    assert_eq!(keys(&json), ["browsers", "ca", "certificate", "renewal", "state", "store"]);
+    assert_eq!(
+        keys(&json),
+        ["browsers", "ca", "certificate", "origins", "renewal", "skippedOrigins", "state", "store"]
+    );
+    assert_eq!(
+        json["origins"],
+        serde_json::json!([{"origin": "https://127.0.0.1:9", "inPlace": true, "browsers": {"fakebrowser": "present"}}])
+    );
+    assert_eq!(json["skippedOrigins"], serde_json::json!([]));
     assert_eq!(json["state"], "enrolled");
     assert_eq!(
         keys(&json["certificate"]),
@@ -541,7 +598,7 @@ fn status_json_has_the_contract_shape() {
     assert_eq!(json["store"]["identity"], true);
 
     let (_, ea) = output(|o| crate::status::render(&report, crate::status::Format::JamfEa, o));
-    assert_eq!(ea, "<result>enrolled, expires 2027-01-01</result>\n");
+    assert_eq!(ea, "<result>enrolled, expires 2027-01-01, origins 1/1</result>\n");
     let (_, plain) = output(|o| crate::status::render(&report, crate::status::Format::Plain, o));
     let column = plain.find("enrolled").expect("state value");
     assert!(plain.starts_with("State:"), "{plain}");
@@ -562,19 +619,19 @@ fn status_table() {
             "ok/enrolled",
             Box::new(|h| output(|o| h.agent().enroll(token(), o)).0.expect("enroll")),
             "enrolled",
-            "<result>enrolled, expires 2027-01-01</result>\n",
+            "<result>enrolled, expires 2027-01-01, origins 1/1</result>\n",
         ),
         (
             "ok/renewal-due",
             Box::new(|h| h.clock.set(late())),
             "renewal_due",
-            "<result>renewal_due, expires 2027-01-01</result>\n",
+            "<result>renewal_due, expires 2027-01-01, origins 1/1</result>\n",
         ),
         (
             "ok/expired",
             Box::new(|h| h.clock.set(not_after())),
             "expired",
-            "<result>expired, expires 2027-01-01</result>\n",
+            "<result>expired, expires 2027-01-01, origins 1/1</result>\n",
         ),
         (
             "fail/corrupt-state",
@@ -590,6 +647,92 @@ fn status_table() {
         let (_, text) = output(|o| crate::status::render(&report, crate::status::Format::JamfEa, o));
         assert_eq!(text, ea, "{name}");
     }
+}
+
+const APPS: &str = "https://[*.]apps.example.com";
+const WIKI: &str = "https://wiki.example.com:8443";
+
+fn fake_entry(pattern: &str) -> String {
+    OurEntry::new(pattern, crate::testing::ISSUER_CN).expect("entry").to_json()
+}
+
+/// The protected origins from the CA's metadata reach the browser's shared list, one entry
+/// each; an invalid one is skipped and shown; a dropped one goes at the next run that
+/// refreshes the metadata; foreign entries (and an identical entry the agent did not add)
+/// stay through all of it, uninstall included.
+#[test]
+fn ok_protected_origins_follow_the_metadata() {
+    let h = Harness::new();
+    let foreign = vec![
+        r#"{"pattern":"https://intranet.example.com","filter":{"ISSUER":{"CN":"Corp CA"}}}"#.to_owned(),
+        "junk".to_owned(),
+    ];
+    let wiki_by_admin = fake_entry(WIKI);
+    let mut seeded = foreign.clone();
+    seeded.push(wiki_by_admin.clone());
+    *h.list.lock().expect("list") = seeded.clone();
+    h.ca.knobs().protected_origins =
+        vec![APPS.into(), "http://bad.example.com".into(), WIKI.into(), APPS.into()];
+
+    let (result, _) = output(|o| h.enroll_with(o));
+    result.expect("enroll");
+    let mut want = seeded.clone();
+    want.extend([fake_entry("https://127.0.0.1:9"), fake_entry(APPS)]);
+    assert_eq!(
+        *h.list.lock().expect("list"),
+        want,
+        "one entry per origin, the admin's wiki entry not repeated"
+    );
+
+    let report = crate::status::gather(&h.agent());
+    let origins: Vec<(&str, bool)> = report.origins.iter().map(|o| (o.origin.as_str(), o.in_place)).collect();
+    assert_eq!(origins, [("https://127.0.0.1:9", true), (APPS, true), (WIKI, true)]);
+    assert_eq!(report.skipped_origins.len(), 1);
+    assert_eq!(report.skipped_origins[0].value, "http://bad.example.com");
+    let (_, plain) = output(|o| crate::status::render(&report, crate::status::Format::Plain, o));
+    assert!(plain.contains("https://[*.]apps.example.com (fakebrowser in place)"), "{plain}");
+    assert!(plain.contains("\"http://bad.example.com\": the scheme must be https"), "{plain}");
+    let (_, ea) = output(|o| crate::status::render(&report, crate::status::Format::JamfEa, o));
+    assert_eq!(ea, "<result>enrolled, expires 2027-01-01, origins 3/3</result>\n");
+
+    // The CA drops both origins. A run within the refresh interval does not ask for metadata.
+    h.ca.knobs().protected_origins = Vec::new();
+    let before = h.requests();
+    output(|o| h.agent().run(None, o)).0.expect("run");
+    assert_eq!(h.requests(), before + 1, "only the status check");
+    assert_eq!(h.list.lock().expect("list").len(), want.len(), "nothing changed yet");
+
+    h.clock.set(early() + METADATA_REFRESH);
+    output(|o| h.agent().run(None, o)).0.expect("run");
+    let mut want = seeded.clone();
+    want.push(fake_entry("https://127.0.0.1:9"));
+    assert_eq!(*h.list.lock().expect("list"), want, "ours for the apps went; the admin's wiki entry stayed");
+    let state = h.agent().state.load().expect("state");
+    assert_eq!(state.autoselect_written[FAKE_LIST], [fake_entry("https://127.0.0.1:9")]);
+    let report = crate::status::gather(&h.agent());
+    assert_eq!(report.origins.len(), 1);
+    assert!(report.skipped_origins.is_empty());
+
+    output(|o| h.agent().uninstall(false, o)).0.expect("uninstall");
+    assert_eq!(*h.list.lock().expect("list"), seeded, "foreign entries survive uninstall");
+}
+
+/// Offline, the cached origins stay in use: a CA that cannot answer changes nothing.
+#[test]
+fn ok_offline_run_keeps_the_cached_origins() {
+    let h = Harness::new();
+    h.ca.knobs().protected_origins = vec![APPS.into()];
+    output(|o| h.enroll_with(o)).0.expect("enroll");
+    let list = h.list.lock().expect("list").clone();
+    assert_eq!(list.len(), 2);
+    h.ca.knobs().protected_origins = Vec::new();
+    h.ca.knobs().down = true;
+    h.clock.set(early() + METADATA_REFRESH * 2);
+    let _ = output(|o| h.agent().run(None, o));
+    assert_eq!(*h.list.lock().expect("list"), list);
+    let cached = h.agent().state.load_metadata().expect("load").expect("cached");
+    assert_eq!(cached.metadata.protected_origins, [APPS]);
+    assert_eq!(crate::status::gather(&h.agent()).origins.len(), 2);
 }
 
 #[test]

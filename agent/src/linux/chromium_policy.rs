@@ -1,12 +1,17 @@
-//! Chromium's and Chrome's managed policy on Linux: our `AutoSelectCertificateForUrls` entry
-//! in `/etc/chromium/policies/managed/` and `/etc/opt/chrome/policies/managed/` (root only).
+//! Chromium's and Chrome's managed policy on Linux: our `AutoSelectCertificateForUrls` entries
+//! (one per origin: the cert-auth domain and each protected origin) in
+//! `/etc/chromium/policies/managed/` and `/etc/opt/chrome/policies/managed/` (root only).
 //!
 //! The browser reads every file in the directory, in byte order of the names, and when two
 //! files set the same policy the *last* one wins outright: lists are not merged. So our file
 //! (`zz-devicetrust.json`, named to sort late) carries the list the browser uses today, the
-//! one from the last other file that sets the policy, plus our entry. Other files are never
+//! one from the last other file that sets the policy, plus our entries. Other files are never
 //! written. If an administrator later edits their list, ours is a stale copy until
 //! `install --system` runs again; [`PolicyStatus::in_sync`] says when that is the case.
+//!
+//! Which entries are ours needs no record here: every install rebuilds our file from the
+//! other files' list and the origins wanted now, so an origin the CA dropped is simply not
+//! written again, and an entry in another file (even one identical to ours) is never touched.
 //!
 //! Files are written atomically (a temporary file beside the directory, fsync, rename) with
 //! mode 0644, since the browser runs as the user.
@@ -90,8 +95,8 @@ pub struct PolicyStatus {
     pub dir: PathBuf,
     /// Always true: these files are managed policy, which the user cannot change.
     pub managed: bool,
-    /// Our entry in the list the browser actually uses.
-    pub entry: Status,
+    /// Each wanted entry in the list the browser actually uses: the pattern and where it stands.
+    pub entries: Vec<(String, Status)>,
     /// The file whose list the browser uses, if any file sets the policy.
     pub effective_file: Option<PathBuf>,
     /// Whether our file sets the policy.
@@ -109,8 +114,11 @@ pub struct PolicyChange {
     pub browser: Browser,
     /// Our file.
     pub file: PathBuf,
-    /// What happened to our entry in the list the browser uses.
-    pub change: Change,
+    /// What happened to each wanted entry in the list the browser uses (install), position for
+    /// position; empty for an uninstall.
+    pub changes: Vec<Change>,
+    /// How many of our entries an uninstall dropped (entries of our file that no other file has).
+    pub removed: usize,
     /// Whether our file was written (or, when uninstalling, changed or deleted).
     pub file_changed: bool,
 }
@@ -159,59 +167,82 @@ impl ManagedPolicy {
         self.dir.join(POLICY_FILE)
     }
 
-    /// Makes the browser use our entry: writes our file with the list the browser uses now
-    /// plus our entry, unless that list already has an entry for our pattern (then an
-    /// administrator's choice stands and nothing is added). Creates the directory if needed.
-    pub fn install(&self, ours: &OurEntry) -> Result<PolicyChange, PolicyError> {
+    /// Makes the browser use our entries: writes our file with the list the browser uses now
+    /// plus each wanted entry whose pattern that list lacks (an entry for the pattern already
+    /// there is an administrator's choice and stands). An entry our file held for an origin no
+    /// longer wanted is not carried over. Creates the directory if needed.
+    pub fn install(&self, wanted: &[OurEntry]) -> Result<PolicyChange, PolicyError> {
         let view = self.view()?;
-        let base = view.others.as_ref().map(|(_, list)| list.clone()).unwrap_or_default();
-        let (list, change) = autoselect::merge(&base, ours);
+        let (list, changes) = Self::wanted_list(&view, wanted);
         let mut object = view.ours.clone();
-        match change {
-            Change::Added => {
+        match list {
+            Some(list) => {
                 object.insert(POLICY.to_owned(), Value::from(list));
             }
-            // Another file already covers our pattern: ours must not repeat or shadow it.
-            _ => {
+            // Other files already cover every pattern: ours must not repeat or shadow them.
+            None => {
                 object.remove(POLICY);
             }
         }
         let file_changed = self.store(&view, object)?;
         // Our file already said exactly this: nothing was added now.
-        let change = if change == Change::Added && !file_changed { Change::AlreadyPresent } else { change };
-        Ok(PolicyChange { browser: self.browser, file: self.file(), change, file_changed })
+        let changes = changes
+            .into_iter()
+            .map(|c| if c == Change::Added && !file_changed { Change::AlreadyPresent } else { c })
+            .collect();
+        Ok(PolicyChange { browser: self.browser, file: self.file(), changes, removed: 0, file_changed })
     }
 
-    /// Removes our entry: drops the policy from our file, and the file when nothing else is in
-    /// it. Other files are untouched, so entries they hold (even one for our pattern) stay.
-    pub fn uninstall(&self, ours: &OurEntry) -> Result<PolicyChange, PolicyError> {
+    /// Removes our entries: drops the policy from our file, and the file when nothing else is
+    /// in it. Other files are untouched, so entries they hold (even one for our pattern) stay.
+    pub fn uninstall(&self) -> Result<PolicyChange, PolicyError> {
         let view = self.view()?;
         let our_list = view.ours.get(POLICY).map(string_list).unwrap_or_default();
-        let (_, change) = autoselect::remove(&our_list, ours);
+        let base = view.others.as_ref().map(|(_, list)| list.clone()).unwrap_or_default();
+        let removed = our_list.iter().filter(|e| !base.contains(e)).count();
         let mut object = view.ours.clone();
         object.remove(POLICY);
         let file_changed = self.store(&view, object)?;
-        Ok(PolicyChange { browser: self.browser, file: self.file(), change, file_changed })
+        Ok(PolicyChange {
+            browser: self.browser,
+            file: self.file(),
+            changes: Vec::new(),
+            removed,
+            file_changed,
+        })
     }
 
-    /// Where our entry stands in the list the browser uses.
-    pub fn status(&self, ours: &OurEntry) -> Result<PolicyStatus, PolicyError> {
-        let view = self.view()?;
-        let entry = match &view.effective {
-            Some((_, list)) => autoselect::status(list, ours),
-            None => Status::Absent,
-        };
-        let our_list = view.ours.get(POLICY).map(string_list);
+    /// What our file's list should be (`None`: no list, other files cover every pattern) and
+    /// what that does to each wanted entry.
+    fn wanted_list(view: &DirView, wanted: &[OurEntry]) -> (Option<Vec<String>>, Vec<Change>) {
         let base = view.others.as_ref().map(|(_, list)| list.clone()).unwrap_or_default();
-        let (wanted, change) = autoselect::merge(&base, ours);
-        let wanted = (change == Change::Added).then_some(wanted);
+        let (list, changes) = autoselect::merge_all(&base, wanted);
+        let list = changes.contains(&Change::Added).then_some(list);
+        (list, changes)
+    }
+
+    /// Where each wanted entry stands in the list the browser uses.
+    pub fn status(&self, wanted: &[OurEntry]) -> Result<PolicyStatus, PolicyError> {
+        let view = self.view()?;
+        let entries = wanted
+            .iter()
+            .map(|ours| {
+                let status = match &view.effective {
+                    Some((_, list)) => autoselect::status(list, ours),
+                    None => Status::Absent,
+                };
+                (ours.pattern().to_owned(), status)
+            })
+            .collect();
+        let our_list = view.ours.get(POLICY).map(string_list);
+        let (want, _) = Self::wanted_list(&view, wanted);
         let effective_is_ours = view.effective.as_ref().is_some_and(|(path, _)| *path == self.file());
-        let in_sync = our_list == wanted && (wanted.is_none() || effective_is_ours);
+        let in_sync = our_list == want && (want.is_none() || effective_is_ours);
         Ok(PolicyStatus {
             browser: self.browser,
             dir: self.dir.clone(),
             managed: true,
-            entry,
+            entries,
             effective_file: view.effective.map(|(path, _)| path),
             our_file: our_list.is_some(),
             in_sync,
@@ -395,8 +426,8 @@ mod tests {
     #[test]
     fn ok_fresh_install_creates_dirs_and_file() {
         let d = Dir::new(&[]);
-        let change = d.policy.install(&ours()).unwrap();
-        assert_eq!((change.change, change.file_changed), (Change::Added, true));
+        let change = d.policy.install(&[ours()]).unwrap();
+        assert_eq!((change.changes.as_slice(), change.file_changed), ([Change::Added].as_slice(), true));
         assert_eq!(d.list(POLICY_FILE), [ours().to_json()]);
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&d.policy.dir), 0o755);
@@ -405,13 +436,13 @@ mod tests {
         let parent = d.policy.dir.parent().unwrap();
         let leftovers: Vec<_> = fs::read_dir(parent).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(leftovers, ["managed"], "no temporary file is left beside the directory");
-        let status = d.policy.status(&ours()).unwrap();
-        assert_eq!(status.entry, Status::Present);
+        let status = d.policy.status(&[ours()]).unwrap();
+        assert_eq!(status.entries, [(ORIGIN.to_owned(), Status::Present)]);
         assert!(status.managed && status.our_file && status.in_sync, "{status:?}");
         assert_eq!(status.effective_file, Some(d.policy.file()));
 
-        let again = d.policy.install(&ours()).unwrap();
-        assert_eq!((again.change, again.file_changed), (Change::AlreadyPresent, false), "idempotent");
+        let again = d.policy.install(&[ours()]).unwrap();
+        assert_eq!((again.changes, again.file_changed), (vec![Change::AlreadyPresent], false), "idempotent");
     }
 
     #[test]
@@ -429,8 +460,8 @@ mod tests {
             ("README", "not policy"),
         ]);
 
-        let change = d.policy.install(&ours()).unwrap();
-        assert_eq!(change.change, Change::Added);
+        let change = d.policy.install(&[ours()]).unwrap();
+        assert_eq!(change.changes, [Change::Added]);
         // The browser used corp.json's list (the last file setting it); ours is that list plus us.
         assert_eq!(
             d.list(POLICY_FILE),
@@ -440,37 +471,33 @@ mod tests {
         assert_eq!(d.read("a-older.json").unwrap(), older);
         assert_eq!(d.read("other.json").unwrap(), other);
         assert_eq!(d.names(), ["README", "a-older.json", "corp.json", "other.json", POLICY_FILE]);
-        assert!(d.policy.status(&ours()).unwrap().in_sync);
+        assert!(d.policy.status(&[ours()]).unwrap().in_sync);
 
-        let change = d.policy.uninstall(&ours()).unwrap();
-        assert_eq!((change.change, change.file_changed), (Change::Removed(1), true));
+        let change = d.policy.uninstall().unwrap();
+        assert_eq!((change.removed, change.file_changed), (1, true));
         assert_eq!(d.names(), ["README", "a-older.json", "corp.json", "other.json"]);
         assert_eq!(d.read("corp.json").unwrap(), corp);
-        let status = d.policy.status(&ours()).unwrap();
-        assert_eq!(status.entry, Status::Absent);
+        let status = d.policy.status(&[ours()]).unwrap();
+        assert_eq!(status.entries, [(ORIGIN.to_owned(), Status::Absent)]);
         assert_eq!(status.effective_file, Some(d.policy.dir.join("corp.json")));
 
-        let again = d.policy.uninstall(&ours()).unwrap();
-        assert_eq!(
-            (again.change, again.file_changed),
-            (Change::NotPresent, false),
-            "second uninstall is a no-op"
-        );
+        let again = d.policy.uninstall().unwrap();
+        assert_eq!((again.removed, again.file_changed), (0, false), "second uninstall is a no-op");
     }
 
     #[test]
     fn ok_existing_entry_for_pattern_is_not_duplicated() {
         let corp = policy_file(&[INTRANET, &ours().to_json()], "");
         let d = Dir::new(&[("corp.json", &corp)]);
-        let change = d.policy.install(&ours()).unwrap();
-        assert_eq!((change.change, change.file_changed), (Change::AlreadyPresent, false));
+        let change = d.policy.install(&[ours()]).unwrap();
+        assert_eq!((change.changes, change.file_changed), (vec![Change::AlreadyPresent], false));
         assert_eq!(d.read(POLICY_FILE), None);
-        let status = d.policy.status(&ours()).unwrap();
-        assert_eq!(status.entry, Status::Present);
+        let status = d.policy.status(&[ours()]).unwrap();
+        assert_eq!(status.entries, [(ORIGIN.to_owned(), Status::Present)]);
         assert!(!status.our_file && status.in_sync, "{status:?}");
         // Not ours to remove.
-        let change = d.policy.uninstall(&ours()).unwrap();
-        assert_eq!((change.change, change.file_changed), (Change::NotPresent, false));
+        let change = d.policy.uninstall().unwrap();
+        assert_eq!((change.removed, change.file_changed), (0, false));
         assert_eq!(d.read("corp.json").unwrap(), corp);
     }
 
@@ -478,39 +505,86 @@ mod tests {
     fn fail_pattern_taken_by_another_filter() {
         let corp = policy_file(&[OURS_OTHER_FILTER], "");
         let d = Dir::new(&[("corp.json", &corp)]);
-        let change = d.policy.install(&ours()).unwrap();
-        assert_eq!(change.change, Change::PatternHasOtherFilter);
+        let change = d.policy.install(&[ours()]).unwrap();
+        assert_eq!(change.changes, [Change::PatternHasOtherFilter]);
         assert_eq!(d.read(POLICY_FILE), None);
-        assert_eq!(d.policy.status(&ours()).unwrap().entry, Status::PresentWithOtherFilter);
+        assert_eq!(
+            d.policy.status(&[ours()]).unwrap().entries,
+            [(ORIGIN.to_owned(), Status::PresentWithOtherFilter)]
+        );
     }
 
     #[test]
     fn ok_our_file_keeps_foreign_keys_and_is_rewritten_when_stale() {
         let d = Dir::new(&[(POLICY_FILE, r#"{"Extra": 1, "AutoSelectCertificateForUrls": ["stale"]}"#)]);
-        assert!(!d.policy.status(&ours()).unwrap().in_sync);
-        d.policy.install(&ours()).unwrap();
+        assert!(!d.policy.status(&[ours()]).unwrap().in_sync);
+        d.policy.install(&[ours()]).unwrap();
         let value: Value = serde_json::from_str(&d.read(POLICY_FILE).unwrap()).unwrap();
         assert_eq!(value["Extra"], 1);
         assert_eq!(d.list(POLICY_FILE), [ours().to_json()]);
-        d.policy.uninstall(&ours()).unwrap();
+        d.policy.uninstall().unwrap();
         assert_eq!(d.read(POLICY_FILE).unwrap().trim(), "{\n  \"Extra\": 1\n}", "only our policy goes");
 
         // An administrator changes their list after install: status notices, install repairs.
         let d = Dir::new(&[("corp.json", &policy_file(&[INTRANET], ""))]);
-        d.policy.install(&ours()).unwrap();
+        d.policy.install(&[ours()]).unwrap();
         fs::write(d.policy.dir.join("corp.json"), policy_file(&[INTRANET, WIKI], "")).unwrap();
-        assert!(!d.policy.status(&ours()).unwrap().in_sync);
-        d.policy.install(&ours()).unwrap();
+        assert!(!d.policy.status(&[ours()]).unwrap().in_sync);
+        d.policy.install(&[ours()]).unwrap();
         assert_eq!(d.list(POLICY_FILE), [INTRANET.to_owned(), WIKI.to_owned(), ours().to_json()]);
-        assert!(d.policy.status(&ours()).unwrap().in_sync);
+        assert!(d.policy.status(&[ours()]).unwrap().in_sync);
+    }
+
+    const APPS: &str = "https://[*.]apps.example.com";
+    const WIKI_ORIGIN: &str = "https://wiki.example.com:8443";
+
+    fn entries(patterns: &[&str]) -> Vec<OurEntry> {
+        patterns.iter().map(|p| OurEntry::new(p, CN).unwrap()).collect()
+    }
+
+    fn jsons(patterns: &[&str]) -> Vec<String> {
+        entries(patterns).iter().map(OurEntry::to_json).collect()
+    }
+
+    /// The round trip of the origins list through real files: added, dropped, the other
+    /// files' entries (one of them identical to an entry we want) untouched throughout.
+    #[test]
+    fn ok_entries_follow_the_origins_list() {
+        let apps_by_admin = OurEntry::new(APPS, CN).unwrap().to_json();
+        let corp = policy_file(&[INTRANET, &apps_by_admin, "junk"], "");
+        let d = Dir::new(&[("corp.json", &corp)]);
+
+        let change = d.policy.install(&entries(&[ORIGIN, APPS, WIKI_ORIGIN])).unwrap();
+        assert_eq!(change.changes, [Change::Added, Change::AlreadyPresent, Change::Added]);
+        let mut want = vec![INTRANET.to_owned(), apps_by_admin.clone(), "junk".to_owned()];
+        want.extend(jsons(&[ORIGIN, WIKI_ORIGIN]));
+        assert_eq!(d.list(POLICY_FILE), want, "the admin's identical entry is not repeated");
+        let status = d.policy.status(&entries(&[ORIGIN, APPS, WIKI_ORIGIN])).unwrap();
+        assert!(status.in_sync && status.entries.iter().all(|(_, s)| *s == Status::Present), "{status:?}");
+
+        // The CA drops the wiki and the apps: the wiki entry goes; the admin's apps entry stays.
+        assert!(!d.policy.status(&entries(&[ORIGIN])).unwrap().in_sync, "status notices the change");
+        let change = d.policy.install(&entries(&[ORIGIN])).unwrap();
+        assert!(change.file_changed);
+        let mut want = vec![INTRANET.to_owned(), apps_by_admin.clone(), "junk".to_owned()];
+        want.extend(jsons(&[ORIGIN]));
+        assert_eq!(d.list(POLICY_FILE), want);
+        assert_eq!(d.read("corp.json").unwrap(), corp, "other files are never written");
+        let status = d.policy.status(&entries(&[ORIGIN, WIKI_ORIGIN])).unwrap();
+        assert_eq!(status.entries[1], (WIKI_ORIGIN.to_owned(), Status::Absent));
+
+        let change = d.policy.uninstall().unwrap();
+        assert_eq!((change.removed, change.file_changed), (1, true));
+        assert_eq!(d.read(POLICY_FILE), None);
+        assert_eq!(d.read("corp.json").unwrap(), corp);
     }
 
     #[test]
     fn fail_overridden_by_later_file() {
         let d = Dir::new(&[("zzz-late.json", &policy_file(&[INTRANET], ""))]);
-        d.policy.install(&ours()).unwrap();
-        let status = d.policy.status(&ours()).unwrap();
-        assert_eq!(status.entry, Status::Absent, "the browser uses zzz-late.json");
+        d.policy.install(&[ours()]).unwrap();
+        let status = d.policy.status(&[ours()]).unwrap();
+        assert_eq!(status.entries, [(ORIGIN.to_owned(), Status::Absent)], "the browser uses zzz-late.json");
         assert_eq!(status.effective_file, Some(d.policy.dir.join("zzz-late.json")));
         assert!(status.our_file && !status.in_sync, "{status:?}");
     }
@@ -521,7 +595,7 @@ mod tests {
         let blocker = d.policy.dir.parent().unwrap().to_owned();
         fs::create_dir_all(blocker.parent().unwrap()).unwrap();
         fs::write(&blocker, "a file where a directory should be").unwrap();
-        let err = d.policy.install(&ours()).unwrap_err();
+        let err = d.policy.install(&[ours()]).unwrap_err();
         assert!(matches!(err, PolicyError::Io { .. }), "{err:?}");
     }
 

@@ -150,3 +150,26 @@ fn profile_refuses_an_unsafe_cert_auth_domain_and_writes_nothing() {
     let written = std::fs::read_to_string(&out_file).expect("the profile");
     assert!(written.contains(r#"&quot;pattern&quot;:&quot;https://[*.]example.com&quot;"#), "{written}");
 }
+
+/// The profile carries one entry per origin: the cert-auth domain's, then each protected
+/// origin's; an invalid protected origin is left out with a warning naming it.
+#[test]
+fn profile_has_an_entry_per_protected_origin() {
+    let ca = TestCa::start();
+    let home = Home::for_ca(&ca);
+    ca.publish_protected_origins(&["https://[*.]apps.example.com", "http://wiki.example.com", "https://*"]);
+    let out_file = home.temp.path().join("chrome.json");
+    let out_arg = out_file.display().to_string();
+    let out = home.run(&["profile", "browsers", "--out", &out_arg]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let written = std::fs::read_to_string(&out_file).expect("the profile");
+    let entries = written.matches("&quot;pattern&quot;").count();
+    assert_eq!(entries, 4, "two entries for each of chrome and edge: {written}");
+    assert!(written.contains("&quot;pattern&quot;:&quot;https://[*.]apps.example.com&quot;"), "{written}");
+    assert!(!written.contains("wiki.example.com"), "{written}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("skipping a protected origin") && stderr.contains("http://wiki.example.com"),
+        "{stderr}"
+    );
+}

@@ -63,6 +63,8 @@ struct CaState {
     mode: Mutex<Mode>,
     /// The `certAuthDomain` the metadata publishes (the CA's own origin unless changed).
     origin: Mutex<String>,
+    /// The `protectedOrigins` the metadata publishes (none unless changed).
+    protected_origins: Mutex<Vec<String>>,
     /// Requests of any kind, metadata included.
     requests: Mutex<usize>,
 }
@@ -98,6 +100,7 @@ impl TestCa {
             certs: Mutex::new(Vec::new()),
             mode: Mutex::new(Mode::Normal),
             origin: Mutex::new(String::new()),
+            protected_origins: Mutex::new(Vec::new()),
             requests: Mutex::new(0),
         });
 
@@ -138,6 +141,12 @@ impl TestCa {
     /// Makes the metadata publish `value` as the `certAuthDomain`.
     pub(crate) fn publish_cert_auth_domain(&self, value: &str) {
         value.clone_into(&mut self.state.origin.lock().expect("origin"));
+    }
+
+    /// Makes the metadata publish `origins` as the `protectedOrigins`.
+    pub(crate) fn publish_protected_origins(&self, origins: &[&str]) {
+        *self.state.protected_origins.lock().expect("protected origins") =
+            origins.iter().map(|o| (*o).to_owned()).collect();
     }
 
     /// How many requests the CA has answered.
@@ -218,7 +227,8 @@ async fn handle(
                 "certificateLifetimeDays": 365,
                 "renewBeforeDays": 30,
                 "maxUnboundCertificates": 5,
-                "readOnly": false
+                "readOnly": false,
+                "protectedOrigins": state.protected_origins.lock().expect("protected origins").clone()
             }),
         ),
         ("POST", "/api/v1/enroll") => {

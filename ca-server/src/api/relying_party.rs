@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde::Serialize;
 
-use super::{Client, JSON, address, bearer, error_response, read_bytes};
+use super::{Client, address, bearer, error_response, read_bytes};
 use crate::error::{ApiError, MissingCertificate};
 use crate::relying_party::header as cert_header;
 use crate::service::{Ca, RefusalContext};
@@ -149,21 +149,7 @@ pub(super) async fn check(State(ca): State<Arc<Ca>>, client: Client, headers: He
 /// `GET /.well-known/jwks.json`: public, and cacheable for a few minutes (a rotation
 /// publishes the new key well before it signs).
 pub(super) async fn jwks(State(ca): State<Arc<Ca>>) -> Response {
-    match serde_json::to_vec(&ca.jwks()) {
-        Ok(bytes) => (
-            StatusCode::OK,
-            [
-                (header::CONTENT_TYPE, HeaderValue::from_static(JSON)),
-                (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300")),
-            ],
-            bytes,
-        )
-            .into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot serialize the jwks");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
+    super::json_response_cached(StatusCode::OK, &ca.jwks(), "public, max-age=300")
 }
 
 fn ocsp_response(der: Vec<u8>, cacheable: bool) -> Response {

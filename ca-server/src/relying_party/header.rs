@@ -74,14 +74,32 @@ pub fn certificate_der(proxy: ProxyKind, values: &[&[u8]]) -> Result<Option<Vec<
         ProxyKind::Nginx => {
             pem_to_der(&percent_decode(value).ok_or_else(malformed)?).ok_or_else(malformed).map(Some)
         }
-        ProxyKind::Caddy | ProxyKind::Traefik => {
-            // Traefik URL-escapes the base64 in some versions; base64 has no '%', so
-            // decoding is harmless for the proxies that do not.
+        ProxyKind::Caddy => {
+            base64_der(&percent_decode(value).ok_or_else(malformed)?).ok_or_else(malformed).map(Some)
+        }
+        ProxyKind::Traefik => {
+            // Traefik URL-escapes the base64 in some versions (base64 has no '%', so decoding
+            // is harmless otherwise) and joins a chain with commas, leaf first.
             let text = percent_decode(value).ok_or_else(malformed)?;
-            base64_der(&text).ok_or_else(malformed).map(Some)
+            let leaf = text.split(',').next().unwrap_or_default();
+            base64_der(leaf).ok_or_else(malformed).map(Some)
         }
         ProxyKind::Envoy => xfcc_certificate(value).map(Some),
     }
+}
+
+/// What nginx's `$ssl_client_escaped_cert` makes of a PEM certificate: every byte but the
+/// unreserved ones percent-encoded. For load generators and tests that play nginx.
+pub fn nginx_escaped_pem(pem: &str) -> String {
+    pem.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 fn format_name(proxy: ProxyKind) -> &'static str {
@@ -184,27 +202,17 @@ mod tests {
         (cert.der().to_vec(), cert.pem())
     }
 
-    /// What nginx's `$ssl_client_escaped_cert` looks like: the PEM, URL-escaped.
-    fn escape(pem: &str) -> String {
-        pem.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    }
-
     #[test]
     fn formats() {
         let (der, pem) = sample();
         let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
-        let xfcc = format!("By=spiffe://app;Hash=abc;Cert=\"{}\";Subject=\"CN=x,O=y\";URI=", escape(&pem));
+        let xfcc = format!(
+            "By=spiffe://app;Hash=abc;Cert=\"{}\";Subject=\"CN=x,O=y\";URI=",
+            nginx_escaped_pem(&pem)
+        );
         type Case = (&'static str, ProxyKind, Vec<String>, Result<Option<Vec<u8>>, HeaderError>);
         let cases: Vec<Case> = vec![
-            ("ok/nginx-escaped-pem", ProxyKind::Nginx, vec![escape(&pem)], Ok(Some(der.clone()))),
+            ("ok/nginx-escaped-pem", ProxyKind::Nginx, vec![nginx_escaped_pem(&pem)], Ok(Some(der.clone()))),
             ("ok/caddy-base64-der", ProxyKind::Caddy, vec![b64.clone()], Ok(Some(der.clone()))),
             (
                 "ok/traefik-escaped-base64",
@@ -212,10 +220,27 @@ mod tests {
                 vec![b64.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D")],
                 Ok(Some(der.clone())),
             ),
+            (
+                "ok/traefik-chain-leaf-first",
+                ProxyKind::Traefik,
+                vec![format!("{b64},{b64}")],
+                Ok(Some(der.clone())),
+            ),
+            (
+                "fail/caddy-chain",
+                ProxyKind::Caddy,
+                vec![format!("{b64},{b64}")],
+                Err(HeaderError::Malformed { expected: format_name(ProxyKind::Caddy) }),
+            ),
             ("ok/envoy-xfcc", ProxyKind::Envoy, vec![xfcc.clone()], Ok(Some(der.clone()))),
             ("ok/no-header", ProxyKind::Nginx, vec![], Ok(None)),
             ("ok/empty-header", ProxyKind::Caddy, vec![String::new()], Ok(None)),
-            ("fail/repeated", ProxyKind::Nginx, vec![escape(&pem), escape(&pem)], Err(HeaderError::Repeated)),
+            (
+                "fail/repeated",
+                ProxyKind::Nginx,
+                vec![nginx_escaped_pem(&pem), nginx_escaped_pem(&pem)],
+                Err(HeaderError::Repeated),
+            ),
             ("fail/too-long", ProxyKind::Caddy, vec!["A".repeat(MAX_HEADER + 1)], Err(HeaderError::TooLong)),
             (
                 "fail/nginx-given-base64",
@@ -226,7 +251,7 @@ mod tests {
             (
                 "fail/caddy-given-pem",
                 ProxyKind::Caddy,
-                vec![escape(&pem)],
+                vec![nginx_escaped_pem(&pem)],
                 Err(HeaderError::Malformed { expected: format_name(ProxyKind::Caddy) }),
             ),
             (
@@ -238,7 +263,7 @@ mod tests {
             (
                 "fail/two-pem-blocks",
                 ProxyKind::Nginx,
-                vec![escape(&format!("{pem}{pem}"))],
+                vec![nginx_escaped_pem(&format!("{pem}{pem}"))],
                 Err(HeaderError::Malformed { expected: format_name(ProxyKind::Nginx) }),
             ),
             (

@@ -9,6 +9,7 @@ use ca_client::protocol::{EventsResponse, RenewRequest, paths};
 use ca_server::api::{CHECK_PATH, CRL_PEM_PATH, JWKS_PATH, OCSP_PATH};
 use ca_server::config::{Config, ProxyKind, RelyingPartyClient};
 use ca_server::mdm::{MdmVerdict, NotManagedReason};
+use ca_server::relying_party::header::nginx_escaped_pem;
 use ca_server::secret::SecretSource;
 use sha2::Digest as _;
 
@@ -81,19 +82,6 @@ async fn enroll(ca: &TestCa, n: u32) -> Enrolled {
     Enrolled { pem: issued.certificate, der, key, serial: issued.serial_number, device }
 }
 
-/// nginx's `$ssl_client_escaped_cert`.
-fn escaped_pem(pem: &str) -> String {
-    pem.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 struct Answer {
     status: u16,
     headers: reqwest::header::HeaderMap,
@@ -127,7 +115,7 @@ fn bearer(parties: &Parties, name: &str) -> (&'static str, String) {
 }
 
 fn nginx_cert(pem: &str) -> (&'static str, String) {
-    ("x-devicetrust-client-cert", escaped_pem(pem))
+    ("x-devicetrust-client-cert", nginx_escaped_pem(pem))
 }
 
 /// Verifies an assertion with the keys the CA publishes.
@@ -215,7 +203,7 @@ async fn the_check_answers_each_case_and_the_assertion_verifies() {
             "fail/another-proxy-header",
             vec![
                 bearer(&parties, NGINX),
-                ("x-forwarded-client-cert", format!("Cert=\"{}\"", escaped_pem(&enrolled.pem))),
+                ("x-forwarded-client-cert", format!("Cert=\"{}\"", nginx_escaped_pem(&enrolled.pem))),
             ],
             401,
             "client_certificate_required",

@@ -469,16 +469,7 @@ async fn renew_phase(
             out
         }));
     }
-    let mut latencies = Vec::with_capacity(devices.len());
-    let mut errors = 0;
-    for worker in workers {
-        for took in worker.await? {
-            match took {
-                Some(took) => latencies.push(took),
-                None => errors += 1,
-            }
-        }
-    }
+    let (latencies, errors) = gather(workers).await?;
     Ok(Phase {
         name: "renew (mutual TLS, new connection each)".into(),
         latencies,
@@ -496,17 +487,7 @@ fn check_headers(certs: &[Option<String>], limit: Option<usize>) -> anyhow::Resu
         .iter()
         .flatten()
         .take(limit.unwrap_or(usize::MAX))
-        .map(|pem| {
-            pem.bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                        char::from(b).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    }
-                })
-                .collect()
-        })
+        .map(|pem| ca_server::relying_party::header::nginx_escaped_pem(pem))
         .collect();
     if escaped.is_empty() {
         bail!("no enrolled certificate to check");
@@ -578,7 +559,22 @@ async fn check_phase(
             out
         }));
     }
-    let mut latencies = Vec::with_capacity(total);
+    let (latencies, errors) = gather(workers).await?;
+    Ok(Phase {
+        name: format!("forward-auth check ({} certificates, keep-alive)", headers.len()),
+        latencies,
+        errors,
+        elapsed: start.elapsed(),
+        ca_cpu: None,
+        own_cpu: None,
+    })
+}
+
+/// The latencies of the requests that succeeded, and how many failed, from every worker.
+async fn gather(
+    workers: Vec<tokio::task::JoinHandle<Vec<Option<Duration>>>>,
+) -> anyhow::Result<(Vec<Duration>, usize)> {
+    let mut latencies = Vec::new();
     let mut errors = 0;
     for worker in workers {
         for took in worker.await? {
@@ -588,12 +584,5 @@ async fn check_phase(
             }
         }
     }
-    Ok(Phase {
-        name: format!("forward-auth check ({} certificates, keep-alive)", headers.len()),
-        latencies,
-        errors,
-        elapsed: start.elapsed(),
-        ca_cpu: None,
-        own_cpu: None,
-    })
+    Ok((latencies, errors))
 }
