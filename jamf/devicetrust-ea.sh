@@ -4,7 +4,7 @@
 # between <result> and </result>.
 #
 # Results:
-#   <result>enrolled, expires 2027-11-23</result>   from `devicetrust-agent status --jamf-ea`
+#   <result>enrolled, expires 2027-11-23, origins 3/3</result>   from `devicetrust-agent status --jamf-ea`
 #   (also renewal_due, expired, revoked, not_enrolled, error), run as the console user
 #   because the certificate lives in that user's keychain;
 #   <result>not installed</result>   the agent binary is missing;

@@ -373,7 +373,9 @@ fn security_requirements_page(error: &ApiError, learn_more: Option<&str>) -> Res
         .into_response()
 }
 
-fn escape_html(s: &str) -> String {
+/// `s` safe inside HTML text and attribute values (the CA's refusal page, and any other
+/// page that shows what a client sent).
+pub fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -21,6 +21,7 @@ use anyhow::{Context as _, bail};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use ca_server::api::escape_html;
 use clap::Parser;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -183,7 +184,7 @@ impl App {
 }
 
 fn admitted(claims: &serde_json::Value) -> Response {
-    let text = |name: &str| claims.get(name).and_then(|v| v.as_str()).map(escape);
+    let text = |name: &str| claims.get(name).and_then(|v| v.as_str()).map(escape_html);
     let udid = text("sub").unwrap_or_default();
     let user = text("user").unwrap_or_else(|| "(none: the certificate is not bound to a user)".to_owned());
     let rows = [
@@ -191,7 +192,7 @@ fn admitted(claims: &serde_json::Value) -> Response {
         ("User", user),
         ("Certificate serial", text("cert_serial").unwrap_or_default()),
         ("Device serial", text("device_serial").unwrap_or_default()),
-        ("Audience", claims.get("aud").map(|v| escape(&v.to_string())).unwrap_or_default()),
+        ("Audience", claims.get("aud").map(|v| escape_html(&v.to_string())).unwrap_or_default()),
         ("Assertion expires (Unix time)", claims.get("exp").map(|v| v.to_string()).unwrap_or_default()),
     ];
     let rows: String =
@@ -213,14 +214,14 @@ fn refused(app: &App, reason: &str) -> Response {
     let learn_more = app
         .learn_more
         .as_deref()
-        .map(|url| format!("<p><a href=\"{}\">Learn more</a></p>\n", escape(url)))
+        .map(|url| format!("<p><a href=\"{}\">Learn more</a></p>\n", escape_html(url)))
         .unwrap_or_default();
     let body = format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>DeviceTrust demo: refused</title>\
          {STYLE}</head><body>\n<h1>Security requirements</h1>\n\
          <p>This app is only for managed devices, and this request did not prove it is one.</p>\n\
          <p id=\"reason\">{}</p>\n{learn_more}</body></html>\n",
-        escape(reason)
+        escape_html(reason)
     );
     let mut response = (StatusCode::UNAUTHORIZED, Html(body)).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
@@ -230,19 +231,3 @@ fn refused(app: &App, reason: &str) -> Response {
 const STYLE: &str = "<style>body{font-family:system-ui,sans-serif;margin:3em auto;max-width:44em;color:#222}\
 th{text-align:left;padding-right:1.5em;font-weight:600}td{font-family:ui-monospace,monospace}\
 .note{color:#666;font-size:90%}</style>";
-
-/// `s` safe inside HTML text and attribute values.
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}

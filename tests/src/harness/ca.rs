@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use ca_client::protocol::{DeviceRecord, Event, EventsResponse, RevokeResponse, VerifyResponse};
@@ -117,25 +116,7 @@ fn spawn(dir: &Path, stderr: &Path, extra: &[String]) -> (Guard, DevInfo) {
         .stdout(Stdio::piped())
         .stderr(log);
     let mut guard = Guard::spawn(&mut command, "devicetrust-ca dev");
-    let stdout = guard.child_mut().stdout.take().expect("the CA's stdout is piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead as _;
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        let _ = tx.send(lines.next());
-        // Keep reading so that a later write never meets a closed pipe.
-        for _ in lines {}
-    });
-    let line = match rx.recv_timeout(HANG_LIMIT) {
-        Ok(Some(Ok(line))) => line,
-        other => {
-            guard.kill();
-            panic!(
-                "devicetrust-ca dev printed no ready line ({other:?}); its stderr:\n{}",
-                std::fs::read_to_string(stderr).unwrap_or_default()
-            );
-        }
-    };
+    let line = guard.ready_line(stderr);
     let info: DevInfo = serde_json::from_str(&line)
         .unwrap_or_else(|e| panic!("the ready line {line:?} is not the documented JSON: {e}"));
     (guard, info)

@@ -7,12 +7,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 
 use serde::Deserialize;
 use tempfile::TempDir;
 
-use super::process::{Guard, HANG_LIMIT};
+use super::process::Guard;
 
 /// What the app checks.
 #[derive(Debug, Clone)]
@@ -68,24 +67,7 @@ impl DemoApp {
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).expect("the app's stderr file"));
         let mut guard = Guard::spawn(&mut command, "devicetrust-demo-app");
-        let stdout = guard.child_mut().stdout.take().expect("the app's stdout is piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            let mut lines = std::io::BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next());
-            for _ in lines {}
-        });
-        let line = match rx.recv_timeout(HANG_LIMIT) {
-            Ok(Some(Ok(line))) => line,
-            other => {
-                guard.kill();
-                panic!(
-                    "devicetrust-demo-app printed no ready line ({other:?}); its stderr:\n{}",
-                    std::fs::read_to_string(&stderr).unwrap_or_default()
-                );
-            }
-        };
+        let line = guard.ready_line(&stderr);
         let ready: Ready = serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("the ready line {line:?} is not JSON: {e}"));
         Self { url: ready.url, stderr, guard, _dir: dir }

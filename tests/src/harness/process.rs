@@ -30,6 +30,31 @@ pub struct Guard {
 }
 
 impl Guard {
+    /// The first line the child printed on its piped stdout (a ready line), waiting at most
+    /// [`HANG_LIMIT`]; kills the child and panics with its stderr file if none came. The
+    /// rest of stdout is read and dropped, so that a later write never meets a closed pipe.
+    pub fn ready_line(&mut self, stderr: &std::path::Path) -> String {
+        let stdout = self.child.stdout.take().expect("the child's stdout is piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next());
+            for _ in lines {}
+        });
+        match rx.recv_timeout(HANG_LIMIT) {
+            Ok(Some(Ok(line))) => line,
+            other => {
+                self.kill();
+                panic!(
+                    "{} printed no ready line ({other:?}); its stderr:\n{}",
+                    self.what,
+                    std::fs::read_to_string(stderr).unwrap_or_default()
+                );
+            }
+        }
+    }
+
     /// Starts `command` in a new process group; panics with `what` when it cannot start.
     pub fn spawn(command: &mut Command, what: impl Into<String>) -> Self {
         let what = what.into();
