@@ -7,7 +7,7 @@
 # It builds devicetrust-ca and devicetrust-agent, starts the reference CA in dev mode on
 # 127.0.0.1 (a free port, a temporary data directory, every device counted as managed),
 # enrolls an agent, shows `status`, renews; then shows the point of it all: nginx in front of
-# a small demo app (scripts/lib/demo-app.py) asks the CA about every request's client
+# a small demo app (devicetrust-demo-app, tests/src/bin/) asks the CA about every request's client
 # certificate (auth_request, docs/relying-parties.md), so the app opens with the device's
 # identity and, once an administrator has revoked the device, refuses the same request.
 # Last, it shows the CA's event log and stops everything it started.
@@ -18,7 +18,7 @@
 # enrollment and admin tokens and the relying-party secret reach the programs on stdin or in
 # 0600 files, never on a command line; the device's key is used where the agent keeps it.
 #
-# Needs cargo (https://rustup.rs), python3 (the CA's JSON line, the events, the demo app),
+# Needs cargo (https://rustup.rs), python3 (the CA's JSON line, the events),
 # certutil/pk12util (Debian: libnss3-tools) for the NSS import step, nginx and curl. As root
 # with apt-get, missing Debian packages are installed (Debian's nginx package also starts its
 # own service on port 80); otherwise the script names them.
@@ -52,6 +52,7 @@ require_tools python3:python3 certutil:libnss3-tools pk12util:libnss3-tools ngin
 # --- build ---------------------------------------------------------------------------
 say "building devicetrust-ca and devicetrust-agent ($profile profile)"
 cargo build --locked "${cargo_profile[@]}" -p agent -p ca-server --bins
+cargo build --locked "${cargo_profile[@]}" -p tests --bin devicetrust-demo-app
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 bin=$target_dir/$profile
 
@@ -161,8 +162,10 @@ say "devicetrust-agent status --jamf-ea"
 agent status --jamf-ea
 
 # --- an app behind nginx, gated by the CA ------------------------------------------------
-say "starting the demo app (scripts/lib/demo-app.py) and nginx in front of it"
-python3 scripts/lib/demo-app.py --listen 127.0.0.1:0 >"$work/app.json" 2>"$work/app.log" &
+say "starting the demo app (devicetrust-demo-app: it verifies the device assertion) and nginx in front of it"
+"$bin/devicetrust-demo-app" --listen 127.0.0.1:0 --jwks-url "$ca_url/.well-known/jwks.json" \
+  --ca-bundle "$ca_bundle" --issuer "$(ca_field certAuthDomain)" --audience quickstart-nginx \
+  >"$work/app.json" 2>"$work/app.log" &
 app_pid=$!
 for _ in $(seq 100); do
   [ -s "$work/app.json" ] && break
@@ -299,7 +302,8 @@ show_response() {
 status_of() { head -n 1 "$1" | cut -d' ' -f2; }
 
 say "opening the app through nginx with the device's certificate (curl --cert/--key, read in place)"
-curl -sS --cacert "$ca_bundle" --cert "$cert" --key "$key" -D "$work/admitted.h" -o "$work/admitted.b" "$app"
+curl -sS --cacert "$ca_bundle" --cert "$cert" --key "$key" -H 'Accept: application/json' \
+  -D "$work/admitted.h" -o "$work/admitted.b" "$app"
 show_response "$work/admitted.h" "$work/admitted.b"
 if [ "$(status_of "$work/admitted.h")" != 200 ]; then
   echo "error: the app did not admit the device; nginx's and the CA's logs:" >&2

@@ -142,10 +142,33 @@ async fn page(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     else {
         return refused(&app, "the request carries no device assertion (X-DeviceTrust-Assertion)");
     };
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/json"));
     match app.verify(token).await {
+        Ok(claims) if wants_json => admitted_json(&claims),
         Ok(claims) => admitted(&claims),
         Err(reason) => refused(&app, &reason),
     }
+}
+
+/// The verified claims as JSON (`Accept: application/json`), for scripts such as the quick
+/// start.
+fn admitted_json(claims: &serde_json::Value) -> Response {
+    let body = serde_json::json!({
+        "admitted": true,
+        "assertionVerified": true,
+        "udid": claims.get("sub"),
+        "user": claims.get("user"),
+        "certificateSerial": claims.get("cert_serial"),
+        "deviceSerial": claims.get("device_serial"),
+        "audience": claims.get("aud"),
+        "expires": claims.get("exp"),
+    });
+    let mut response = axum::Json(body).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    response
 }
 
 impl App {
