@@ -99,6 +99,16 @@ pub fn http_router(ca: Arc<Ca>) -> Router {
         .with_state(ca)
 }
 
+/// The relying parties' own listener: the check, the JWKS, OCSP and the CRL.
+pub fn relying_party_router(ca: Arc<Ca>) -> Router {
+    Router::new()
+        .route(paths::CRL, get(crl))
+        .merge(relying_party_routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(ca)
+}
+
 fn relying_party_routes() -> Router<Arc<Ca>> {
     Router::new()
         .route(CHECK_PATH, any(relying_party::check))

@@ -114,7 +114,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let main = bind(config.server.listen).await?;
             let cert_auth = bind_optional(config.cert_auth.as_ref().map(|l| l.listen)).await?;
             let http = bind_optional(config.http.as_ref().map(|l| l.listen)).await?;
-            server::serve_listeners(Listeners { main, cert_auth, http }, ca, shutdown).await?;
+            let relying_party = bind_optional(config.relying_party.listen).await?;
+            server::serve_listeners(Listeners { main, cert_auth, http, relying_party }, ca, shutdown).await?;
         }
         Command::Dev { listen, data_dir, managed_devices, limits, relying_parties, http_listen } => {
             let listener = bind(listen).await?;
@@ -128,6 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => None,
             };
             let http = bind_optional(http_listen).await?;
+            let relying_party = bind_optional(relying_parties.as_ref().and_then(|rp| rp.listen)).await?;
             let mut env = dev::prepare(&DevOptions { data_dir, managed_devices }, local)
                 .context("cannot prepare the data directory")?;
             if let Some(limits) = limits {
@@ -138,6 +140,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(http) = &http {
                 env.serve_plain_http(http.local_addr().context("cannot read the listening address")?);
+            }
+            if let Some(listener) = &relying_party {
+                env.serve_relying_parties(
+                    listener.local_addr().context("cannot read the listening address")?,
+                );
             }
             env.config.validate()?;
             if env.allows_all_devices {
@@ -152,8 +159,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .and_then(|()| stdout.flush())
                 .context("cannot write to stdout")?;
             drop(stdout);
-            server::serve_listeners(Listeners { main: listener, cert_auth: None, http }, ca, shutdown)
-                .await?;
+            let listeners = Listeners { main: listener, cert_auth: None, http, relying_party };
+            server::serve_listeners(listeners, ca, shutdown).await?;
         }
     }
     Ok(())

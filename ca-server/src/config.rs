@@ -305,6 +305,9 @@ pub struct RelyingPartySettings {
     pub assertion_keys: Vec<PathBuf>,
     /// `[[relying_party.clients]]`: the proxies and apps allowed to ask the check.
     pub clients: Vec<RelyingPartyClient>,
+    /// `listen`: an optional internal TLS listener (with `[server.tls]`) serving only the
+    /// check, the JWKS, OCSP and the CRL, for proxies on a network the agents never reach.
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for RelyingPartySettings {
@@ -315,6 +318,7 @@ impl Default for RelyingPartySettings {
             assertion_lifetime_secs: 300,
             assertion_keys: Vec::new(),
             clients: Vec::new(),
+            listen: None,
         }
     }
 }

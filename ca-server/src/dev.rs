@@ -91,9 +91,19 @@ pub struct DevEnvironment {
     pub allows_all_devices: bool,
     /// The plain-HTTP listener's base URL, once [`DevEnvironment::serve_plain_http`] set it.
     pub http_url: Option<String>,
+    /// The relying parties' own listener's base URL, once
+    /// [`DevEnvironment::serve_relying_parties`] set it.
+    pub relying_party_url: Option<String>,
 }
 
 impl DevEnvironment {
+    /// Records that the relying parties' own TLS listener is bound at `addr` (for the ready
+    /// line).
+    pub fn serve_relying_parties(&mut self, addr: SocketAddr) {
+        self.config.relying_party.listen = Some(addr);
+        self.relying_party_url = Some(format!("https://{}", url_authority(addr)));
+    }
+
     /// Serves OCSP, the CRL and the JWKS on `addr` too (`dev --http-listen`), and names that
     /// listener in issued certificates (AIA OCSP, CRL distribution point), since OCSP
     /// clients such as nginx's fetch over plain HTTP only.
@@ -118,6 +128,7 @@ impl DevEnvironment {
             "issuerCertificate": self.issuer_certificate,
             "dataDir": self.data_dir,
             "httpUrl": self.http_url,
+            "relyingPartyUrl": self.relying_party_url,
             "jwksUrl": format!("{}{}", self.url, crate::api::JWKS_PATH),
         })
         .to_string()
@@ -203,6 +214,7 @@ pub fn prepare(options: &DevOptions, local_addr: SocketAddr) -> Result<DevEnviro
         data_dir,
         allows_all_devices,
         http_url: None,
+        relying_party_url: None,
     })
 }
 

@@ -64,6 +64,9 @@ pub struct Listeners {
     pub cert_auth: Option<TcpListener>,
     /// Plain HTTP: OCSP, the CRL and the JWKS only (`[http]`).
     pub http: Option<TcpListener>,
+    /// TLS, for relying parties only: the check, the JWKS, OCSP and the CRL
+    /// (`[relying_party] listen`).
+    pub relying_party: Option<TcpListener>,
 }
 
 /// Serves every endpoint on `listener` until `shutdown` completes, then drains and closes
@@ -73,7 +76,12 @@ pub async fn serve(
     ca: Arc<Ca>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    serve_listeners(Listeners { main: listener, cert_auth: None, http: None }, ca, shutdown).await
+    serve_listeners(
+        Listeners { main: listener, cert_auth: None, http: None, relying_party: None },
+        ca,
+        shutdown,
+    )
+    .await
 }
 
 /// Like [`serve`], with an optional second listener for the cert-auth domain.
@@ -120,6 +128,19 @@ pub async fn serve_listeners(
         }
         None => None,
     };
+    let relying_party = match &listeners.relying_party {
+        Some(listener) => {
+            let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
+            tracing::info!(%addr, "serving relying parties");
+            Some(Endpoint {
+                acceptor: Some(TlsAcceptor::from(ca.tls_main())),
+                router: api::relying_party_router(ca.clone()),
+                connections: connections.clone(),
+                timeouts,
+            })
+        }
+        None => None,
+    };
     tracing::info!(addr = %main_addr, "serving");
 
     let pruner = {
@@ -140,6 +161,7 @@ pub async fn serve_listeners(
             accepted = listeners.main.accept() => (accepted, &main),
             (accepted, endpoint) = accept_optional(listeners.cert_auth.as_ref(), cert_auth.as_ref()) => (accepted, endpoint),
             (accepted, endpoint) = accept_optional(listeners.http.as_ref(), http.as_ref()) => (accepted, endpoint),
+            (accepted, endpoint) = accept_optional(listeners.relying_party.as_ref(), relying_party.as_ref()) => (accepted, endpoint),
         };
         match accepted {
             Ok((stream, peer)) => match connections.open(peer.ip()) {

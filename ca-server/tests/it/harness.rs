@@ -50,6 +50,8 @@ pub(crate) struct TestCa {
     pub(crate) clock: ManualClock,
     pub(crate) mdm: Arc<ScriptedMdm>,
     pub(crate) cert_auth_url: Option<String>,
+    /// The relying parties' own listener, when the configuration asked for one.
+    pub(crate) relying_party_url: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServeError>>>,
     _dir: tempfile::TempDir,
@@ -101,6 +103,14 @@ impl TestCa {
             env.config.server.cert_auth_domain = url.clone();
         }
         tweak(&mut env.config);
+        // A relying-party listener when the tweak asked for one.
+        let rp_listener = match env.config.relying_party.listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.expect("bind the relying-party listener")),
+            None => None,
+        };
+        let relying_party_url = rp_listener
+            .as_ref()
+            .map(|l| format!("https://127.0.0.1:{}", l.local_addr().expect("addr").port()));
         let clock = ManualClock::starting_now();
         let mdm = Arc::new(ScriptedMdm::default());
         let asked: Arc<dyn ManagedDeviceCheck> = other_mdm.unwrap_or_else(|| mdm.clone());
@@ -111,13 +121,23 @@ impl TestCa {
         let ca = builder.build().await.expect("build the CA");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(ca_server::serve_listeners(
-            Listeners { main: listener, cert_auth: second, http: None },
+            Listeners { main: listener, cert_auth: second, http: None, relying_party: rp_listener },
             ca.clone(),
             async {
                 let _ = stopped.await;
             },
         ));
-        Self { env, ca, clock, mdm, cert_auth_url, stop: Some(stop), task: Some(task), _dir: dir }
+        Self {
+            env,
+            ca,
+            clock,
+            mdm,
+            cert_auth_url,
+            relying_party_url,
+            stop: Some(stop),
+            task: Some(task),
+            _dir: dir,
+        }
     }
 
     pub(crate) fn url(&self, path: &str) -> String {

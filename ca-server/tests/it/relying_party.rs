@@ -348,6 +348,36 @@ async fn the_check_answers_each_case_and_the_assertion_verifies() {
 }
 
 #[tokio::test]
+async fn the_relying_parties_own_listener_serves_only_them() {
+    let parties = Parties::new();
+    let ca = TestCa::start_with(|config| {
+        parties.configure(config, 5);
+        config.relying_party.listen = Some("127.0.0.1:0".parse().expect("addr"));
+    })
+    .await;
+    let enrolled = enroll(&ca, 5).await;
+    let base = ca.relying_party_url.clone().expect("a relying-party listener");
+    let client = ca.anonymous();
+    let answer = client
+        .get(format!("{base}{CHECK_PATH}"))
+        .header("authorization", format!("Bearer {}", parties.secret(NGINX)))
+        .header("x-devicetrust-client-cert", nginx_escaped_pem(&enrolled.pem))
+        .send()
+        .await
+        .expect("check");
+    assert_eq!(answer.status(), 200);
+    for path in [JWKS_PATH, CRL_PEM_PATH, paths::CRL] {
+        let status = client.get(format!("{base}{path}")).send().await.expect(path).status();
+        assert_eq!(status, 200, "{path}");
+    }
+    // Nothing for agents or administrators there.
+    for path in [paths::METADATA, "/api/v1/admin/events"] {
+        let status = client.get(format!("{base}{path}")).send().await.expect(path).status();
+        assert_eq!(status, 404, "{path}");
+    }
+}
+
+#[tokio::test]
 async fn a_device_the_mdm_gave_up_on_is_refused_and_admitted_again_once_managed() {
     let parties = Parties::new();
     let ca = TestCa::start_with(|config| parties.configure(config, 0)).await;
