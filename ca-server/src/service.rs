@@ -821,8 +821,9 @@ impl Ca {
     /// certificate `der` (as its proxy passed it on) one this CA issued, unexpired,
     /// unrevoked, not superseded past its grace period, of a device still managed as far
     /// as this CA knows? `user`, the relying party's signed-in user, binds an unbound
-    /// certificate and refuses one bound to someone else. Answers the device and a fresh
-    /// assertion for this relying party. Checks write nothing but a binding.
+    /// certificate and refuses one bound to someone else. Answers the device and an
+    /// assertion for this relying party: the one signed with a cached answer, or a new one.
+    /// Checks write nothing but a binding.
     pub async fn check_relying_party(
         &self,
         index: usize,
