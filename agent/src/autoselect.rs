@@ -308,7 +308,8 @@ impl Synced {
 /// Brings a shared list to `wanted`: removes our entries that the agent itself added earlier
 /// (`written`, the record [`Synced::written`] returned last time) and no longer wants, then
 /// appends each wanted entry that has no entry for its pattern. Every other entry, including
-/// one identical to ours that the agent did not add, stays byte for byte and in order.
+/// one identical to ours that the agent did not add (but for the cert-auth domain's, which is
+/// always ours), stays byte for byte and in order.
 pub fn sync(existing: &[String], wanted: &[OurEntry], written: &[String]) -> Synced {
     let previous: Vec<OurEntry> = written.iter().filter_map(|raw| OurEntry::from_json(raw)).collect();
     let retired: Vec<OurEntry> = previous.iter().filter(|p| !wanted.contains(p)).cloned().collect();
@@ -323,8 +324,11 @@ pub fn sync(existing: &[String], wanted: &[OurEntry], written: &[String]) -> Syn
     }
     let (list, changes) = merge_all(&list, wanted);
     let mut record: Vec<String> = Vec::new();
-    for (entry, change) in wanted.iter().zip(&changes) {
-        let ours_before = previous.contains(entry);
+    for (i, (entry, change)) in wanted.iter().zip(&changes).enumerate() {
+        // The cert-auth domain's entry (first) is ours whoever wrote it, as on uninstall: an
+        // agent from before the record existed wrote it, and it must retire when the CA's
+        // issuer or domain changes.
+        let ours_before = i == 0 || previous.contains(entry);
         if *change == Change::Added || (ours_before && *change == Change::AlreadyPresent) {
             record.push(entry.to_json());
         }
@@ -656,6 +660,15 @@ mod tests {
                 written: vec![],
                 after: vec![r#"{"pattern":"https://[*.]apps.example.com","filter":{}}"#, &o],
                 record: vec![&o],
+            },
+            Case {
+                // Written by an agent from before the record: the cert-auth entry is ours.
+                name: "ok/an-upgraded-agent-records-the-cert-auth-entry",
+                before: vec![OTHER_SITE, &o],
+                wanted: &[ORIGIN, APPS],
+                written: vec![],
+                after: vec![OTHER_SITE, &o, &a],
+                record: vec![&o, &a],
             },
             Case {
                 name: "ok/issuer-change-retires-the-old-entry",

@@ -521,6 +521,10 @@ impl Agent {
         };
         if cached.is_none_or(|c| told(&c.metadata) != told(&fresh)) {
             tracing::info!("the ca changed what browsers are told; applying it");
+            // The fresh copy is cached already: should the apply fail or be cut short, the
+            // browsers must count as behind, so that the next run's catch-up applies it again.
+            state.browsers_serial = None;
+            self.state.save(state)?;
             self.apply_user_browsers(&fresh, state, out)?;
         }
         Ok(())
@@ -822,7 +826,11 @@ impl Agent {
         let written = self.state.load().map(|s| s.autoselect_written).unwrap_or_default();
         let (mut removed, failed) =
             self.remove_user_artifacts(cached.as_ref().map(|c| &c.metadata), &written);
-        removed.extend(self.state.remove_all()?);
+        // The state holds the record of the entries the agent wrote: after a failure it stays,
+        // so that `uninstall` run again still knows what to remove.
+        if failed.is_empty() {
+            removed.extend(self.state.remove_all()?);
+        }
         report_removed(&removed, out)?;
         if failed.is_empty() { Ok(()) } else { Err(AgentError::Incomplete(failed)) }
     }

@@ -56,6 +56,18 @@ struct FakeBrowsers {
     log: Log,
     applied: Mutex<bool>,
     list: Arc<Mutex<Vec<String>>>,
+    /// While set, every apply and remove fails before changing anything.
+    fail: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FakeBrowsers {
+    fn failing(&self) -> Result<(), PlatformError> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(PlatformError::Backend("the fake browser refuses".into()))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 impl BrowserIntegration for FakeBrowsers {
@@ -71,6 +83,7 @@ impl BrowserIntegration for FakeBrowsers {
             target.cert_auth_domain,
             identity.is_some()
         ));
+        self.failing()?;
         *self.applied.lock().expect("applied") = true;
         if scope == Scope::User {
             let wanted = target.wanted().map_err(|e| PlatformError::Backend(e.to_string()))?;
@@ -109,6 +122,7 @@ impl BrowserIntegration for FakeBrowsers {
         written: &WrittenEntries,
     ) -> Result<Vec<String>, PlatformError> {
         self.log.lock().expect("log").push(format!("remove {scope:?}"));
+        self.failing()?;
         if scope == Scope::User {
             let always: Vec<OurEntry> = target
                 .and_then(|t| OurEntry::new(t.cert_auth_domain, t.issuer_common_name).ok())
@@ -175,6 +189,8 @@ struct Harness {
     log: Log,
     /// The fake browser's shared list, across agents (like the user's preferences).
     list: Arc<Mutex<Vec<String>>>,
+    /// Makes the fake browser fail, across agents.
+    browsers_fail: Arc<std::sync::atomic::AtomicBool>,
     mdm: MdmEnrollment,
     crash: Option<Step>,
 }
@@ -190,6 +206,7 @@ impl Harness {
             clock: Arc::new(FixedClock::new(early())),
             log: Arc::default(),
             list: Arc::default(),
+            browsers_fail: Arc::default(),
             mdm: MdmEnrollment::Unknown,
             crash: None,
         }
@@ -221,6 +238,7 @@ impl Harness {
                 log: self.log.clone(),
                 applied: Mutex::new(self.browsers_applied()),
                 list: self.list.clone(),
+                fail: self.browsers_fail.clone(),
             }),
             scheduler: Box::new(FakeScheduler { log: self.log.clone(), installed: Mutex::new(false) }),
             notifier: Box::new(FakeNotifier { log: self.log.clone() }),
@@ -715,6 +733,40 @@ fn ok_protected_origins_follow_the_metadata() {
 
     output(|o| h.agent().uninstall(false, o)).0.expect("uninstall");
     assert_eq!(*h.list.lock().expect("list"), seeded, "foreign entries survive uninstall");
+}
+
+/// What a failed apply after a metadata refresh left undone, the next run does; an uninstall
+/// that fails keeps the record of what the agent wrote, so that running it again finishes.
+#[test]
+fn ok_a_failed_apply_or_uninstall_is_finished_later() {
+    use std::sync::atomic::Ordering;
+    let h = Harness::new();
+    h.ca.knobs().protected_origins = vec![APPS.into()];
+    output(|o| h.enroll_with(o)).0.expect("enroll");
+    let ours = [fake_entry("https://127.0.0.1:9"), fake_entry(APPS)];
+    assert_eq!(*h.list.lock().expect("list"), ours);
+
+    h.ca.knobs().protected_origins = Vec::new();
+    h.clock.set(early() + METADATA_REFRESH);
+    h.browsers_fail.store(true, Ordering::SeqCst);
+    let _ = output(|o| h.agent().run(None, o));
+    assert_eq!(*h.list.lock().expect("list"), ours, "the failed apply changed nothing");
+    h.browsers_fail.store(false, Ordering::SeqCst);
+    let before = h.requests();
+    output(|o| h.agent().run(None, o)).0.expect("run");
+    assert_eq!(*h.list.lock().expect("list"), [fake_entry("https://127.0.0.1:9")], "the next run applied it");
+    assert_eq!(h.requests(), before + 1, "from the cached metadata: only the status check");
+
+    h.ca.knobs().protected_origins = vec![APPS.into()];
+    h.clock.set(early() + METADATA_REFRESH * 2);
+    output(|o| h.agent().run(None, o)).0.expect("run");
+    assert_eq!(*h.list.lock().expect("list"), ours);
+    h.browsers_fail.store(true, Ordering::SeqCst);
+    assert!(output(|o| h.agent().uninstall(false, o)).0.is_err(), "the uninstall is incomplete");
+    assert!(h.agent().state.load().is_ok_and(|s| !s.autoselect_written.is_empty()), "the record stays");
+    h.browsers_fail.store(false, Ordering::SeqCst);
+    output(|o| h.agent().uninstall(false, o)).0.expect("uninstall again");
+    assert!(h.list.lock().expect("list").is_empty(), "every entry the agent wrote is gone");
 }
 
 /// Offline, the cached origins stay in use: a CA that cannot answer changes nothing.

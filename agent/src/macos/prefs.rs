@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use security_framework::certificate::SecCertificate;
+use security_framework::identity::SecIdentity;
 
 use crate::autoselect::OurEntry;
 use crate::platform::{
@@ -64,6 +65,7 @@ impl MacBrowsers {
         &self,
         origins: &[SafariOrigin],
         identity: &Identity,
+        issuer_cn: &str,
         written: &mut WrittenEntries,
     ) -> Result<Vec<String>, PlatformError> {
         let sec_identity = self
@@ -74,9 +76,14 @@ impl MacBrowsers {
         let mut changes = Vec::new();
         // Names of protected origins the CA dropped, while they still point at us.
         let recorded = written.get(SAFARI_LIST).cloned().unwrap_or_default();
+        // "Ours" is an identity of this CA: the current one, or one a renewal replaced
+        // (a name dropped in the apply of a renewal still points at the old identity).
+        let ours = |preferred: &SecIdentity| {
+            sys::identity_has_certificate(preferred, &cert) || issued_by(preferred, issuer_cn)
+        };
         for name in browsers::safari_retired_names(&recorded, origins) {
             let Some(preferred) = sys::preferred_identity(&name) else { continue };
-            if !sys::identity_has_certificate(&preferred, &cert) {
+            if !ours(&preferred) {
                 continue;
             }
             match sys::set_preferred_identity(None, &name) {
@@ -85,17 +92,38 @@ impl MacBrowsers {
                 Err(e) => return Err(backend("could not remove the identity preference", e)),
             }
         }
-        for name in origins.iter().flat_map(|o| &o.names) {
-            if sys::preferred_identity(name).is_some_and(|p| sys::identity_has_certificate(&p, &cert)) {
-                continue;
+        for (i, origin) in origins.iter().enumerate() {
+            for name in &origin.names {
+                match sys::preferred_identity(name) {
+                    Some(p) if sys::identity_has_certificate(&p, &cert) => continue,
+                    // A protected origin's name that someone pointed at another identity (a
+                    // smart card, say) is theirs: left alone, as Chrome's foreign entries are.
+                    // The cert-auth domain's names are ours by definition.
+                    Some(p) if i > 0 && !ours(&p) => {
+                        changes.push(format!(
+                            "left the identity preference for {name} alone: it names another identity (Safari)"
+                        ));
+                        continue;
+                    }
+                    _ => {}
+                }
+                Self::set_safari_name(&sec_identity, name, &mut changes)?;
             }
-            sys::set_preferred_identity(Some(&sec_identity), name)
-                .map_err(|e| backend("could not set the identity preference", e))?;
-            changes.push(format!("set the identity preference for {name} (Safari)"));
         }
         // The cert-auth domain's names are ours by definition; record the protected origins.
         written.insert(SAFARI_LIST.to_owned(), origins.iter().skip(1).map(|o| o.origin.clone()).collect());
         Ok(changes)
+    }
+
+    fn set_safari_name(
+        sec_identity: &SecIdentity,
+        name: &str,
+        changes: &mut Vec<String>,
+    ) -> Result<(), PlatformError> {
+        sys::set_preferred_identity(Some(sec_identity), name)
+            .map_err(|e| backend("could not set the identity preference", e))?;
+        changes.push(format!("set the identity preference for {name} (Safari)"));
+        Ok(())
     }
 
     fn apply_chromium(
@@ -159,7 +187,12 @@ impl BrowserIntegration for MacBrowsers {
                 let origins = self.safari_origins(target, &entries)?;
                 let mut changes = self.apply_chromium(&entries, written)?;
                 if let Some(identity) = identity {
-                    changes.extend(self.apply_safari(&origins, identity, written)?);
+                    changes.extend(self.apply_safari(
+                        &origins,
+                        identity,
+                        target.issuer_common_name,
+                        written,
+                    )?);
                 }
                 Ok(changes)
             }
@@ -258,4 +291,14 @@ impl BrowserIntegration for MacBrowsers {
         }
         Ok(removed)
     }
+}
+
+/// Whether `identity`'s certificate was issued by the CA whose issuer CN is `issuer_cn`
+/// (what the browsers' filters match too).
+fn issued_by(identity: &SecIdentity, issuer_cn: &str) -> bool {
+    identity
+        .certificate()
+        .ok()
+        .and_then(|c| ca_client::cert::CertificateInfo::from_der(&c.to_der()).ok())
+        .is_some_and(|info| info.issuer_cn() == Some(issuer_cn))
 }
