@@ -271,6 +271,19 @@ pub fn remove(existing: &[String], ours: &OurEntry) -> (Vec<String>, Change) {
     (list, change)
 }
 
+/// Removes the first copy of our entry and nothing else. The copy the agent appended is the
+/// first one: it is only appended when none is there, so any later twin is someone else's.
+fn remove_first(existing: &[String], ours: &OurEntry) -> (Vec<String>, Change) {
+    let mut list = existing.to_vec();
+    match list.iter().position(|raw| ours.classify(parse(raw).as_ref()) == Kind::Ours) {
+        Some(i) => {
+            list.remove(i);
+            (list, Change::Removed(1))
+        }
+        None => (list, Change::NotPresent),
+    }
+}
+
 /// Appends each of `wanted` as [`merge`] does, in order; the changes are position for
 /// position with `wanted`.
 pub fn merge_all(existing: &[String], wanted: &[OurEntry]) -> (Vec<String>, Vec<Change>) {
@@ -316,7 +329,7 @@ pub fn sync(existing: &[String], wanted: &[OurEntry], written: &[String]) -> Syn
     let mut list = existing.to_vec();
     let mut removed = Vec::new();
     for entry in &retired {
-        let (next, change) = remove(&list, entry);
+        let (next, change) = remove_first(&list, entry);
         list = next;
         if matches!(change, Change::Removed(_)) {
             removed.push(entry.clone());
@@ -659,6 +672,15 @@ mod tests {
                 wanted: &[ORIGIN, APPS],
                 written: vec![],
                 after: vec![r#"{"pattern":"https://[*.]apps.example.com","filter":{}}"#, &o],
+                record: vec![&o],
+            },
+            Case {
+                // The admin added a twin after the agent's entry: only the agent's goes.
+                name: "fail/a-later-twin-survives-a-drop",
+                before: vec![&o, &a, OTHER_SITE, &a],
+                wanted: &[ORIGIN],
+                written: vec![&o, &a],
+                after: vec![&o, OTHER_SITE, &a],
                 record: vec![&o],
             },
             Case {
