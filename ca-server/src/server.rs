@@ -102,45 +102,40 @@ pub async fn serve_listeners(
         connections: connections.clone(),
         timeouts,
     };
-    let cert_auth = match &listeners.cert_auth {
-        Some(listener) => {
-            let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
-            tracing::info!(%addr, "serving the cert-auth domain");
-            Some(Endpoint {
-                acceptor: Some(TlsAcceptor::from(ca.tls_cert_auth())),
-                router: api::cert_auth_router(ca.clone()),
-                connections: connections.clone(),
-                timeouts,
-            })
-        }
-        None => None,
+    // Each optional listener: its TLS (none for plain HTTP), its routes, its log line.
+    let endpoint = |listener: Option<&TcpListener>,
+                    acceptor: Option<Arc<rustls::ServerConfig>>,
+                    router: fn(Arc<Ca>) -> Router,
+                    what: &str|
+     -> Result<Option<Endpoint>, ServeError> {
+        let Some(listener) = listener else { return Ok(None) };
+        let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
+        tracing::info!(%addr, "serving {what}");
+        Ok(Some(Endpoint {
+            acceptor: acceptor.map(TlsAcceptor::from),
+            router: router(ca.clone()),
+            connections: connections.clone(),
+            timeouts,
+        }))
     };
-    let http = match &listeners.http {
-        Some(listener) => {
-            let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
-            tracing::info!(%addr, "serving ocsp, the crl and the jwks over plain http");
-            Some(Endpoint {
-                acceptor: None,
-                router: api::http_router(ca.clone()),
-                connections: connections.clone(),
-                timeouts,
-            })
-        }
-        None => None,
-    };
-    let relying_party = match &listeners.relying_party {
-        Some(listener) => {
-            let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
-            tracing::info!(%addr, "serving relying parties");
-            Some(Endpoint {
-                acceptor: Some(TlsAcceptor::from(ca.tls_main())),
-                router: api::relying_party_router(ca.clone()),
-                connections: connections.clone(),
-                timeouts,
-            })
-        }
-        None => None,
-    };
+    let cert_auth = endpoint(
+        listeners.cert_auth.as_ref(),
+        Some(ca.tls_cert_auth()),
+        api::cert_auth_router,
+        "the cert-auth domain",
+    )?;
+    let http = endpoint(
+        listeners.http.as_ref(),
+        None,
+        api::http_router,
+        "ocsp, the crl and the jwks over plain http",
+    )?;
+    let relying_party = endpoint(
+        listeners.relying_party.as_ref(),
+        Some(ca.tls_main()),
+        api::relying_party_router,
+        "relying parties",
+    )?;
     tracing::info!(addr = %main_addr, "serving");
 
     let pruner = {

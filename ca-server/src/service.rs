@@ -608,11 +608,8 @@ impl Ca {
     ) -> Result<CertificateRow, ApiError> {
         let presented = presented.ok_or(ApiError::ClientCertificateRequired(MissingCertificate::None))?;
         let row = self
-            .store
-            .certificate_by_serial(&presented.serial)
+            .stored(presented)
             .await?
-            // The serial names a certificate; the fingerprint proves it is that one.
-            .filter(|row| row.fingerprint == presented.fingerprint)
             .ok_or(ApiError::ClientCertificateRequired(MissingCertificate::Unknown))?;
         context.certificate(&row);
         Ok(row)
@@ -881,10 +878,7 @@ impl Ca {
         // issuer's signature without checking it again.
         let presented = PresentedCertificate::from_der(der)
             .ok_or(ApiError::ClientCertificateRequired(MissingCertificate::Foreign))?;
-        let sha256: [u8; 32] = hex::decode(&presented.fingerprint)
-            .ok()
-            .and_then(|bytes| bytes.try_into().ok())
-            .ok_or(ApiError::ClientCertificateRequired(MissingCertificate::Foreign))?;
+        let sha256: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(der).into();
         let now = self.clock.now();
         // Read before the store: a revocation from here on makes this answer stale.
         let generation = self.revocations.load(Ordering::SeqCst);
@@ -893,10 +887,8 @@ impl Ca {
             return Ok(Judged::Cached { device, assertion });
         }
         let row = self
-            .store
-            .certificate_by_serial(&presented.serial)
+            .stored(&presented)
             .await?
-            .filter(|row| row.fingerprint == presented.fingerprint)
             .ok_or(ApiError::ClientCertificateRequired(MissingCertificate::Foreign))?;
         let unbound = match row.standing(user, user, self.superseded_cutoff(now), now) {
             Standing::Revoked => return Err(ApiError::CertificateRevoked { serial: row.serial }),
@@ -925,6 +917,13 @@ impl Ca {
             certificate_sha256: sha256,
         };
         Ok(Judged::Fresh { device, generation, now })
+    }
+
+    /// The stored certificate a presented one is: the serial names it, the fingerprint proves
+    /// it is that one.
+    async fn stored(&self, presented: &PresentedCertificate) -> Result<Option<CertificateRow>, ApiError> {
+        let row = self.store.certificate_by_serial(&presented.serial).await?;
+        Ok(row.filter(|row| row.fingerprint == presented.fingerprint))
     }
 
     /// Answers a DER OCSP request (RFC 6960) with a DER response: signed statuses, or an
