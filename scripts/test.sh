@@ -23,8 +23,10 @@ if ! nginx -V 2>&1 | grep -q -- --with-http_auth_request_module \
   exit 1
 fi
 
-# `jose` goes into the repository's own folder (never global), from the committed lock file.
-if [ ! -d tests/js/node_modules/jose ]; then
+# `jose` and `openid-client` go into the repository's own folder (never global), from the
+# committed lock file: again whenever the lock file changed since the last install.
+if [ ! -f tests/js/node_modules/.package-lock.json ] \
+  || [ tests/js/package-lock.json -nt tests/js/node_modules/.package-lock.json ]; then
   npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 fi
 

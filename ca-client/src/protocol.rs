@@ -378,6 +378,9 @@ pub struct Event {
     pub serial_number: Option<String>,
     /// The error code of a refusal.
     pub reason: Option<String>,
+    /// The OpenID Connect client an authentication was for (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 /// `GET /api/v1/admin/events` response.

@@ -29,6 +29,7 @@ use crate::error::ApiError;
 use crate::service::{self, Ca, IssueReply, PresentedCertificate, RefusalContext};
 use crate::store::RevokeTarget;
 
+mod oidc;
 mod relying_party;
 
 pub use relying_party::{CHECK_PATH, CRL_PEM_PATH, JWKS_PATH, OCSP_PATH, USER_HEADER};
@@ -63,6 +64,7 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .route(paths::VERIFY, get(verify))
         .route(paths::CRL, get(crl))
         .merge(relying_party_routes())
+        .merge(oidc::routes())
         .route("/api/v1/admin/users/{user}/revoke", post(revoke_user))
         .route("/api/v1/admin/devices/{udid}/revoke", post(revoke_device))
         .route("/api/v1/admin/devices/{udid}", get(device))
@@ -73,25 +75,27 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .with_state(ca)
 }
 
-/// The verify endpoint, the relying-party check, the JWKS, OCSP and the CRL, for a
-/// separate cert-auth listener.
+/// The verify endpoint, the relying-party check, the JWKS, OCSP, the CRL and the OpenID
+/// Connect provider, for a separate cert-auth listener.
 pub fn cert_auth_router(ca: Arc<Ca>) -> Router {
     Router::new()
         .route(paths::VERIFY, get(verify))
         .route(paths::CRL, get(crl))
         .merge(relying_party_routes())
+        .merge(oidc::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(ca)
 }
 
 /// What is conventionally fetched over plain HTTP and is signed or public anyway: OCSP, the
-/// CRL and the JWKS. Nothing that takes a secret.
+/// CRL and the JWKS (both). Nothing that takes a secret.
 pub fn http_router(ca: Arc<Ca>) -> Router {
     Router::new()
         .route(paths::CRL, get(crl))
         .route(CRL_PEM_PATH, get(relying_party::crl_pem))
         .route(JWKS_PATH, get(relying_party::jwks))
+        .route(crate::oidc::JWKS_PATH, get(oidc::jwks))
         .route(OCSP_PATH, post(relying_party::ocsp_post))
         .route(&format!("{OCSP_PATH}/{{*request}}"), get(relying_party::ocsp_get))
         .fallback(not_found)
@@ -362,21 +366,48 @@ async fn verify(
 }
 
 fn security_requirements_page(error: &ApiError, learn_more: Option<&str>) -> Response {
-    let link = learn_more
-        .map(|url| format!("<p><a href=\"{}\">Learn more</a></p>\n", escape_html(url)))
-        .unwrap_or_default();
-    let page = format!(
-        "<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>Security requirements</title></head>\n\
-         <body>\n<h1>Security requirements</h1>\n<p>This resource is available only from a managed device with a valid \
-         device certificate.</p>\n<p>{}</p>\n{link}</body>\n</html>\n",
+    refusal_page(error, learn_more, None)
+}
+
+/// The "Security requirements" page (403) for a refused device, with the "Learn more" link
+/// and, when the browser has somewhere to go back to, a link there (`(label, url)`).
+fn refusal_page(error: &ApiError, learn_more: Option<&str>, back: Option<(&str, &str)>) -> Response {
+    let mut body = format!(
+        "<p>This resource is available only from a managed device with a valid device certificate.</p>\n<p>{}</p>\n",
         escape_html(&error.public_message())
     );
+    if let Some(url) = learn_more {
+        body.push_str(&format!("<p><a href=\"{}\">Learn more</a></p>\n", escape_html(url)));
+    }
+    if let Some((label, url)) = back {
+        body.push_str(&format!(
+            "<p><a id=\"continue\" href=\"{}\">{}</a></p>\n",
+            escape_html(url),
+            escape_html(label)
+        ));
+    }
+    html_page(StatusCode::FORBIDDEN, "Security requirements", &body)
+}
+
+/// A page of the CA's own: `body` is HTML the caller escaped. Nothing on it loads,
+/// runs or frames.
+fn html_page(status: StatusCode, title: &str, body: &str) -> Response {
+    let title = escape_html(title);
+    let page = format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>{title}</title></head>\n\
+         <body>\n<h1>{title}</h1>\n{body}</body>\n</html>\n"
+    );
     (
-        StatusCode::FORBIDDEN,
+        status,
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-            (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'")),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+            ),
+            (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+            (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
         ],
         page,
     )

@@ -62,6 +62,11 @@ enum Command {
         /// picks one), and name it in issued certificates.
         #[arg(long, value_name = "ADDR")]
         http_listen: Option<SocketAddr>,
+        /// Register an OpenID Connect client `dev` that may redirect to URI (repeatable),
+        /// with a generated secret; the ready line then names the issuer, the client id,
+        /// the secret and the 0600 file holding it.
+        #[arg(long, value_name = "URI")]
+        oidc_redirect_uri: Vec<String>,
     },
 }
 
@@ -117,7 +122,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let relying_party = bind_optional(config.relying_party.listen).await?;
             server::serve_listeners(Listeners { main, cert_auth, http, relying_party }, ca, shutdown).await?;
         }
-        Command::Dev { listen, data_dir, managed_devices, limits, relying_parties, http_listen } => {
+        Command::Dev {
+            listen,
+            data_dir,
+            managed_devices,
+            limits,
+            relying_parties,
+            http_listen,
+            oidc_redirect_uri,
+        } => {
             let listener = bind(listen).await?;
             let local = listener.local_addr().context("cannot read the listening address")?;
             let limits = match limits {
@@ -145,6 +158,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 env.serve_relying_parties(
                     listener.local_addr().context("cannot read the listening address")?,
                 );
+            }
+            if !oidc_redirect_uri.is_empty() {
+                env.register_oidc_client(oidc_redirect_uri)
+                    .context("cannot register the dev openid connect client")?;
             }
             env.config.validate()?;
             if env.allows_all_devices {

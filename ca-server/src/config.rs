@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::mdm::MdmSettings;
+pub use crate::oidc::{OidcClientSettings, OidcSettings, SubjectType};
 use crate::secret::SecretSource;
 
 /// The whole file.
@@ -44,6 +45,9 @@ pub struct Config {
     /// `[http]`: an optional plain-HTTP listener for OCSP, the CRL and the JWKS.
     #[serde(default)]
     pub http: Option<HttpListener>,
+    /// `[oidc]`: the OpenID Connect provider and its clients.
+    #[serde(default)]
+    pub oidc: OidcSettings,
 }
 
 /// Why the configuration could not be read.
@@ -118,6 +122,7 @@ impl Config {
         }
         self.ca.chain.iter_mut().for_each(fix);
         self.relying_party.resolve_relative_to(base);
+        self.oidc.resolve_relative_to(base);
         for source in [&mut self.tokens.enrollment, &mut self.tokens.admin] {
             if let Some(p) = &mut source.file {
                 fix(p);
@@ -213,6 +218,7 @@ impl Config {
             return invalid("ca.ocsp_validity_minutes", "must be at least 1");
         }
         self.relying_party.validate()?;
+        self.oidc.validate()?;
         if let Some(learn_more) = &self.server.learn_more_url
             && !matches!(
                 url::Url::parse(learn_more).map(|u| u.scheme().to_owned()).as_deref(),

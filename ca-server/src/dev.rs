@@ -21,8 +21,8 @@ use rcgen::{
 };
 
 use crate::config::{
-    CaSettings, Config, ConfigError, HttpListener, LimitSettings, RelyingPartySettings, ServerSettings,
-    StoreSettings, TlsFiles, TokenSettings,
+    CaSettings, Config, ConfigError, HttpListener, LimitSettings, OidcClientSettings, OidcSettings,
+    RelyingPartySettings, ServerSettings, StoreSettings, SubjectType, TlsFiles, TokenSettings,
 };
 use crate::fsutil::{self, Visibility, WriteError};
 use crate::mdm::MdmSettings;
@@ -35,6 +35,10 @@ const TLS_CERT_FILE: &str = "tls.pem";
 const TLS_KEY_FILE: &str = "tls.key";
 const ENROLLMENT_TOKEN_FILE: &str = "enrollment-token";
 const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// The dev OpenID Connect client's secret (mode 0600).
+pub const OIDC_SECRET_FILE: &str = "oidc-client-secret";
+/// The dev OpenID Connect client's id.
+pub const OIDC_CLIENT_ID: &str = "dev";
 /// The default `--listen` of the dev command.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 
@@ -94,6 +98,9 @@ pub struct DevEnvironment {
     /// The relying parties' own listener's base URL, once
     /// [`DevEnvironment::serve_relying_parties`] set it.
     pub relying_party_url: Option<String>,
+    /// The dev OpenID Connect client's secret, once
+    /// [`DevEnvironment::register_oidc_client`] made it.
+    pub oidc_client_secret: Option<SecretString>,
 }
 
 impl DevEnvironment {
@@ -115,6 +122,24 @@ impl DevEnvironment {
         self.http_url = Some(url);
     }
 
+    /// Registers the OpenID Connect client `dev` for `redirect_uris` (`dev
+    /// --oidc-redirect-uri`), with a secret generated once into a 0600 file of the data
+    /// directory.
+    pub fn register_oidc_client(&mut self, redirect_uris: Vec<String>) -> Result<(), DevError> {
+        let path = self.data_dir.join(OIDC_SECRET_FILE);
+        let secret = ensure_token(&path)?;
+        self.config.oidc.clients.push(OidcClientSettings {
+            id: OIDC_CLIENT_ID.to_owned(),
+            name: Some("DeviceTrust dev client".to_owned()),
+            secret: SecretSource::file(path),
+            redirect_uris,
+            subject: SubjectType::User,
+            refusal_page: false,
+        });
+        self.oidc_client_secret = Some(secret);
+        Ok(())
+    }
+
     /// The one JSON line the dev command prints once it accepts connections. It contains
     /// the tokens: that is its purpose (local testing), and the same tokens sit in 0600
     /// files in the data directory.
@@ -130,6 +155,10 @@ impl DevEnvironment {
             "httpUrl": self.http_url,
             "relyingPartyUrl": self.relying_party_url,
             "jwksUrl": format!("{}{}", self.url, crate::api::JWKS_PATH),
+            "oidcIssuer": self.oidc_client_secret.as_ref().map(|_| &self.config.server.cert_auth_domain),
+            "oidcClientId": self.oidc_client_secret.as_ref().map(|_| OIDC_CLIENT_ID),
+            "oidcClientSecret": self.oidc_client_secret.as_ref().map(SecretString::expose),
+            "oidcClientSecretFile": self.oidc_client_secret.as_ref().map(|_| self.data_dir.join(OIDC_SECRET_FILE)),
         })
         .to_string()
     }
@@ -203,6 +232,7 @@ pub fn prepare(options: &DevOptions, local_addr: SocketAddr) -> Result<DevEnviro
         mdm,
         relying_party: RelyingPartySettings::default(),
         http: None,
+        oidc: OidcSettings::default(),
     };
     Ok(DevEnvironment {
         config,
@@ -215,6 +245,7 @@ pub fn prepare(options: &DevOptions, local_addr: SocketAddr) -> Result<DevEnviro
         allows_all_devices,
         http_url: None,
         relying_party_url: None,
+        oidc_client_secret: None,
     })
 }
 

@@ -5,7 +5,9 @@
 //! does, in the contract's order), and beneath it [`authority`] (X.509), [`store`]
 //! (persistence), [`mdm`] (is the device managed?) and [`clock`]. [`relying_party`] and
 //! [`ocsp`] serve the organisation's proxies and apps: the forward-auth check, the signed
-//! device assertion, and revocation status. [`config`], [`dev`] and
+//! device assertion, and revocation status; [`oidc`] makes the CA an OpenID Connect
+//! provider that identity providers require as a device factor ([`jwt`] holds the keys of
+//! both). [`config`], [`dev`] and
 //! [`cli`] set it all up.
 //!
 //! To run a CA in-process (as the tests do):
@@ -32,9 +34,11 @@ pub mod config;
 pub mod dev;
 pub mod error;
 pub mod fsutil;
+pub mod jwt;
 pub mod limits;
 pub mod mdm;
 pub mod ocsp;
+pub mod oidc;
 pub mod relying_party;
 pub mod secret;
 pub mod server;

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub(crate) mdm_queue_full: AtomicU64,
     /// Request bodies that did not arrive within the body read timeout.
     pub(crate) body_timeouts: AtomicU64,
+    /// OpenID Connect sign-ins: codes redeemed for tokens.
+    pub(crate) oidc_sign_ins: AtomicU64,
 }
 
 /// The values of [`Metrics`] at one moment.
@@ -91,6 +93,8 @@ pub struct MetricsSnapshot {
     pub mdm_queue_full: u64,
     /// See [`Metrics`].
     pub body_timeouts: u64,
+    /// See [`Metrics`].
+    pub oidc_sign_ins: u64,
 }
 
 impl Metrics {
@@ -108,6 +112,7 @@ impl Metrics {
             relying_party_micros: read(&self.relying_party_micros),
             mdm_queue_full: read(&self.mdm_queue_full),
             body_timeouts: read(&self.body_timeouts),
+            oidc_sign_ins: read(&self.oidc_sign_ins),
         }
     }
 }

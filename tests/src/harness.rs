@@ -10,7 +10,8 @@
 //! - [`browser`]: headless Chromium, the managed policy guard and the NSS database;
 //! - [`fake_ca`]: an HTTPS server on 127.0.0.1 returning canned, malformed answers;
 //! - [`proxy`]: nginx and Caddy in front of an app, consulting the CA (forward auth, OCSP);
-//! - [`demo_app`]: the app behind them, which admits a verified device assertion.
+//! - [`demo_app`]: the app behind them, which admits a verified device assertion;
+//! - [`oidc_rp`]: an OpenID Connect relying party on `openid-client` (Node).
 
 pub mod agent;
 pub mod binaries;
@@ -18,6 +19,7 @@ pub mod browser;
 pub mod ca;
 pub mod demo_app;
 pub mod fake_ca;
+pub mod oidc_rp;
 pub mod process;
 pub mod proxy;
 

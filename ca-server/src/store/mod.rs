@@ -261,6 +261,8 @@ pub struct Authentication<'a> {
     pub bind: bool,
     /// A certificate superseded at or before this moment is refused.
     pub superseded_cutoff: DateTime<Utc>,
+    /// The OpenID Connect client the authentication is for, recorded in its event.
+    pub client_id: Option<&'a str>,
     /// Now.
     pub now: DateTime<Utc>,
 }
@@ -309,6 +311,61 @@ pub struct NewEvent {
     pub serial: Option<String>,
     /// The error code of a refusal.
     pub reason: Option<String>,
+    /// The OpenID Connect client concerned.
+    pub client_id: Option<String>,
+}
+
+/// An OpenID Connect authorization code to store. Only its hash is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCode {
+    /// Lowercase hex SHA-256 of the code.
+    pub code_sha256: String,
+    /// Everything the code is bound to and vouches for.
+    pub grant: CodeGrant,
+    /// From when the row may be deleted: past the code's expiry and the lifetime of any
+    /// access token issued for it.
+    pub purge_after: DateTime<Utc>,
+}
+
+/// What an authorization code is bound to and vouches for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeGrant {
+    /// The client it was issued to.
+    pub client_id: String,
+    /// The redirect URI it was issued for.
+    pub redirect_uri: String,
+    /// The PKCE S256 challenge.
+    pub code_challenge: String,
+    /// The request's nonce.
+    pub nonce: Option<String>,
+    /// The user the client named.
+    pub login_hint: Option<String>,
+    /// The certificate the browser presented.
+    pub serial: String,
+    /// When it presented it.
+    pub auth_time: DateTime<Utc>,
+    /// Until when the code can be redeemed.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What redeeming a code found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redemption {
+    /// Redeemed now, for the first time.
+    First(CodeGrant),
+    /// Redeemed before: it is now marked replayed, which revokes the tokens issued for it.
+    Replayed(CodeGrant),
+    /// No such code (or purged).
+    Unknown,
+}
+
+/// A stored code, as the userinfo endpoint checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeRow {
+    /// What it vouches for.
+    pub grant: CodeGrant,
+    /// Whether it was redeemed more than once.
+    pub replayed: bool,
 }
 
 /// Devices, certificates and events.
@@ -349,6 +406,17 @@ pub trait Store: Send + Sync + fmt::Debug {
         now: DateTime<Utc>,
         superseded_cutoff: DateTime<Utc>,
     ) -> Result<Vec<RevokedEntry>, StoreError>;
+
+    /// Stores an OpenID Connect authorization code, and deletes a bounded number of codes
+    /// past their `purge_after`.
+    async fn insert_code(&self, code: NewCode, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Redeems a code atomically: the first redemption wins on every replica; any later one
+    /// marks the code replayed.
+    async fn redeem_code(&self, code_sha256: &str, now: DateTime<Utc>) -> Result<Redemption, StoreError>;
+
+    /// A stored code by its hash (the access token's `jti`).
+    async fn code(&self, code_sha256: &str) -> Result<Option<CodeRow>, StoreError>;
 
     /// Finishes pending work and closes the database.
     async fn close(&self);

@@ -48,8 +48,8 @@ use sqlx::{ConnectOptions as _, Connection as _};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AuthOutcome, Authentication, CertificateRow, EnrollOutcome, Enrollment, NewEvent, RenewOutcome, Renewal,
-    RevokeTarget, Standing, Store, StoreError,
+    AuthOutcome, Authentication, CertificateRow, CodeGrant, CodeRow, EnrollOutcome, Enrollment, NewCode,
+    NewEvent, Redemption, RenewOutcome, Renewal, RevokeTarget, Standing, Store, StoreError,
 };
 use crate::authority::{Issued, RevocationReason, RevokedEntry};
 
@@ -111,6 +111,7 @@ enum Work {
         required_user: Option<String>,
         bind: bool,
         superseded_cutoff: DateTime<Utc>,
+        client_id: Option<String>,
         now: DateTime<Utc>,
     },
     Revoke {
@@ -119,6 +120,8 @@ enum Work {
         now: DateTime<Utc>,
     },
     Record(NewEvent),
+    InsertCode(NewCode, DateTime<Utc>),
+    RedeemCode(String, DateTime<Utc>),
     /// Finish what is queued, close the connection, then answer.
     Shutdown,
 }
@@ -130,6 +133,8 @@ enum Done {
     Authenticate(AuthOutcome),
     Revoke(Vec<String>),
     Record,
+    InsertCode,
+    RedeemCode(Redemption),
     Shutdown,
 }
 
@@ -215,6 +220,39 @@ struct EventDb {
     device_udid: Option<String>,
     serial: Option<String>,
     reason: Option<String>,
+    client_id: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct CodeDb {
+    client_id: String,
+    redirect_uri: String,
+    code_challenge: String,
+    nonce: Option<String>,
+    login_hint: Option<String>,
+    serial: String,
+    auth_time_ms: i64,
+    expires_at_ms: i64,
+    redeemed_at_ms: Option<i64>,
+    replayed_at_ms: Option<i64>,
+}
+
+const SELECT_CODE: &str = "SELECT client_id, redirect_uri, code_challenge, nonce, login_hint, serial, auth_time_ms, \
+     expires_at_ms, redeemed_at_ms, replayed_at_ms FROM oidc_codes WHERE code_sha256 = ?1";
+
+impl CodeDb {
+    fn grant(self) -> Result<CodeGrant, StoreError> {
+        Ok(CodeGrant {
+            client_id: self.client_id,
+            redirect_uri: self.redirect_uri,
+            code_challenge: self.code_challenge,
+            nonce: self.nonce,
+            login_hint: self.login_hint,
+            serial: self.serial,
+            auth_time: from_ms(self.auth_time_ms)?,
+            expires_at: from_ms(self.expires_at_ms)?,
+        })
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -418,12 +456,21 @@ async fn transaction<'a>(
                         .await?,
                 )
             }
-            Work::Authenticate { serial, bind_user, required_user, bind, superseded_cutoff, now } => {
+            Work::Authenticate {
+                serial,
+                bind_user,
+                required_user,
+                bind,
+                superseded_cutoff,
+                client_id,
+                now,
+            } => {
                 let check = AuthCheck {
                     bind_user: bind_user.as_deref(),
                     required_user: required_user.as_deref(),
                     bind: *bind,
                     superseded_cutoff: *superseded_cutoff,
+                    client_id: client_id.as_deref(),
                 };
                 Done::Authenticate(authenticate(&mut tx, serial, check, *now).await?)
             }
@@ -433,6 +480,13 @@ async fn transaction<'a>(
             Work::Record(event) => {
                 insert_events(&mut tx, std::slice::from_ref(event)).await?;
                 Done::Record
+            }
+            Work::InsertCode(code, now) => {
+                insert_code(&mut tx, code, *now).await?;
+                Done::InsertCode
+            }
+            Work::RedeemCode(code_sha256, now) => {
+                Done::RedeemCode(redeem_code(&mut tx, code_sha256, *now).await?)
             }
             Work::Shutdown => Done::Shutdown,
         });
@@ -458,11 +512,11 @@ async fn certificate_by_serial(
 async fn insert_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> Result<(), StoreError> {
     for pair in events.chunks(2) {
         let sql = if pair.len() == 2 {
-            "INSERT INTO events (published_ms, event_type, outcome, user_name, device_udid, serial, reason) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7), (?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+            "INSERT INTO events (published_ms, event_type, outcome, user_name, device_udid, serial, reason, client_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8), (?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
         } else {
-            "INSERT INTO events (published_ms, event_type, outcome, user_name, device_udid, serial, reason) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+            "INSERT INTO events (published_ms, event_type, outcome, user_name, device_udid, serial, reason, client_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
         };
         let mut query = sqlx::query(sql);
         for event in pair {
@@ -473,7 +527,8 @@ async fn insert_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> Resu
                 .bind(&event.user)
                 .bind(&event.udid)
                 .bind(&event.serial)
-                .bind(&event.reason);
+                .bind(&event.reason)
+                .bind(&event.client_id);
         }
         query.execute(&mut *conn).await.map_err(query_error("record an event"))?;
     }
@@ -489,6 +544,7 @@ fn success(event_type: EventType, row: &CertificateRow, user: &str, now: DateTim
         udid: Some(row.device_udid.clone()),
         serial: Some(row.serial.clone()),
         reason: None,
+        client_id: None,
     }
 }
 
@@ -736,6 +792,7 @@ struct AuthCheck<'a> {
     required_user: Option<&'a str>,
     bind: bool,
     superseded_cutoff: DateTime<Utc>,
+    client_id: Option<&'a str>,
 }
 
 async fn authenticate(
@@ -766,8 +823,8 @@ async fn authenticate(
     if binds {
         sqlx::query(
             "UPDATE certificates SET state = ?, bound_user = ? WHERE serial = ?; \
-             INSERT INTO events (published_ms, event_type, outcome, user_name, device_udid, serial, reason) \
-             VALUES (?, 'user.authentication.authenticate', 'SUCCESS', ?, ?, ?, NULL);",
+             INSERT INTO events (published_ms, event_type, outcome, user_name, device_udid, serial, reason, client_id) \
+             VALUES (?, 'user.authentication.authenticate', 'SUCCESS', ?, ?, ?, NULL, ?);",
         )
         .bind(row.state.as_str())
         .bind(&row.bound_user)
@@ -776,13 +833,81 @@ async fn authenticate(
         .bind(&owner)
         .bind(&row.device_udid)
         .bind(&row.serial)
+        .bind(check.client_id)
         .execute(&mut *conn)
         .await
         .map_err(query_error("bind a certificate"))?;
     } else {
-        insert_events(conn, &[success(EventType::Authenticate, &row, &owner, now)]).await?;
+        let event = NewEvent {
+            client_id: check.client_id.map(str::to_owned),
+            ..success(EventType::Authenticate, &row, &owner, now)
+        };
+        insert_events(conn, &[event]).await?;
     }
     Ok(AuthOutcome::Trusted(row))
+}
+
+/// Codes deleted per insertion at most: insertions outnumber the codes that fall due, so
+/// the table stays bounded by the codes of the last few minutes.
+const PURGE_BATCH: i64 = 64;
+
+async fn insert_code(
+    conn: &mut SqliteConnection,
+    code: &NewCode,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let g = &code.grant;
+    sqlx::query(
+        "DELETE FROM oidc_codes WHERE rowid IN \
+           (SELECT rowid FROM oidc_codes WHERE purge_after_ms <= ?1 ORDER BY purge_after_ms LIMIT ?2); \
+         INSERT INTO oidc_codes (code_sha256, client_id, redirect_uri, code_challenge, nonce, login_hint, serial, \
+           auth_time_ms, expires_at_ms, purge_after_ms) VALUES (?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12);",
+    )
+    .bind(ms(now))
+    .bind(PURGE_BATCH)
+    .bind(&code.code_sha256)
+    .bind(&g.client_id)
+    .bind(&g.redirect_uri)
+    .bind(&g.code_challenge)
+    .bind(&g.nonce)
+    .bind(&g.login_hint)
+    .bind(&g.serial)
+    .bind(ms(g.auth_time))
+    .bind(ms(g.expires_at))
+    .bind(ms(code.purge_after))
+    .execute(&mut *conn)
+    .await
+    .map_err(query_error("store an authorization code"))?;
+    Ok(())
+}
+
+async fn redeem_code(
+    conn: &mut SqliteConnection,
+    code_sha256: &str,
+    now: DateTime<Utc>,
+) -> Result<Redemption, StoreError> {
+    let Some(row) = sqlx::query_as::<_, CodeDb>(SELECT_CODE)
+        .bind(code_sha256)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(query_error("read an authorization code"))?
+    else {
+        return Ok(Redemption::Unknown);
+    };
+    let first = row.redeemed_at_ms.is_none();
+    let sql = if first {
+        "UPDATE oidc_codes SET redeemed_at_ms = ?1 WHERE code_sha256 = ?2"
+    } else {
+        "UPDATE oidc_codes SET replayed_at_ms = COALESCE(replayed_at_ms, ?1) WHERE code_sha256 = ?2"
+    };
+    sqlx::query(sql)
+        .bind(ms(now))
+        .bind(code_sha256)
+        .execute(&mut *conn)
+        .await
+        .map_err(query_error("redeem an authorization code"))?;
+    let grant = row.grant()?;
+    Ok(if first { Redemption::First(grant) } else { Redemption::Replayed(grant) })
 }
 
 async fn revoke(
@@ -813,6 +938,7 @@ async fn revoke(
             udid: Some(udid.clone()),
             serial: Some(serial.clone()),
             reason: None,
+            client_id: None,
         })
         .collect();
     insert_events(conn, &events).await?;
@@ -867,6 +993,7 @@ impl Store for SqliteStore {
             required_user: a.required_user.map(str::to_owned),
             bind: a.bind,
             superseded_cutoff: a.superseded_cutoff,
+            client_id: a.client_id.map(str::to_owned),
             now: a.now,
         };
         match self.write(work).await? {
@@ -937,7 +1064,7 @@ impl Store for SqliteStore {
 
     async fn events(&self, after: i64, limit: u32) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query_as::<_, EventDb>(
-            "SELECT id, published_ms, event_type, outcome, user_name, device_udid, serial, reason \
+            "SELECT id, published_ms, event_type, outcome, user_name, device_udid, serial, reason, client_id \
              FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
         )
         .bind(after)
@@ -966,6 +1093,7 @@ impl Store for SqliteStore {
                     device: row.device_udid.map(|udid| DeviceRef { udid }),
                     serial_number: row.serial,
                     reason: row.reason,
+                    client_id: row.client_id,
                 })
             })
             .collect()
@@ -976,6 +1104,33 @@ impl Store for SqliteStore {
             Done::Record => Ok(()),
             _ => Err(mismatch()),
         }
+    }
+
+    async fn insert_code(&self, code: NewCode, now: DateTime<Utc>) -> Result<(), StoreError> {
+        match self.write(Work::InsertCode(code, now)).await? {
+            Done::InsertCode => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn redeem_code(&self, code_sha256: &str, now: DateTime<Utc>) -> Result<Redemption, StoreError> {
+        match self.write(Work::RedeemCode(code_sha256.to_owned(), now)).await? {
+            Done::RedeemCode(redemption) => Ok(redemption),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn code(&self, code_sha256: &str) -> Result<Option<CodeRow>, StoreError> {
+        let row = sqlx::query_as::<_, CodeDb>(SELECT_CODE)
+            .bind(code_sha256)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(query_error("read an authorization code"))?;
+        row.map(|row| {
+            let replayed = row.replayed_at_ms.is_some();
+            Ok(CodeRow { grant: row.grant()?, replayed })
+        })
+        .transpose()
     }
 
     async fn revoked_unexpired(
@@ -1120,6 +1275,7 @@ mod tests {
             udid: None,
             serial: None,
             reason: Some("invalid_token".into()),
+            client_id: None,
         };
         store.record(event.clone()).await.expect("record");
         assert_eq!(store.events(0, 10).await.expect("events").len(), 1);

@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use ca_client::protocol::{DeviceRecord, Event};
 use ca_server::authority::RevokedEntry;
 use ca_server::store::{
-    AuthOutcome, Authentication, CertificateRow, EnrollOutcome, Enrollment, NewEvent, RenewOutcome, Renewal,
-    RevokeTarget, Store, StoreError,
+    AuthOutcome, Authentication, CertificateRow, CodeRow, EnrollOutcome, Enrollment, NewCode, NewEvent,
+    Redemption, RenewOutcome, Renewal, RevokeTarget, Store, StoreError,
 };
 use chrono::{DateTime, Utc};
 
@@ -52,6 +52,15 @@ impl Store for BrokenStore {
         _: DateTime<Utc>,
         _: DateTime<Utc>,
     ) -> Result<Vec<RevokedEntry>, StoreError> {
+        Err(broken())
+    }
+    async fn insert_code(&self, _: NewCode, _: DateTime<Utc>) -> Result<(), StoreError> {
+        Err(broken())
+    }
+    async fn redeem_code(&self, _: &str, _: DateTime<Utc>) -> Result<Redemption, StoreError> {
+        Err(broken())
+    }
+    async fn code(&self, _: &str) -> Result<Option<CodeRow>, StoreError> {
         Err(broken())
     }
     async fn close(&self) {}

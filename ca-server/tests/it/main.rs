@@ -1,7 +1,8 @@
 //! Integration tests of `devicetrust-ca` with real TLS on 127.0.0.1: every endpoint and
 //! error code, the profile of issued certificates checked with OpenSSL and webpki, the
 //! store's guarantees under concurrency, the `dev` command as a process, and a contract
-//! conformance client written in Python from the contract alone.
+//! conformance client written in Python from the contract alone, and the OpenID Connect
+//! provider checked against its specifications.
 
 mod admin;
 mod config;
@@ -10,6 +11,7 @@ mod failures;
 mod hardening;
 mod harness;
 mod limits;
+mod oidc;
 mod process;
 mod relying_party;
 mod renew;

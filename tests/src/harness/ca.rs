@@ -42,6 +42,18 @@ pub struct DevInfo {
     /// The plain-HTTP listener (OCSP, CRL, JWKS), with `--http-listen`.
     #[serde(default)]
     pub http_url: Option<String>,
+    /// The OpenID Connect issuer, with `--oidc-redirect-uri`.
+    #[serde(default)]
+    pub oidc_issuer: Option<String>,
+    /// The dev OpenID Connect client's id.
+    #[serde(default)]
+    pub oidc_client_id: Option<String>,
+    /// Its secret.
+    #[serde(default)]
+    pub oidc_client_secret: Option<String>,
+    /// The 0600 file holding it.
+    #[serde(default)]
+    pub oidc_client_secret_file: Option<PathBuf>,
 }
 
 /// A running `devicetrust-ca dev`; stopped (SIGTERM, then SIGKILL) when dropped.

@@ -30,11 +30,13 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, LimitSettings, StoreSettings};
 use crate::error::{ApiError, MissingCertificate};
 use crate::fsutil;
+use crate::jwt::KeyError;
 use crate::limits::AddressGuard;
 pub use crate::limits::Metrics;
 use crate::mdm::{self, ManagedDeviceCheck, MdmVerdict};
 use crate::ocsp;
-use crate::relying_party::assertion::{AssertionClaims, AssertionKeyError, AssertionSigner, Jwks};
+use crate::oidc::{OidcSetupError, Provider};
+use crate::relying_party::assertion::{AssertionClaims, AssertionSigner, Jwks};
 use crate::relying_party::{
     DecisionCache, ManagementMemory, RelyingParties, RelyingParty, RelyingPartyError, TrustedDevice,
 };
@@ -46,6 +48,10 @@ use crate::store::{
     RevokeTarget, Store, StoreError,
 };
 use crate::tls::{self, IssuedCertVerifier, TlsError};
+
+mod oidc;
+
+pub use oidc::{UserInfo, authorization_refusal};
 
 /// Longest accepted identifier fields (UDID, serial number, versions).
 pub const MAX_ID_LEN: usize = 128;
@@ -62,9 +68,12 @@ pub enum SetupError {
     /// A relying party's secret or sources are unusable.
     #[error("cannot set up the relying parties")]
     RelyingParty(#[from] RelyingPartyError),
-    /// The assertion signing keys could not be loaded or generated.
-    #[error("cannot set up the device assertion keys")]
-    AssertionKeys(#[from] AssertionKeyError),
+    /// The device assertion's signing keys could not be loaded or generated.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The OpenID Connect provider's clients or keys are unusable.
+    #[error("cannot set up the openid connect provider")]
+    Oidc(#[from] OidcSetupError),
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -133,6 +142,8 @@ pub struct RefusalContext {
     pub udid: Option<String>,
     /// The certificate.
     pub serial: Option<String>,
+    /// The OpenID Connect client, once it is known to be a configured one.
+    pub client_id: Option<String>,
 }
 
 impl RefusalContext {
@@ -204,6 +215,7 @@ pub struct Ca {
     management: ManagementMemory,
     assertions: AssertionSigner,
     ocsp_validity: Duration,
+    oidc: Option<Provider>,
 }
 
 impl std::fmt::Debug for Ca {
@@ -276,6 +288,8 @@ impl CaBuilder {
             config.server.cert_auth_domain.trim_end_matches('/'),
             config.relying_party.assertion_lifetime_secs,
         )?;
+        let oidc =
+            Provider::load(&config.oidc, config.server.cert_auth_domain.trim_end_matches('/'), data_dir)?;
         let authority = match (&config.ca.certificate, &config.ca.private_key) {
             (Some(cert), Some(key)) => Authority::load(cert, key, &config.ca.chain, profile)?,
             _ => Authority::load_or_generate(
@@ -366,6 +380,7 @@ impl CaBuilder {
             management: ManagementMemory::default(),
             assertions,
             ocsp_validity: Duration::minutes(i64::from(config.ca.ocsp_validity_minutes)),
+            oidc,
         }))
     }
 }
@@ -721,7 +736,7 @@ impl Ca {
             check_text("user", user, false)?;
             context.user = Some(user.to_owned());
         }
-        self.authenticate(row, None, user).await
+        self.authenticate(row, None, user, None).await
     }
 
     /// Binds a certificate to `user` for an authenticated server-to-server caller (the admin
@@ -739,14 +754,17 @@ impl Ca {
         self.ensure_writable()?;
         let row = self.store.certificate_by_serial(serial).await?.ok_or(ApiError::NotFound)?;
         context.udid = Some(row.device_udid.clone());
-        self.authenticate(&row, Some(user), Some(user)).await
+        self.authenticate(&row, Some(user), Some(user), None).await
     }
 
+    /// Checks and (unless read-only) binds a certificate in the store, which records the
+    /// authentication, for `client_id` when an OpenID Connect client asked.
     async fn authenticate(
         &self,
         row: &CertificateRow,
         bind_user: Option<&str>,
         required_user: Option<&str>,
+        client_id: Option<&str>,
     ) -> Result<CertificateRow, ApiError> {
         let now = self.clock.now();
         let outcome = self
@@ -757,6 +775,7 @@ impl Ca {
                 required_user,
                 bind: !self.is_read_only(),
                 superseded_cutoff: self.superseded_cutoff(now),
+                client_id,
                 now,
             })
             .await?;
@@ -890,22 +909,14 @@ impl Ca {
             .stored(&presented)
             .await?
             .ok_or(ApiError::ClientCertificateRequired(MissingCertificate::Foreign))?;
-        let unbound = match row.standing(user, user, self.superseded_cutoff(now), now) {
-            Standing::Revoked => return Err(ApiError::CertificateRevoked { serial: row.serial }),
-            Standing::Expired => {
-                return Err(ApiError::CertificateExpired { serial: row.serial, not_after: row.not_after });
-            }
-            Standing::Superseded => return Err(self.superseded(&row)),
-            Standing::OtherUser => return Err(ApiError::CertificateBoundToOtherUser { serial: row.serial }),
-            Standing::Trusted { unbound, .. } => unbound,
-        };
+        let unbound = self.judge(&row, user, now)?;
         if self.management.is_unmanaged(&row.device_udid) {
             return Err(ApiError::DeviceNotManaged(mdm::NotManagedReason::Unmanaged));
         }
         // Binding is the one write, and only when the relying party names the user.
         let row = match user {
             Some(user) if unbound && !self.is_read_only() => {
-                self.authenticate(&row, Some(user), Some(user)).await?
+                self.authenticate(&row, Some(user), Some(user), None).await?
             }
             _ => row,
         };
@@ -917,6 +928,21 @@ impl Ca {
             certificate_sha256: sha256,
         };
         Ok(Judged::Fresh { device, generation, now })
+    }
+
+    /// What a stored certificate is worth at `now` to a caller that names `user` (who binds
+    /// it at first use, and must be whom it belongs to), without writing: whether it is
+    /// still unbound, or the contract's refusal.
+    fn judge(&self, row: &CertificateRow, user: Option<&str>, now: DateTime<Utc>) -> Result<bool, ApiError> {
+        match row.standing(user, user, self.superseded_cutoff(now), now) {
+            Standing::Revoked => Err(ApiError::CertificateRevoked { serial: row.serial.clone() }),
+            Standing::Expired => {
+                Err(ApiError::CertificateExpired { serial: row.serial.clone(), not_after: row.not_after })
+            }
+            Standing::Superseded => Err(self.superseded(row)),
+            Standing::OtherUser => Err(ApiError::CertificateBoundToOtherUser { serial: row.serial.clone() }),
+            Standing::Trusted { unbound, .. } => Ok(unbound),
+        }
     }
 
     /// The stored certificate a presented one is: the serial names it, the fingerprint proves
@@ -1021,6 +1047,7 @@ impl Ca {
             udid: context.udid.clone(),
             serial: context.serial.clone(),
             reason: Some(error.code_str().to_owned()),
+            client_id: context.client_id.clone(),
         };
         if let Err(e) = self.store.record(event).await {
             tracing::error!(error = %ErrorChain(&e), "cannot record a refusal event");

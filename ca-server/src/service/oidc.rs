@@ -1,0 +1,295 @@
+//! The OpenID Connect device factor on the service side: judging the browser at the
+//! authorization endpoint, redeeming a code at the token endpoint (where binding happens),
+//! and userinfo. The requests arrive checked by [`crate::oidc`]; what is decided here needs
+//! the certificate, the MDM or the store.
+
+use std::sync::atomic::Ordering;
+
+use chrono::Duration;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use super::{Ca, ErrorChain, PresentedCertificate, RefusalContext};
+use crate::error::ApiError;
+use crate::mdm;
+use crate::oidc::token::{DeviceClaim, Grant, Tokens};
+use crate::oidc::{
+    ACR, Authorization, CODE_LIFETIME_SECS, Client, ErrorCode, OAuthError, Provider, SubjectType,
+    TokenRequest, pkce_matches,
+};
+use crate::store::{CertificateRow, CodeGrant, NewCode, Redemption};
+
+/// The userinfo endpoint's answer: the ID token's claims about the device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserInfo {
+    /// As in the ID token.
+    pub sub: String,
+    /// The user the certificate is bound to.
+    pub preferred_username: String,
+    /// The device.
+    pub device: DeviceClaim,
+    /// [`ACR`].
+    pub acr: &'static str,
+    /// `["mtls"]`.
+    pub amr: [&'static str; 1],
+    /// When the browser proved the certificate.
+    pub auth_time: i64,
+}
+
+fn sha256_hex(value: &str) -> String {
+    hex::encode(Sha256::digest(value.as_bytes()))
+}
+
+fn invalid_grant(description: impl Into<String>) -> OAuthError {
+    OAuthError::new(ErrorCode::InvalidGrant, description)
+}
+
+fn server_error() -> OAuthError {
+    OAuthError::new(ErrorCode::ServerError, "the device trust service failed; try again")
+}
+
+/// Whom a certificate belongs to for a grant: its bound user, or (unbound, in read-only
+/// mode) the user it would be bound to.
+fn owner(row: &CertificateRow, login_hint: Option<&str>) -> String {
+    row.bound_user.clone().or_else(|| login_hint.map(str::to_owned)).unwrap_or_else(|| row.user.clone())
+}
+
+fn subject(client: &Client, owner: &str, row: &CertificateRow) -> String {
+    match client.subject() {
+        SubjectType::User => owner.to_owned(),
+        SubjectType::Device => row.device_udid.clone(),
+    }
+}
+
+fn device_claim(row: &CertificateRow) -> DeviceClaim {
+    DeviceClaim {
+        udid: row.device_udid.clone(),
+        serial_number: row.device_serial_number.clone(),
+        certificate_serial: row.serial.clone(),
+    }
+}
+
+impl Ca {
+    /// The OpenID Connect provider, when clients are configured.
+    pub fn oidc(&self) -> Option<&Provider> {
+        self.oidc.as_ref()
+    }
+
+    /// The authorization endpoint, once [`Provider::authorization`] accepted the request:
+    /// is the browser's certificate this CA's, current, of a device still managed, and
+    /// (when the client named the user) that user's or unbound? Then a code is stored and
+    /// returned. Writes nothing else: binding waits for the client to redeem the code.
+    pub async fn oidc_authorize(
+        &self,
+        provider: &Provider,
+        request: &Authorization<'_>,
+        presented: Option<&PresentedCertificate>,
+        context: &mut RefusalContext,
+    ) -> Result<String, ApiError> {
+        context.client_id = Some(request.client.id().to_owned());
+        if let Some(hint) = &request.login_hint {
+            context.user = Some(hint.clone());
+        }
+        let row = self.identify(presented, context).await?;
+        // Each authorization is a store write and may be an MDM lookup: the certificate's
+        // own budget bounds what one browser can make the CA do.
+        self.rate_limit(&format!("authorize:{}", row.serial))?;
+        self.ensure_writable()?;
+        let now = self.clock.now();
+        self.judge(&row, request.login_hint.as_deref(), now)?;
+        if provider.asks_mdm() {
+            self.ask_mdm(&row.device_serial_number, &row.device_udid).await?;
+        } else if self.management.is_unmanaged(&row.device_udid) {
+            return Err(ApiError::DeviceNotManaged(mdm::NotManagedReason::Unmanaged));
+        }
+        let code = crate::secret::generate_token();
+        let expires_at = now + Duration::seconds(CODE_LIFETIME_SECS);
+        self.store
+            .insert_code(
+                NewCode {
+                    code_sha256: sha256_hex(code.expose()),
+                    grant: CodeGrant {
+                        client_id: request.client.id().to_owned(),
+                        redirect_uri: request.redirect_uri.clone(),
+                        code_challenge: request.code_challenge.clone(),
+                        nonce: request.nonce.clone(),
+                        login_hint: request.login_hint.clone(),
+                        serial: row.serial.clone(),
+                        auth_time: now,
+                        expires_at,
+                    },
+                    purge_after: expires_at + Duration::seconds(provider.token_lifetime_secs()),
+                },
+                now,
+            )
+            .await?;
+        tracing::info!(client = request.client.id(), serial = %row.serial, udid = %row.device_udid, "authorized a sign-in");
+        Ok(code.expose().to_owned())
+    }
+
+    /// The token endpoint: authenticates the client, redeems the code (once, on any
+    /// replica), checks it against the client, the redirect URI, its expiry and the PKCE
+    /// verifier, then binds the certificate to the `login_hint` user (or refuses one bound to
+    /// someone else) and signs the tokens. Refusals about the device are recorded as
+    /// failed authentications for the client.
+    pub async fn oidc_token(
+        &self,
+        provider: &Provider,
+        request: &TokenRequest,
+        context: &mut RefusalContext,
+    ) -> Result<Tokens, OAuthError> {
+        let client = match provider.authenticate_client(&request.credentials) {
+            Ok(client) => client,
+            Err(error) => {
+                if let Some(address) = context.client {
+                    self.guard.auth_failed(address);
+                }
+                tracing::info!(client = %request.credentials.id, "refused: openid connect client authentication failed");
+                return Err(error);
+            }
+        };
+        context.client_id = Some(client.id().to_owned());
+        if self.is_read_only() {
+            return Err(OAuthError::new(
+                ErrorCode::ServerError,
+                "the device trust service is read-only; try again later",
+            ));
+        }
+        let now = self.clock.now();
+        let internal = |e: &(dyn std::error::Error + 'static)| {
+            tracing::error!(error = %ErrorChain(e), "openid connect: cannot redeem a code");
+            server_error()
+        };
+        let refused = |why: &str| {
+            tracing::info!(client = client.id(), why, "refused: openid connect code");
+            invalid_grant(why)
+        };
+        let grant = match self.store.redeem_code(&sha256_hex(&request.code), now).await {
+            Ok(Redemption::First(grant)) => grant,
+            Ok(Redemption::Replayed(grant)) => {
+                // RFC 6749 §10.5: a code used twice was stolen or replayed; the access tokens
+                // issued for it stop working at userinfo.
+                tracing::warn!(client = client.id(), serial = %grant.serial, "an authorization code was redeemed twice; its tokens are revoked");
+                return Err(refused("the code has already been used"));
+            }
+            Ok(Redemption::Unknown) => return Err(refused("unknown code")),
+            Err(e) => return Err(internal(&e)),
+        };
+        if grant.client_id != client.id() {
+            return Err(refused("the code was issued to another client"));
+        }
+        if grant.redirect_uri != request.redirect_uri {
+            return Err(refused("redirect_uri differs from the authorization request's"));
+        }
+        if now >= grant.expires_at {
+            return Err(refused("the code has expired"));
+        }
+        if !pkce_matches(&request.code_verifier, &grant.code_challenge) {
+            return Err(refused("PKCE verification failed"));
+        }
+        let row = match self.store.certificate_by_serial(&grant.serial).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return Err(refused("the certificate is no longer known")),
+            Err(e) => return Err(internal(&e)),
+        };
+        context.certificate(&row);
+        let hint = grant.login_hint.as_deref();
+        if let Some(hint) = hint {
+            context.user = Some(hint.to_owned());
+        }
+        let judged = if self.management.is_unmanaged(&row.device_udid) {
+            Err(ApiError::DeviceNotManaged(mdm::NotManagedReason::Unmanaged))
+        } else {
+            self.authenticate(&row, hint, hint, Some(client.id())).await
+        };
+        let row = match judged {
+            Ok(row) => row,
+            Err(error) => {
+                self.record_refusal(context, &error).await;
+                if error.is_internal() {
+                    return Err(server_error());
+                }
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidGrant,
+                    format!("{}: {}", error.code_str(), error.public_message()),
+                ));
+            }
+        };
+        let owner = owner(&row, hint);
+        let device = device_claim(&row);
+        let subject = subject(client, &owner, &row);
+        let grant_id = sha256_hex(&request.code);
+        let tokens = provider
+            .tokens(
+                &Grant {
+                    client_id: client.id(),
+                    subject: &subject,
+                    user: &owner,
+                    nonce: grant.nonce.as_deref(),
+                    auth_time: grant.auth_time,
+                    device: &device,
+                    grant_id: &grant_id,
+                },
+                now,
+            )
+            .map_err(|e| internal(&e))?;
+        self.metrics.oidc_sign_ins.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(client = client.id(), user = %owner, udid = %row.device_udid, serial = %row.serial, "signed in a trusted device");
+        Ok(tokens)
+    }
+
+    /// The userinfo endpoint: the access token must be this provider's, unexpired, of a code
+    /// redeemed only once, for a configured client, and its certificate still good (the
+    /// answer is live: a revocation ends it at once).
+    pub async fn oidc_userinfo(
+        &self,
+        provider: &Provider,
+        presented: Option<&str>,
+    ) -> Result<UserInfo, OAuthError> {
+        let invalid = |description: &str| OAuthError::new(ErrorCode::InvalidToken, description);
+        let now = self.clock.now();
+        let claims = presented
+            .and_then(|token| provider.access_token(token, now))
+            .ok_or_else(|| invalid("the access token is missing, expired or not this provider's"))?;
+        let client = provider
+            .client(&claims.client_id)
+            .ok_or_else(|| invalid("the client is no longer configured"))?;
+        let internal = |e: &(dyn std::error::Error + 'static)| {
+            tracing::error!(error = %ErrorChain(e), "openid connect: userinfo failed");
+            server_error()
+        };
+        let code = match self.store.code(&claims.jti).await {
+            Ok(Some(code)) if !code.replayed => code,
+            Ok(_) => return Err(invalid("the grant was revoked")),
+            Err(e) => return Err(internal(&e)),
+        };
+        let row = match self.store.certificate_by_serial(&code.grant.serial).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return Err(invalid("the certificate is no longer known")),
+            Err(e) => return Err(internal(&e)),
+        };
+        let hint = code.grant.login_hint.as_deref();
+        if let Err(error) = self.judge(&row, hint, now) {
+            return Err(invalid(&format!("{}: {}", error.code_str(), error.public_message())));
+        }
+        let owner = owner(&row, hint);
+        Ok(UserInfo {
+            sub: subject(client, &owner, &row),
+            preferred_username: owner,
+            device: device_claim(&row),
+            acr: ACR,
+            amr: ["mtls"],
+            auth_time: code.grant.auth_time.timestamp(),
+        })
+    }
+}
+
+/// What a refused authorization says about the certificate, for the client: `access_denied`
+/// naming the contract's code, or `server_error` for an internal failure (whose cause is
+/// logged, never sent).
+pub fn authorization_refusal(error: &ApiError) -> OAuthError {
+    if error.is_internal() {
+        return server_error();
+    }
+    OAuthError::access_denied(error)
+}
