@@ -647,6 +647,11 @@ mod tests {
             OCSP_PATH,
             "/ocsp/{request}",
             CRL_PEM_PATH,
+            crate::oidc::DISCOVERY_PATH,
+            crate::oidc::JWKS_PATH,
+            crate::oidc::AUTHORIZE_PATH,
+            crate::oidc::TOKEN_PATH,
+            crate::oidc::USERINFO_PATH,
         ];
         for route in routes {
             assert!(openapi.contains(&format!("\n  {route}:\n")), "docs/openapi.yaml lacks {route}");
