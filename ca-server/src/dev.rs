@@ -135,6 +135,7 @@ impl DevEnvironment {
             redirect_uris,
             subject: SubjectType::User,
             refusal_page: false,
+            bind_login_hint: true,
         });
         self.oidc_client_secret = Some(secret);
         Ok(())

@@ -14,8 +14,9 @@
 //   GET /login[?login_hint=U][&redirect_uri=OTHER]
 //                    302 to the authorization endpoint (redirect_uri defaults to <url>/callback;
 //                    OTHER is passed through as given, for negative tests); 409 before /configure.
-//   GET /callback    an `error` answer renders 200 <h1>Refused</h1> with #error[data-error];
-//                    otherwise redeems the code, fetches userinfo and renders <h1>Signed in</h1>
+//   GET /callback    hands the answer to openid-client, which checks state and iss: an
+//                    `error` answer renders 200 <h1>Refused</h1> with #error[data-error];
+//                    otherwise it redeems the code, fetches userinfo and renders <h1>Signed in</h1>
 //                    with #device[data-udid][data-serial-number][data-certificate-serial], #sub,
 //                    #claims, #userinfo and #id-token; any failure renders 500 <h1>Failed</h1>
 //                    with #failure[data-code].
@@ -172,12 +173,6 @@ async function callback(url, res) {
   const state = url.searchParams.get("state");
   const checks = pending.get(state);
   pending.delete(state);
-  if (url.searchParams.has("error")) {
-    const error = url.searchParams.get("error");
-    const description = url.searchParams.get("error_description") ?? "";
-    return sendHtml(res, 200, page("Refused",
-      `<h1>Refused</h1><p id="error" data-error="${html(error)}">${html(description)}</p>`));
-  }
   try {
     if (!config) throw Object.assign(new Error("POST /configure first"), { code: "NOT_CONFIGURED" });
     if (!checks) throw Object.assign(new Error("unknown or already used state"), { code: "UNKNOWN_STATE" });
@@ -198,6 +193,12 @@ async function callback(url, res) {
       `<pre id="userinfo">${html(JSON.stringify(userinfo, null, 2))}</pre>` +
       `<pre id="id-token">${html(tokens.id_token)}</pre>`));
   } catch (error) {
+    // An error answer reaches the page only through the library, which checks its state and
+    // iss first (RFC 9207): a refusal the CA sent back is one the client could trust.
+    if (error instanceof client.AuthorizationResponseError) {
+      return sendHtml(res, 200, page("Refused", `<h1>Refused</h1><p id="error" data-error="${html(error.error)}">` +
+        `${html(error.error_description ?? "")}</p>`));
+    }
     const message = describe(error);
     console.error(`oidc-rp: callback failed: ${error.code ?? error.name}: ${message}`);
     sendHtml(res, 500, failurePage(error.code ?? error.name, message));

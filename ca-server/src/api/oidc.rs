@@ -10,7 +10,7 @@ use axum::Extension;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use ca_client::protocol::EventType;
@@ -62,10 +62,37 @@ async fn authorize_get(
     State(ca): State<Arc<Ca>>,
     client: Client,
     peer: Option<Extension<PresentedCertificate>>,
+    method: Method,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
+    if method == Method::HEAD {
+        // axum answers HEAD with the GET handler; a probe must not authorize anything.
+        return error_response(&ApiError::MethodNotAllowed);
+    }
+    if let Some(refused) = not_a_navigation(&ca, &headers) {
+        return refused;
+    }
     let params = Params::parse(query.unwrap_or_default().as_bytes());
     authorize(&ca, &client, peer.as_ref().map(|p| &p.0), params).await
+}
+
+/// A sign-in is a top-level navigation. A browser says what a request is for
+/// (`Sec-Fetch-Mode`, `Sec-Fetch-Dest`; every current browser sends them): an image, a
+/// script, a fetch or a frame that another site made the browser send, presenting the
+/// certificate on its own, is refused before anything is looked at, so that a page cannot
+/// spend the certificate's budget or fill the store. Clients that send neither header are
+/// not browsers and get the full answer.
+fn not_a_navigation(ca: &Ca, headers: &HeaderMap) -> Option<Response> {
+    ca.oidc()?;
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let mode_ok = value("sec-fetch-mode").is_none_or(|mode| mode == "navigate");
+    let dest_ok = value("sec-fetch-dest").is_none_or(|dest| dest == "document");
+    if mode_ok && dest_ok {
+        return None;
+    }
+    tracing::info!("refused an openid connect authorization that is not a top-level navigation");
+    Some(request_page(&invalid("a sign-in must be a top-level navigation")))
 }
 
 async fn authorize_post(
@@ -77,6 +104,9 @@ async fn authorize_post(
 ) -> Response {
     if ca.oidc().is_none() {
         return not_found();
+    }
+    if let Some(refused) = not_a_navigation(&ca, &headers) {
+        return refused;
     }
     let params = match read_bytes(&ca, &headers, body, TOKEN_BODY_LIMIT).await {
         Ok(bytes) if is_form(&headers) => Params::parse(&bytes),
@@ -175,6 +205,7 @@ fn oauth_error(error: &OAuthError) -> Response {
     let status = match error.code {
         ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
         ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_REQUEST,
     };
     let body = serde_json::json!({"error": error.code.as_str(), "error_description": error.description});
@@ -190,9 +221,15 @@ fn oauth_error(error: &OAuthError) -> Response {
 async fn token(State(ca): State<Arc<Ca>>, client: Client, headers: HeaderMap, body: Body) -> Response {
     let Some(provider) = ca.oidc() else { return not_found() };
     // An identity provider calls at its users' rate: no request budget, but an address
-    // that keeps failing client authentication is blocked like any other.
-    if let Err(error) = ca.admit_relying_party(address(&client)) {
-        return error_response(&error);
+    // blocked for failed authentications elsewhere stays blocked here.
+    if let Err(ApiError::RateLimited { retry_after_secs }) = ca.admit_relying_party(address(&client)) {
+        let mut response = oauth_error(&OAuthError::new(
+            ErrorCode::TemporarilyUnavailable,
+            "too many failed authentications from this address",
+        ));
+        *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        return response;
     }
     if !is_form(&headers) {
         return oauth_error(&invalid("the body must be application/x-www-form-urlencoded"));
@@ -226,16 +263,21 @@ async fn token(State(ca): State<Arc<Ca>>, client: Client, headers: HeaderMap, bo
 
 async fn userinfo(State(ca): State<Arc<Ca>>, headers: HeaderMap) -> Response {
     let Some(provider) = ca.oidc() else { return not_found() };
-    match ca.oidc_userinfo(provider, bearer(&headers)).await {
+    let token = bearer(&headers);
+    match ca.oidc_userinfo(provider, token).await {
         Ok(info) => json_response(StatusCode::OK, &info),
         Err(error) if error.code == ErrorCode::ServerError => oauth_error(&error),
         Err(error) => {
-            // RFC 6750 §3: the error in the challenge; the description holds no quote.
-            let challenge = format!(
-                "Bearer error=\"{}\", error_description=\"{}\"",
-                error.code.as_str(),
-                error.description
-            );
+            // RFC 6750 §3: the error in the challenge (the description holds no quote), but
+            // none for a request that carried no token at all (§3.1).
+            let challenge = match token {
+                None => "Bearer realm=\"devicetrust\"".to_owned(),
+                Some(_) => format!(
+                    "Bearer realm=\"devicetrust\", error=\"{}\", error_description=\"{}\"",
+                    error.code.as_str(),
+                    error.description
+                ),
+            };
             let mut response = StatusCode::UNAUTHORIZED.into_response();
             if let Ok(value) = HeaderValue::from_str(&challenge) {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, value);

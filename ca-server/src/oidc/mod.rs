@@ -27,7 +27,7 @@ pub mod settings;
 pub mod token;
 
 pub use request::{Authorization, ClientCredentials, Params, Redirect, Refusal, TokenRequest, pkce_matches};
-pub use settings::{OidcClientSettings, OidcSettings, SubjectType};
+pub use settings::{MAX_TOKEN_LIFETIME_SECS, OidcClientSettings, OidcSettings, SubjectType};
 
 /// `/.well-known/openid-configuration` (OpenID Connect Discovery 1.0 §4).
 pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
@@ -49,6 +49,8 @@ pub const CODE_LIFETIME_SECS: i64 = 60;
 pub const GENERATED_KEY_FILE: &str = "oidc-key.pem";
 /// Shortest client secret.
 pub const MIN_SECRET_LEN: usize = 32;
+/// Longest `sub` (OpenID Connect Core §2: 255 ASCII characters).
+pub const MAX_SUBJECT_LEN: usize = 255;
 
 /// An OAuth 2.0 / OpenID Connect error code (RFC 6749 §4.1.2.1 and §5.2, OpenID Connect
 /// Core §3.1.2.6, RFC 6750 §3.1).
@@ -76,6 +78,8 @@ pub enum ErrorCode {
     InvalidToken,
     /// The CA failed.
     ServerError,
+    /// An outage (the MDM, read-only mode) or a spent budget: try again later.
+    TemporarilyUnavailable,
 }
 
 impl ErrorCode {
@@ -93,6 +97,7 @@ impl ErrorCode {
             Self::RequestUriNotSupported => "request_uri_not_supported",
             Self::InvalidToken => "invalid_token",
             Self::ServerError => "server_error",
+            Self::TemporarilyUnavailable => "temporarily_unavailable",
         }
     }
 }
@@ -150,9 +155,16 @@ pub struct Client {
     redirect_uris: Vec<String>,
     subject: SubjectType,
     refusal_page: bool,
+    bind_login_hint: bool,
 }
 
 impl Client {
+    /// Whom a first use binds a certificate to for this client: its `login_hint` when the
+    /// client vouches for it (`bind_login_hint`), else the enrolling user (`None`).
+    pub fn bind_user<'a>(&self, login_hint: Option<&'a str>) -> Option<&'a str> {
+        login_hint.filter(|_| self.bind_login_hint)
+    }
+
     /// Its `client_id`.
     pub fn id(&self) -> &str {
         &self.id
@@ -214,6 +226,7 @@ impl Provider {
                 redirect_uris: client.redirect_uris.clone(),
                 subject: client.subject,
                 refusal_page: client.refusal_page,
+                bind_login_hint: client.bind_login_hint,
             });
         }
         let keys =

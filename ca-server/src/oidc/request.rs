@@ -215,12 +215,23 @@ impl Provider {
             return Err(back(invalid("code_challenge is not an S256 challenge")));
         }
         let login_hint = params.get("login_hint").map(str::to_owned);
-        if let Some(hint) = &login_hint
-            && let Err(e) = crate::service::check_user(hint)
-        {
-            return Err(back(invalid(format!("login_hint: {}", e.public_message()))));
+        if let Some(hint) = &login_hint {
+            if let Err(e) = crate::service::check_user(hint) {
+                return Err(back(invalid(format!("login_hint: {}", e.public_message()))));
+            }
+            if hint.len() > super::MAX_SUBJECT_LEN {
+                return Err(back(invalid(format!(
+                    "login_hint is longer than {} bytes",
+                    super::MAX_SUBJECT_LEN
+                ))));
+            }
         }
-        let prompt_none = params.get("prompt").is_some_and(|p| p.split(' ').any(|v| v == "none"));
+        let prompt: Vec<&str> = params.get("prompt").map(|p| p.split(' ').collect()).unwrap_or_default();
+        let prompt_none = prompt.contains(&"none");
+        if prompt_none && prompt.len() > 1 {
+            // OpenID Connect Core §3.1.2.1.
+            return Err(back(invalid("prompt=none cannot be combined with other values")));
+        }
         Ok(Authorization {
             client,
             redirect_uri: redirect_uri.to_owned(),

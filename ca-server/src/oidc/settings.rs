@@ -65,7 +65,20 @@ pub struct OidcClientSettings {
     /// a refused browser back with `access_denied`.
     #[serde(default)]
     pub refusal_page: bool,
+    /// `bind_login_hint` (default true): an unbound certificate is bound to the client's
+    /// `login_hint` when the code is redeemed. Set false for a client that forwards a
+    /// `login_hint` it did not verify (an app's own, through Keycloak's "Pass login_hint"):
+    /// its hint is then only checked, and a first use binds to the enrolling user.
+    #[serde(default = "yes")]
+    pub bind_login_hint: bool,
 }
+
+fn yes() -> bool {
+    true
+}
+
+/// Longest `id_token_lifetime_secs`; code rows are kept this long after their expiry.
+pub const MAX_TOKEN_LIFETIME_SECS: u32 = 3600;
 
 /// Longest client id.
 const MAX_CLIENT_ID: usize = 64;
@@ -89,8 +102,11 @@ impl OidcSettings {
     /// Checks what serde cannot: lifetimes, ids, redirect URIs.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |setting, reason: String| Err(ConfigError::Invalid { setting, reason });
-        if !(60..=3600).contains(&self.id_token_lifetime_secs) {
-            return invalid("oidc.id_token_lifetime_secs", "must be between 60 and 3600".into());
+        if !(60..=MAX_TOKEN_LIFETIME_SECS).contains(&self.id_token_lifetime_secs) {
+            return invalid(
+                "oidc.id_token_lifetime_secs",
+                format!("must be between 60 and {MAX_TOKEN_LIFETIME_SECS}"),
+            );
         }
         let mut ids = std::collections::BTreeSet::new();
         for client in &self.clients {
@@ -129,9 +145,13 @@ impl OidcSettings {
 
 /// A registered redirect URI: absolute, `https` (or `http` to a loopback host, for a client
 /// on the same machine, RFC 8252 §7.3), no user information and no fragment (RFC 6749
-/// §3.1.2). It is matched byte for byte, so it is kept as written.
+/// §3.1.2). It is matched byte for byte, so it must be written as clients send it: ASCII,
+/// in the normal form of a URL parser (what a client library puts on the wire).
 pub fn check_redirect_uri(uri: &str) -> Result<(), String> {
     let url = url::Url::parse(uri).map_err(|e| e.to_string())?;
+    if url.as_str() != uri {
+        return Err(format!("write it as {:?}, its normal form, which clients send", url.as_str()));
+    }
     let loopback = matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"));
     match url.scheme() {
         "https" => {}
@@ -169,6 +189,10 @@ mod tests {
             ("fail/userinfo", "https://u:p@idp.example.com/cb", false),
             ("fail/relative", "/callback", false),
             ("fail/custom-scheme", "com.example.app:/cb", false),
+            ("fail/not-normal", "https://IdP.example.com/cb", false),
+            ("fail/no-path", "https://idp.example.com", false),
+            ("fail/space", " https://idp.example.com/cb", false),
+            ("fail/non-ascii", "https://idp.example.com/café", false),
         ];
         for (name, uri, ok) in cases {
             assert_eq!(check_redirect_uri(uri).is_ok(), ok, "{name}: {:?}", check_redirect_uri(uri));
@@ -184,6 +208,7 @@ mod tests {
             redirect_uris: uris.iter().map(|u| (*u).to_owned()).collect(),
             subject: SubjectType::User,
             refusal_page: false,
+            bind_login_hint: true,
         };
         let ok = OidcSettings {
             clients: vec![client("okta", &["https://o.example.com/cb"])],

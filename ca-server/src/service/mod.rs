@@ -909,7 +909,7 @@ impl Ca {
             .stored(&presented)
             .await?
             .ok_or(ApiError::ClientCertificateRequired(MissingCertificate::Foreign))?;
-        let unbound = self.judge(&row, user, now)?;
+        let unbound = self.judge(&row, user, user, now)?;
         if self.management.is_unmanaged(&row.device_udid) {
             return Err(ApiError::DeviceNotManaged(mdm::NotManagedReason::Unmanaged));
         }
@@ -930,11 +930,17 @@ impl Ca {
         Ok(Judged::Fresh { device, generation, now })
     }
 
-    /// What a stored certificate is worth at `now` to a caller that names `user` (who binds
-    /// it at first use, and must be whom it belongs to), without writing: whether it is
-    /// still unbound, or the contract's refusal.
-    fn judge(&self, row: &CertificateRow, user: Option<&str>, now: DateTime<Utc>) -> Result<bool, ApiError> {
-        match row.standing(user, user, self.superseded_cutoff(now), now) {
+    /// What a stored certificate is worth at `now`, without writing, to a caller that would
+    /// bind it to `bind_user` at first use (`None`: its enrolling user) and requires it to
+    /// belong to `required_user`: whether it is still unbound, or the contract's refusal.
+    fn judge(
+        &self,
+        row: &CertificateRow,
+        bind_user: Option<&str>,
+        required_user: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, ApiError> {
+        match row.standing(bind_user, required_user, self.superseded_cutoff(now), now) {
             Standing::Revoked => Err(ApiError::CertificateRevoked { serial: row.serial.clone() }),
             Standing::Expired => {
                 Err(ApiError::CertificateExpired { serial: row.serial.clone(), not_after: row.not_after })

@@ -14,8 +14,8 @@ use crate::error::ApiError;
 use crate::mdm;
 use crate::oidc::token::{DeviceClaim, Grant, Tokens};
 use crate::oidc::{
-    ACR, Authorization, CODE_LIFETIME_SECS, Client, ErrorCode, OAuthError, Provider, SubjectType,
-    TokenRequest, pkce_matches,
+    ACR, Authorization, CODE_LIFETIME_SECS, Client, ErrorCode, MAX_SUBJECT_LEN, MAX_TOKEN_LIFETIME_SECS,
+    OAuthError, Provider, SubjectType, TokenRequest, pkce_matches,
 };
 use crate::store::{CertificateRow, CodeGrant, NewCode, Redemption};
 
@@ -96,7 +96,8 @@ impl Ca {
         self.rate_limit(&format!("authorize:{}", row.serial))?;
         self.ensure_writable()?;
         let now = self.clock.now();
-        self.judge(&row, request.login_hint.as_deref(), now)?;
+        let hint = request.login_hint.as_deref();
+        self.judge(&row, request.client.bind_user(hint), hint, now)?;
         if provider.asks_mdm() {
             self.ask_mdm(&row.device_serial_number, &row.device_udid).await?;
         } else if self.management.is_unmanaged(&row.device_udid) {
@@ -118,7 +119,9 @@ impl Ca {
                         auth_time: now,
                         expires_at,
                     },
-                    purge_after: expires_at + Duration::seconds(provider.token_lifetime_secs()),
+                    // The longest token lifetime, not today's: a restart with a longer one
+                    // must not purge a row whose access token is still good.
+                    purge_after: expires_at + Duration::seconds(i64::from(MAX_TOKEN_LIFETIME_SECS)),
                 },
                 now,
             )
@@ -141,17 +144,19 @@ impl Ca {
         let client = match provider.authenticate_client(&request.credentials) {
             Ok(client) => client,
             Err(error) => {
-                if let Some(address) = context.client {
-                    self.guard.auth_failed(address);
-                }
-                tracing::info!(client = %request.credentials.id, "refused: openid connect client authentication failed");
+                // Not counted against the address: identity providers call from addresses
+                // shared by many tenants, and one tenant's wrong secret must not lock out
+                // the others. Secrets of 32 characters and more are not guessed anyway.
+                // The id is the caller's input: escaped and cut for the log.
+                let id: String = request.credentials.id.chars().take(64).collect();
+                tracing::info!(client = ?id, "refused: openid connect client authentication failed");
                 return Err(error);
             }
         };
         context.client_id = Some(client.id().to_owned());
         if self.is_read_only() {
             return Err(OAuthError::new(
-                ErrorCode::ServerError,
+                ErrorCode::TemporarilyUnavailable,
                 "the device trust service is read-only; try again later",
             ));
         }
@@ -164,7 +169,7 @@ impl Ca {
             tracing::info!(client = client.id(), why, "refused: openid connect code");
             invalid_grant(why)
         };
-        let grant = match self.store.redeem_code(&sha256_hex(&request.code), now).await {
+        let grant = match self.store.redeem_code(&sha256_hex(&request.code), client.id(), now).await {
             Ok(Redemption::First(grant)) => grant,
             Ok(Redemption::Replayed(grant)) => {
                 // RFC 6749 §10.5: a code used twice was stolen or replayed; the access tokens
@@ -172,12 +177,10 @@ impl Ca {
                 tracing::warn!(client = client.id(), serial = %grant.serial, "an authorization code was redeemed twice; its tokens are revoked");
                 return Err(refused("the code has already been used"));
             }
+            // Another client's code is unknown to this one (and left alone).
             Ok(Redemption::Unknown) => return Err(refused("unknown code")),
             Err(e) => return Err(internal(&e)),
         };
-        if grant.client_id != client.id() {
-            return Err(refused("the code was issued to another client"));
-        }
         if grant.redirect_uri != request.redirect_uri {
             return Err(refused("redirect_uri differs from the authorization request's"));
         }
@@ -200,7 +203,7 @@ impl Ca {
         let judged = if self.management.is_unmanaged(&row.device_udid) {
             Err(ApiError::DeviceNotManaged(mdm::NotManagedReason::Unmanaged))
         } else {
-            self.authenticate(&row, hint, hint, Some(client.id())).await
+            self.authenticate(&row, client.bind_user(hint), hint, Some(client.id())).await
         };
         let row = match judged {
             Ok(row) => row,
@@ -218,6 +221,10 @@ impl Ca {
         let owner = owner(&row, hint);
         let device = device_claim(&row);
         let subject = subject(client, &owner, &row);
+        if subject.len() > MAX_SUBJECT_LEN {
+            // OpenID Connect Core §2: at most 255 ASCII characters.
+            return Err(refused("the user name is too long to be a subject"));
+        }
         let grant_id = sha256_hex(&request.code);
         let tokens = provider
             .tokens(
@@ -269,7 +276,14 @@ impl Ca {
             Err(e) => return Err(internal(&e)),
         };
         let hint = code.grant.login_hint.as_deref();
-        if let Err(error) = self.judge(&row, hint, now) {
+        let judged = self.judge(&row, client.bind_user(hint), hint, now).and_then(|_| {
+            if self.management.is_unmanaged(&row.device_udid) {
+                Err(ApiError::DeviceNotManaged(mdm::NotManagedReason::Unmanaged))
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(error) = judged {
             return Err(invalid(&format!("{}: {}", error.code_str(), error.public_message())));
         }
         let owner = owner(&row, hint);
@@ -291,5 +305,12 @@ pub fn authorization_refusal(error: &ApiError) -> OAuthError {
     if error.is_internal() {
         return server_error();
     }
-    OAuthError::access_denied(error)
+    match error {
+        // Not the device's fault: the client may try again (RFC 6749 §4.1.2.1).
+        ApiError::MdmUnavailable(_) | ApiError::ReadOnly | ApiError::RateLimited { .. } => OAuthError::new(
+            ErrorCode::TemporarilyUnavailable,
+            format!("{}: {}", error.code_str(), error.public_message()),
+        ),
+        _ => OAuthError::access_denied(error),
+    }
 }

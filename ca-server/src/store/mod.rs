@@ -355,7 +355,7 @@ pub enum Redemption {
     First(CodeGrant),
     /// Redeemed before: it is now marked replayed, which revokes the tokens issued for it.
     Replayed(CodeGrant),
-    /// No such code (or purged).
+    /// No such code of this client (or purged).
     Unknown,
 }
 
@@ -411,9 +411,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// past their `purge_after`.
     async fn insert_code(&self, code: NewCode, now: DateTime<Utc>) -> Result<(), StoreError>;
 
-    /// Redeems a code atomically: the first redemption wins on every replica; any later one
-    /// marks the code replayed.
-    async fn redeem_code(&self, code_sha256: &str, now: DateTime<Utc>) -> Result<Redemption, StoreError>;
+    /// Redeems a code of `client_id` atomically: the first redemption wins on every replica;
+    /// any later one by the same client marks the code replayed. A code of another client is
+    /// [`Redemption::Unknown`] and left as it is, so one client can neither spend nor revoke
+    /// another's.
+    async fn redeem_code(
+        &self,
+        code_sha256: &str,
+        client_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Redemption, StoreError>;
 
     /// A stored code by its hash (the access token's `jti`).
     async fn code(&self, code_sha256: &str) -> Result<Option<CodeRow>, StoreError>;

@@ -121,7 +121,11 @@ enum Work {
     },
     Record(NewEvent),
     InsertCode(NewCode, DateTime<Utc>),
-    RedeemCode(String, DateTime<Utc>),
+    RedeemCode {
+        code_sha256: String,
+        client_id: String,
+        now: DateTime<Utc>,
+    },
     /// Finish what is queued, close the connection, then answer.
     Shutdown,
 }
@@ -485,8 +489,8 @@ async fn transaction<'a>(
                 insert_code(&mut tx, code, *now).await?;
                 Done::InsertCode
             }
-            Work::RedeemCode(code_sha256, now) => {
-                Done::RedeemCode(redeem_code(&mut tx, code_sha256, *now).await?)
+            Work::RedeemCode { code_sha256, client_id, now } => {
+                Done::RedeemCode(redeem_code(&mut tx, code_sha256, client_id, *now).await?)
             }
             Work::Shutdown => Done::Shutdown,
         });
@@ -884,14 +888,15 @@ async fn insert_code(
 async fn redeem_code(
     conn: &mut SqliteConnection,
     code_sha256: &str,
+    client_id: &str,
     now: DateTime<Utc>,
 ) -> Result<Redemption, StoreError> {
-    let Some(row) = sqlx::query_as::<_, CodeDb>(SELECT_CODE)
+    let row = sqlx::query_as::<_, CodeDb>(SELECT_CODE)
         .bind(code_sha256)
         .fetch_optional(&mut *conn)
         .await
-        .map_err(query_error("read an authorization code"))?
-    else {
+        .map_err(query_error("read an authorization code"))?;
+    let Some(row) = row.filter(|row| row.client_id == client_id) else {
         return Ok(Redemption::Unknown);
     };
     let first = row.redeemed_at_ms.is_none();
@@ -1113,8 +1118,15 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn redeem_code(&self, code_sha256: &str, now: DateTime<Utc>) -> Result<Redemption, StoreError> {
-        match self.write(Work::RedeemCode(code_sha256.to_owned(), now)).await? {
+    async fn redeem_code(
+        &self,
+        code_sha256: &str,
+        client_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Redemption, StoreError> {
+        let work =
+            Work::RedeemCode { code_sha256: code_sha256.to_owned(), client_id: client_id.to_owned(), now };
+        match self.write(work).await? {
             Done::RedeemCode(redemption) => Ok(redemption),
             _ => Err(mismatch()),
         }

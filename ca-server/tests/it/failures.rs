@@ -57,7 +57,7 @@ impl Store for BrokenStore {
     async fn insert_code(&self, _: NewCode, _: DateTime<Utc>) -> Result<(), StoreError> {
         Err(broken())
     }
-    async fn redeem_code(&self, _: &str, _: DateTime<Utc>) -> Result<Redemption, StoreError> {
+    async fn redeem_code(&self, _: &str, _: &str, _: DateTime<Utc>) -> Result<Redemption, StoreError> {
         Err(broken())
     }
     async fn code(&self, _: &str) -> Result<Option<CodeRow>, StoreError> {

@@ -20,6 +20,8 @@ use crate::harness::{Device, TestCa, events, p256};
 const IDP: &str = "okta";
 const DEVICE_IDP: &str = "device-idp";
 const PAGE_IDP: &str = "page-idp";
+/// A client whose `login_hint` is checked, never bound to (`bind_login_hint = false`).
+const HINT_ONLY_IDP: &str = "hint-only-idp";
 const CALLBACK: &str = "https://idp.example.com/oauth2/v1/authorize/callback";
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
@@ -28,14 +30,16 @@ fn secret(id: &str) -> String {
     format!("{id}-secret-{}", "s".repeat(32))
 }
 
-/// A CA with three clients: `okta` (subject = user), `device-idp` (subject = the UDID) and
-/// `page-idp` (shows the refusal page), their secrets in files of `dir`.
+/// A CA with four clients: `okta` (subject = user), `device-idp` (subject = the UDID),
+/// `page-idp` (shows the refusal page) and `hint-only-idp` (does not bind to its hint),
+/// their secrets in files of `dir`.
 async fn start(dir: &std::path::Path, tweak: impl FnOnce(&mut Config)) -> TestCa {
     let mut clients = Vec::new();
-    for (id, subject, refusal_page) in [
-        (IDP, SubjectType::User, false),
-        (DEVICE_IDP, SubjectType::Device, false),
-        (PAGE_IDP, SubjectType::User, true),
+    for (id, subject, refusal_page, bind_login_hint) in [
+        (IDP, SubjectType::User, false, true),
+        (DEVICE_IDP, SubjectType::Device, false, true),
+        (PAGE_IDP, SubjectType::User, true, true),
+        (HINT_ONLY_IDP, SubjectType::User, false, false),
     ] {
         let path = dir.join(id);
         ca_server::fsutil::write_atomic(&path, secret(id).as_bytes(), ca_server::fsutil::Visibility::Private)
@@ -47,6 +51,7 @@ async fn start(dir: &std::path::Path, tweak: impl FnOnce(&mut Config)) -> TestCa
             redirect_uris: vec![CALLBACK.into(), "https://idp.example.com/other".into()],
             subject,
             refusal_page,
+            bind_login_hint,
         });
     }
     TestCa::start_with(move |config| {
@@ -163,6 +168,9 @@ async fn redeem(
     }
     let response = request.form(&form).send().await.expect("token");
     let status = response.status().as_u16();
+    // RFC 6749 §5.1: tokens and errors alike are never cached.
+    assert_eq!(response.headers()[reqwest::header::CACHE_CONTROL], "no-store", "{status}");
+    assert_eq!(response.headers()[reqwest::header::PRAGMA], "no-cache", "{status}");
     if status == 401 {
         assert!(response.headers().contains_key(reqwest::header::WWW_AUTHENTICATE), "401 names its scheme");
     }
@@ -176,10 +184,16 @@ fn assert_oauth_error(answer: &(u16, serde_json::Value), status: u16, error: &st
 }
 
 fn assert_denied(answer: &Answer, contract_code: &str, case: &str) {
+    assert_refused_as(answer, "access_denied", contract_code, case);
+}
+
+/// A refusal sent back with `error` whose description names the contract's `contract_code`.
+fn assert_refused_as(answer: &Answer, error: &str, contract_code: &str, case: &str) {
     match answer {
         Answer::Redirect(base, query) => {
             assert_eq!(base, CALLBACK, "{case}");
-            assert_eq!(query.get("error").map(String::as_str), Some("access_denied"), "{case}: {query:?}");
+            assert_eq!(query.get("error").map(String::as_str), Some(error), "{case}: {query:?}");
+            assert!(query.get("iss").is_some_and(|iss| iss.starts_with("https://127.0.0.1:")), "{case}: iss");
             assert!(
                 query.get("error_description").is_some_and(|d| d.starts_with(&format!("{contract_code}: "))),
                 "{case}: the description names {contract_code}: {query:?}"
@@ -294,6 +308,10 @@ async fn ok_discovery_sign_in_binding_and_userinfo() {
         "auth_time is the mTLS authentication"
     );
     assert!(claims["exp"].as_i64() > claims["iat"].as_i64());
+    assert_eq!(
+        tokens["expires_in"].as_i64(),
+        claims["exp"].as_i64().zip(claims["iat"].as_i64()).map(|(exp, iat)| exp - iat)
+    );
     assert_eq!(claims["device"]["udid"], enrolled.device.udid.as_str());
     assert_eq!(claims["device"]["serial_number"], enrolled.device.serial.as_str());
     assert_eq!(claims["device"]["certificate_serial"], enrolled.issued.serial_number.as_str());
@@ -391,6 +409,8 @@ async fn fail_authorization_requests() {
         ("fail/form-post", with("response_mode", "form_post"), "invalid_request"),
         ("fail/request-object", with("request", "eyJhbGciOiJub25lIn0.e30."), "request_not_supported"),
         ("fail/request-uri", with("request_uri", "https://idp.example.com/r/1"), "request_uri_not_supported"),
+        ("fail/bad-login-hint", with("login_hint", "al\nice"), "invalid_request"),
+        ("fail/prompt-none-and-login", with("prompt", "none login"), "invalid_request"),
     ];
     for (case, params, error) in redirects {
         match authorize(&ca, Some(&enrolled), &params).await {
@@ -398,15 +418,46 @@ async fn fail_authorization_requests() {
                 assert_eq!(base, CALLBACK, "{case}");
                 assert_eq!(query.get("error").map(String::as_str), Some(error), "{case}: {query:?}");
                 assert_eq!(query.get("state").map(String::as_str), Some("state-1"), "{case}");
+                assert_eq!(
+                    query.get("iss"),
+                    Some(&ca.env.config.server.cert_auth_domain),
+                    "{case}: RFC 9207"
+                );
                 assert!(!query.contains_key("code"), "{case}");
             }
             other => panic!("{case}: expected a redirect, got {other:?}"),
         }
     }
 
-    // A browser with no certificate is refused at once, not left waiting.
-    let answer = authorize(&ca, None, &standard(IDP, None)).await;
+    // A browser with no certificate is refused at once, not left waiting, and writes nothing.
+    let before = events(&ca).await.len();
+    let answer = authorize(&ca, None, &standard(IDP, Some("mallory"))).await;
     assert_denied(&answer, "client_certificate_required", "fail/no-certificate");
+    assert_eq!(events(&ca).await.len(), before, "a browser without a certificate writes no event");
+
+    // What another site makes the browser send is no sign-in; nor is a HEAD probe.
+    for (header, value) in
+        [("sec-fetch-dest", "image"), ("sec-fetch-mode", "no-cors"), ("sec-fetch-dest", "iframe")]
+    {
+        let response = browser(&ca, Some(&enrolled))
+            .get(authorize_url(&ca, &standard(IDP, None)))
+            .header(header, value)
+            .send()
+            .await
+            .expect("authorize");
+        assert_eq!(response.status(), 400, "{header}: {value}");
+    }
+    let head = browser(&ca, Some(&enrolled)).head(authorize_url(&ca, &standard(IDP, None))).send().await;
+    assert_eq!(head.expect("head").status(), 405);
+    let navigation = browser(&ca, Some(&enrolled))
+        .get(authorize_url(&ca, &standard(IDP, None)))
+        .header("sec-fetch-mode", "navigate")
+        .header("sec-fetch-dest", "document")
+        .send()
+        .await
+        .expect("authorize");
+    assert_eq!(navigation.status(), 303, "a navigation is one");
+    assert_eq!(events(&ca).await.len(), before, "an authorization writes no event, only its code");
 
     // POST works like GET (Core §3.1.2.1).
     let response = browser(&ca, Some(&enrolled))
@@ -449,8 +500,15 @@ async fn fail_token_requests() {
     assert_oauth_error(&replay, 400, "invalid_grant", "fail/replayed-code");
     assert_eq!(userinfo(access).await, 401, "a replay revokes the grant's access token");
 
+    // Another client's code: unknown to it, and left to its client.
+    let code = self::code(&ca, &enrolled, IDP, None).await;
+    let other = redeem(&ca, Auth::Basic(DEVICE_IDP, &secret(DEVICE_IDP)), &code, VERIFIER, CALLBACK).await;
+    assert_oauth_error(&other, 400, "invalid_grant", "fail/other-client");
+    let own = redeem(&ca, Auth::Basic(IDP, &secret(IDP)), &code, VERIFIER, CALLBACK).await;
+    assert_eq!(own.0, 200, "another client neither spends nor revokes a code: {}", own.1);
+
     // Each of these spends its code.
-    let cases: [(&str, Auth<'_>, &str, &str); 4] = [
+    let cases: [(&str, Auth<'_>, &str, &str); 3] = [
         (
             "fail/wrong-verifier",
             Auth::Basic(IDP, &secret(IDP)),
@@ -458,7 +516,6 @@ async fn fail_token_requests() {
             CALLBACK,
         ),
         ("fail/other-redirect", Auth::Basic(IDP, &secret(IDP)), VERIFIER, "https://idp.example.com/other"),
-        ("fail/other-client", Auth::Basic(DEVICE_IDP, &secret(DEVICE_IDP)), VERIFIER, CALLBACK),
         ("fail/unknown-code", Auth::Basic(IDP, &secret(IDP)), VERIFIER, CALLBACK),
     ];
     for (case, auth, verifier, redirect) in cases {
@@ -473,19 +530,20 @@ async fn fail_token_requests() {
         assert_oauth_error(&again, 400, "invalid_grant", &format!("{case} spent the code"));
     }
 
-    // Expired: valid for 60 seconds.
+    // Expired: valid for less than 60 seconds.
     let code = self::code(&ca, &enrolled, IDP, None).await;
-    ca.clock.advance(chrono::Duration::seconds(61));
+    ca.clock.advance(chrono::Duration::seconds(60));
     let expired = redeem(&ca, Auth::Basic(IDP, &secret(IDP)), &code, VERIFIER, CALLBACK).await;
     assert_oauth_error(&expired, 400, "invalid_grant", "fail/expired-code");
     assert!(expired.1["error_description"].as_str().is_some_and(|d| d.contains("expired")), "{}", expired.1);
 
-    // Malformed requests spend nothing.
+    // Malformed requests spend nothing: the code redeems afterwards.
+    let code = self::code(&ca, &enrolled, IDP, None).await;
     let response = ca
         .anonymous()
         .post(ca.url(TOKEN_PATH))
         .basic_auth(IDP, Some(secret(IDP)))
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", "x")])
+        .form(&[("grant_type", "refresh_token"), ("code", code.as_str()), ("refresh_token", "x")])
         .send()
         .await
         .expect("token");
@@ -501,6 +559,23 @@ async fn fail_token_requests() {
         .await
         .expect("token");
     assert_eq!(response.status(), 400, "JSON is not a token request");
+    let short = redeem(&ca, Auth::Basic(IDP, &secret(IDP)), &code, "short", CALLBACK).await;
+    assert_oauth_error(&short, 400, "invalid_request", "fail/malformed-verifier");
+    let ok = redeem(&ca, Auth::Basic(IDP, &secret(IDP)), &code, VERIFIER, CALLBACK).await;
+    assert_eq!(ok.0, 200, "malformed requests did not spend the code: {}", ok.1);
+
+    // Read-only: no sign-in, and the clients are told to come back.
+    ca.ca.set_read_only(true);
+    let answer = authorize(&ca, Some(&enrolled), &standard(IDP, None)).await;
+    assert_refused_as(&answer, "temporarily_unavailable", "read_only", "fail/read-only-authorize");
+    ca.ca.set_read_only(false);
+    let code = self::code(&ca, &enrolled, IDP, None).await;
+    ca.ca.set_read_only(true);
+    let answer = redeem(&ca, Auth::Basic(IDP, &secret(IDP)), &code, VERIFIER, CALLBACK).await;
+    assert_oauth_error(&answer, 503, "temporarily_unavailable", "fail/read-only-token");
+    ca.ca.set_read_only(false);
+    let ok = redeem(&ca, Auth::Basic(IDP, &secret(IDP)), &code, VERIFIER, CALLBACK).await;
+    assert_eq!(ok.0, 200, "read-only mode spent no code: {}", ok.1);
 }
 
 #[tokio::test]
@@ -514,6 +589,18 @@ async fn fail_devices_that_are_not_trusted() {
     assert_eq!(redeem(&ca, Auth::Basic(IDP, &secret(IDP)), &code, VERIFIER, CALLBACK).await.0, 200);
     let answer = authorize(&ca, Some(&enrolled), &standard(IDP, Some("bob"))).await;
     assert_denied(&answer, "certificate_bound_to_other_user", "fail/login-hint-of-another-user");
+
+    // A client that does not vouch for its hints: the first use binds to the enrolling user,
+    // so a hint for anyone else is refused, and the enrolling user's is welcome.
+    let fresh = enroll(&ca, 6).await;
+    let answer = authorize(&ca, Some(&fresh), &standard(HINT_ONLY_IDP, Some("mallory"))).await;
+    assert_denied(&answer, "certificate_bound_to_other_user", "fail/unverified-hint");
+    let code = self::code(&ca, &fresh, HINT_ONLY_IDP, Some(&fresh.device.user)).await;
+    let answer =
+        redeem(&ca, Auth::Basic(HINT_ONLY_IDP, &secret(HINT_ONLY_IDP)), &code, VERIFIER, CALLBACK).await;
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    let record = ca.device_record(&fresh.device.udid).await;
+    assert_eq!(record.certificates[0].bound_user.as_deref(), Some(fresh.device.user.as_str()));
 
     // An unbound certificate whose code names carol, bound to dave in between (by the admin):
     // refused at redemption.
@@ -542,7 +629,7 @@ async fn fail_devices_that_are_not_trusted() {
     assert_denied(&answer, "device_not_managed", "fail/unmanaged");
     ca.mdm.answer(&enrolled.device.serial, Err(MdmError::Unavailable("down".into())));
     let answer = authorize(&ca, Some(&enrolled), &standard(IDP, Some("alice"))).await;
-    assert_denied(&answer, "mdm_unavailable", "fail/mdm-down");
+    assert_refused_as(&answer, "temporarily_unavailable", "mdm_unavailable", "fail/mdm-down");
     ca.mdm.answer(&enrolled.device.serial, Ok(MdmVerdict::Managed));
 
     // Revoked: refused, with the page for the client that asks for it; a token issued before
@@ -564,6 +651,13 @@ async fn fail_devices_that_are_not_trusted() {
         }
         other => panic!("the client that asks for the page gets it: {other:?}"),
     }
+    let mut quiet = standard(PAGE_IDP, Some("alice"));
+    quiet.push(("prompt", "none"));
+    assert_denied(
+        &authorize(&ca, Some(&enrolled), &quiet).await,
+        "certificate_revoked",
+        "ok/prompt-none-no-page",
+    );
     let info = ca
         .anonymous()
         .get(ca.url(USERINFO_PATH))
