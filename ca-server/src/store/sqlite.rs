@@ -1294,4 +1294,39 @@ mod tests {
         store.close().await;
         assert!(matches!(store.record(event).await, Err(StoreError::Closed)));
     }
+
+    #[tokio::test]
+    async fn codes_redeem_once_for_their_client_and_are_purged_after_their_time() {
+        use crate::store::{CodeGrant, NewCode, Redemption};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open_path(&dir.path().join("db.sqlite3")).await.expect("open");
+        let now = Utc::now();
+        let code = |hash: &str, purge_after: DateTime<Utc>| NewCode {
+            code_sha256: hash.to_owned(),
+            grant: CodeGrant {
+                client_id: "okta".into(),
+                redirect_uri: "https://idp.example.com/cb".into(),
+                code_challenge: "c".into(),
+                nonce: None,
+                login_hint: None,
+                serial: "0a".into(),
+                auth_time: now,
+                expires_at: now,
+            },
+            purge_after,
+        };
+        store.insert_code(code("kept", now + chrono::Duration::seconds(60)), now).await.expect("insert");
+        // Purging comes before inserting: a row already past its time is kept until the next.
+        store.insert_code(code("old", now - chrono::Duration::seconds(1)), now).await.expect("insert");
+        assert!(matches!(store.redeem_code("kept", "other", now).await, Ok(Redemption::Unknown)));
+        assert!(matches!(store.redeem_code("kept", "okta", now).await, Ok(Redemption::First(_))));
+        assert!(matches!(store.redeem_code("kept", "okta", now).await, Ok(Redemption::Replayed(_))));
+        assert!(store.code("kept").await.expect("read").is_some_and(|row| row.replayed));
+        // The next insertion deletes what is past its time, and nothing else.
+        assert!(store.code("old").await.expect("read").is_some(), "only insertions purge");
+        store.insert_code(code("new", now + chrono::Duration::seconds(60)), now).await.expect("insert");
+        assert!(store.code("old").await.expect("read").is_none(), "purged");
+        assert!(store.code("kept").await.expect("read").is_some());
+        store.close().await;
+    }
 }

@@ -691,3 +691,31 @@ async fn ok_no_clients_no_provider() {
     assert_eq!(response.status(), 404);
     assert!(!ca.env.data_dir.join(ca_server::oidc::GENERATED_KEY_FILE).exists(), "no key without clients");
 }
+
+#[tokio::test]
+async fn ok_without_asking_the_mdm_the_last_answer_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = start(dir.path(), |config| config.oidc.ask_mdm = false).await;
+    let enrolled = enroll(&ca, 7).await;
+
+    // Jamf Pro has given up on the device, but nobody asked since the enrollment: sign-in
+    // goes on (what `ask_mdm = false` buys: sign-ins that survive an MDM outage).
+    ca.mdm.answer(&enrolled.device.serial, Ok(MdmVerdict::NotManaged(NotManagedReason::Unmanaged)));
+    let code = code(&ca, &enrolled, IDP, None).await;
+    assert_eq!(redeem(&ca, Auth::Basic(IDP, &secret(IDP)), &code, VERIFIER, CALLBACK).await.0, 200);
+
+    // Its next renewal asks, and from then on sign-in is refused.
+    let renew = ca
+        .with_identity(&enrolled.issued.certificate, &enrolled.key)
+        .post(ca.url(ca_client::protocol::paths::RENEW))
+        .json(&ca_client::protocol::RenewRequest {
+            client_version: "test".into(),
+            csr: crate::harness::csr(&p256()),
+        })
+        .send()
+        .await
+        .expect("renew");
+    assert_eq!(renew.status(), 403);
+    let answer = authorize(&ca, Some(&enrolled), &standard(IDP, None)).await;
+    assert_denied(&answer, "device_not_managed", "fail/last-answer-unmanaged");
+}
