@@ -9,8 +9,10 @@
 # enrolls an agent, shows `status`, renews; then shows the point of it all: nginx in front of
 # a small demo app (devicetrust-demo-app, tests/src/bin/) asks the CA about every request's client
 # certificate (auth_request, docs/relying-parties.md), so the app opens with the device's
-# identity and, once an administrator has revoked the device, refuses the same request.
-# Last, it shows the CA's event log and stops everything it started.
+# identity; an OpenID Connect sign-in (curl and python3 playing the identity provider) gets
+# an ID token with the device claim (docs/identity-providers.md); and once an administrator
+# has revoked the device, the app refuses the same request and the sign-in is denied. Last,
+# it shows the CA's event log and stops everything it started.
 #
 # Nothing of yours is touched: the agent runs with HOME and XDG_* pointing into a
 # temporary directory, so its identity store, its NSS database (~/.pki/nssdb) and its
@@ -105,7 +107,8 @@ EOF
 
 say "starting the CA: devicetrust-ca dev on 127.0.0.1 (data in $work/ca)"
 "$bin/devicetrust-ca" dev --listen 127.0.0.1:0 --data-dir "$work/ca" \
-  --relying-parties "$work/rp.toml" --http-listen 127.0.0.1:0 >"$work/ca.json" 2>"$work/ca.log" &
+  --relying-parties "$work/rp.toml" --http-listen 127.0.0.1:0 \
+  --oidc-redirect-uri http://127.0.0.1:9/callback >"$work/ca.json" 2>"$work/ca.log" &
 ca_pid=$!
 # It prints one JSON line once it accepts connections.
 for _ in $(seq 600); do
@@ -317,6 +320,51 @@ forged=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(open(sys
 curl -sS --cacert "$ca_bundle" -H "X-DeviceTrust-Client-Cert: $forged" -D "$work/forged.h" -o "$work/forged.b" "$app"
 show_response "$work/forged.h" "$work/forged.b"
 
+# --- an OpenID Connect sign-in: this script plays the identity provider ------------------
+# authorize: the browser's step (curl with the device's certificate, which
+# follows no redirect); prints the Location the CA sends the browser back to.
+oidc_issuer=$(ca_field oidcIssuer)
+python3 -c 'import secrets; print(secrets.token_urlsafe(48))' >"$work/pkce.verifier"
+authorize() {
+  # shellcheck disable=SC2016 # the Python program is single-quoted on purpose
+  url=$(python3 -c '
+import base64, hashlib, sys, urllib.parse
+issuer, verifier = sys.argv[1], open(sys.argv[2]).read().strip()
+challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+print(issuer + "/oidc/authorize?" + urllib.parse.urlencode({
+    "response_type": "code", "client_id": "dev", "redirect_uri": "http://127.0.0.1:9/callback",
+    "scope": "openid", "state": "quickstart", "nonce": "n-quickstart",
+    "code_challenge": challenge, "code_challenge_method": "S256"}))' "$oidc_issuer" "$work/pkce.verifier")
+  curl -sS --cacert "$ca_bundle" --cert "$cert" --key "$key" -o /dev/null -w '%{redirect_url}' "$url"
+}
+
+say "signing in through OpenID Connect: the browser's step (GET /oidc/authorize, mutual TLS)"
+location=$(authorize)
+echo "the CA sends the browser back to: ${location%%code=*}code=…"
+case $location in *"code="*) ;; *) echo "error: no code: $location" >&2; cat "$work/ca.log" >&2; exit 1 ;; esac
+
+say "the identity provider's step (POST /oidc/token with its secret from the 0600 file, PKCE verifier)"
+# shellcheck disable=SC2016 # the Python program is single-quoted on purpose
+python3 -c '
+import base64, json, ssl, sys, urllib.parse, urllib.request
+issuer, bundle, location, secret_file, verifier_file = sys.argv[1:6]
+code = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)["code"][0]
+secret = open(secret_file).read().strip()
+form = urllib.parse.urlencode({"grant_type": "authorization_code", "code": code,
+    "redirect_uri": "http://127.0.0.1:9/callback",
+    "code_verifier": open(verifier_file).read().strip()}).encode()
+basic = base64.b64encode(("dev:" + urllib.parse.quote(secret, safe="")).encode()).decode()
+request = urllib.request.Request(issuer + "/oidc/token", data=form,
+    headers={"Authorization": "Basic " + basic, "Content-Type": "application/x-www-form-urlencoded"})
+with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=bundle)) as response:
+    tokens = json.load(response)
+payload = tokens["id_token"].split(".")[1]
+claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+print("ID token (ES256; a client verifies it with " + issuer + "/oidc/jwks.json):")
+for name in ("iss", "aud", "sub", "acr", "amr", "device"):
+    print("  {:<7} {}".format(name, json.dumps(claims[name])))
+' "$oidc_issuer" "$ca_bundle" "$location" "$(ca_field oidcClientSecretFile)" "$work/pkce.verifier"
+
 say "revoking the device (POST /api/v1/admin/devices/$udid/revoke, admin token in a header from stdin)"
 ca_field adminToken | sed 's/^/Authorization: Bearer /' |
   curl -sS --cacert "$ca_bundle" -H @- -X POST "$ca_url/api/v1/admin/devices/$udid/revoke"
@@ -329,6 +377,13 @@ if [ "$(status_of "$work/refused.h")" != 403 ]; then
   echo "error: the revoked device was not refused" >&2
   exit 1
 fi
+
+say "the same OpenID Connect sign-in, after the revocation"
+location=$(authorize)
+python3 -c 'import sys, urllib.parse
+q = urllib.parse.parse_qs(urllib.parse.urlsplit(sys.argv[1]).query)
+print("back to the identity provider with error=" + q["error"][0] + ": " + q["error_description"][0])' "$location"
+case $location in *"error=access_denied"*) ;; *) echo "error: the sign-in was not denied: $location" >&2; exit 1 ;; esac
 
 say "the CA's event log (GET /api/v1/admin/events, admin token in a header)"
 # shellcheck disable=SC2016 # the Python program is single-quoted on purpose
@@ -347,6 +402,8 @@ for e in events:
     detail = e.get("serialNumber") or ""
     if e.get("reason"):
         detail = (detail + " " + e["reason"]).strip()
+    if e.get("clientId"):
+        detail = (detail + " (openid connect client " + e["clientId"] + ")").strip()
     print(row.format(e["id"], e["published"][:23], e["eventType"], e["outcome"],
                      e.get("user") or "-", detail))
 ' "$ca_url" "$ca_bundle"

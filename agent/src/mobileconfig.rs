@@ -24,7 +24,7 @@
 //!
 //! Every profile is a device profile (`PayloadScope` `System`; "Computer Level" in Jamf Pro): the
 //! settings hold for every user of the Mac, and users cannot change them. The agent profile may
-//! carry the enrollment token; see [`ProfileInputs::enrollment_token`] for where that ends up.
+//! carry the enrollment token; see `ProfileInputs::enrollment_token` for where that ends up.
 //!
 //! # Identifiers
 //!

@@ -1,14 +1,19 @@
 //! The reference Device Trust CA (`devicetrust-ca`), protocol v1.
 //!
-//! Layers, from the wire inwards: [`server`] (sockets, TLS handshakes, HTTP connections,
-//! shutdown), [`api`] (routes, bodies, error responses), [`service`] (what each endpoint
-//! does, in the contract's order), and beneath it [`authority`] (X.509), [`store`]
-//! (persistence), [`mdm`] (is the device managed?) and [`clock`]. [`relying_party`] and
-//! [`ocsp`] serve the organisation's proxies and apps: the forward-auth check, the signed
-//! device assertion, and revocation status; [`oidc`] makes the CA an OpenID Connect
-//! provider that identity providers require as a device factor ([`jwt`] holds the keys of
-//! both). [`config`], [`dev`] and
-//! [`cli`] set it all up.
+//! Layers, from the wire inwards:
+//!
+//! - [`server`] (sockets, connection caps, TLS handshakes, HTTP connections, shutdown), with
+//!   [`tls`] (the server configuration and the client-certificate verifier) and [`limits`]
+//!   (connection caps, per-address budgets, counters);
+//! - [`api`]: routes, bodies and error responses, one file per protocol area (the agent's,
+//!   the browser's, the admin's, relying parties', OpenID Connect's);
+//! - [`service`]: what each endpoint does, in the contract's order;
+//! - beneath it: [`authority`] (X.509 issuance, the CRL, and the OCSP responder),
+//!   [`store`] (persistence), [`mdm`] (is the device managed?) and [`clock`];
+//! - the protocols for the organisation's apps: [`relying_party`] (the forward-auth check
+//!   and the signed device assertion) and [`oidc`] (the OpenID Connect device factor), with
+//!   [`jwt`] holding the signing keys of both;
+//! - [`config`], [`dev`], [`cli`], [`secret`] and [`fsutil`] set it all up.
 //!
 //! To run a CA in-process (as the tests do):
 //!
@@ -37,7 +42,6 @@ pub mod fsutil;
 pub mod jwt;
 pub mod limits;
 pub mod mdm;
-pub mod ocsp;
 pub mod oidc;
 pub mod relying_party;
 pub mod secret;

@@ -31,7 +31,7 @@ pub const FILE_NAME: &str = "allowlist.json";
 pub enum AllowlistCommand {
     /// Show the effective list, where it comes from, and what the key carries.
     Show,
-    /// Allow an app: its code signature's TeamIdentifier becomes teamid:<id> (Apple's apps:
+    /// Allow an app: its code signature's TeamIdentifier becomes `teamid:<id>` (Apple's apps:
     /// apple:). Unsigned and ad-hoc signed apps are refused.
     Add {
         /// The app, e.g. /Applications/Zoom.app.

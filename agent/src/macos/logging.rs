@@ -4,7 +4,7 @@
 //! `category == "keychain"`.
 //!
 //! The category is chosen from the event's target (its module path) by [`category`], a fixed
-//! table so that the number of `os_log` handles stays bounded. On macOS, [`oslog_layer`]
+//! table so that the number of `os_log` handles stays bounded. On macOS, `oslog_layer`
 //! returns the `tracing-subscriber` layer; the crate root adds it to its subscriber.
 
 /// Every category the agent logs under.

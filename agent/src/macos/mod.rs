@@ -12,7 +12,7 @@
 //!
 //! # Platform specific behaviour
 //!
-//! [`open`] (macOS only) returns the [`crate::platform::Platform`] whose store is the
+//! `open` (macOS only) returns the [`crate::platform::Platform`] whose store is the
 //! keychain `~/Library/Keychains/devicetrust.keychain-db`.
 
 pub mod allowlist;

@@ -27,8 +27,9 @@ use crate::oidc::{
 };
 use crate::service::{Ca, PresentedCertificate, RefusalContext, authorization_refusal};
 
-/// Largest token request body: a code, a verifier, a redirect URI and client credentials.
-const TOKEN_BODY_LIMIT: usize = 16 * 1024;
+/// Largest form body (token requests, authorization by POST): a code, a verifier, a
+/// redirect URI and client credentials, or the authorization parameters.
+const FORM_BODY_LIMIT: usize = 16 * 1024;
 
 /// The provider's routes, for every listener that serves the cert-auth domain.
 pub(super) fn routes() -> Router<Arc<Ca>> {
@@ -92,7 +93,7 @@ fn not_a_navigation(ca: &Ca, headers: &HeaderMap) -> Option<Response> {
         return None;
     }
     tracing::info!("refused an openid connect authorization that is not a top-level navigation");
-    Some(request_page(&invalid("a sign-in must be a top-level navigation")))
+    Some(request_page(ca, &invalid("a sign-in must be a top-level navigation")))
 }
 
 async fn authorize_post(
@@ -108,11 +109,11 @@ async fn authorize_post(
     if let Some(refused) = not_a_navigation(&ca, &headers) {
         return refused;
     }
-    let params = match read_bytes(&ca, &headers, body, TOKEN_BODY_LIMIT).await {
+    let params = match read_bytes(&ca, &headers, body, FORM_BODY_LIMIT).await {
         Ok(bytes) if is_form(&headers) => Params::parse(&bytes),
         // Neither the client nor its redirect URI can be read: a page, never a redirect.
-        Ok(_) => return request_page(&invalid("the body must be application/x-www-form-urlencoded")),
-        Err(error) => return request_page(&invalid(error.public_message())),
+        Ok(_) => return request_page(&ca, &invalid("the body must be application/x-www-form-urlencoded")),
+        Err(error) => return request_page(&ca, &invalid(error.public_message())),
     };
     authorize(&ca, &client, peer.as_ref().map(|p| &p.0), params).await
 }
@@ -142,7 +143,7 @@ async fn authorize(
         Ok(request) => request,
         Err(Refusal::Page(error)) => {
             tracing::info!(reason = %error, "refused an openid connect authorization request");
-            return request_page(&error);
+            return request_page(ca, &error);
         }
         Err(Refusal::Redirect(back)) => {
             tracing::info!(reason = %back.error, "refused an openid connect authorization request");
@@ -190,13 +191,18 @@ fn see_other(location: &str) -> Response {
 }
 
 /// The page for a request that cannot be sent back (RFC 6749 §4.1.2.1).
-fn request_page(error: &OAuthError) -> Response {
-    let body = format!(
+/// It has the refusal page's "Learn more" link: the person who lands here was sent to the
+/// device check and cannot be sent back.
+fn request_page(ca: &Ca, error: &OAuthError) -> Response {
+    let mut body = format!(
         "<p>The application that sent you here made a request this service cannot answer.</p>\n\
          <p><code>{}</code>: {}</p>\n",
         error.code.as_str(),
         super::escape_html(&error.description)
     );
+    if let Some(url) = ca.learn_more_url() {
+        body.push_str(&format!("<p><a href=\"{}\">Learn more</a></p>\n", super::escape_html(url)));
+    }
     html_page(StatusCode::BAD_REQUEST, "Sign-in request refused", &body)
 }
 
@@ -234,7 +240,7 @@ async fn token(State(ca): State<Arc<Ca>>, client: Client, headers: HeaderMap, bo
     if !is_form(&headers) {
         return oauth_error(&invalid("the body must be application/x-www-form-urlencoded"));
     }
-    let bytes = match read_bytes(&ca, &headers, body, TOKEN_BODY_LIMIT).await {
+    let bytes = match read_bytes(&ca, &headers, body, FORM_BODY_LIMIT).await {
         Ok(bytes) => bytes,
         Err(error) => return oauth_error(&invalid(error.public_message())),
     };

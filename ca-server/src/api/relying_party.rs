@@ -168,10 +168,10 @@ fn ocsp_response(der: Vec<u8>, cacheable: bool) -> Response {
 
 /// `POST /ocsp` with a DER `OCSPRequest`.
 pub(super) async fn ocsp_post(State(ca): State<Arc<Ca>>, headers: HeaderMap, body: Body) -> Response {
-    match read_bytes(&ca, &headers, body, crate::ocsp::MAX_REQUEST_BYTES).await {
+    match read_bytes(&ca, &headers, body, crate::authority::ocsp::MAX_REQUEST_BYTES).await {
         Ok(der) => ocsp_response(ca.ocsp(&der).await, false),
         Err(ApiError::PayloadTooLarge { .. }) | Err(ApiError::InvalidRequest(_)) => {
-            ocsp_response(crate::ocsp::Refusal::Malformed.response(), false)
+            ocsp_response(crate::authority::ocsp::Refusal::Malformed.response(), false)
         }
         Err(error) => error_response(&error),
     }
@@ -182,7 +182,7 @@ pub(super) async fn ocsp_get(State(ca): State<Arc<Ca>>, Path(encoded): Path<Stri
     let compact: String = encoded.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     match base64::engine::general_purpose::STANDARD.decode(compact.as_bytes()) {
         Ok(der) => ocsp_response(ca.ocsp(&der).await, true),
-        Err(_) => ocsp_response(crate::ocsp::Refusal::Malformed.response(), false),
+        Err(_) => ocsp_response(crate::authority::ocsp::Refusal::Malformed.response(), false),
     }
 }
 

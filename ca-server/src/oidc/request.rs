@@ -22,7 +22,7 @@ pub struct Params(BTreeMap<String, String>);
 /// A parameter that was sent twice, or too many parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadParams {
-    /// The repeated parameter (`None`: too many).
+    /// The repeated parameter, its first 64 characters (`None`: too many).
     pub repeated: Option<String>,
 }
 
@@ -38,7 +38,8 @@ impl Params {
                 return Err(BadParams { repeated: None });
             }
             if map.insert(key.clone().into_owned(), value.into_owned()).is_some() {
-                return Err(BadParams { repeated: Some(key.into_owned()) });
+                // Named in answers and logs: cut, whatever length the caller sent.
+                return Err(BadParams { repeated: Some(key.chars().take(64).collect()) });
             }
         }
         Ok(Self(map))

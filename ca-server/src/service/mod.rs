@@ -25,6 +25,7 @@ use governor::clock::Clock as _;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use rustls::ServerConfig;
 
+use crate::authority::ocsp;
 use crate::authority::{self, Authority, Profile};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, LimitSettings, StoreSettings};
@@ -34,7 +35,6 @@ use crate::jwt::KeyError;
 use crate::limits::AddressGuard;
 pub use crate::limits::Metrics;
 use crate::mdm::{self, ManagedDeviceCheck, MdmVerdict};
-use crate::ocsp;
 use crate::oidc::{OidcSetupError, Provider};
 use crate::relying_party::assertion::{AssertionClaims, AssertionSigner, Jwks};
 use crate::relying_party::{
@@ -910,9 +910,7 @@ impl Ca {
             .await?
             .ok_or(ApiError::ClientCertificateRequired(MissingCertificate::Foreign))?;
         let unbound = self.judge(&row, user, user, now)?;
-        if self.management.is_unmanaged(&row.device_udid) {
-            return Err(ApiError::DeviceNotManaged(mdm::NotManagedReason::Unmanaged));
-        }
+        self.still_managed(&row)?;
         // Binding is the one write, and only when the relying party names the user.
         let row = match user {
             Some(user) if unbound && !self.is_read_only() => {
@@ -948,6 +946,15 @@ impl Ca {
             Standing::Superseded => Err(self.superseded(row)),
             Standing::OtherUser => Err(ApiError::CertificateBoundToOtherUser { serial: row.serial.clone() }),
             Standing::Trusted { unbound, .. } => Ok(unbound),
+        }
+    }
+
+    /// Refuses a device the MDM said is no longer managed at this process's last lookup.
+    fn still_managed(&self, row: &CertificateRow) -> Result<(), ApiError> {
+        if self.management.is_unmanaged(&row.device_udid) {
+            Err(ApiError::DeviceNotManaged(mdm::NotManagedReason::Unmanaged))
+        } else {
+            Ok(())
         }
     }
 

@@ -11,7 +11,6 @@ use sha2::{Digest as _, Sha256};
 
 use super::{Ca, ErrorChain, PresentedCertificate, RefusalContext};
 use crate::error::ApiError;
-use crate::mdm;
 use crate::oidc::token::{DeviceClaim, Grant, Tokens};
 use crate::oidc::{
     ACR, Authorization, CODE_LIFETIME_SECS, Client, ErrorCode, MAX_SUBJECT_LEN, MAX_TOKEN_LIFETIME_SECS,
@@ -49,9 +48,9 @@ fn server_error() -> OAuthError {
 }
 
 /// Whom a certificate belongs to for a grant: its bound user, or (unbound, in read-only
-/// mode) the user it would be bound to.
-fn owner(row: &CertificateRow, login_hint: Option<&str>) -> String {
-    row.bound_user.clone().or_else(|| login_hint.map(str::to_owned)).unwrap_or_else(|| row.user.clone())
+/// mode) the user it would be bound to: `bind_user`, or its enrolling user.
+fn owner(row: &CertificateRow, bind_user: Option<&str>) -> String {
+    row.bound_user.clone().or_else(|| bind_user.map(str::to_owned)).unwrap_or_else(|| row.user.clone())
 }
 
 fn subject(client: &Client, owner: &str, row: &CertificateRow) -> String {
@@ -100,8 +99,8 @@ impl Ca {
         self.judge(&row, request.client.bind_user(hint), hint, now)?;
         if provider.asks_mdm() {
             self.ask_mdm(&row.device_serial_number, &row.device_udid).await?;
-        } else if self.management.is_unmanaged(&row.device_udid) {
-            return Err(ApiError::DeviceNotManaged(mdm::NotManagedReason::Unmanaged));
+        } else {
+            self.still_managed(&row)?;
         }
         let code = crate::secret::generate_token();
         let expires_at = now + Duration::seconds(CODE_LIFETIME_SECS);
@@ -200,10 +199,9 @@ impl Ca {
         if let Some(hint) = hint {
             context.user = Some(hint.to_owned());
         }
-        let judged = if self.management.is_unmanaged(&row.device_udid) {
-            Err(ApiError::DeviceNotManaged(mdm::NotManagedReason::Unmanaged))
-        } else {
-            self.authenticate(&row, client.bind_user(hint), hint, Some(client.id())).await
+        let judged = match self.still_managed(&row) {
+            Ok(()) => self.authenticate(&row, client.bind_user(hint), hint, Some(client.id())).await,
+            Err(error) => Err(error),
         };
         let row = match judged {
             Ok(row) => row,
@@ -218,7 +216,7 @@ impl Ca {
                 ));
             }
         };
-        let owner = owner(&row, hint);
+        let owner = owner(&row, client.bind_user(hint));
         let device = device_claim(&row);
         let subject = subject(client, &owner, &row);
         if subject.len() > MAX_SUBJECT_LEN {
@@ -276,17 +274,12 @@ impl Ca {
             Err(e) => return Err(internal(&e)),
         };
         let hint = code.grant.login_hint.as_deref();
-        let judged = self.judge(&row, client.bind_user(hint), hint, now).and_then(|_| {
-            if self.management.is_unmanaged(&row.device_udid) {
-                Err(ApiError::DeviceNotManaged(mdm::NotManagedReason::Unmanaged))
-            } else {
-                Ok(())
-            }
-        });
+        let judged =
+            self.judge(&row, client.bind_user(hint), hint, now).and_then(|_| self.still_managed(&row));
         if let Err(error) = judged {
             return Err(invalid(&format!("{}: {}", error.code_str(), error.public_message())));
         }
-        let owner = owner(&row, hint);
+        let owner = owner(&row, client.bind_user(hint));
         Ok(UserInfo {
             sub: subject(client, &owner, &row),
             preferred_username: owner,

@@ -386,7 +386,10 @@ async fn fail_authorization_requests() {
     ];
     for (case, params) in pages {
         match authorize(&ca, Some(&enrolled), &params).await {
-            Answer::Page(400, page) => assert!(page.contains("Sign-in request refused"), "{case}: {page}"),
+            Answer::Page(400, page) => assert!(
+                page.contains("Sign-in request refused") && page.contains("https://help.example.com/device"),
+                "{case}: the page, with the Learn more link: {page}"
+            ),
             other => panic!("{case}: expected an error page, got {other:?}"),
         }
     }

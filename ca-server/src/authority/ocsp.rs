@@ -23,7 +23,7 @@ use x509_ocsp::{
     OcspResponseStatus, ResponderId, ResponseData, RevokedInfo, SingleResponse, Version,
 };
 
-use crate::authority::{Authority, IssuerHashes, RevocationReason};
+use super::{Authority, IssuerHashes, RevocationReason};
 
 /// Most certificates one request may ask about; each is a store lookup.
 pub const MAX_REQUESTS: usize = 16;

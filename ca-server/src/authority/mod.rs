@@ -1,4 +1,5 @@
-//! The issuing CA: its key and certificate, CSR checks, the certificate profile and the CRL.
+//! The issuing CA: its key and certificate, CSR checks, the certificate profile, the CRL,
+//! and the OCSP responder ([`ocsp`]) that answers with its key.
 //!
 //! This module does the X.509 work and nothing else: no storage, no policy, no I/O beyond
 //! loading or generating the CA's own files. Time comes in as an argument so that the
@@ -13,6 +14,8 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+pub mod ocsp;
 
 use base64::Engine as _;
 use chrono::{DateTime, Duration, Utc};
