@@ -182,12 +182,13 @@ pub enum DevError {
         source: std::io::Error,
     },
     /// Generating a key or certificate failed.
-    #[error("cannot generate {what}: {reason}")]
+    #[error("cannot generate {what}")]
     Generate {
         /// What.
         what: &'static str,
-        /// Why.
-        reason: String,
+        /// The cause.
+        #[source]
+        source: rcgen::Error,
     },
 }
 
@@ -273,7 +274,7 @@ fn ensure_token(path: &Path) -> Result<SecretString, DevError> {
 }
 
 fn generate(what: &'static str) -> impl FnOnce(rcgen::Error) -> DevError {
-    move |e| DevError::Generate { what, reason: e.to_string() }
+    move |source| DevError::Generate { what, source }
 }
 
 /// Creates the TLS root and server certificate unless both exist.

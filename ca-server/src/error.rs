@@ -134,6 +134,9 @@ pub enum ApiError {
     /// Signing failed.
     #[error("signing failure")]
     Sign(#[from] SignError),
+    /// Signing a token (a device assertion) failed.
+    #[error("token signing failure")]
+    Token(#[from] crate::jwt::SignError),
     /// No such path or resource.
     #[error("not found")]
     NotFound,
@@ -163,7 +166,7 @@ impl ApiError {
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::ReadOnly => ErrorCode::ReadOnly,
             Self::MdmUnavailable(_) => ErrorCode::MdmUnavailable,
-            Self::Store(_) | Self::Sign(_) => ErrorCode::Internal,
+            Self::Store(_) | Self::Sign(_) | Self::Token(_) => ErrorCode::Internal,
             Self::NotFound | Self::MethodNotAllowed => return None,
         })
     }
@@ -205,7 +208,7 @@ impl ApiError {
 
     /// Whether this is the CA's fault (logged as an error, not as a refusal).
     pub fn is_internal(&self) -> bool {
-        matches!(self, Self::Store(_) | Self::Sign(_))
+        matches!(self, Self::Store(_) | Self::Sign(_) | Self::Token(_))
     }
 
     /// Whether the client tried to prove who it is and failed: a wrong token, or a
@@ -253,7 +256,7 @@ impl ApiError {
             }
             Self::ReadOnly => "The CA is in read-only mode; try again later".into(),
             Self::MdmUnavailable(_) => "The MDM could not be asked; try again later".into(),
-            Self::Store(_) | Self::Sign(_) => "Internal error".into(),
+            Self::Store(_) | Self::Sign(_) | Self::Token(_) => "Internal error".into(),
             Self::NotFound => "Not found".into(),
             Self::MethodNotAllowed => "Method not allowed".into(),
         }

@@ -50,12 +50,13 @@ pub enum KeyError {
     #[error(transparent)]
     Write(#[from] fsutil::WriteError),
     /// Generating a key failed.
-    #[error("cannot generate a {what} key: {reason}")]
+    #[error("cannot generate a {what} key")]
     Generate {
         /// Which key set.
         what: &'static str,
         /// The cause.
-        reason: String,
+        #[source]
+        source: rcgen::Error,
     },
 }
 
@@ -170,7 +171,7 @@ impl KeySet {
 fn generate_if_missing(path: &Path, what: &'static str) -> Result<PathBuf, KeyError> {
     if !path.exists() {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| KeyError::Generate { what, reason: e.to_string() })?;
+            .map_err(|source| KeyError::Generate { what, source })?;
         fsutil::write_atomic(path, key.serialize_pem().as_bytes(), Visibility::Private)?;
         tracing::info!(path = %path.display(), "generated a {what} signing key");
     }

@@ -50,8 +50,14 @@ pub enum TlsError {
         reason: String,
     },
     /// rustls refused the configuration.
-    #[error("invalid tls configuration: {0}")]
-    Config(String),
+    #[error("invalid tls configuration")]
+    Config(#[source] rustls::Error),
+    /// The issuing CA cannot anchor the client-certificate verifier.
+    #[error("the issuing CA is not a usable trust anchor for client certificates")]
+    TrustAnchor(#[source] rustls::Error),
+    /// The client-certificate verifier could not be built.
+    #[error("cannot build the client-certificate verifier")]
+    Verifier(#[source] rustls::server::VerifierBuilderError),
 }
 
 /// The crypto provider every TLS configuration of the CA uses.
@@ -107,15 +113,15 @@ pub fn server_config(
     });
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
+        .map_err(TlsError::Config)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+        .map_err(TlsError::Config)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.ignore_client_order = true;
     // Agents make a handful of requests per run; one ticket is enough to resume.
     config.send_tls13_tickets = 1;
-    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?;
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(TlsError::Config)?;
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
     Ok(Arc::new(config))
 }
@@ -137,13 +143,11 @@ impl IssuedCertVerifier {
     /// A verifier trusting `issuer` for client certificates.
     pub fn new(issuer: CertificateDer<'static>, clock: Arc<dyn Clock>) -> Result<Arc<Self>, TlsError> {
         let mut roots = RootCertStore::empty();
-        roots
-            .add(issuer)
-            .map_err(|e| TlsError::Config(format!("the issuing CA is not a usable trust anchor: {e}")))?;
+        roots.add(issuer).map_err(TlsError::TrustAnchor)?;
         let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
             .allow_unauthenticated()
             .build()
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+            .map_err(TlsError::Verifier)?;
         Ok(Arc::new(Self { inner, clock }))
     }
 }

@@ -109,8 +109,8 @@ pub enum AuthorityError {
         missing: PathBuf,
     },
     /// Generating the CA failed.
-    #[error("cannot generate the CA: {0}")]
-    Generate(String),
+    #[error("cannot generate the CA")]
+    Generate(#[source] rcgen::Error),
 }
 
 /// Why a CSR was refused. The messages are safe to send to the client.
@@ -149,15 +149,37 @@ pub enum CsrError {
     KeyReused,
 }
 
-/// Why signing failed. Internal: the client only sees `internal`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot sign: {0}")]
-pub struct SignError(pub(crate) String);
-
-impl From<rcgen::Error> for SignError {
-    fn from(e: rcgen::Error) -> Self {
-        Self(e.to_string())
-    }
+/// Why signing failed, with its cause. Internal: the client only sees `internal`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignError {
+    /// The issuing key or rcgen failed.
+    #[error("the issuing key cannot sign")]
+    Key(#[from] rcgen::Error),
+    /// An extension rcgen has no field for could not be encoded.
+    #[error("cannot encode the {what}")]
+    Encode {
+        /// Which extension or field.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: der::Error,
+    },
+    /// A serial in the store is not hex.
+    #[error("the stored serial {serial:?} is not hex")]
+    StoredSerial {
+        /// The serial as stored.
+        serial: String,
+        /// The cause.
+        #[source]
+        source: hex::FromHexError,
+    },
+    /// OCSP responses cannot be signed with the issuing key's algorithm.
+    #[error("no ocsp signature algorithm for the issuing key's algorithm {algorithm}")]
+    Algorithm {
+        /// The algorithm.
+        algorithm: String,
+    },
 }
 
 /// The kinds of key accepted in a CSR.
@@ -391,12 +413,15 @@ fn authority_info_access(url: &str) -> Result<rcgen::CustomExtension, SignError>
     use der::Encode as _;
     use x509_cert::ext::pkix::name::GeneralName;
     use x509_cert::ext::pkix::{AccessDescription, AuthorityInfoAccessSyntax};
-    let location = der::asn1::Ia5String::new(url).map_err(|e| SignError(format!("ocsp url: {e}")))?;
+    let location =
+        der::asn1::Ia5String::new(url).map_err(|source| SignError::Encode { what: "ocsp url", source })?;
     let aia = AuthorityInfoAccessSyntax(vec![AccessDescription {
         access_method: const_oid::db::rfc5280::ID_AD_OCSP,
         access_location: GeneralName::UniformResourceIdentifier(location),
     }]);
-    let content = aia.to_der().map_err(|e| SignError(format!("authority information access: {e}")))?;
+    let content = aia
+        .to_der()
+        .map_err(|source| SignError::Encode { what: "authority information access extension", source })?;
     // id-pe-authorityInfoAccess, 1.3.6.1.5.5.7.1.1.
     Ok(rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 1], content))
 }
@@ -471,8 +496,7 @@ impl Authority {
             }
             (false, false) => {}
         }
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| AuthorityError::Generate(e.to_string()))?;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(AuthorityError::Generate)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, common_name);
@@ -482,7 +506,7 @@ impl Authority {
         params.serial_number = Some(random_serial());
         params.not_before = to_offset(now - profile.backdate);
         params.not_after = to_offset(now + validity);
-        let cert = params.self_signed(&key).map_err(|e| AuthorityError::Generate(e.to_string()))?;
+        let cert = params.self_signed(&key).map_err(AuthorityError::Generate)?;
         // Key first: a crash in between leaves a key without a certificate, which the next
         // start reports instead of silently making a second CA.
         fsutil::write_atomic(&key_path, key.serialize_pem().as_bytes(), Visibility::Private)?;
@@ -582,9 +606,7 @@ impl Authority {
         } else if algorithm == &rcgen::PKCS_ED25519 {
             &[0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70]
         } else {
-            return Err(SignError(format!(
-                "no OCSP signature for the issuing key's algorithm {algorithm:?}"
-            )));
+            return Err(SignError::Algorithm { algorithm: format!("{algorithm:?}") });
         };
         Ok((identifier.to_vec(), key.sign(message)?))
     }
@@ -668,7 +690,7 @@ impl Authority {
         let mut revoked_certs = Vec::with_capacity(revoked.len());
         for entry in revoked {
             let bytes = hex::decode(&entry.serial)
-                .map_err(|e| SignError(format!("stored serial {}: {e}", entry.serial)))?;
+                .map_err(|source| SignError::StoredSerial { serial: entry.serial.clone(), source })?;
             revoked_certs.push(RevokedCertParams {
                 serial_number: SerialNumber::from(bytes),
                 revocation_time: to_offset(entry.revoked_at),

@@ -23,7 +23,7 @@ use x509_ocsp::{
     OcspResponseStatus, ResponderId, ResponseData, RevokedInfo, SingleResponse, Version,
 };
 
-use super::{Authority, IssuerHashes, RevocationReason};
+use super::{Authority, IssuerHashes, RevocationReason, SignError};
 
 /// Most certificates one request may ask about; each is a store lookup.
 pub const MAX_REQUESTS: usize = 16;
@@ -123,15 +123,25 @@ fn serial_hex(id: &CertId) -> String {
 
 /// Why a response could not be built (the issuing key failed, or encoding did).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot build an ocsp response: {0}")]
-pub struct OcspError(String);
+#[non_exhaustive]
+pub enum OcspError {
+    /// Encoding the response failed.
+    #[error("cannot encode an ocsp response")]
+    Encode(#[source] der::Error),
+    /// A time before 1970 (a clock gone wrong).
+    #[error("cannot encode a time before 1970 in an ocsp response")]
+    Time,
+    /// The issuing key failed.
+    #[error("cannot sign an ocsp response")]
+    Sign(#[source] SignError),
+}
 
 fn der_error(e: der::Error) -> OcspError {
-    OcspError(e.to_string())
+    OcspError::Encode(e)
 }
 
 fn time(t: DateTime<Utc>) -> Result<OcspGeneralizedTime, OcspError> {
-    let secs = u64::try_from(t.timestamp()).map_err(|_| OcspError("a time before 1970".into()))?;
+    let secs = u64::try_from(t.timestamp()).map_err(|_| OcspError::Time)?;
     GeneralizedTime::from_unix_duration(std::time::Duration::from_secs(secs))
         .map(OcspGeneralizedTime)
         .map_err(der_error)
@@ -191,7 +201,7 @@ pub fn answer(
         response_extensions: nonce.map(|n| vec![n]),
     };
     let tbs = data.to_der().map_err(der_error)?;
-    let (algorithm, signature) = authority.sign_raw(&tbs).map_err(|e| OcspError(e.to_string()))?;
+    let (algorithm, signature) = authority.sign_raw(&tbs).map_err(OcspError::Sign)?;
     let basic = BasicOcspResponse {
         tbs_response_data: data,
         signature_algorithm: AlgorithmIdentifierOwned::from_der(&algorithm).map_err(der_error)?,

@@ -871,7 +871,7 @@ impl Ca {
                     self.decisions.put(index, user, &device, &assertion, generation, now);
                     (device, assertion)
                 })
-                .map_err(|e| ApiError::Sign(authority::SignError(ErrorChain(&e).to_string()))),
+                .map_err(ApiError::Token),
             Err(e) => Err(e),
         };
         if result.is_err() {
