@@ -719,7 +719,8 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         let text = MINIMAL.replace("[tokens]", "[tokens]\nenrollment_token = 'x'");
-        assert!(Config::parse(&text).is_err());
+        let err = Config::parse(&text).expect_err("refused");
+        assert!(err.to_string().contains("enrollment_token"), "the error names the key: {err}");
     }
 
     #[test]

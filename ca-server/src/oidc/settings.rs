@@ -216,15 +216,31 @@ mod tests {
         };
         assert!(ok.validate().is_ok());
         let cases = [
-            ("fail/duplicate-id", vec![client("a", &["https://a/cb"]), client("a", &["https://b/cb"])]),
-            ("fail/bad-id", vec![client("a b", &["https://a/cb"])]),
-            ("fail/no-redirect", vec![client("a", &[])]),
+            (
+                "fail/duplicate-id",
+                vec![client("a", &["https://a/cb"]), client("a", &["https://b/cb"])],
+                "oidc.clients.id",
+            ),
+            ("fail/bad-id", vec![client("a b", &["https://a/cb"])], "oidc.clients.id"),
+            ("fail/no-redirect", vec![client("a", &[])], "oidc.clients.redirect_uris"),
+            (
+                "fail/bad-redirect",
+                vec![client("a", &["http://a.example.com/cb"])],
+                "oidc.clients.redirect_uris",
+            ),
         ];
-        for (name, clients) in cases {
+        for (name, clients, want) in cases {
             let settings = OidcSettings { clients, ..Default::default() };
-            assert!(settings.validate().is_err(), "{name}");
+            assert!(
+                matches!(settings.validate(), Err(ConfigError::Invalid { setting, .. }) if setting == want),
+                "{name}: {:?}",
+                settings.validate()
+            );
         }
         let short = OidcSettings { id_token_lifetime_secs: 10, ..Default::default() };
-        assert!(short.validate().is_err());
+        assert!(matches!(
+            short.validate(),
+            Err(ConfigError::Invalid { setting: "oidc.id_token_lifetime_secs", .. })
+        ));
     }
 }
