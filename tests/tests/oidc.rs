@@ -19,7 +19,7 @@ use std::process::Command;
 use ca_client::protocol::{EventType, Outcome};
 use tests::harness::agent::AgentHome;
 use tests::harness::browser::{PageLoad, SystemPolicy, chromium_dump_dom, trust_tls_root};
-use tests::harness::ca::DevCa;
+use tests::harness::ca::{Admin, DevCa};
 use tests::harness::oidc_rp::{ClientAuth, OidcRp};
 use tests::harness::process::{HANG_LIMIT, run_bounded};
 use tests::harness::require_root;
@@ -71,7 +71,7 @@ fn a_browser_signs_in_through_an_oidc_client_and_is_refused_once_revoked() {
         ca.stderr()
     );
     let id_token = between(dom, "<pre id=\"id-token\">", "</pre>");
-    let payload = verify_with_jose(&ca, &id_token, &issuer, &client_id);
+    let payload = verify_with_jose(&admin, &id_token, &issuer, &client_id);
     assert_eq!(payload["device"]["udid"], UDID, "{payload}");
     assert_eq!(payload["amr"], serde_json::json!(["mtls"]), "{payload}");
     assert!(payload["nonce"].is_string(), "the relying party sent a nonce: {payload}");
@@ -147,11 +147,13 @@ fn assert_refused(page: &PageLoad, code: &str, rp: &OidcRp) {
 
 /// Verifies the ID token with `jose` (a second JOSE library) against the JWKS the discovery
 /// document names, fetched here and handed over as a file.
-fn verify_with_jose(ca: &DevCa, token: &str, issuer: &str, audience: &str) -> serde_json::Value {
-    let discovery: serde_json::Value =
-        serde_json::from_str(&fetch(ca, &format!("{issuer}/.well-known/openid-configuration")))
-            .expect("discovery");
-    let jwks = fetch(ca, discovery["jwks_uri"].as_str().expect("jwks_uri"));
+fn verify_with_jose(admin: &Admin, token: &str, issuer: &str, audience: &str) -> serde_json::Value {
+    let discovery = admin.get(&format!("{issuer}/.well-known/openid-configuration"));
+    assert_eq!(discovery.status, 200, "discovery: {}", discovery.body);
+    let discovery: serde_json::Value = discovery.json();
+    let jwks = admin.get(discovery["jwks_uri"].as_str().expect("jwks_uri"));
+    assert_eq!(jwks.status, 200, "jwks: {}", jwks.body);
+    let jwks = jwks.body;
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("jwks.json");
     std::fs::write(&file, jwks).expect("write the jwks");
@@ -166,22 +168,6 @@ fn verify_with_jose(ca: &DevCa, token: &str, issuer: &str, audience: &str) -> se
     let line: serde_json::Value =
         serde_json::from_str(finished.stdout.trim()).expect("verify.mjs prints JSON");
     line["payload"].clone()
-}
-
-fn fetch(ca: &DevCa, url: &str) -> String {
-    let pem = std::fs::read(&ca.info.ca_bundle).expect("the CA's TLS root");
-    let tls = ca_client::tls::client_config(Some(&pem), None).expect("a TLS configuration");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-    runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .timeout(HANG_LIMIT)
-            .build()
-            .expect("client");
-        let response = client.get(url).send().await.expect("GET");
-        assert_eq!(response.status(), 200, "{url}");
-        response.text().await.expect("body")
-    })
 }
 
 fn between(text: &str, start: &str, end: &str) -> String {

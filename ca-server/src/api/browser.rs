@@ -81,7 +81,7 @@ pub(super) fn refusal_page(
         escape_html(&error.public_message())
     );
     if let Some(url) = learn_more {
-        body.push_str(&format!("<p><a href=\"{}\">Learn more</a></p>\n", escape_html(url)));
+        body.push_str(&learn_more_link(url));
     }
     if let Some((label, url)) = back {
         body.push_str(&format!(
@@ -91,6 +91,11 @@ pub(super) fn refusal_page(
         ));
     }
     html_page(StatusCode::FORBIDDEN, "Security requirements", &body)
+}
+
+/// The "Learn more" paragraph of the CA's pages.
+pub(super) fn learn_more_link(url: &str) -> String {
+    format!("<p><a href=\"{}\">Learn more</a></p>\n", escape_html(url))
 }
 
 /// A page of the CA's own: `body` is HTML the caller escaped. Nothing on it loads,

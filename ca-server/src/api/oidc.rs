@@ -20,7 +20,7 @@ use super::{
     refusal_page,
 };
 use crate::error::ApiError;
-use crate::oidc::request::{BadParams, append_query};
+use crate::oidc::request::BadParams;
 use crate::oidc::{
     AUTHORIZE_PATH, DISCOVERY_PATH, ErrorCode, JWKS_PATH, OAuthError, Params, Refusal, TOKEN_PATH,
     TokenRequest, USERINFO_PATH,
@@ -152,14 +152,7 @@ async fn authorize(
     };
     let mut context = RefusalContext::new(EventType::Authenticate, address(client));
     match ca.oidc_authorize(provider, &request, presented, &mut context).await {
-        Ok(code) => {
-            let mut pairs = vec![("code", code.as_str())];
-            if let Some(state) = &request.state {
-                pairs.push(("state", state));
-            }
-            pairs.push(("iss", provider.issuer()));
-            see_other(&append_query(&request.redirect_uri, &pairs))
-        }
+        Ok(code) => see_other(&request.granted(&code, provider.issuer())),
         Err(error) => {
             ca.record_refusal(&context, &error).await;
             let back = request.refusal(authorization_refusal(&error)).location(provider.issuer());
@@ -201,7 +194,7 @@ fn request_page(ca: &Ca, error: &OAuthError) -> Response {
         super::escape_html(&error.description)
     );
     if let Some(url) = ca.learn_more_url() {
-        body.push_str(&format!("<p><a href=\"{}\">Learn more</a></p>\n", super::escape_html(url)));
+        body.push_str(&super::browser::learn_more_link(url));
     }
     html_page(StatusCode::BAD_REQUEST, "Sign-in request refused", &body)
 }

@@ -125,9 +125,9 @@ impl OAuthError {
         Self { code, description }
     }
 
-    /// An `access_denied` naming the contract's refusal, as `<code>: <message>`.
-    pub fn access_denied(error: &crate::error::ApiError) -> Self {
-        Self::new(ErrorCode::AccessDenied, format!("{}: {}", error.code_str(), error.public_message()))
+    /// An error whose description names the contract's refusal, as `<code>: <message>`.
+    pub fn naming(code: ErrorCode, error: &crate::error::ApiError) -> Self {
+        Self::new(code, format!("{}: {}", error.code_str(), error.public_message()))
     }
 }
 

@@ -71,6 +71,11 @@ pub struct Authorization<'p> {
 }
 
 impl Authorization<'_> {
+    /// Where the browser goes with the `code` for this request.
+    pub fn granted(&self, code: &str, issuer: &str) -> String {
+        answer_url(&self.redirect_uri, &[("code", code)], self.state.as_deref(), issuer)
+    }
+
     /// Where a refusal of this request goes.
     pub fn refusal(&self, error: OAuthError) -> Redirect {
         Redirect { uri: self.redirect_uri.clone(), state: self.state.clone(), error }
@@ -102,18 +107,25 @@ impl Redirect {
     /// The URL to send the browser to, with `error`, `error_description`, `state` and `iss`
     /// (RFC 9207).
     pub fn location(&self, issuer: &str) -> String {
-        let mut pairs =
-            vec![("error", self.error.code.as_str()), ("error_description", self.error.description.as_str())];
-        if let Some(state) = &self.state {
-            pairs.push(("state", state));
-        }
-        pairs.push(("iss", issuer));
-        append_query(&self.uri, &pairs)
+        let error =
+            [("error", self.error.code.as_str()), ("error_description", self.error.description.as_str())];
+        answer_url(&self.uri, &error, self.state.as_deref(), issuer)
     }
 }
 
+/// Every answer sent back to the client: the redirect URI with `pairs`, the request's
+/// `state` when it sent one, and `iss` (RFC 9207).
+fn answer_url(uri: &str, pairs: &[(&str, &str)], state: Option<&str>, issuer: &str) -> String {
+    let mut all = pairs.to_vec();
+    if let Some(state) = state {
+        all.push(("state", state));
+    }
+    all.push(("iss", issuer));
+    append_query(uri, &all)
+}
+
 /// `uri` with `pairs` added to its query (form-encoded), keeping the query it has.
-pub fn append_query(uri: &str, pairs: &[(&str, &str)]) -> String {
+fn append_query(uri: &str, pairs: &[(&str, &str)]) -> String {
     let mut encoded = url::form_urlencoded::Serializer::new(String::new());
     for (key, value) in pairs {
         encoded.append_pair(key, value);

@@ -168,7 +168,9 @@ impl Ca {
             tracing::info!(client = client.id(), why, "refused: openid connect code");
             invalid_grant(why)
         };
-        let grant = match self.store.redeem_code(&sha256_hex(&request.code), client.id(), now).await {
+        // The code's hash is its key in the store and, once redeemed, its grant's id.
+        let grant_id = sha256_hex(&request.code);
+        let grant = match self.store.redeem_code(&grant_id, client.id(), now).await {
             Ok(Redemption::First(grant)) => grant,
             Ok(Redemption::Replayed(grant)) => {
                 // RFC 6749 §10.5: a code used twice was stolen or replayed; the access tokens
@@ -210,10 +212,7 @@ impl Ca {
                 if error.is_internal() {
                     return Err(server_error());
                 }
-                return Err(OAuthError::new(
-                    ErrorCode::InvalidGrant,
-                    format!("{}: {}", error.code_str(), error.public_message()),
-                ));
+                return Err(OAuthError::naming(ErrorCode::InvalidGrant, &error));
             }
         };
         let owner = owner(&row, client.bind_user(hint));
@@ -223,7 +222,6 @@ impl Ca {
             // OpenID Connect Core §2: at most 255 ASCII characters.
             return Err(refused("the user name is too long to be a subject"));
         }
-        let grant_id = sha256_hex(&request.code);
         let tokens = provider
             .tokens(
                 &Grant {
@@ -277,7 +275,7 @@ impl Ca {
         let judged =
             self.judge(&row, client.bind_user(hint), hint, now).and_then(|_| self.still_managed(&row));
         if let Err(error) = judged {
-            return Err(invalid(&format!("{}: {}", error.code_str(), error.public_message())));
+            return Err(OAuthError::naming(ErrorCode::InvalidToken, &error));
         }
         let owner = owner(&row, client.bind_user(hint));
         Ok(UserInfo {
@@ -300,10 +298,9 @@ pub fn authorization_refusal(error: &ApiError) -> OAuthError {
     }
     match error {
         // Not the device's fault: the client may try again (RFC 6749 §4.1.2.1).
-        ApiError::MdmUnavailable(_) | ApiError::ReadOnly | ApiError::RateLimited { .. } => OAuthError::new(
-            ErrorCode::TemporarilyUnavailable,
-            format!("{}: {}", error.code_str(), error.public_message()),
-        ),
-        _ => OAuthError::access_denied(error),
+        ApiError::MdmUnavailable(_) | ApiError::ReadOnly | ApiError::RateLimited { .. } => {
+            OAuthError::naming(ErrorCode::TemporarilyUnavailable, error)
+        }
+        _ => OAuthError::naming(ErrorCode::AccessDenied, error),
     }
 }

@@ -254,6 +254,11 @@ impl Admin {
         })
     }
 
+    /// `GET url` of this CA (any listener), without credentials, trusting its TLS root.
+    pub fn get(&self, url: &str) -> Answer {
+        self.send(self.http.get(url))
+    }
+
     fn admin_get(&self, path: &str) -> Answer {
         let url = self.base.join(path).expect("a valid path");
         self.send(self.http.get(url).bearer_auth(&self.token))
