@@ -29,7 +29,7 @@
 //! twin ours the moment the CA published its pattern.
 //!
 //! Where the agent owns the whole list (Linux: its own policy file, rebuilt from the other
-//! files at every install) nothing needs remembering; see `crate::linux::chromium_policy`.
+//! files at every install) nothing needs remembering; see `crate::platform::linux::chromium_policy`.
 
 use serde::Serialize;
 use serde_json::Value;

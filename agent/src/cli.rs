@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::exit::EXIT_CODES_HELP;
+use crate::app::exit::EXIT_CODES_HELP;
 use crate::token::TokenSource;
 
 /// Keeps this device's mutual-TLS client certificate enrolled, renewed and presented by
@@ -79,11 +79,11 @@ pub enum Command {
     Profile(ProfileArgs),
     /// Jamf Pro's policy entry point (macOS, as root).
     #[cfg(target_os = "macos")]
-    Jamf(crate::macos::jamf::JamfCli),
+    Jamf(crate::platform::macos::jamf::JamfCli),
     /// Apps allowed to use the device key without a prompt (macOS).
     #[cfg(target_os = "macos")]
     #[command(subcommand)]
-    Allowlist(crate::macos::allowlist::AllowlistCommand),
+    Allowlist(crate::platform::macos::allowlist::AllowlistCommand),
     /// Print the version.
     Version,
 }

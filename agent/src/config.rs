@@ -155,7 +155,7 @@ impl Loaded {
     /// The renewal window.
     pub fn renew_before(&self) -> Result<TimeDelta, ConfigError> {
         match self.config.renew_before_days {
-            None => Ok(crate::core::schedule::DEFAULT_RENEW_BEFORE),
+            None => Ok(crate::decision::schedule::DEFAULT_RENEW_BEFORE),
             Some(days @ 1..=MAX_RENEW_BEFORE_DAYS) => Ok(TimeDelta::days(i64::from(days))),
             Some(days) => Err(ConfigError::Invalid {
                 key: "renew_before_days",

@@ -1,12 +1,13 @@
 //! The `devicetrust-agent` binary: parses the command line, refuses to run as root from a
-//! place others can change (see `agent::trust`), sets up logging to stderr, runs the command
-//! and turns its outcome into a documented exit code (see `--help`).
+//! place others can change (see `agent::check_own_binary`), sets up logging to stderr (and
+//! on a Mac to the unified log), and runs the command, whose outcome is a documented exit
+//! code (see `--help`).
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
+use agent::Exit;
 use agent::cli::Cli;
-use agent::exit::Exit;
 use clap::Parser as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -21,65 +22,16 @@ fn main() -> ExitCode {
         }
     };
     // As root, nothing happens unless this binary is one only root could have put there.
-    if let Err(e) = agent::trust::check_own_binary() {
+    if let Err(e) = agent::check_own_binary() {
         eprintln!("devicetrust-agent: error: {e}");
         eprintln!(
             "  install the agent where only root can write (on a Mac: {}), with any symbolic link pointing there",
-            agent::macos::AGENT_BINARY
+            agent::AGENT_BINARY
         );
-        return ExitCode::from(Exit::Usage.code());
+        return Exit::Usage.into();
     }
     init_logging(cli.verbose);
-    let stdin = std::io::stdin();
-    let mut stdin = stdin.lock();
-    let stdout = std::io::stdout();
-    let mut stdout = stdout.lock();
-    #[cfg(target_os = "macos")]
-    if let Some(code) = run_macos_only(&cli, &mut stdin, &mut stdout) {
-        return code;
-    }
-    match agent::commands::execute(&cli, &mut stdin, &mut stdout) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let exit = e.exit();
-            eprintln!("devicetrust-agent: error: {e}");
-            let mut cause = std::error::Error::source(&e);
-            while let Some(c) = cause {
-                eprintln!("  caused by: {c}");
-                cause = c.source();
-            }
-            ExitCode::from(exit)
-        }
-    }
-}
-
-/// The macOS-only subcommands, which speak in the Jamf policy log's terms rather than in
-/// agent errors; `None` for every other subcommand.
-#[cfg(target_os = "macos")]
-fn run_macos_only(
-    cli: &Cli,
-    stdin: &mut dyn std::io::BufRead,
-    out: &mut dyn std::io::Write,
-) -> Option<ExitCode> {
-    use agent::cli::Command;
-    match &cli.command {
-        Command::Jamf(jamf) => {
-            let token = if jamf.token_stdin {
-                match agent::token::read_token(&agent::token::TokenSource::Stdin, stdin, None) {
-                    Ok(token) => token,
-                    Err(e) => {
-                        let _ = writeln!(out, "ERROR: {e}");
-                        return Some(ExitCode::from(Exit::Usage.code()));
-                    }
-                }
-            } else {
-                None
-            };
-            Some(agent::macos::run_jamf(&jamf.args, token, cli.config.as_deref(), out))
-        }
-        Command::Allowlist(command) => Some(agent::macos::run_allowlist(command, cli.config.as_deref(), out)),
-        _ => None,
-    }
+    agent::run(&cli, &mut std::io::stdin().lock(), &mut std::io::stdout().lock())
 }
 
 fn init_logging(verbose: u8) {
@@ -98,6 +50,6 @@ fn init_logging(verbose: u8) {
     let registry = tracing_subscriber::registry().with(filter).with(stderr);
     // On a Mac the same events also go to the unified log (subsystem com.devicetrust.agent).
     #[cfg(target_os = "macos")]
-    let registry = registry.with(agent::macos::oslog_layer());
+    let registry = registry.with(agent::oslog_layer());
     registry.init();
 }

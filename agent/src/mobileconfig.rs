@@ -793,20 +793,20 @@ mod tests {
             payload.into_iter().filter(|(key, _)| !key.starts_with("Payload")).collect();
 
         let mut config = crate::config::Config::default();
-        let applied = crate::macos::config::overlay(&mut config, &managed).unwrap();
+        let applied = crate::platform::macos::config::overlay(&mut config, &managed).unwrap();
         assert_eq!(applied, ["ca_url", "ca_bundle", "renew_before_days"]);
         assert_eq!(config.ca_url.as_deref(), Some(EXAMPLE_CA));
         assert_eq!(config.ca_bundle, Some(PathBuf::from("/Library/Application Support/DeviceTrust/ca.pem")));
         assert_eq!(config.renew_before_days, Some(30));
 
-        let settings = crate::macos::config::mac_settings(&managed).unwrap();
+        let settings = crate::platform::macos::config::mac_settings(&managed).unwrap();
         assert_eq!(settings.org_domain.as_deref(), Some("example.com"));
         assert_eq!(settings.allowlist, Some(vec!["apple:".to_owned(), "teamid:UBF8T346G9".to_owned()]));
         assert_eq!(
             settings.enrollment_token.as_ref().map(|t| t.expose()),
             Some("dt_enroll_0123456789abcdef")
         );
-        let known: Vec<&str> = crate::macos::config::managed_keys().collect();
+        let known: Vec<&str> = crate::platform::macos::config::managed_keys().collect();
         assert!(managed.keys().all(|key| known.contains(&key.as_str())), "{:?}", managed.keys());
     }
 

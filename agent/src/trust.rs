@@ -236,6 +236,12 @@ impl Trust {
     }
 }
 
+/// Where the macOS package installs the agent: a directory only root can change, because Jamf
+/// Pro runs the agent as root (`/usr/local/bin/devicetrust-agent` is only a symbolic link to
+/// it, for people: on Intel Macs with Homebrew `/usr/local/bin` belongs to a user). `main`
+/// names it when [`check_own_binary`] refuses.
+pub const AGENT_BINARY: &str = "/Library/DeviceTrust/bin/devicetrust-agent";
+
 /// A file root refuses to use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("refusing to use {what} {} as root: {reason}", .path.display())]

@@ -1,9 +1,9 @@
 //! The flows against the in-memory CA, with a simulated crash at every step.
 
 use super::*;
-use crate::hooks::SimulatedCrash;
+use crate::lifecycle::checkpoints::SimulatedCrash;
 use crate::platform::StoreSnapshot;
-use crate::store::FileIdentityStore;
+use crate::platform::file_store::FileIdentityStore;
 use crate::testing::{FakeCa, TOKEN, early};
 
 #[derive(Debug)]

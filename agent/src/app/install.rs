@@ -1,0 +1,181 @@
+//! `install` and `uninstall`, for the user (the scheduled run, and the browser settings for
+//! the current certificate) or with `--system` for the whole machine (the browsers' managed
+//! policy), and the removal a revocation triggers.
+
+use std::io::Write;
+
+use ca_client::protocol::Metadata;
+
+use super::{Agent, AgentError, error_chain, target_of, warn_skipped_origins};
+use crate::platform::{PlatformError, ScheduleSpec, Scope, WrittenEntries};
+
+impl Agent {
+    /// Removes the user's artifacts: browser settings, identities, the scheduled run.
+    /// Returns the removed items and the failures.
+    pub(super) fn remove_user_artifacts(
+        &self,
+        metadata: Option<&Metadata>,
+        written: &WrittenEntries,
+    ) -> (Vec<String>, Vec<String>) {
+        let target = metadata.and_then(|m| target_of(m).ok());
+        let mut removed = Vec::new();
+        let mut failed = Vec::new();
+        let steps: [(&str, Result<Vec<String>, PlatformError>); 3] = [
+            ("browser settings", self.platform.browsers.remove(Scope::User, target.as_ref(), written)),
+            ("identities", self.platform.store.remove_all()),
+            ("scheduled run", self.platform.scheduler.uninstall()),
+        ];
+        for (what, result) in steps {
+            match result {
+                Ok(lines) => removed.extend(lines),
+                Err(e) => failed.push(format!("{what}: {}", error_chain(&e))),
+            }
+        }
+        (removed, failed)
+    }
+
+    /// `uninstall [--system]`.
+    pub fn uninstall(&self, system: bool, out: &mut dyn Write) -> Result<(), AgentError> {
+        if system {
+            let metadata = self.metadata_for_system();
+            let target = metadata.as_ref().and_then(|m| target_of(m).ok());
+            let lines =
+                self.platform.browsers.remove(Scope::System, target.as_ref(), &WrittenEntries::new())?;
+            report_removed(&lines, out)?;
+            return Ok(());
+        }
+        let _lock = self.state.lock()?;
+        // A corrupt cache or state must not block an uninstall.
+        let cached = self.state.load_metadata().ok().flatten();
+        let written = self.state.load().map(|s| s.autoselect_written).unwrap_or_default();
+        let (mut removed, failed) =
+            self.remove_user_artifacts(cached.as_ref().map(|c| &c.metadata), &written);
+        // The state holds the record of the entries the agent wrote: after a failure it stays,
+        // so that `uninstall` run again still knows what to remove.
+        if failed.is_empty() {
+            removed.extend(self.state.remove_all()?);
+        }
+        report_removed(&removed, out)?;
+        if failed.is_empty() { Ok(()) } else { Err(AgentError::Incomplete(failed)) }
+    }
+
+    fn metadata_for_system(&self) -> Option<Metadata> {
+        if self.ca.is_some() {
+            match self.ca().and_then(|ca| {
+                ca.metadata().map_err(|source| AgentError::Ca { action: "fetch the ca metadata", source })
+            }) {
+                Ok(metadata) => return Some(metadata),
+                Err(e) => tracing::warn!(error = %error_chain(&e), "using the cached ca metadata"),
+            }
+        }
+        match self.state.load_metadata() {
+            Ok(cached) => cached.map(|c| c.metadata),
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "not using the cached ca metadata");
+                None
+            }
+        }
+    }
+
+    /// `install [--system]`.
+    ///
+    /// With `--system` the metadata is fetched now when a CA is configured, else taken from
+    /// the cache (as root only a cache only root can change). Its browser target is checked
+    /// before anything is written.
+    pub fn install(&self, system: bool, out: &mut dyn Write) -> Result<(), AgentError> {
+        if system {
+            let (metadata, from) = match self.ca() {
+                Ok(ca) => {
+                    let metadata = ca
+                        .metadata()
+                        .map_err(|source| AgentError::Ca { action: "fetch the ca metadata", source })?;
+                    let url = self.config.config.ca_url.clone().unwrap_or_default();
+                    (metadata, format!("fetched from {url}"))
+                }
+                Err(no_ca) => match self.state.load_metadata() {
+                    Ok(Some(cached)) => {
+                        (cached.metadata, format!("cached in {}", self.state.metadata_path().display()))
+                    }
+                    Ok(None) => return Err(no_ca),
+                    Err(source @ PlatformError::Untrusted(_)) => {
+                        let config = self.config.path.as_deref().map_or_else(
+                            || crate::config::SYSTEM_CONFIG.to_owned(),
+                            |p| p.display().to_string(),
+                        );
+                        return Err(AgentError::NoTrustedMetadata { config, source });
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+            };
+            let target = target_of(&metadata).map_err(|source| AgentError::BrowserTarget { from, source })?;
+            warn_skipped_origins(&target);
+            // The system scope owns its whole policy file and needs no record.
+            let lines =
+                self.platform.browsers.apply(Scope::System, &target, None, &mut WrittenEntries::new())?;
+            report_changes(&lines, out)?;
+            return Ok(());
+        }
+        // The scheduler runs the binary itself, not a symbolic link to it that someone might
+        // repoint (`/usr/local/bin/devicetrust-agent` on a Mac).
+        let program = std::env::current_exe()
+            .and_then(std::fs::canonicalize)
+            .map_err(|e| PlatformError::io("could not find", "the agent binary", e))?;
+        let config = if self.config.explicit { self.config.path.as_deref() } else { None };
+        let current = self.current()?;
+        // Checked before the scheduler is touched, so that a bad target writes nothing.
+        let cached = match &current {
+            Some(_) => self.state.load_metadata()?,
+            None => None,
+        };
+        let target = match &cached {
+            Some(cached) => {
+                Some(target_of(&cached.metadata).map_err(|source| AgentError::BrowserTarget {
+                    from: format!("cached in {}", self.state.metadata_path().display()),
+                    source,
+                })?)
+            }
+            None => None,
+        };
+        let spec = ScheduleSpec {
+            program: &program,
+            config,
+            device_offset: self.device_offset(current.as_ref()).to_std().unwrap_or_default(),
+        };
+        let mut lines = self.platform.scheduler.install(&spec)?;
+        if let (Some(current), Some(target)) = (&current, &target) {
+            warn_skipped_origins(target);
+            let _lock = self.state.lock()?;
+            let mut state = self.state.load()?;
+            let result = self.platform.browsers.apply(
+                Scope::User,
+                target,
+                Some(&current.identity),
+                &mut state.autoselect_written,
+            );
+            self.state.save(&state)?;
+            lines.extend(result?);
+        }
+        report_changes(&lines, out)?;
+        Ok(())
+    }
+}
+
+/// Prints what `uninstall` removed, or that there was nothing to remove.
+fn report_removed(lines: &[String], out: &mut dyn Write) -> Result<(), AgentError> {
+    report(lines, "removed ", "nothing to remove", out)
+}
+
+/// Prints what `install` changed, or that everything was already in place.
+fn report_changes(lines: &[String], out: &mut dyn Write) -> Result<(), AgentError> {
+    report(lines, "", "everything is already in place", out)
+}
+
+fn report(lines: &[String], prefix: &str, when_empty: &str, out: &mut dyn Write) -> Result<(), AgentError> {
+    if lines.is_empty() {
+        writeln!(out, "{when_empty}")?;
+    }
+    for line in lines {
+        writeln!(out, "{prefix}{line}")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,403 @@
+//! The Linux backend: assembles [`Platform`] from the file identity store
+//! ([`crate::platform::file_store`]) and the Linux parts below: the device facts
+//! ([`facts`]), the user's NSS database ([`nss`]), Chromium's and Chrome's managed policy
+//! ([`chromium_policy`]) and the systemd user timer ([`systemd`]).
+//!
+//! Data lives in `$XDG_DATA_HOME/devicetrust` (default `~/.local/share/devicetrust`), or the
+//! configured `data_dir`. The NSS import needs the private key itself (NSS takes keys only
+//! through PKCS#12), so the browser integration reads it from the file store, which is the
+//! one place it is kept.
+//!
+//! Each part works on paths and programs it is given, so tests run against temporary
+//! directories and the real `certutil`, `pk12util` and `openssl` without touching the
+//! machine's own configuration.
+
+mod chromium_policy;
+mod facts;
+mod nss;
+mod systemd;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ca_client::cert::CertificateInfo;
+use ca_client::signer::{KeySigner as _, SoftwareKey};
+
+use crate::autoselect::{self, OurEntry};
+use chromium_policy::ManagedPolicy;
+use facts::FactSources;
+use nss::{ImportOutcome, NssDb};
+use systemd::{Activation, UserUnits};
+use crate::platform::{
+    BrowserIntegration, BrowserStatus, BrowserTarget, DeviceFacts, Identity, IdentityStore as _, LogNotifier,
+    MdmEnrollment, Platform, PlatformError, PlatformOptions, ScheduleSpec, Scheduler, SchedulerStatus, Scope,
+    SystemClock,
+};
+use crate::platform::{OriginStatus, WrittenEntries};
+use crate::platform::file_store::FileIdentityStore;
+
+/// The data directory: the configured one, else `$XDG_DATA_HOME/devicetrust`, else
+/// `$HOME/.local/share/devicetrust`. A relative `XDG_DATA_HOME` is ignored, as the XDG
+/// specification says.
+pub fn data_dir(
+    configured: Option<&Path>,
+    xdg_data_home: Option<&Path>,
+    home: Option<&Path>,
+) -> Option<PathBuf> {
+    if let Some(dir) = configured {
+        return Some(dir.to_owned());
+    }
+    let base = match xdg_data_home.filter(|p| p.is_absolute()) {
+        Some(xdg) => xdg.to_owned(),
+        None => home.filter(|h| h.is_absolute())?.join(".local").join("share"),
+    };
+    Some(base.join("devicetrust"))
+}
+
+/// Opens the Linux backend for the current user.
+pub fn open(options: &PlatformOptions) -> Result<Platform, PlatformError> {
+    let xdg = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from);
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let data_dir = data_dir(options.data_dir.as_deref(), xdg.as_deref(), home.as_deref()).ok_or(
+        PlatformError::Unavailable {
+            what: "the data directory",
+            hint: "set HOME, XDG_DATA_HOME or data_dir",
+        },
+    )?;
+    let store = FileIdentityStore::new(&data_dir);
+    Ok(Platform {
+        data_dir,
+        store: Arc::new(store.clone()),
+        device: Box::new(LinuxDevice { sources: FactSources::system() }),
+        browsers: Box::new(LinuxBrowsers {
+            store,
+            nss: NssDb::from_env().map_err(|e| e.to_string()),
+            policies: ManagedPolicy::all_system(),
+        }),
+        scheduler: Box::new(LinuxScheduler { units: UserUnits::from_env().map_err(|e| e.to_string()) }),
+        notifier: Box::new(LogNotifier),
+        clock: Arc::new(SystemClock),
+    })
+}
+
+fn backend(e: impl ToString) -> PlatformError {
+    PlatformError::Backend(e.to_string())
+}
+
+/// Device facts from the system files (`/etc/machine-id`, DMI, `os-release`).
+#[derive(Debug)]
+pub struct LinuxDevice {
+    sources: FactSources,
+}
+
+impl DeviceFacts for LinuxDevice {
+    fn udid(&self) -> Result<String, PlatformError> {
+        self.sources.udid().map_err(backend)
+    }
+
+    fn serial_number(&self) -> Result<String, PlatformError> {
+        self.sources.serial_number().map_err(backend)
+    }
+
+    fn display_name(&self) -> Result<String, PlatformError> {
+        self.sources.hostname().map_err(backend)
+    }
+
+    fn os_version(&self) -> Result<String, PlatformError> {
+        self.sources.os_version().map_err(backend)
+    }
+
+    fn current_user(&self) -> Result<String, PlatformError> {
+        facts::current_user().map_err(backend)
+    }
+
+    fn console_user(&self) -> Result<Option<String>, PlatformError> {
+        // The agent runs in the user's own session on Linux.
+        self.current_user().map(Some)
+    }
+
+    fn mdm_enrollment(&self) -> Result<MdmEnrollment, PlatformError> {
+        // No local MDM client to ask: the CA's check decides.
+        Ok(MdmEnrollment::Unknown)
+    }
+}
+
+/// The user's NSS database (user scope) and the browsers' managed policy (system scope).
+#[derive(Debug)]
+pub struct LinuxBrowsers {
+    store: FileIdentityStore,
+    nss: Result<NssDb, String>,
+    policies: Vec<ManagedPolicy>,
+}
+
+const NSS_NAME: &str = "nssdb";
+
+impl LinuxBrowsers {
+    /// Browser integration over explicit parts (tests use temporary directories).
+    pub fn new(store: FileIdentityStore, nss: NssDb, policies: Vec<ManagedPolicy>) -> Self {
+        Self { store, nss: Ok(nss), policies }
+    }
+
+    fn nss(&self) -> Result<&NssDb, PlatformError> {
+        self.nss.as_ref().map_err(|e| PlatformError::Backend(e.clone()))
+    }
+
+    fn import(&self, identity: &Identity) -> Result<Vec<String>, PlatformError> {
+        let nss = self.nss()?;
+        let key = self.store.current_key_pkcs8()?.ok_or(PlatformError::Missing("the current key"))?;
+        // The store's current key must be the identity's, or NSS would pair a certificate with
+        // a foreign key.
+        let loaded = SoftwareKey::from_pkcs8_der(&key).map_err(|e| PlatformError::Key(e.to_string()))?;
+        if loaded.public_key_sec1() != identity.key.public_key_sec1() {
+            return Err(PlatformError::Backend(
+                "the identity is not the store's current identity".to_owned(),
+            ));
+        }
+        match nss.import(nss::DEFAULT_NICKNAME, identity.certificate_pem.as_bytes(), &key).map_err(backend)? {
+            ImportOutcome::AlreadyCurrent => Ok(Vec::new()),
+            ImportOutcome::Imported { replaced } => {
+                let mut line = format!("imported the identity into the nss database {}", nss.dir().display());
+                if !replaced.is_empty() {
+                    line.push_str(&format!(" (replacing {} certificate(s))", replaced.certificates));
+                }
+                Ok(vec![line])
+            }
+        }
+    }
+
+    fn nss_status(&self) -> BrowserStatus {
+        let mut status = BrowserStatus {
+            browser: NSS_NAME.to_owned(),
+            present: false,
+            managed: false,
+            detail: None,
+            origins: Vec::new(),
+        };
+        let nss = match self.nss() {
+            Ok(nss) => nss,
+            Err(e) => {
+                status.detail = Some(e.to_string());
+                return status;
+            }
+        };
+        if !nss.exists() {
+            status.detail = Some(format!("no nss database at {}", nss.dir().display()));
+            return status;
+        }
+        let current = match self.store.current() {
+            Ok(Some(identity)) => identity,
+            Ok(None) => {
+                status.detail = Some("no identity to compare with".to_owned());
+                return status;
+            }
+            Err(e) => {
+                status.detail = Some(e.to_string());
+                return status;
+            }
+        };
+        let der = CertificateInfo::from_pem(&current.certificate_pem).map(|info| info.der().to_vec());
+        match (nss.identity(nss::DEFAULT_NICKNAME), der) {
+            (Ok(Some(found)), Ok(der)) => {
+                status.present = found.is_exactly(&der);
+                status.detail = Some(if status.present {
+                    format!("current identity in {}", nss.dir().display())
+                } else {
+                    format!(
+                        "{} holds another certificate under {}",
+                        nss.dir().display(),
+                        nss::DEFAULT_NICKNAME
+                    )
+                });
+            }
+            (Ok(None), _) => status.detail = Some(format!("not in {}", nss.dir().display())),
+            (Err(e), _) => status.detail = Some(e.to_string()),
+            (_, Err(e)) => status.detail = Some(e.to_string()),
+        }
+        status
+    }
+}
+
+impl BrowserIntegration for LinuxBrowsers {
+    fn apply(
+        &self,
+        scope: Scope,
+        target: &BrowserTarget<'_>,
+        identity: Option<&Identity>,
+        // The user scope writes no shared list, and the system scope owns its whole file.
+        _written: &mut WrittenEntries,
+    ) -> Result<Vec<String>, PlatformError> {
+        match scope {
+            Scope::User => match identity {
+                Some(identity) => self.import(identity),
+                None => Err(PlatformError::Missing("the identity to import into nss")),
+            },
+            Scope::System => {
+                let wanted = target.wanted().map_err(backend)?;
+                let patterns: Vec<&str> = wanted.entries.iter().map(OurEntry::pattern).collect();
+                let mut lines = Vec::new();
+                for policy in &self.policies {
+                    let change = policy.install(&wanted.entries).map_err(backend)?;
+                    if change.file_changed {
+                        lines.push(format!(
+                            "wrote the {} managed policy {} for {}",
+                            policy.browser().name(),
+                            change.file.display(),
+                            patterns.join(", ")
+                        ));
+                    }
+                }
+                Ok(lines)
+            }
+        }
+    }
+
+    fn status(&self, target: &BrowserTarget<'_>) -> Result<Vec<BrowserStatus>, PlatformError> {
+        let mut out = vec![self.nss_status()];
+        let wanted = target.wanted().map_err(backend)?;
+        for policy in &self.policies {
+            let name = policy.browser().name().to_owned();
+            out.push(match policy.status(&wanted.entries) {
+                Ok(status) => BrowserStatus {
+                    browser: name,
+                    present: status.entries.iter().all(|(_, s)| *s == autoselect::Status::Present),
+                    origins: status
+                        .entries
+                        .iter()
+                        .map(|(origin, entry)| OriginStatus { origin: origin.clone(), entry: *entry })
+                        .collect(),
+                    managed: status.managed,
+                    detail: Some(match (&status.effective_file, status.in_sync) {
+                        (Some(file), true) => format!("policy in {}", file.display()),
+                        (Some(file), false) => {
+                            format!("policy in {} (run install --system to refresh)", file.display())
+                        }
+                        (None, _) => format!("no policy in {}", status.dir.display()),
+                    }),
+                },
+                Err(e) => BrowserStatus {
+                    browser: name,
+                    present: false,
+                    managed: false,
+                    detail: Some(e.to_string()),
+                    origins: Vec::new(),
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    fn remove(
+        &self,
+        scope: Scope,
+        _target: Option<&BrowserTarget<'_>>,
+        _written: &WrittenEntries,
+    ) -> Result<Vec<String>, PlatformError> {
+        match scope {
+            Scope::User => {
+                let nss = self.nss()?;
+                let removed = nss.remove(nss::DEFAULT_NICKNAME).map_err(backend)?;
+                Ok(if removed.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![format!(
+                        "{} certificate(s) and {} key(s) from the nss database {}",
+                        removed.certificates,
+                        removed.keys,
+                        nss.dir().display()
+                    )]
+                })
+            }
+            Scope::System => {
+                // Our policy file holds only our entries' list; uninstalling drops the policy
+                // from it whatever the entries were, so it needs no target (the CA's metadata
+                // may never have been learnt).
+                let mut lines = Vec::new();
+                for policy in &self.policies {
+                    let change = policy.uninstall().map_err(backend)?;
+                    if change.file_changed {
+                        lines.push(format!(
+                            "the {} managed policy {}",
+                            policy.browser().name(),
+                            change.file.display()
+                        ));
+                    }
+                }
+                Ok(lines)
+            }
+        }
+    }
+}
+
+/// systemd user units.
+#[derive(Debug)]
+pub struct LinuxScheduler {
+    units: Result<UserUnits, String>,
+}
+
+impl LinuxScheduler {
+    /// A scheduler over explicit units (tests use a temporary directory and a fake manager).
+    pub fn new(units: UserUnits) -> Self {
+        Self { units: Ok(units) }
+    }
+
+    fn units(&self) -> Result<&UserUnits, PlatformError> {
+        self.units.as_ref().map_err(|e| PlatformError::Backend(e.clone()))
+    }
+}
+
+impl Scheduler for LinuxScheduler {
+    fn install(&self, spec: &ScheduleSpec<'_>) -> Result<Vec<String>, PlatformError> {
+        let report = self.units()?.install(spec.program, spec.config).map_err(backend)?;
+        let mut lines: Vec<String> =
+            report.written.iter().map(|p| format!("wrote {}", p.display())).collect();
+        lines.push(match report.activation {
+            Activation::Enabled => "enabled the daily timer and the run at login".to_owned(),
+            Activation::AtNextLogin { reason } => {
+                format!("the user manager is not reachable ({reason}); the timer starts at the next login")
+            }
+        });
+        Ok(lines)
+    }
+
+    fn uninstall(&self) -> Result<Vec<String>, PlatformError> {
+        let report = self.units()?.uninstall().map_err(backend)?;
+        if let Some(reason) = &report.manager_unreachable {
+            tracing::warn!(%reason, "the systemd user manager could not be told; the unit files are removed anyway");
+        }
+        Ok(report.removed.iter().map(|p| p.display().to_string()).collect())
+    }
+
+    fn status(&self) -> Result<SchedulerStatus, PlatformError> {
+        let units = self.units()?;
+        let installed = units.installed();
+        Ok(SchedulerStatus {
+            installed,
+            detail: if installed {
+                format!("systemd user timer in {}", units.dir().display())
+            } else {
+                format!("no systemd user timer in {}", units.dir().display())
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_dir_table() {
+        let p = |s: &str| Some(PathBuf::from(s));
+        let table = [
+            ("ok/configured-wins", p("/cfg"), p("/xdg"), p("/home/a"), p("/cfg")),
+            ("ok/xdg", None, p("/xdg"), p("/home/a"), p("/xdg/devicetrust")),
+            ("ok/home", None, None, p("/home/a"), p("/home/a/.local/share/devicetrust")),
+            ("ok/relative-xdg-ignored", None, p("rel"), p("/home/a"), p("/home/a/.local/share/devicetrust")),
+            ("fail/nothing", None, None, None, None),
+            ("fail/relative-home", None, None, p("home"), None),
+        ];
+        for (name, configured, xdg, home, want) in table {
+            assert_eq!(data_dir(configured.as_deref(), xdg.as_deref(), home.as_deref()), want, "{name}");
+        }
+    }
+}

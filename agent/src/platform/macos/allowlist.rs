@@ -1,0 +1,557 @@
+//! The app allowlist: which apps may use the device key without a keychain prompt.
+//!
+//! Since macOS 10.12 every keychain key carries a *partition list* of code-signing identities
+//! (`teamid:<TeamIdentifier>`, `apple:` for Apple's apps, `apple-tool:` for Apple's command
+//! line tools, `cdhash:<hash>` for one exact unsigned build). An app outside the list gets a
+//! password prompt, which a browser presenting a client certificate turns into a broken
+//! page. The agent therefore writes the allowlist into the key's partition list.
+//!
+//! Where the list comes from, first match wins: the managed preference `allowlist` (an admin's
+//! configuration profile), the file `allowlist.json` in the agent's data directory (written by
+//! `devicetrust-agent allowlist add`), the defaults below. The agent's own partition ID is
+//! always added to the effective list, or it would lock itself out of its own key.
+//!
+//! In the keychain the list is an ACL entry whose description is the hex encoding of an XML
+//! property list `{"Partitions": [...]}`, exactly as `security set-key-partition-list` writes
+//! it; [`encode_description`] and [`decode_description`] convert.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::codesign::{Signature, Signer};
+
+/// The file name of the persisted list in the agent's data directory.
+pub const FILE_NAME: &str = "allowlist.json";
+
+/// `devicetrust-agent allowlist ...`: the apps that may use the device key without a prompt.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum AllowlistCommand {
+    /// Show the effective list, where it comes from, and what the key carries.
+    Show,
+    /// Allow an app: its code signature's TeamIdentifier becomes `teamid:<id>` (Apple's apps:
+    /// apple:). Unsigned and ad-hoc signed apps are refused.
+    Add {
+        /// The app, e.g. /Applications/Zoom.app.
+        app: PathBuf,
+    },
+    /// Remove a partition id (e.g. teamid:BQR82RBBHL) or the entry of an app.
+    Remove {
+        /// A partition id, or the path of an app.
+        entry: String,
+    },
+}
+
+/// Why an allowlist entry or operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AllowlistError {
+    /// Not one of the partition ID forms.
+    #[error(
+        "{value:?} is not a partition id (expected apple-tool:, apple:, teamid:<10 characters> or cdhash:<40 hex digits>)"
+    )]
+    InvalidEntry {
+        /// The value as given.
+        value: String,
+    },
+    /// The app is not signed; nothing identifies it across updates.
+    #[error("{app} is not code signed; only signed apps can be allowed")]
+    Unsigned {
+        /// The app's path.
+        app: PathBuf,
+    },
+    /// The app is ad-hoc signed: its identity changes with every build.
+    #[error(
+        "{app} is only ad-hoc signed (TeamIdentifier=not set); only apps signed by a developer team can be allowed"
+    )]
+    AdHoc {
+        /// The app's path.
+        app: PathBuf,
+    },
+    /// The app's signature names no team.
+    #[error(
+        "{app} is signed without a TeamIdentifier; only apps signed by a developer team or Apple can be allowed"
+    )]
+    NoTeam {
+        /// The app's path.
+        app: PathBuf,
+    },
+    /// The partition ACL description is not hex or not the expected property list.
+    #[error("the keychain partition description is not readable: {reason}")]
+    BadDescription {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The persisted list could not be read or written.
+    #[error("the allowlist file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// One keychain partition ID.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PartitionId {
+    /// `apple-tool:`: Apple's command line tools, among them `security` itself.
+    AppleTool,
+    /// `apple:`: apps Apple signed, Safari among them.
+    Apple,
+    /// `teamid:<TeamIdentifier>`.
+    TeamId(String),
+    /// `cdhash:<hex>`: one exact build of unsigned or ad-hoc signed code (the agent itself in
+    /// development builds; never accepted from `allowlist add`).
+    CdHash(String),
+}
+
+impl fmt::Display for PartitionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::AppleTool => f.write_str("apple-tool:"),
+            Self::Apple => f.write_str("apple:"),
+            Self::TeamId(id) => write!(f, "teamid:{id}"),
+            Self::CdHash(hash) => write!(f, "cdhash:{hash}"),
+        }
+    }
+}
+
+impl FromStr for PartitionId {
+    type Err = AllowlistError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || AllowlistError::InvalidEntry { value: s.to_owned() };
+        let value = s.trim();
+        match value {
+            "apple-tool:" => return Ok(Self::AppleTool),
+            "apple:" => return Ok(Self::Apple),
+            _ => {}
+        }
+        if let Some(team) = value.strip_prefix("teamid:") {
+            // Apple's TeamIdentifiers are ten upper-case letters and digits.
+            let ok = team.len() == 10 && team.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+            return if ok { Ok(Self::TeamId(team.to_owned())) } else { Err(invalid()) };
+        }
+        if let Some(hash) = value.strip_prefix("cdhash:") {
+            let ok = hash.len() == 40 && hash.chars().all(|c| c.is_ascii_hexdigit());
+            return if ok { Ok(Self::CdHash(hash.to_ascii_lowercase())) } else { Err(invalid()) };
+        }
+        Err(invalid())
+    }
+}
+
+impl Serialize for PartitionId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PartitionId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The partition ID for an app being added to the allowlist; unsigned, ad-hoc and team-less
+/// signatures are refused because nothing would identify the app after its next update.
+pub fn partition_id_for_app(signature: &Signature, app: &Path) -> Result<PartitionId, AllowlistError> {
+    match signature.signer() {
+        Signer::Team(team) => format!("teamid:{team}").parse(),
+        Signer::Apple => Ok(PartitionId::Apple),
+        Signer::AdHoc => Err(AllowlistError::AdHoc { app: app.to_path_buf() }),
+        Signer::NoTeam => Err(AllowlistError::NoTeam { app: app.to_path_buf() }),
+        Signer::Unsigned => Err(AllowlistError::Unsigned { app: app.to_path_buf() }),
+    }
+}
+
+/// The agent's own partition ID, from its own signature. A development build is ad-hoc
+/// signed (the linker signs every arm64 binary), so its exact build hash stands in.
+pub fn own_partition_id(signature: &Signature) -> Option<PartitionId> {
+    match signature {
+        Signature::Unsigned => None,
+        Signature::Signed(sig) => match sig.signer() {
+            Signer::Team(team) => format!("teamid:{team}").parse().ok(),
+            Signer::Apple => Some(PartitionId::Apple),
+            Signer::AdHoc | Signer::NoTeam => {
+                sig.cdhash.as_deref().and_then(|h| format!("cdhash:{h}").parse().ok())
+            }
+            Signer::Unsigned => None,
+        },
+    }
+}
+
+/// Where the effective list came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The managed preference `allowlist`.
+    Managed,
+    /// `allowlist.json` in the data directory.
+    File,
+    /// The built-in defaults.
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Managed => "managed preferences",
+            Self::File => "allowlist file",
+            Self::Default => "defaults",
+        })
+    }
+}
+
+/// An ordered list of partition IDs without duplicates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allowlist {
+    entries: Vec<PartitionId>,
+}
+
+impl Default for Allowlist {
+    fn default() -> Self {
+        Self::defaults()
+    }
+}
+
+impl Allowlist {
+    /// The default list: Apple's tools and apps, Google, Microsoft, Slack, Box and Skype.
+    pub fn defaults() -> Self {
+        let entries = [
+            "apple-tool:",
+            "apple:",
+            "teamid:EQHXZ8M8AV", // Google (Chrome)
+            "teamid:UBF8T346G9", // Microsoft (Edge, Teams, Office)
+            "teamid:BQR82RBBHL", // Slack
+            "teamid:M683GB7CPW", // Box
+            "teamid:AL798K98FX", // Skype
+        ];
+        Self { entries: entries.iter().filter_map(|e| e.parse().ok()).collect() }
+    }
+
+    /// A list from configured strings; any invalid entry refuses the whole list, so that a
+    /// typo in a profile is reported instead of silently narrowing access.
+    pub fn from_strings<S: AsRef<str>>(values: &[S]) -> Result<Self, AllowlistError> {
+        let mut list = Self { entries: Vec::new() };
+        for value in values {
+            list.add(value.as_ref().parse()?);
+        }
+        Ok(list)
+    }
+
+    /// The entries, in order.
+    pub fn entries(&self) -> &[PartitionId] {
+        &self.entries
+    }
+
+    /// Adds an entry; `false` when it was already there.
+    pub fn add(&mut self, id: PartitionId) -> bool {
+        if self.entries.contains(&id) {
+            return false;
+        }
+        self.entries.push(id);
+        true
+    }
+
+    /// Removes an entry; `false` when it was not there.
+    pub fn remove(&mut self, id: &PartitionId) -> bool {
+        let before = self.entries.len();
+        self.entries.retain(|e| e != id);
+        before != self.entries.len()
+    }
+
+    /// What goes into the key's partition list: `apple-tool:` first (the `security` tool and
+    /// the system's own certificate code need it), the agent's own ID, then the entries.
+    pub fn effective(&self, own: Option<&PartitionId>) -> Vec<PartitionId> {
+        let mut out = vec![PartitionId::AppleTool];
+        out.extend(own.cloned());
+        for id in &self.entries {
+            if !out.contains(id) {
+                out.push(id.clone());
+            }
+        }
+        out
+    }
+}
+
+/// The comma-separated form `security set-key-partition-list -S` takes and `status` shows.
+pub fn render_list(ids: &[PartitionId]) -> String {
+    ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+}
+
+#[derive(Serialize)]
+struct PartitionsPlist {
+    #[serde(rename = "Partitions")]
+    partitions: Vec<String>,
+}
+
+/// The partition ACL entry's description: lower-case hex of the XML plist
+/// `{"Partitions": [ids...]}`.
+pub fn encode_description(ids: &[PartitionId]) -> Result<String, AllowlistError> {
+    let body = PartitionsPlist { partitions: ids.iter().map(ToString::to_string).collect() };
+    let mut xml = Vec::new();
+    plist::to_writer_xml(&mut xml, &body)
+        .map_err(|e| AllowlistError::BadDescription { reason: e.to_string() })?;
+    // CoreFoundation ends its XML with a newline; match it byte for byte.
+    if xml.last() != Some(&b'\n') {
+        xml.push(b'\n');
+    }
+    Ok(hex::encode(xml))
+}
+
+/// The partition IDs in a partition ACL entry's description, as written (unknown forms are
+/// kept as strings so that `status` can show what some other tool put there).
+pub fn decode_description(description: &str) -> Result<Vec<String>, AllowlistError> {
+    let bad = |reason: String| AllowlistError::BadDescription { reason };
+    let bytes = hex::decode(description.trim()).map_err(|e| bad(format!("not hex: {e}")))?;
+    let value =
+        plist::Value::from_reader_xml(bytes.as_slice()).map_err(|e| bad(format!("not a plist: {e}")))?;
+    let partitions = value
+        .as_dictionary()
+        .and_then(|d| d.get("Partitions"))
+        .and_then(plist::Value::as_array)
+        .ok_or_else(|| bad("no Partitions array".into()))?;
+    partitions
+        .iter()
+        .map(|p| p.as_string().map(str::to_owned).ok_or_else(|| bad("a partition is not a string".into())))
+        .collect()
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredList {
+    version: u32,
+    entries: Vec<PartitionId>,
+}
+
+/// Reads `allowlist.json` from `data_dir`; `Ok(None)` when there is none.
+pub fn load(data_dir: &Path) -> Result<Option<Allowlist>, AllowlistError> {
+    let path = data_dir.join(FILE_NAME);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(AllowlistError::File { path, reason: e.to_string() }),
+    };
+    let stored: StoredList = serde_json::from_slice(&bytes)
+        .map_err(|e| AllowlistError::File { path: path.clone(), reason: e.to_string() })?;
+    if stored.version != 1 {
+        return Err(AllowlistError::File { path, reason: format!("unknown version {}", stored.version) });
+    }
+    let mut list = Allowlist { entries: Vec::new() };
+    for id in stored.entries {
+        list.add(id);
+    }
+    Ok(Some(list))
+}
+
+/// Writes `allowlist.json` into `data_dir` (0600, atomically).
+pub fn save(data_dir: &Path, list: &Allowlist) -> Result<(), AllowlistError> {
+    let path = data_dir.join(FILE_NAME);
+    let stored = StoredList { version: 1, entries: list.entries.clone() };
+    let mut bytes = serde_json::to_vec_pretty(&stored)
+        .map_err(|e| AllowlistError::File { path: path.clone(), reason: e.to_string() })?;
+    bytes.push(b'\n');
+    crate::util::files::ensure_private_dir(data_dir)
+        .and_then(|()| crate::util::files::write_atomic(&path, &bytes))
+        .map_err(|e| AllowlistError::File { path, reason: e.to_string() })
+}
+
+/// The list in force and where it came from: the managed list if an admin set one, else the
+/// file, else the defaults.
+pub fn resolve(managed: Option<&[String]>, data_dir: &Path) -> Result<(Allowlist, Source), AllowlistError> {
+    if let Some(values) = managed {
+        return Ok((Allowlist::from_strings(values)?, Source::Managed));
+    }
+    match load(data_dir)? {
+        Some(list) => Ok((list, Source::File)),
+        None => Ok((Allowlist::defaults(), Source::Default)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::macos::{codesign, fixture};
+
+    fn ids(items: &[&str]) -> Vec<PartitionId> {
+        items.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        assert_eq!(
+            render_list(Allowlist::defaults().entries()),
+            "apple-tool:,apple:,teamid:EQHXZ8M8AV,teamid:UBF8T346G9,teamid:BQR82RBBHL,teamid:M683GB7CPW,teamid:AL798K98FX"
+        );
+    }
+
+    #[test]
+    fn parse_table() {
+        let cases: &[(&str, &str, Result<PartitionId, ()>)] = &[
+            ("ok/apple-tool", "apple-tool:", Ok(PartitionId::AppleTool)),
+            ("ok/apple", "apple:", Ok(PartitionId::Apple)),
+            ("ok/team", "teamid:EQHXZ8M8AV", Ok(PartitionId::TeamId("EQHXZ8M8AV".into()))),
+            ("ok/trimmed", " teamid:UBF8T346G9 ", Ok(PartitionId::TeamId("UBF8T346G9".into()))),
+            (
+                "ok/cdhash-lowercased",
+                "cdhash:B1E8C4A0D5A93A4F8E5C1E2F7B3D9A60C2E4F6A8",
+                Ok(PartitionId::CdHash("b1e8c4a0d5a93a4f8e5c1e2f7b3d9a60c2e4f6a8".into())),
+            ),
+            ("fail/bare-team", "EQHXZ8M8AV", Err(())),
+            ("fail/short-team", "teamid:EQHX", Err(())),
+            ("fail/lowercase-team", "teamid:eqhxz8m8av", Err(())),
+            ("fail/short-cdhash", "cdhash:abc", Err(())),
+            ("fail/apple-without-colon", "apple", Err(())),
+            ("fail/empty", "", Err(())),
+        ];
+        for (name, raw, want) in cases {
+            let got = raw.parse::<PartitionId>().map_err(|_| ());
+            assert_eq!(&got, want, "{name}");
+            if let Ok(id) = got {
+                assert_eq!(id.to_string().parse::<PartitionId>().unwrap(), id, "{name}: round trip");
+            }
+        }
+    }
+
+    #[test]
+    fn add_app_table() {
+        let app = Path::new("/Applications/X.app");
+        let cases: &[(&str, &str, Result<PartitionId, AllowlistError>)] = &[
+            (
+                "ok/developer-id",
+                "codesign.developer-id.chrome.txt",
+                Ok(PartitionId::TeamId("EQHXZ8M8AV".into())),
+            ),
+            ("ok/apple-app", "codesign.apple-platform.safari.txt", Ok(PartitionId::Apple)),
+            ("fail/adhoc", "codesign.adhoc.txt", Err(AllowlistError::AdHoc { app: app.into() })),
+            ("fail/unsigned", "codesign.unsigned.txt", Err(AllowlistError::Unsigned { app: app.into() })),
+        ];
+        for (name, file, want) in cases {
+            let sig = codesign::parse(&fixture(file)).unwrap();
+            assert_eq!(partition_id_for_app(&sig, app), *want, "{name}");
+        }
+        // The messages say what to do about it.
+        let err = AllowlistError::AdHoc { app: app.into() }.to_string();
+        assert!(err.contains("ad-hoc") && err.contains("TeamIdentifier=not set"), "{err}");
+    }
+
+    #[test]
+    fn own_partition_id_table() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("ok/team-signed-agent", "codesign.developer-id.chrome.txt", Some("teamid:EQHXZ8M8AV")),
+            (
+                "ok/adhoc-dev-build",
+                "codesign.adhoc.txt",
+                Some("cdhash:b1e8c4a0d5a93a4f8e5c1e2f7b3d9a60c2e4f6a8"),
+            ),
+            ("fail/unsigned", "codesign.unsigned.txt", None),
+        ];
+        for (name, file, want) in cases {
+            let sig = codesign::parse(&fixture(file)).unwrap();
+            assert_eq!(own_partition_id(&sig).map(|p| p.to_string()).as_deref(), *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn effective_list_always_has_apple_tool_and_the_agent() {
+        let own: PartitionId = "teamid:ABCDE12345".parse().unwrap();
+        let list = Allowlist::from_strings(&["teamid:EQHXZ8M8AV", "apple-tool:"]).unwrap();
+        assert_eq!(
+            list.effective(Some(&own)),
+            ids(&["apple-tool:", "teamid:ABCDE12345", "teamid:EQHXZ8M8AV"])
+        );
+        assert_eq!(list.effective(None), ids(&["apple-tool:", "teamid:EQHXZ8M8AV"]));
+    }
+
+    #[test]
+    fn add_and_remove() {
+        let mut list = Allowlist::defaults();
+        let zoom: PartitionId = "teamid:BJ4HAAB9B3".parse().unwrap();
+        assert!(list.add(zoom.clone()));
+        assert!(!list.add(zoom.clone()));
+        assert_eq!(list.entries().last(), Some(&zoom));
+        assert!(list.remove(&zoom));
+        assert!(!list.remove(&zoom));
+        assert_eq!(list, Allowlist::defaults());
+        assert!(Allowlist::from_strings(&["apple:", "nonsense"]).is_err());
+    }
+
+    #[test]
+    fn description_matches_what_the_keychain_stores() {
+        let real = fixture("keychain-acl-partition-description.slack.hex");
+        assert_eq!(decode_description(&real).unwrap(), ["teamid:BQR82RBBHL"]);
+        // Our encoder produces the same bytes CoreFoundation does for the same list.
+        assert_eq!(encode_description(&ids(&["teamid:BQR82RBBHL"])).unwrap(), real.trim());
+        let list = ids(&["apple-tool:", "apple:", "teamid:EQHXZ8M8AV"]);
+        let decoded = decode_description(&encode_description(&list).unwrap()).unwrap();
+        assert_eq!(decoded, ["apple-tool:", "apple:", "teamid:EQHXZ8M8AV"]);
+    }
+
+    #[test]
+    fn decode_table() {
+        let cases: &[(&str, &str)] = &[
+            ("fail/not-hex", "zz"),
+            ("fail/not-plist", "68656c6c6f"),
+            ("fail/no-partitions", &hex::encode(b"<plist version=\"1.0\"><dict/></plist>")),
+        ];
+        for (name, text) in cases {
+            assert!(decode_description(text).is_err(), "{name}");
+        }
+    }
+
+    #[test]
+    fn cli_table() {
+        use clap::Parser as _;
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            command: AllowlistCommand,
+        }
+        let cases: &[(&str, &[&str], Option<AllowlistCommand>)] = &[
+            ("ok/show", &["show"], Some(AllowlistCommand::Show)),
+            (
+                "ok/add",
+                &["add", "/Applications/Zoom.app"],
+                Some(AllowlistCommand::Add { app: "/Applications/Zoom.app".into() }),
+            ),
+            (
+                "ok/remove",
+                &["remove", "teamid:BQR82RBBHL"],
+                Some(AllowlistCommand::Remove { entry: "teamid:BQR82RBBHL".into() }),
+            ),
+            ("fail/add-without-app", &["add"], None),
+            ("fail/unknown", &["list"], None),
+        ];
+        for (name, args, want) in cases {
+            let got = Cli::try_parse_from(std::iter::once("allowlist").chain(args.iter().copied()))
+                .ok()
+                .map(|c| c.command);
+            assert_eq!(&got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn persisted_and_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(resolve(None, dir.path()).unwrap(), (Allowlist::defaults(), Source::Default));
+
+        let mut list = Allowlist::defaults();
+        list.add("teamid:BJ4HAAB9B3".parse().unwrap());
+        save(dir.path(), &list).unwrap();
+        assert_eq!(resolve(None, dir.path()).unwrap(), (list.clone(), Source::File));
+
+        let managed = vec!["apple:".to_owned()];
+        assert_eq!(
+            resolve(Some(&managed), dir.path()).unwrap(),
+            (Allowlist::from_strings(&["apple:"]).unwrap(), Source::Managed)
+        );
+        let bad = vec!["apple".to_owned()];
+        assert!(resolve(Some(&bad), dir.path()).is_err());
+
+        std::fs::write(dir.path().join(FILE_NAME), b"{\"version\":2,\"entries\":[]}").unwrap();
+        assert!(matches!(load(dir.path()), Err(AllowlistError::File { .. })));
+    }
+}

@@ -1,0 +1,6 @@
+//! Small tools every part of the agent uses: crash-safe private files ([`files`]), the bounded
+//! runner of helper programs ([`exec`]) and the one PEM codec ([`pem`]).
+
+pub(crate) mod exec;
+pub(crate) mod files;
+pub(crate) mod pem;
