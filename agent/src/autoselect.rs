@@ -38,7 +38,7 @@ use crate::origin::{Origin, OriginError};
 
 /// The entries the agent wants in a list, and the protected origins it refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Wanted {
+pub(crate) struct Wanted {
     /// One entry per origin, the cert-auth domain's first, each pattern once.
     pub entries: Vec<OurEntry>,
     /// Protected origins that failed the origin check, as given, with the reason; never written.
@@ -48,7 +48,7 @@ pub struct Wanted {
 /// The entries for the cert-auth domain and every protected origin, in that order, each
 /// checked with [`OurEntry::new`]. A bad cert-auth domain or issuer CN is an error (nothing can
 /// be written); a bad protected origin is skipped and listed in [`Wanted::skipped`].
-pub fn wanted(
+pub(crate) fn wanted(
     cert_auth_domain: &str,
     protected_origins: &[String],
     issuer_cn: &str,
@@ -71,7 +71,7 @@ pub fn wanted(
 /// Why our entry cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum AutoSelectError {
+pub(crate) enum AutoSelectError {
     /// The URL pattern is not a safe https origin (see [`crate::origin`]).
     #[error(transparent)]
     Origin(#[from] OriginError),
@@ -88,7 +88,7 @@ pub enum AutoSelectError {
 
 /// The entry this agent owns: a pattern (the cert-auth origin) and an issuer CN filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OurEntry {
+pub(crate) struct OurEntry {
     pattern: String,
     issuer_cn: String,
 }
@@ -97,7 +97,7 @@ impl OurEntry {
     /// Checks the pattern with the one origin validator ([`Origin::parse`]: an https origin,
     /// no path, no wildcard but a leading `[*.]`) and the issuer CN. The pattern is kept in
     /// the origin's canonical form (lowercase host, no default port, no trailing `/`).
-    pub fn new(pattern: &str, issuer_cn: &str) -> Result<Self, AutoSelectError> {
+    pub(crate) fn new(pattern: &str, issuer_cn: &str) -> Result<Self, AutoSelectError> {
         let origin = Origin::parse(pattern)?;
         if issuer_cn.is_empty() {
             return Err(AutoSelectError::EmptyIssuer);
@@ -109,18 +109,19 @@ impl OurEntry {
     }
 
     /// The URL pattern.
-    pub fn pattern(&self) -> &str {
+    pub(crate) fn pattern(&self) -> &str {
         &self.pattern
     }
 
     /// The issuer CN the filter matches.
-    pub fn issuer_cn(&self) -> &str {
+    pub(crate) fn issuer_cn(&self) -> &str {
         &self.issuer_cn
     }
 
+    #[cfg_attr(not(target_os = "macos"), allow(dead_code, reason = "only the macOS backend uses it"))]
     /// Reads back an entry in exactly the shape [`OurEntry::to_json`] writes (a safe pattern and
     /// a filter of nothing but the issuer CN); `None` for anything else.
-    pub fn from_json(raw: &str) -> Option<Self> {
+    pub(crate) fn from_json(raw: &str) -> Option<Self> {
         let entry = parse(raw)?;
         let issuer_cn =
             entry.filter.as_ref()?.as_object()?.get("ISSUER")?.as_object()?.get("CN")?.as_str()?;
@@ -129,7 +130,7 @@ impl OurEntry {
     }
 
     /// The policy string, keys in the order Chrome's documentation shows them.
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         #[derive(Serialize)]
         struct Name<'a> {
             #[serde(rename = "CN")]
@@ -171,7 +172,7 @@ impl OurEntry {
 
 /// One list entry as read: its pattern and its filter, if any.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// The URL pattern, as written.
     pub pattern: String,
     /// The filter object, as written; `None` when the entry has none.
@@ -179,7 +180,7 @@ pub struct Entry {
 }
 
 /// Reads one entry; `None` for anything that is not a JSON object with a string `pattern`.
-pub fn parse(entry: &str) -> Option<Entry> {
+pub(crate) fn parse(entry: &str) -> Option<Entry> {
     let value: Value = serde_json::from_str(entry).ok()?;
     let object = value.as_object()?;
     let pattern = object.get("pattern")?.as_str()?.to_owned();
@@ -187,15 +188,16 @@ pub fn parse(entry: &str) -> Option<Entry> {
     Some(Entry { pattern, filter })
 }
 
+#[cfg(test)]
 /// Reads every entry of a list, position for position; unreadable entries are `None`.
-pub fn parse_list(list: &[String]) -> Vec<Option<Entry>> {
+pub(crate) fn parse_list(list: &[String]) -> Vec<Option<Entry>> {
     list.iter().map(|entry| parse(entry)).collect()
 }
 
 /// Whether our entry is in a list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub(crate) enum Status {
     /// Our exact entry is there.
     Present,
     /// Our pattern is there, but only with another filter (someone else's setting wins).
@@ -207,7 +209,7 @@ pub enum Status {
 /// What a [`merge`] or [`remove`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Change {
+pub(crate) enum Change {
     /// Our entry was appended.
     Added,
     /// Our entry was already there; nothing changed.
@@ -215,8 +217,10 @@ pub enum Change {
     /// Another entry already covers our pattern with another filter; nothing changed, because
     /// Chrome uses the first matching entry and an administrator's choice must win.
     PatternHasOtherFilter,
+    #[cfg_attr(not(target_os = "macos"), allow(dead_code, reason = "only the macOS backend uses it"))]
     /// This many copies of our entry were removed.
     Removed(usize),
+    #[cfg_attr(not(target_os = "macos"), allow(dead_code, reason = "only the macOS backend uses it"))]
     /// Our entry was not there; nothing changed.
     NotPresent,
 }
@@ -235,7 +239,7 @@ fn same_pattern(a: &str, b: &str) -> bool {
 }
 
 /// Whether our entry, or another entry for our pattern, is in `list`.
-pub fn status(list: &[String], ours: &OurEntry) -> Status {
+pub(crate) fn status(list: &[String], ours: &OurEntry) -> Status {
     let kinds: Vec<Kind> = list.iter().map(|raw| ours.classify(parse(raw).as_ref())).collect();
     if kinds.contains(&Kind::Ours) {
         Status::Present
@@ -248,7 +252,7 @@ pub fn status(list: &[String], ours: &OurEntry) -> Status {
 
 /// Appends our entry unless an entry for our pattern already exists; every other entry is kept
 /// byte for byte and in order.
-pub fn merge(existing: &[String], ours: &OurEntry) -> (Vec<String>, Change) {
+pub(crate) fn merge(existing: &[String], ours: &OurEntry) -> (Vec<String>, Change) {
     let mut list = existing.to_vec();
     let change = match status(existing, ours) {
         Status::Present => Change::AlreadyPresent,
@@ -261,9 +265,10 @@ pub fn merge(existing: &[String], ours: &OurEntry) -> (Vec<String>, Change) {
     (list, change)
 }
 
+#[cfg_attr(not(target_os = "macos"), allow(dead_code, reason = "only the macOS backend uses it"))]
 /// Removes our entry (every copy of it) and nothing else; other entries for the same pattern
 /// belong to someone else and stay.
-pub fn remove(existing: &[String], ours: &OurEntry) -> (Vec<String>, Change) {
+pub(crate) fn remove(existing: &[String], ours: &OurEntry) -> (Vec<String>, Change) {
     let list: Vec<String> =
         existing.iter().filter(|raw| ours.classify(parse(raw).as_ref()) != Kind::Ours).cloned().collect();
     let removed = existing.len() - list.len();
@@ -271,6 +276,7 @@ pub fn remove(existing: &[String], ours: &OurEntry) -> (Vec<String>, Change) {
     (list, change)
 }
 
+#[cfg_attr(not(target_os = "macos"), allow(dead_code, reason = "only the macOS backend uses it"))]
 /// Removes the first copy of our entry and nothing else. The copy the agent appended is the
 /// first one: it is only appended when none is there, so any later twin is someone else's.
 fn remove_first(existing: &[String], ours: &OurEntry) -> (Vec<String>, Change) {
@@ -286,7 +292,7 @@ fn remove_first(existing: &[String], ours: &OurEntry) -> (Vec<String>, Change) {
 
 /// Appends each of `wanted` as [`merge`] does, in order; the changes are position for
 /// position with `wanted`.
-pub fn merge_all(existing: &[String], wanted: &[OurEntry]) -> (Vec<String>, Vec<Change>) {
+pub(crate) fn merge_all(existing: &[String], wanted: &[OurEntry]) -> (Vec<String>, Vec<Change>) {
     let mut list = existing.to_vec();
     let mut changes = Vec::with_capacity(wanted.len());
     for entry in wanted {
@@ -297,9 +303,10 @@ pub fn merge_all(existing: &[String], wanted: &[OurEntry]) -> (Vec<String>, Vec<
     (list, changes)
 }
 
+#[cfg_attr(not(target_os = "macos"), allow(dead_code, reason = "only the macOS backend uses it"))]
 /// What [`sync`] did to a list.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Synced {
+pub(crate) struct Synced {
     /// The list to write (equal to the input when nothing changed).
     pub list: Vec<String>,
     /// What happened to each wanted entry, position for position.
@@ -313,17 +320,19 @@ pub struct Synced {
 
 impl Synced {
     /// Whether the list changed.
-    pub fn list_changed(&self, existing: &[String]) -> bool {
+    #[cfg_attr(not(target_os = "macos"), allow(dead_code, reason = "only the macOS backend uses it"))]
+    pub(crate) fn list_changed(&self, existing: &[String]) -> bool {
         self.list != existing
     }
 }
 
+#[cfg_attr(not(target_os = "macos"), allow(dead_code, reason = "only the macOS backend uses it"))]
 /// Brings a shared list to `wanted`: removes our entries that the agent itself added earlier
 /// (`written`, the record [`Synced::written`] returned last time) and no longer wants, then
 /// appends each wanted entry that has no entry for its pattern. Every other entry, including
 /// one identical to ours that the agent did not add (but for the cert-auth domain's, which is
 /// always ours), stays byte for byte and in order.
-pub fn sync(existing: &[String], wanted: &[OurEntry], written: &[String]) -> Synced {
+pub(crate) fn sync(existing: &[String], wanted: &[OurEntry], written: &[String]) -> Synced {
     let previous: Vec<OurEntry> = written.iter().filter_map(|raw| OurEntry::from_json(raw)).collect();
     let retired: Vec<OurEntry> = previous.iter().filter(|p| !wanted.contains(p)).cloned().collect();
     let mut list = existing.to_vec();
@@ -349,10 +358,15 @@ pub fn sync(existing: &[String], wanted: &[OurEntry], written: &[String]) -> Syn
     Synced { list, changes, retired: removed, written: record }
 }
 
+#[cfg_attr(not(target_os = "macos"), allow(dead_code, reason = "only the macOS backend uses it"))]
 /// Removes every entry the agent recorded as its own (`written`) and the entries of `always`
 /// (our exact entry for the cert-auth domain, which names the CA's own site); nothing else.
 /// Returns the list and how many entries went.
-pub fn remove_ours(existing: &[String], always: &[OurEntry], written: &[String]) -> (Vec<String>, usize) {
+pub(crate) fn remove_ours(
+    existing: &[String],
+    always: &[OurEntry],
+    written: &[String],
+) -> (Vec<String>, usize) {
     let mut targets: Vec<OurEntry> = always.to_vec();
     for entry in written.iter().filter_map(|raw| OurEntry::from_json(raw)) {
         if !targets.contains(&entry) {

@@ -19,24 +19,24 @@ pub struct Cli {
     /// ~/.config/devicetrust/agent.toml; as root only the first, and a file only root can
     /// change).
     #[arg(long, global = true, value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 
     /// The CA's base URL (https), overriding `ca_url` from the configuration.
     #[arg(long, global = true, value_name = "URL")]
-    pub ca_url: Option<String>,
+    pub(crate) ca_url: Option<String>,
 
     /// Log more (-v: debug, -vv: trace); DEVICETRUST_LOG takes a tracing filter instead.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    verbose: u8,
 
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Enroll this device (needs an enrollment token); does nothing when already enrolled.
     #[command(after_help = EXIT_CODES_HELP)]
     Enroll(TokenArgs),
@@ -90,37 +90,44 @@ pub enum Command {
 
 /// `profile <kind>`: which profile, for which CA.
 #[derive(Debug, Clone, Args)]
-pub struct ProfileArgs {
+pub(crate) struct ProfileArgs {
     /// agent, chrome, edge, browsers or icloud-keychain.
     #[arg(value_enum)]
-    pub kind: crate::mobileconfig::ProfileKind,
+    pub(crate) kind: crate::mobileconfig::ProfileKind,
     /// PEM roots trusted for the CA's TLS while fetching its metadata (default: the
     /// configuration's `ca_bundle`, else the system's roots).
     #[arg(long, value_name = "PATH")]
-    pub ca_bundle: Option<PathBuf>,
+    pub(crate) ca_bundle: Option<PathBuf>,
     /// Write to this file (mode 0600) instead of standard output.
     #[arg(long, value_name = "PATH")]
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// For the agent profile: include the enrollment token read from this file.
     #[arg(long, value_name = "PATH")]
-    pub token_file: Option<PathBuf>,
+    pub(crate) token_file: Option<PathBuf>,
 }
 
 /// Where the enrollment token comes from. Without either flag, the environment variable
 /// DEVICETRUST_ENROLLMENT_TOKEN is used when set.
 #[derive(Debug, Clone, Args)]
-pub struct TokenArgs {
+pub(crate) struct TokenArgs {
     /// Read the enrollment token from the first line of standard input.
     #[arg(long, conflicts_with = "token_file")]
-    pub token_stdin: bool,
+    pub(crate) token_stdin: bool,
     /// Read the enrollment token from a file.
     #[arg(long, value_name = "PATH")]
-    pub token_file: Option<PathBuf>,
+    pub(crate) token_file: Option<PathBuf>,
+}
+
+impl Cli {
+    /// How much to log: the number of `-v` flags.
+    pub fn verbosity(&self) -> u8 {
+        self.verbose
+    }
 }
 
 impl TokenArgs {
     /// The source these flags select.
-    pub fn source(&self) -> TokenSource {
+    pub(crate) fn source(&self) -> TokenSource {
         match (&self.token_file, self.token_stdin) {
             (Some(path), _) => TokenSource::File(path.clone()),
             (None, true) => TokenSource::Stdin,

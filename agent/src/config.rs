@@ -25,12 +25,12 @@ use crate::trust::{Refused, Trust};
 pub const SYSTEM_CONFIG: &str = "/etc/devicetrust/agent.toml";
 
 /// Largest accepted `renew_before_days`.
-pub const MAX_RENEW_BEFORE_DAYS: u32 = 3650;
+pub(crate) const MAX_RENEW_BEFORE_DAYS: u32 = 3650;
 
 /// The file's contents.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub(crate) struct Config {
     /// The CA's base URL (`https://`).
     pub ca_url: Option<String>,
     /// PEM file of the roots trusted for the CA's TLS certificate (pinned: nothing else is
@@ -51,7 +51,7 @@ pub struct Config {
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     /// The file named by `--config` does not exist or cannot be read.
     #[error("could not read the configuration file {path}")]
     Read {
@@ -103,7 +103,7 @@ pub enum ConfigError {
 
 /// The configuration in effect, and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// The values, with relative paths resolved.
     pub config: Config,
     /// The file read, if any.
@@ -120,7 +120,7 @@ impl Loaded {
     }
 
     /// The CA URL, checked; `Ok(None)` when not configured.
-    pub fn ca_url(&self) -> Result<Option<Url>, ConfigError> {
+    pub(crate) fn ca_url(&self) -> Result<Option<Url>, ConfigError> {
         let Some(raw) = &self.config.ca_url else { return Ok(None) };
         let invalid =
             |reason: String| ConfigError::Invalid { key: "ca_url", source_name: self.source_name(), reason };
@@ -138,7 +138,7 @@ impl Loaded {
     }
 
     /// The CA URL, required.
-    pub fn require_ca_url(&self) -> Result<Url, ConfigError> {
+    pub(crate) fn require_ca_url(&self) -> Result<Url, ConfigError> {
         self.ca_url()?.ok_or_else(|| ConfigError::Missing { key: "ca_url", where_: self.where_to_set() })
     }
 
@@ -153,7 +153,7 @@ impl Loaded {
     }
 
     /// The renewal window.
-    pub fn renew_before(&self) -> Result<TimeDelta, ConfigError> {
+    pub(crate) fn renew_before(&self) -> Result<TimeDelta, ConfigError> {
         match self.config.renew_before_days {
             None => Ok(crate::decision::schedule::DEFAULT_RENEW_BEFORE),
             Some(days @ 1..=MAX_RENEW_BEFORE_DAYS) => Ok(TimeDelta::days(i64::from(days))),
@@ -166,7 +166,7 @@ impl Loaded {
     }
 
     /// The request timeout.
-    pub fn ca_timeout(&self) -> Result<std::time::Duration, ConfigError> {
+    pub(crate) fn ca_timeout(&self) -> Result<std::time::Duration, ConfigError> {
         match self.config.ca_timeout_seconds {
             None => Ok(ca_client::client::DEFAULT_TIMEOUT),
             Some(secs @ 1..=600) => Ok(std::time::Duration::from_secs(secs)),
@@ -180,14 +180,14 @@ impl Loaded {
 
     /// The pinned CA bundle's bytes, if configured; as root, only from a file only root can
     /// change (whoever can replace the roots can show the agent another CA's metadata).
-    pub fn ca_bundle(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+    pub(crate) fn ca_bundle(&self) -> Result<Option<Vec<u8>>, ConfigError> {
         let Some(path) = &self.config.ca_bundle else { return Ok(None) };
         self.read_bundle(path).map(Some)
     }
 
     /// Reads the PEM roots at `path` (the configured bundle or a `--ca-bundle` flag), checked
     /// as [`Loaded::ca_bundle`] checks the configured one.
-    pub fn read_bundle(&self, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    pub(crate) fn read_bundle(&self, path: &Path) -> Result<Vec<u8>, ConfigError> {
         let bundle_error = |source| ConfigError::Bundle { path: path.to_owned(), source };
         std::fs::metadata(path).map_err(bundle_error)?;
         let checked = self.trust.resolve("the ca bundle", path)?;
@@ -195,7 +195,7 @@ impl Loaded {
     }
 
     /// Checks every value that can be checked without the network.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         self.ca_url()?;
         self.renew_before()?;
         self.ca_timeout()?;
@@ -218,7 +218,7 @@ impl Loaded {
 
 /// The user's configuration file: `$XDG_CONFIG_HOME/devicetrust/agent.toml`, else
 /// `$HOME/.config/devicetrust/agent.toml`.
-pub fn user_config_path(xdg_config_home: Option<&Path>, home: Option<&Path>) -> Option<PathBuf> {
+pub(crate) fn user_config_path(xdg_config_home: Option<&Path>, home: Option<&Path>) -> Option<PathBuf> {
     let base = match xdg_config_home.filter(|p| p.is_absolute()) {
         Some(xdg) => xdg.to_owned(),
         None => home.filter(|h| h.is_absolute())?.join(".config"),
@@ -228,7 +228,11 @@ pub fn user_config_path(xdg_config_home: Option<&Path>, home: Option<&Path>) -> 
 
 /// Loads the configuration: `explicit` if given, else the first existing of `candidates`,
 /// else the defaults. Under [`Trust::RootOnly`] the file read must pass [`Trust::resolve`].
-pub fn load(explicit: Option<&Path>, candidates: &[PathBuf], trust: Trust) -> Result<Loaded, ConfigError> {
+pub(crate) fn load(
+    explicit: Option<&Path>,
+    candidates: &[PathBuf],
+    trust: Trust,
+) -> Result<Loaded, ConfigError> {
     let (path, is_explicit) = match explicit {
         Some(path) => (Some(path.to_owned()), true),
         None => (candidates.iter().find(|p| p.is_file()).cloned(), false),
@@ -259,7 +263,7 @@ pub fn load(explicit: Option<&Path>, candidates: &[PathBuf], trust: Trust) -> Re
 }
 
 /// The search list: the system file, then (for a user, never for root) the user's.
-pub fn candidates(trust: Trust, xdg_config_home: Option<&Path>, home: Option<&Path>) -> Vec<PathBuf> {
+pub(crate) fn candidates(trust: Trust, xdg_config_home: Option<&Path>, home: Option<&Path>) -> Vec<PathBuf> {
     let mut out = vec![PathBuf::from(SYSTEM_CONFIG)];
     if trust == Trust::User {
         out.extend(user_config_path(xdg_config_home, home));
@@ -268,7 +272,7 @@ pub fn candidates(trust: Trust, xdg_config_home: Option<&Path>, home: Option<&Pa
 }
 
 /// The search list for this environment ([`candidates`] with `XDG_CONFIG_HOME` and `HOME`).
-pub fn default_candidates(trust: Trust) -> Vec<PathBuf> {
+pub(crate) fn default_candidates(trust: Trust) -> Vec<PathBuf> {
     let xdg = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from);
     let home = std::env::var_os("HOME").map(PathBuf::from);
     candidates(trust, xdg.as_deref(), home.as_deref())

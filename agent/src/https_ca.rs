@@ -15,14 +15,14 @@ use crate::token::Secret;
 
 /// The CA at the configured URL.
 #[derive(Debug)]
-pub struct HttpsCa {
+pub(crate) struct HttpsCa {
     options: ClientOptions,
     runtime: tokio::runtime::Runtime,
 }
 
 impl HttpsCa {
     /// A client of the CA described by `options`.
-    pub fn new(options: ClientOptions) -> Result<Self, ClientError> {
+    pub(crate) fn new(options: ClientOptions) -> Result<Self, ClientError> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
             ClientError::InvalidConfiguration { reason: format!("could not start the async runtime: {e}") }
         })?;

@@ -25,7 +25,7 @@
 // Table tests (`ok/...`, `fail/...`) spell out their row types inline, where a reader needs them.
 #![cfg_attr(test, allow(clippy::type_complexity, reason = "table tests spell out their row types"))]
 
-pub mod cli;
+mod cli;
 
 mod app;
 mod autoselect;
@@ -44,6 +44,7 @@ mod util;
 mod testing;
 
 pub use app::{Exit, run};
+pub use cli::Cli;
 pub use config::SYSTEM_CONFIG;
 pub use lifecycle::checkpoints::{ABORT_AT_ENV, Step};
 #[cfg(target_os = "macos")]

@@ -6,8 +6,7 @@
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
-use agent::Exit;
-use agent::cli::Cli;
+use agent::{Cli, Exit};
 use clap::Parser as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -30,7 +29,7 @@ fn main() -> ExitCode {
         );
         return Exit::Usage.into();
     }
-    init_logging(cli.verbose);
+    init_logging(cli.verbosity());
     agent::run(&cli, &mut std::io::stdin().lock(), &mut std::io::stdout().lock())
 }
 

@@ -47,17 +47,17 @@ use url::Url;
 use crate::autoselect::{self, AutoSelectError, OurEntry};
 
 /// The agent's managed preferences domain.
-pub const AGENT_DOMAIN: &str = "com.devicetrust.agent";
+pub(crate) const AGENT_DOMAIN: &str = "com.devicetrust.agent";
 /// Google Chrome's managed preferences domain on macOS.
-pub const CHROME_DOMAIN: &str = "com.google.Chrome";
+pub(crate) const CHROME_DOMAIN: &str = "com.google.Chrome";
 /// Microsoft Edge's managed preferences domain on macOS.
-pub const EDGE_DOMAIN: &str = "com.microsoft.Edge";
+pub(crate) const EDGE_DOMAIN: &str = "com.microsoft.Edge";
 /// The payload type of Apple's Restrictions payload.
-pub const RESTRICTIONS_PAYLOAD_TYPE: &str = "com.apple.applicationaccess";
+pub(crate) const RESTRICTIONS_PAYLOAD_TYPE: &str = "com.apple.applicationaccess";
 /// The Chrome and Edge policy that picks a client certificate without asking the user.
-pub const AUTO_SELECT_POLICY: &str = "AutoSelectCertificateForUrls";
+pub(crate) const AUTO_SELECT_POLICY: &str = "AutoSelectCertificateForUrls";
 /// Prefix of every `PayloadIdentifier` this module writes.
-pub const IDENTIFIER_PREFIX: &str = "com.devicetrust.profile";
+pub(crate) const IDENTIFIER_PREFIX: &str = "com.devicetrust.profile";
 
 /// Mixed into every derived UUID so that our UUIDs cannot collide with anyone else's
 /// SHA-256-derived ones for the same strings.
@@ -66,7 +66,7 @@ const UUID_NAMESPACE: &[u8] = b"devicetrust mobileconfig v1";
 /// Which profile to build. The CLI spells them `agent`, `chrome`, `edge`, `browsers`,
 /// `icloud-keychain`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
-pub enum ProfileKind {
+pub(crate) enum ProfileKind {
     /// The agent's settings in the managed preferences domain `com.devicetrust.agent`.
     #[value(name = "agent")]
     AgentSettings,
@@ -86,7 +86,7 @@ pub enum ProfileKind {
 
 impl ProfileKind {
     /// Every kind, in the order the CLI lists them.
-    pub const ALL: [Self; 5] = [
+    pub(crate) const ALL: [Self; 5] = [
         Self::AgentSettings,
         Self::ChromeAutoSelect,
         Self::EdgeAutoSelect,
@@ -95,7 +95,7 @@ impl ProfileKind {
     ];
 
     /// The CLI spelling, also the last part of the profile's `PayloadIdentifier`.
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             Self::AgentSettings => "agent",
             Self::ChromeAutoSelect => "chrome",
@@ -106,7 +106,8 @@ impl ProfileKind {
     }
 
     /// The file name of this kind's example in `policies/`.
-    pub const fn example_file_name(self) -> &'static str {
+    #[cfg(test)]
+    pub(crate) const fn example_file_name(self) -> &'static str {
         match self {
             Self::AgentSettings => "devicetrust-agent.mobileconfig",
             Self::ChromeAutoSelect => "chrome-autoselect.mobileconfig",
@@ -117,7 +118,7 @@ impl ProfileKind {
     }
 
     /// The profile's `PayloadIdentifier`.
-    pub fn identifier(self) -> String {
+    pub(crate) fn identifier(self) -> String {
         format!("{IDENTIFIER_PREFIX}.{}", self.name())
     }
 
@@ -152,7 +153,7 @@ impl FromStr for ProfileKind {
 /// Why a profile cannot be built or written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ProfileError {
+pub(crate) enum ProfileError {
     /// The profile kind is not one of ours.
     #[error("unknown profile kind {given:?}; expected one of agent, chrome, edge, browsers, icloud-keychain")]
     UnknownKind {
@@ -210,7 +211,7 @@ pub enum ProfileError {
 
 /// What a profile is built from: the CA's metadata, its URL and the admin's options.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ProfileInputs {
+pub(crate) struct ProfileInputs {
     /// The CA's base URL, written as the agent's `ca_url`.
     pub ca_url: Url,
     /// The origin where browsers present the certificate (metadata `certAuthDomain`).
@@ -246,7 +247,7 @@ pub struct ProfileInputs {
 impl ProfileInputs {
     /// Inputs for the CA at `ca_url` as its metadata describes it, with the CA's own
     /// `renewBeforeDays` and no bundle, token or organization.
-    pub fn from_metadata(metadata: &Metadata, ca_url: &Url) -> Self {
+    pub(crate) fn from_metadata(metadata: &Metadata, ca_url: &Url) -> Self {
         Self {
             ca_url: ca_url.clone(),
             cert_auth_domain: metadata.cert_auth_domain.clone(),
@@ -281,7 +282,7 @@ impl fmt::Debug for ProfileInputs {
 }
 
 /// Builds the profile `kind` for `inputs` as an XML property list.
-pub fn render(kind: ProfileKind, inputs: &ProfileInputs) -> Result<Vec<u8>, ProfileError> {
+pub(crate) fn render(kind: ProfileKind, inputs: &ProfileInputs) -> Result<Vec<u8>, ProfileError> {
     let checked = Checked::new(inputs)?;
     let payloads = match kind {
         ProfileKind::AgentSettings => vec![agent_payload(kind, &checked)],
@@ -299,8 +300,10 @@ pub fn render(kind: ProfileKind, inputs: &ProfileInputs) -> Result<Vec<u8>, Prof
 
 /// Chrome's managed policy file for Linux (`/etc/opt/chrome/policies/managed/*.json`, and
 /// Chromium's `/etc/chromium/policies/managed/`): the same `AutoSelectCertificateForUrls` entry
-/// as the macOS profile, as pretty JSON with a trailing newline.
-pub fn render_chrome_managed_policy(inputs: &ProfileInputs) -> Result<Vec<u8>, ProfileError> {
+/// as the macOS profile, as pretty JSON with a trailing newline. Only the example in
+/// `policies/` is made with it; the agent writes the policy through `platform::linux`.
+#[cfg(test)]
+pub(crate) fn render_chrome_managed_policy(inputs: &ProfileInputs) -> Result<Vec<u8>, ProfileError> {
     let checked = Checked::new(inputs)?;
     let entries: Vec<String> = checked.entries.iter().map(OurEntry::to_json).collect();
     let policy = serde_json::json!({ AUTO_SELECT_POLICY: entries });
@@ -310,20 +313,9 @@ pub fn render_chrome_managed_policy(inputs: &ProfileInputs) -> Result<Vec<u8>, P
     Ok(out)
 }
 
-/// The `profile` subcommand's work once the CA's metadata is in hand: writes profile `kind`
-/// for the CA at `ca_url` to `out`.
-pub fn run_profile(
-    kind: ProfileKind,
-    metadata: &Metadata,
-    ca_url: &Url,
-    out: &mut dyn Write,
-) -> Result<(), ProfileError> {
-    write_profile(kind, &ProfileInputs::from_metadata(metadata, ca_url), out)
-}
-
-/// Like [`run_profile`], with every input the admin can set (bundle path, token,
-/// organization).
-pub fn write_profile(
+/// Writes profile `kind` from every input the admin can set (the CA's metadata, bundle path,
+/// token, organization) to `out`.
+pub(crate) fn write_profile(
     kind: ProfileKind,
     inputs: &ProfileInputs,
     out: &mut dyn Write,
@@ -336,7 +328,7 @@ pub fn write_profile(
 
 /// Writes a rendered profile to `path`, readable by its owner only (mode 0600 on Unix, also
 /// when the file already existed), because an agent profile may hold the enrollment token.
-pub fn write_file(path: &Path, profile: &[u8]) -> Result<(), ProfileError> {
+pub(crate) fn write_file(path: &Path, profile: &[u8]) -> Result<(), ProfileError> {
     let write_error = |e: std::io::Error| ProfileError::Write { message: format!("{}: {e}", path.display()) };
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -1009,13 +1001,6 @@ mod tests {
         let shown = format!("{inputs:?}");
         assert!(!shown.contains("s3cret-token"), "{shown}");
         assert!(shown.contains("<redacted>"), "{shown}");
-    }
-
-    #[test]
-    fn run_profile_writes_what_render_makes() {
-        let mut out = Vec::new();
-        run_profile(ProfileKind::BrowsersAutoSelect, &example_metadata(), &example_url(), &mut out).unwrap();
-        assert_eq!(out, render(ProfileKind::BrowsersAutoSelect, &example_inputs()).unwrap());
     }
 
     #[test]

@@ -29,7 +29,7 @@ use url::{Host, Url};
 
 /// A checked https origin, possibly with Chrome's leading `[*.]` subdomain wildcard.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Origin {
+pub(crate) struct Origin {
     host: String,
     port: Option<u16>,
     subdomains: bool,
@@ -38,7 +38,7 @@ pub struct Origin {
 /// What is wrong with an origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum OriginProblem {
+pub(crate) enum OriginProblem {
     /// Nothing was given.
     Empty,
     /// Whitespace, a control character or a backslash.
@@ -90,7 +90,7 @@ impl fmt::Display for OriginProblem {
 /// Why a value is not a safe https origin.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{value:?} is not a safe https origin: {problem}")]
-pub struct OriginError {
+pub(crate) struct OriginError {
     /// The value as given.
     pub value: String,
     /// What is wrong with it.
@@ -102,7 +102,7 @@ const SUBDOMAIN_WILDCARD: &str = "[*.]";
 
 impl Origin {
     /// Checks `value` against the rules in the module documentation.
-    pub fn parse(value: &str) -> Result<Self, OriginError> {
+    pub(crate) fn parse(value: &str) -> Result<Self, OriginError> {
         let fail = |problem| Err(OriginError { value: value.to_owned(), problem });
         if value.is_empty() {
             return fail(OriginProblem::Empty);
@@ -169,25 +169,29 @@ impl Origin {
         Ok(Self { host, port: url.port(), subdomains })
     }
 
+    #[cfg_attr(not(target_os = "macos"), allow(dead_code, reason = "only the macOS backend uses it"))]
     /// The host: a lowercase DNS name, an IPv4 address or a bracketed IPv6 address, without
     /// the wildcard.
-    pub fn host(&self) -> &str {
+    pub(crate) fn host(&self) -> &str {
         &self.host
     }
 
+    #[cfg(test)]
     /// The port, unless it is the default (443).
-    pub fn port(&self) -> Option<u16> {
+    pub(crate) fn port(&self) -> Option<u16> {
         self.port
     }
 
+    #[cfg_attr(not(target_os = "macos"), allow(dead_code, reason = "only the macOS backend uses it"))]
     /// Whether the origin covers the host's subdomains too (Chrome's leading `[*.]`).
-    pub fn includes_subdomains(&self) -> bool {
+    pub(crate) fn includes_subdomains(&self) -> bool {
         self.subdomains
     }
 
+    #[cfg_attr(not(target_os = "macos"), allow(dead_code, reason = "only the macOS backend uses it"))]
     /// The host's own origin as a URL with a root path, `https://host[:port]/`, without the
     /// wildcard: what Safari's identity preference for the site is named.
-    pub fn root_url(&self) -> String {
+    pub(crate) fn root_url(&self) -> String {
         match self.port {
             Some(port) => format!("https://{}:{port}/", self.host),
             None => format!("https://{}/", self.host),
@@ -210,7 +214,7 @@ impl fmt::Display for Origin {
 /// Whether `name` is a DNS name of letters, digits and hyphens in dot-separated labels (each
 /// 1 to 63 characters, not starting or ending with a hyphen; 253 characters in all). No
 /// wildcard, no trailing dot, no scheme or port.
-pub fn is_dns_name(name: &str) -> bool {
+pub(crate) fn is_dns_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {

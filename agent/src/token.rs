@@ -11,23 +11,23 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 /// The environment variable that may carry the token.
-pub const TOKEN_ENV: &str = "DEVICETRUST_ENROLLMENT_TOKEN";
+pub(crate) const TOKEN_ENV: &str = "DEVICETRUST_ENROLLMENT_TOKEN";
 
 /// Longest token accepted; far above any real bearer token, far below a mistaken file.
-pub const MAX_TOKEN_LEN: usize = 4096;
+pub(crate) const MAX_TOKEN_LEN: usize = 4096;
 
 /// A secret string; shows only a placeholder.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
     /// Wraps `value`.
-    pub fn new(value: String) -> Self {
+    pub(crate) fn new(value: String) -> Self {
         Self(value)
     }
 
     /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -40,7 +40,7 @@ impl fmt::Debug for Secret {
 
 /// Where the command line said to read the token from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenSource {
+pub(crate) enum TokenSource {
     /// One line of standard input.
     Stdin,
     /// A file.
@@ -52,7 +52,7 @@ pub enum TokenSource {
 /// Why no usable token could be read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum TokenError {
+pub(crate) enum TokenError {
     /// Standard input or the file could not be read.
     #[error("could not read the enrollment token from {from}")]
     Read {
@@ -80,7 +80,7 @@ pub enum TokenError {
 
 /// Reads the token from `source`; `Ok(None)` when only the environment was allowed and it
 /// holds nothing.
-pub fn read_token(
+pub(crate) fn read_token(
     source: &TokenSource,
     stdin: &mut dyn BufRead,
     env: Option<String>,

@@ -68,7 +68,7 @@ const GROUP_OR_OTHER_WRITE: u32 = 0o022;
 /// What `lstat` says about one path: its owner, its group and its `st_mode` (type and
 /// permission bits).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PathFacts {
+pub(crate) struct PathFacts {
     /// The path.
     pub path: PathBuf,
     /// The owner's uid.
@@ -143,7 +143,7 @@ pub enum TrustError {
 
 /// Decides whether `chain` — a file, then each of its parent directories in order, ending
 /// with `/` — is changeable by root alone (see the module documentation for the rule).
-pub fn check_chain(chain: &[PathFacts]) -> Result<(), TrustError> {
+pub(crate) fn check_chain(chain: &[PathFacts]) -> Result<(), TrustError> {
     let Some((file, parents)) = chain.split_first() else {
         return Err(TrustError::IncompleteChain { path: PathBuf::new() });
     };
@@ -193,7 +193,7 @@ pub fn check_chain(chain: &[PathFacts]) -> Result<(), TrustError> {
 
 /// Resolves `path` and gathers the facts [`check_chain`] decides on: the resolved file, then
 /// each of its directories up to `/`, as `lstat` sees them.
-pub fn inspect(path: &Path) -> Result<Vec<PathFacts>, TrustError> {
+pub(crate) fn inspect(path: &Path) -> Result<Vec<PathFacts>, TrustError> {
     let inspect_error =
         |path: &Path, e: std::io::Error| TrustError::Inspect { path: path.to_owned(), reason: e.to_string() };
     let resolved = std::fs::canonicalize(path).map_err(|e| inspect_error(path, e))?;
@@ -208,7 +208,7 @@ pub fn inspect(path: &Path) -> Result<Vec<PathFacts>, TrustError> {
 
 /// Whose files the agent may read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Trust {
+pub(crate) enum Trust {
     /// Running as a user: the user's own files, as any program of theirs would.
     #[default]
     User,
@@ -218,7 +218,7 @@ pub enum Trust {
 
 impl Trust {
     /// [`Trust::RootOnly`] when this process's effective uid is 0.
-    pub fn of_this_process() -> Self {
+    pub(crate) fn of_this_process() -> Self {
         if nix::unistd::geteuid().is_root() { Self::RootOnly } else { Self::User }
     }
 
@@ -226,7 +226,7 @@ impl Trust {
     /// the path to read: for a user, `path` itself; for root, the resolved path once it passed
     /// [`check_chain`]. Reading the returned path is what makes the check hold: nobody but root
     /// can change it or any directory above it afterwards.
-    pub fn resolve(self, what: &'static str, path: &Path) -> Result<PathBuf, Refused> {
+    pub(crate) fn resolve(self, what: &'static str, path: &Path) -> Result<PathBuf, Refused> {
         match self {
             Self::User => Ok(path.to_owned()),
             Self::RootOnly => inspect(path)

@@ -1,6 +1,6 @@
 //! Crash safety of enrollment and renewal, with real process deaths.
 //!
-//! For every named step of `agent::hooks::Step::ALL`, the agent (built with the feature
+//! For every named step of `agent::Step::ALL`, the agent (built with the feature
 //! `test-hooks`) runs `enroll` or `renew --force` with `DEVICETRUST_TEST_ABORT_AT=<step>`
 //! and dies there by `abort()`: no destructor, no cleanup, as a power cut would leave it.
 //! The next `run` must end with exactly one valid identity (store, NSS database and the CA
@@ -14,7 +14,7 @@
 
 use std::panic::AssertUnwindSafe;
 
-use agent::hooks::{ABORT_AT_ENV, Step};
+use agent::{ABORT_AT_ENV, Step};
 use ca_client::cert::CertificateInfo;
 use ca_client::protocol::CertificateState;
 use tests::harness::agent::{AgentHome, NSS_NICKNAME};

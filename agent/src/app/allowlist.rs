@@ -13,11 +13,7 @@ use crate::platform::{PlatformError, PlatformOptions};
 use super::jamf::exit;
 
 /// `devicetrust-agent allowlist ...`; `config_path` is `--config`, for the data directory.
-pub(super) fn run(
-    command: &AllowlistCommand,
-    config_path: Option<&Path>,
-    out: &mut dyn Write,
-) -> ExitCode {
+pub(super) fn run(command: &AllowlistCommand, config_path: Option<&Path>, out: &mut dyn Write) -> ExitCode {
     let options = match load_options(config_path) {
         Ok(options) => options,
         Err(message) => {

@@ -10,7 +10,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::state_dir::{AgentState, CaStatusRecord, CachedMetadata, RevokedRecord, Verdict};
 use super::{
-    Agent, AgentError, METADATA_REFRESH, Current, error_chain, find_client_error, rfc3339, target_of,
+    Agent, AgentError, Current, METADATA_REFRESH, error_chain, find_client_error, rfc3339, target_of,
     warn_skipped_origins,
 };
 use crate::decision::backoff::Jitter;
@@ -21,17 +21,17 @@ use crate::token::Secret;
 
 impl Agent {
     /// `enroll`.
-    pub fn enroll(&self, token: Option<Secret>, out: &mut dyn Write) -> Result<(), AgentError> {
+    pub(crate) fn enroll(&self, token: Option<Secret>, out: &mut dyn Write) -> Result<(), AgentError> {
         self.cycle(Intent::Enroll, token.as_ref(), out)
     }
 
     /// `run`.
-    pub fn run(&self, token: Option<Secret>, out: &mut dyn Write) -> Result<(), AgentError> {
+    pub(crate) fn run(&self, token: Option<Secret>, out: &mut dyn Write) -> Result<(), AgentError> {
         self.cycle(Intent::Run, token.as_ref(), out)
     }
 
     /// `renew [--force]`.
-    pub fn renew(&self, force: bool, out: &mut dyn Write) -> Result<(), AgentError> {
+    pub(crate) fn renew(&self, force: bool, out: &mut dyn Write) -> Result<(), AgentError> {
         self.cycle(Intent::Renew { force }, None, out)
     }
 

@@ -75,7 +75,7 @@ impl fmt::Display for Exit {
 }
 
 /// The exit-code table shown after `--help`; a test keeps it equal to [`Exit::meaning`].
-pub const EXIT_CODES_HELP: &str = "\
+pub(crate) const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  done, or nothing to do
   1  unexpected error

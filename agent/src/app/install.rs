@@ -35,7 +35,7 @@ impl Agent {
     }
 
     /// `uninstall [--system]`.
-    pub fn uninstall(&self, system: bool, out: &mut dyn Write) -> Result<(), AgentError> {
+    pub(crate) fn uninstall(&self, system: bool, out: &mut dyn Write) -> Result<(), AgentError> {
         if system {
             let metadata = self.metadata_for_system();
             let target = metadata.as_ref().and_then(|m| target_of(m).ok());
@@ -82,7 +82,7 @@ impl Agent {
     /// With `--system` the metadata is fetched now when a CA is configured, else taken from
     /// the cache (as root only a cache only root can change). Its browser target is checked
     /// before anything is written.
-    pub fn install(&self, system: bool, out: &mut dyn Write) -> Result<(), AgentError> {
+    pub(crate) fn install(&self, system: bool, out: &mut dyn Write) -> Result<(), AgentError> {
         if system {
             let (metadata, from) = match self.ca() {
                 Ok(ca) => {

@@ -150,4 +150,3 @@ pub(super) fn run(
     }
     ExitCode::SUCCESS
 }
-

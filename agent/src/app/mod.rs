@@ -21,16 +21,12 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use crate::autoselect::{AutoSelectError, OurEntry};
 use crate::cli::{Cli, Command, TokenArgs};
 use crate::config::{ConfigError, Loaded};
-use crate::decision::{
-    self, CertFacts, LocalIdentity,
-};
+use crate::decision::{self, CertFacts, LocalIdentity};
 use crate::lifecycle::checkpoints::Checkpoints;
 use crate::lifecycle::{self, CaApi, Enrollee, LifecycleError};
-use crate::platform::{
-    BrowserTarget, Identity, Platform, PlatformError,
-};
-use state_dir::StateDir;
+use crate::platform::{BrowserTarget, Identity, Platform, PlatformError};
 use crate::token::{Secret, TokenError};
+use state_dir::StateDir;
 
 mod cycle;
 pub(crate) mod exit;
@@ -52,7 +48,7 @@ pub use exit::Exit;
 /// Why a command did not succeed; each maps to one exit code.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum AgentError {
+pub(crate) enum AgentError {
     /// The configuration is missing a value or has a bad one.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -169,7 +165,7 @@ impl From<std::io::Error> for AgentError {
 }
 
 /// The exit code for a failed CA request.
-pub fn exit_for_client_error(e: &ClientError) -> Exit {
+pub(crate) fn exit_for_client_error(e: &ClientError) -> Exit {
     match e.code() {
         Some(ErrorCode::DeviceNotManaged) => Exit::NotManaged,
         Some(ErrorCode::EnrollmentLimitReached) => Exit::LimitReached,
@@ -187,7 +183,7 @@ pub fn exit_for_client_error(e: &ClientError) -> Exit {
 
 impl AgentError {
     /// The exit code this error ends the process with.
-    pub fn exit(&self) -> Exit {
+    pub(crate) fn exit(&self) -> Exit {
         match self {
             Self::Config(_) | Self::Token(_) | Self::DeviceFacts(_) => Exit::Usage,
             Self::BrowserTarget { .. } | Self::NoTrustedMetadata { .. } => Exit::Usage,
@@ -214,16 +210,16 @@ impl AgentError {
 /// How old the cached metadata may get before `run` asks the CA again, so that a change of the
 /// protected origins reaches the browsers within a day (the timer runs daily) without a
 /// metadata request at every login.
-pub const METADATA_REFRESH: TimeDelta = TimeDelta::hours(12);
+pub(crate) const METADATA_REFRESH: TimeDelta = TimeDelta::hours(12);
 
 /// Formats a time the way every output of the agent does (RFC 3339, UTC, seconds).
-pub fn rfc3339(t: DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// The current identity with its parsed certificate.
 #[derive(Debug)]
-pub struct Current {
+pub(crate) struct Current {
     /// The identity.
     pub identity: Identity,
     /// Its certificate.
@@ -232,7 +228,7 @@ pub struct Current {
 
 /// Everything a command needs.
 #[derive(Debug)]
-pub struct Agent {
+pub(crate) struct Agent {
     /// The configuration in effect.
     pub config: Loaded,
     /// The platform backend.
@@ -245,7 +241,7 @@ pub struct Agent {
 
 impl Agent {
     /// An agent over the given parts; `ca` is `None` when no `ca_url` is configured.
-    pub fn new(
+    pub(crate) fn new(
         config: Loaded,
         platform: Platform,
         ca: Option<Box<dyn CaApi>>,
@@ -270,7 +266,7 @@ impl Agent {
     }
 
     /// The current identity, parsed.
-    pub fn current(&self) -> Result<Option<Current>, AgentError> {
+    pub(crate) fn current(&self) -> Result<Option<Current>, AgentError> {
         let Some(identity) = self.platform.store.current()? else { return Ok(None) };
         let info =
             CertificateInfo::from_pem(&identity.certificate_pem).map_err(|e| PlatformError::Corrupt {
@@ -282,7 +278,7 @@ impl Agent {
     }
 
     /// The device UDID: the configured one, else the platform's.
-    pub fn device_udid(&self) -> Result<String, PlatformError> {
+    pub(crate) fn device_udid(&self) -> Result<String, PlatformError> {
         match &self.config.config.device_udid {
             Some(udid) => Ok(udid.trim().to_owned()),
             None => self.platform.device.udid(),
@@ -290,7 +286,7 @@ impl Agent {
     }
 
     /// The per-device offset: from the UDID the certificate names, else the device's.
-    pub fn device_offset(&self, current: Option<&Current>) -> TimeDelta {
+    pub(crate) fn device_offset(&self, current: Option<&Current>) -> TimeDelta {
         let udid = current
             .and_then(|c| c.info.device_udid().map(str::to_owned))
             .or_else(|| self.device_udid().ok())
@@ -335,7 +331,7 @@ impl Agent {
 
     /// The agent on this machine's backend, with a client of the configured CA when
     /// `needs_ca` and a `ca_url` is configured.
-    pub fn open(config: Loaded, needs_ca: bool) -> Result<Self, AgentError> {
+    pub(crate) fn open(config: Loaded, needs_ca: bool) -> Result<Self, AgentError> {
         let platform = crate::platform::open(&crate::platform::PlatformOptions {
             data_dir: config.config.data_dir.clone(),
         })?;
@@ -357,7 +353,7 @@ impl Agent {
 /// setting uses ([`OurEntry::new`], [`crate::origin`]): the agent writes no browser setting
 /// for a target whose cert-auth domain or issuer CN fails here. A protected origin that fails
 /// is only skipped ([`BrowserTarget::wanted`]; [`warn_skipped_origins`] says so).
-pub fn target_of(metadata: &Metadata) -> Result<BrowserTarget<'_>, AutoSelectError> {
+pub(crate) fn target_of(metadata: &Metadata) -> Result<BrowserTarget<'_>, AutoSelectError> {
     OurEntry::new(&metadata.cert_auth_domain, &metadata.issuer_common_name)?;
     Ok(BrowserTarget {
         cert_auth_domain: &metadata.cert_auth_domain,
@@ -368,14 +364,13 @@ pub fn target_of(metadata: &Metadata) -> Result<BrowserTarget<'_>, AutoSelectErr
 
 /// Logs each protected origin of `target` that fails the origin check, and is therefore
 /// written nowhere.
-pub fn warn_skipped_origins(target: &BrowserTarget<'_>) {
+pub(crate) fn warn_skipped_origins(target: &BrowserTarget<'_>) {
     if let Ok(wanted) = target.wanted() {
         for skipped in &wanted.skipped {
             tracing::warn!(origin = %skipped.value, "skipping a protected origin: {skipped}");
         }
     }
 }
-
 
 fn find_client_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a ClientError> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(error);
@@ -389,7 +384,7 @@ fn find_client_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option
 }
 
 /// An error and its causes on one line: `a: b: c`.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cur = error.source();
     while let Some(e) = cur {
@@ -402,7 +397,6 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
-
 
 /// Runs the parsed command line and returns the process's exit code: the one dispatcher of
 /// every subcommand. `stdin` is read only for `--token-stdin`; an error is printed to

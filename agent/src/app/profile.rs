@@ -9,7 +9,11 @@ use crate::lifecycle::CaApi as _;
 
 /// `profile <kind>`: asks the CA for its metadata, then prints (or writes, 0600) a
 /// configuration profile made from it. Needs no enrollment and touches no local state.
-pub(super) fn profile(args: &crate::cli::ProfileArgs, config: &Loaded, out: &mut dyn Write) -> Result<(), AgentError> {
+pub(super) fn profile(
+    args: &crate::cli::ProfileArgs,
+    config: &Loaded,
+    out: &mut dyn Write,
+) -> Result<(), AgentError> {
     use crate::mobileconfig::{self, ProfileInputs};
     let url = config.require_ca_url()?;
     let roots = match &args.ca_bundle {

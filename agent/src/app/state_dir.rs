@@ -20,9 +20,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::decision::{BackoffState, CaVerdict};
-use crate::util::files;
 use crate::platform::{PlatformError, WrittenEntries};
 use crate::trust::Trust;
+use crate::util::files;
 
 const STATE: &str = "state.json";
 const METADATA: &str = "metadata.json";
@@ -31,7 +31,7 @@ const LOCK: &str = "agent.lock";
 /// What the CA last said, and about which certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct CaStatusRecord {
+pub(crate) struct CaStatusRecord {
     /// The serial number the verdict is about; a verdict about another certificate is stale.
     pub serial_number: String,
     /// The verdict.
@@ -43,7 +43,7 @@ pub struct CaStatusRecord {
 /// [`CaVerdict`] as persisted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Known, not revoked.
     Good,
     /// Revoked.
@@ -65,7 +65,7 @@ impl From<Verdict> for CaVerdict {
 /// A revocation the agent acted on, kept so that `status` can say why nothing is enrolled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RevokedRecord {
+pub(crate) struct RevokedRecord {
     /// The revoked certificate.
     pub serial_number: String,
     /// When the agent uninstalled because of it.
@@ -75,7 +75,7 @@ pub struct RevokedRecord {
 /// The contents of `state.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AgentState {
+pub(crate) struct AgentState {
     /// Failures of enrollment and renewal.
     #[serde(default)]
     pub backoff: BackoffState,
@@ -97,7 +97,7 @@ pub struct AgentState {
 
 impl AgentState {
     /// The CA's verdict about the certificate with `serial`, if the record is about it.
-    pub fn verdict_for(&self, serial: &str) -> CaVerdict {
+    pub(crate) fn verdict_for(&self, serial: &str) -> CaVerdict {
         match &self.ca_status {
             Some(record) if ca_client::cert::serials_equal(&record.serial_number, serial) => {
                 record.verdict.into()
@@ -110,7 +110,7 @@ impl AgentState {
 /// The cached metadata, with when it was fetched.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct CachedMetadata {
+pub(crate) struct CachedMetadata {
     /// When it was fetched.
     pub fetched_at: DateTime<Utc>,
     /// The CA URL it was fetched from.
@@ -121,45 +121,46 @@ pub struct CachedMetadata {
 
 /// The state files in one data directory.
 #[derive(Debug, Clone)]
-pub struct StateDir {
+pub(crate) struct StateDir {
     dir: PathBuf,
     trust: Trust,
 }
 
 impl StateDir {
     /// The state files under `dir`, for a user ([`Trust::User`]).
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
+    pub(crate) fn new(dir: impl Into<PathBuf>) -> Self {
         Self { dir: dir.into(), trust: Trust::User }
     }
 
     /// The same files, read under `trust`.
-    pub fn with_trust(self, trust: Trust) -> Self {
+    pub(crate) fn with_trust(self, trust: Trust) -> Self {
         Self { trust, ..self }
     }
 
     /// The path of the cached metadata.
-    pub fn metadata_path(&self) -> PathBuf {
+    pub(crate) fn metadata_path(&self) -> PathBuf {
         self.dir.join(METADATA)
     }
 
+    #[cfg(test)]
     /// The directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Reads `state.json`; a missing file is the default state.
-    pub fn load(&self) -> Result<AgentState, PlatformError> {
+    pub(crate) fn load(&self) -> Result<AgentState, PlatformError> {
         read_json(&self.dir.join(STATE), "the agent state").map(Option::unwrap_or_default)
     }
 
     /// Replaces `state.json`.
-    pub fn save(&self, state: &AgentState) -> Result<(), PlatformError> {
+    pub(crate) fn save(&self, state: &AgentState) -> Result<(), PlatformError> {
         write_json(&self.dir, STATE, state)
     }
 
     /// Reads the cached metadata, if any; as root, a cache another user could have written is
     /// refused ([`PlatformError::Untrusted`]).
-    pub fn load_metadata(&self) -> Result<Option<CachedMetadata>, PlatformError> {
+    pub(crate) fn load_metadata(&self) -> Result<Option<CachedMetadata>, PlatformError> {
         let path = self.metadata_path();
         if self.trust == Trust::RootOnly && std::fs::symlink_metadata(&path).is_err() {
             return Ok(None);
@@ -170,13 +171,13 @@ impl StateDir {
     }
 
     /// Replaces the cached metadata.
-    pub fn save_metadata(&self, cached: &CachedMetadata) -> Result<(), PlatformError> {
+    pub(crate) fn save_metadata(&self, cached: &CachedMetadata) -> Result<(), PlatformError> {
         write_json(&self.dir, METADATA, cached)
     }
 
     /// Takes the run lock, waiting for another run of this user to finish: the timer, a
     /// login run and a manual command must not interleave their steps.
-    pub fn lock(&self) -> Result<RunLock, PlatformError> {
+    pub(crate) fn lock(&self) -> Result<RunLock, PlatformError> {
         files::ensure_private_dir(&self.dir)?;
         let path = self.dir.join(LOCK);
         let file = std::fs::OpenOptions::new()
@@ -193,7 +194,7 @@ impl StateDir {
 
     /// Removes the state files, the lock file and the directory when it is left empty;
     /// returns a line per removed state file.
-    pub fn remove_all(&self) -> Result<Vec<String>, PlatformError> {
+    pub(crate) fn remove_all(&self) -> Result<Vec<String>, PlatformError> {
         let mut removed = Vec::new();
         for (name, what) in [(STATE, "agent state"), (METADATA, "cached ca metadata")] {
             let path = self.dir.join(name);
@@ -209,7 +210,7 @@ impl StateDir {
 
 /// Held while a command changes state; released on drop.
 #[derive(Debug)]
-pub struct RunLock {
+pub(crate) struct RunLock {
     _lock: nix::fcntl::Flock<File>,
 }
 

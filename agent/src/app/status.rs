@@ -13,15 +13,15 @@ use std::io::Write;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::autoselect;
 use crate::app::{Agent, AgentError, error_chain, rfc3339, target_of};
+use crate::autoselect;
 use crate::decision::schedule;
 use crate::decision::{CaVerdict, CertFacts};
 
 /// The overall state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum State {
+pub(super) enum State {
     /// No identity.
     NotEnrolled,
     /// An identity, not yet due for renewal.
@@ -38,7 +38,7 @@ pub enum State {
 
 impl State {
     /// The wire name.
-    pub const fn as_str(self) -> &'static str {
+    pub(super) const fn as_str(self) -> &'static str {
         match self {
             Self::NotEnrolled => "not_enrolled",
             Self::Enrolled => "enrolled",
@@ -53,7 +53,7 @@ impl State {
 /// The certificate in use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct CertificateReport {
+pub(super) struct CertificateReport {
     /// Serial number, lowercase hex.
     pub serial_number: String,
     /// Subject CN.
@@ -71,7 +71,7 @@ pub struct CertificateReport {
 /// Renewal timing and the last failure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RenewalReport {
+pub(super) struct RenewalReport {
     /// When renewal is due.
     pub due_at: Option<String>,
     /// The last enrollment or renewal attempt.
@@ -84,14 +84,14 @@ pub struct RenewalReport {
 
 /// The CA.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CaReport {
+pub(super) struct CaReport {
     /// The configured CA URL.
     pub url: Option<String>,
 }
 
 /// One browser's setting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BrowserReport {
+pub(super) struct BrowserReport {
     /// Our setting or identity is in place.
     pub present: bool,
     /// It is managed policy.
@@ -104,7 +104,7 @@ pub struct BrowserReport {
 /// One origin the browsers are told to present the certificate to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct OriginReport {
+pub(super) struct OriginReport {
     /// The origin, in canonical form (the pattern written).
     pub origin: String,
     /// Whether our entry is in place in every browser that is told per origin.
@@ -116,7 +116,7 @@ pub struct OriginReport {
 
 /// A protected origin that failed the origin check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SkippedOriginReport {
+pub(super) struct SkippedOriginReport {
     /// The value the CA published.
     pub value: String,
     /// Why it was refused.
@@ -126,7 +126,7 @@ pub struct SkippedOriginReport {
 /// The identity store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct StoreReport {
+pub(super) struct StoreReport {
     /// `files`, `keychain`, ...
     pub kind: String,
     /// Where.
@@ -145,7 +145,7 @@ pub struct StoreReport {
 
 /// Everything `status` shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StatusReport {
+pub(super) struct StatusReport {
     /// The overall state.
     pub state: State,
     /// The certificate, when there is one.
@@ -171,7 +171,7 @@ pub struct StatusReport {
 
 /// How to print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(super) enum Format {
     /// Aligned lines.
     Plain,
     /// JSON.
@@ -181,7 +181,7 @@ pub enum Format {
 }
 
 /// Collects the report.
-pub fn gather(agent: &Agent) -> StatusReport {
+pub(super) fn gather(agent: &Agent) -> StatusReport {
     let now = agent.platform.clock.now();
     let description = agent.platform.store.describe();
     let mut report = StatusReport {
@@ -267,7 +267,7 @@ fn fill(agent: &Agent, now: DateTime<Utc>, report: &mut StatusReport) -> Result<
 }
 
 /// Each wanted origin with its entry in every browser that reports per-origin entries.
-pub fn origin_reports(
+pub(super) fn origin_reports(
     wanted: &autoselect::Wanted,
     statuses: &[crate::platform::BrowserStatus],
 ) -> Vec<OriginReport> {
@@ -300,7 +300,7 @@ fn origins_suffix(report: &StatusReport) -> String {
 }
 
 /// Prints `report` in `format`.
-pub fn render(report: &StatusReport, format: Format, out: &mut dyn Write) -> Result<(), AgentError> {
+pub(super) fn render(report: &StatusReport, format: Format, out: &mut dyn Write) -> Result<(), AgentError> {
     match format {
         Format::Json => {
             let text = serde_json::to_string_pretty(report).map_err(std::io::Error::from)?;

@@ -8,11 +8,11 @@ use chrono::TimeZone as _;
 use super::*;
 use crate::config::Config;
 use crate::lifecycle::checkpoints::{SimulatedCrash, Step};
-use crate::platform::{
-    BrowserIntegration, BrowserStatus, DeviceFacts, FixedClock, MdmEnrollment, Notifier, ScheduleSpec, Scheduler,
-    SchedulerStatus, Scope, WrittenEntries,
-};
 use crate::platform::file_store::FileIdentityStore;
+use crate::platform::{
+    BrowserIntegration, BrowserStatus, DeviceFacts, FixedClock, MdmEnrollment, Notifier, ScheduleSpec,
+    Scheduler, SchedulerStatus, Scope, WrittenEntries,
+};
 use crate::testing::{FakeCa, TOKEN, early, not_after};
 use crate::trust::Trust;
 
@@ -38,9 +38,6 @@ impl DeviceFacts for FakeDevice {
     }
     fn current_user(&self) -> Result<String, PlatformError> {
         Ok("alice".into())
-    }
-    fn console_user(&self) -> Result<Option<String>, PlatformError> {
-        Ok(Some("alice".into()))
     }
     fn mdm_enrollment(&self) -> Result<MdmEnrollment, PlatformError> {
         Ok(self.mdm)
@@ -663,7 +660,8 @@ fn status_table() {
         step(&h);
         let report = crate::app::status::gather(&h.agent());
         assert_eq!(report.state.as_str(), state, "{name}");
-        let (_, text) = output(|o| crate::app::status::render(&report, crate::app::status::Format::JamfEa, o));
+        let (_, text) =
+            output(|o| crate::app::status::render(&report, crate::app::status::Format::JamfEa, o));
         assert_eq!(text, ea, "{name}");
     }
 }

@@ -9,21 +9,22 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 /// The delay after the first failure.
-pub const BASE: TimeDelta = TimeDelta::hours(1);
+pub(crate) const BASE: TimeDelta = TimeDelta::hours(1);
 
 /// The longest delay, however many failures came before.
-pub const CAP: TimeDelta = TimeDelta::hours(24);
+pub(crate) const CAP: TimeDelta = TimeDelta::hours(24);
 
 /// A fraction in `[0, 1)` (in units of 1/65536) of the delay's jitter range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Jitter(pub u16);
+pub(crate) struct Jitter(pub u16);
 
 impl Jitter {
+    #[cfg(test)]
     /// No jitter: the full delay.
-    pub const NONE: Self = Self(0);
+    pub(crate) const NONE: Self = Self(0);
 
     /// A jitter drawn from the thread's random source.
-    pub fn random() -> Self {
+    pub(crate) fn random() -> Self {
         Self(rand::random())
     }
 }
@@ -32,7 +33,7 @@ impl Jitter {
 ///
 /// For a fixed jitter the delay never shrinks as failures grow, and it never exceeds
 /// [`CAP`]; jitter takes off at most a quarter.
-pub fn delay(failures: u32, jitter: Jitter) -> TimeDelta {
+pub(crate) fn delay(failures: u32, jitter: Jitter) -> TimeDelta {
     if failures == 0 {
         return TimeDelta::zero();
     }
@@ -48,7 +49,7 @@ pub fn delay(failures: u32, jitter: Jitter) -> TimeDelta {
 /// The persisted memory of failed attempts, shared by enrollment and renewal.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct BackoffState {
+pub(crate) struct BackoffState {
     /// Consecutive failures since the last success.
     pub failures: u32,
     /// When the last attempt (successful or not) was made.
@@ -61,7 +62,7 @@ pub struct BackoffState {
 
 impl BackoffState {
     /// The state after a failure at `now`.
-    pub fn after_failure(&self, now: DateTime<Utc>, jitter: Jitter, error: impl Into<String>) -> Self {
+    pub(crate) fn after_failure(&self, now: DateTime<Utc>, jitter: Jitter, error: impl Into<String>) -> Self {
         let failures = self.failures.saturating_add(1);
         Self {
             failures,
@@ -72,12 +73,12 @@ impl BackoffState {
     }
 
     /// The state after a success at `now`: no failures, no waiting.
-    pub fn after_success(now: DateTime<Utc>) -> Self {
+    pub(crate) fn after_success(now: DateTime<Utc>) -> Self {
         Self { failures: 0, last_attempt: Some(now), last_error: None, next_attempt: None }
     }
 
     /// The time before which automatic attempts wait, if it is still ahead of `now`.
-    pub fn waiting_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn waiting_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.next_attempt.filter(|next| *next > now)
     }
 }

@@ -11,12 +11,14 @@ pub(crate) mod schedule;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::platform::{Clock, MdmEnrollment};
-pub use backoff::BackoffState;
+#[cfg(test)]
+use crate::platform::Clock;
+use crate::platform::MdmEnrollment;
+pub(crate) use backoff::BackoffState;
 
 /// The validity of a certificate, as far as the core cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CertFacts {
+pub(crate) struct CertFacts {
     /// Start of validity.
     pub not_before: DateTime<Utc>,
     /// End of validity.
@@ -25,7 +27,7 @@ pub struct CertFacts {
 
 /// What the device holds locally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LocalIdentity {
+pub(crate) enum LocalIdentity {
     /// Nothing at all.
     None,
     /// Only a key persisted before an enrollment request whose answer was never stored; an
@@ -41,8 +43,9 @@ pub enum LocalIdentity {
 }
 
 impl LocalIdentity {
+    #[cfg(test)]
     /// The identity in use, if any.
-    pub const fn current(&self) -> Option<&CertFacts> {
+    pub(crate) const fn current(&self) -> Option<&CertFacts> {
         match self {
             Self::Enrolled(facts) | Self::Renewing { current: facts } => Some(facts),
             Self::None | Self::PendingKey => None,
@@ -52,7 +55,7 @@ impl LocalIdentity {
 
 /// What the CA last said about the current certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum CaVerdict {
+pub(crate) enum CaVerdict {
     /// Not asked yet, or the CA could not be reached.
     #[default]
     Unknown,
@@ -67,7 +70,7 @@ pub enum CaVerdict {
 
 /// The command that asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Intent {
+pub(crate) enum Intent {
     /// `run`: the periodic job; enrolls, renews or does nothing, as due.
     Run,
     /// `enroll`: an explicit request to enroll; does nothing when already enrolled.
@@ -81,7 +84,7 @@ pub enum Intent {
 
 /// Everything the decision depends on, except the time.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Inputs {
+pub(crate) struct Inputs {
     /// What the device holds.
     pub identity: LocalIdentity,
     /// What the CA last said about the current certificate.
@@ -102,7 +105,7 @@ pub struct Inputs {
 
 /// Why a renewal happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RenewReason {
+pub(crate) enum RenewReason {
     /// The due time has passed.
     Due,
     /// `renew --force`.
@@ -113,7 +116,7 @@ pub enum RenewReason {
 
 /// Why nothing can be done now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Blocked {
+pub(crate) enum Blocked {
     /// `renew` without an identity.
     NotEnrolled,
     /// Enrollment is needed but no token was supplied.
@@ -131,7 +134,7 @@ pub enum Blocked {
 
 /// What to do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Enroll (with the pending key when one is left, so no CA slot is wasted).
     Enroll,
     /// Renew the current identity.
@@ -153,13 +156,14 @@ pub enum Decision {
     },
 }
 
+#[cfg(test)]
 /// Decides what to do at the clock's current time.
-pub fn decide(inputs: &Inputs, clock: &dyn Clock) -> Decision {
+pub(crate) fn decide(inputs: &Inputs, clock: &dyn Clock) -> Decision {
     decide_at(inputs, clock.now())
 }
 
 /// Decides what to do at `now`.
-pub fn decide_at(inputs: &Inputs, now: DateTime<Utc>) -> Decision {
+pub(crate) fn decide_at(inputs: &Inputs, now: DateTime<Utc>) -> Decision {
     match inputs.identity {
         LocalIdentity::None | LocalIdentity::PendingKey => decide_without_identity(inputs, now),
         LocalIdentity::Enrolled(current) => decide_with_identity(inputs, current, false, now),

@@ -12,14 +12,14 @@ use sha2::{Digest, Sha256};
 use super::CertFacts;
 
 /// The largest per-device offset.
-pub const MAX_DEVICE_OFFSET: TimeDelta = TimeDelta::days(7);
+pub(crate) const MAX_DEVICE_OFFSET: TimeDelta = TimeDelta::days(7);
 
 /// The renewal window when the configuration says nothing.
-pub const DEFAULT_RENEW_BEFORE: TimeDelta = TimeDelta::days(30);
+pub(crate) const DEFAULT_RENEW_BEFORE: TimeDelta = TimeDelta::days(30);
 
 /// This device's offset in `[0, 7 days]`, derived from its UDID by SHA-256 so that it is the
 /// same at every run and spread evenly across a fleet.
-pub fn device_offset(udid: &str) -> TimeDelta {
+pub(crate) fn device_offset(udid: &str) -> TimeDelta {
     let digest = Sha256::digest(udid.as_bytes());
     let mut first = [0_u8; 8];
     first.copy_from_slice(&digest[..8]);
@@ -30,7 +30,11 @@ pub fn device_offset(udid: &str) -> TimeDelta {
 }
 
 /// When the renewal of `cert` is due.
-pub fn renewal_due(cert: &CertFacts, renew_before: TimeDelta, device_offset: TimeDelta) -> DateTime<Utc> {
+pub(crate) fn renewal_due(
+    cert: &CertFacts,
+    renew_before: TimeDelta,
+    device_offset: TimeDelta,
+) -> DateTime<Utc> {
     let third = ((cert.not_after - cert.not_before) / 3).max(TimeDelta::zero());
     let window = renew_before.max(TimeDelta::zero()).min(third);
     let offset = device_offset.max(TimeDelta::zero()).min(third);

@@ -66,10 +66,10 @@ impl fmt::Display for Step {
 /// A crash simulated by an in-process test at a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("simulated crash at {0}")]
-pub struct SimulatedCrash(pub Step);
+pub(crate) struct SimulatedCrash(pub Step);
 
 /// Called at every [`Step`]; an error stops the operation right there, with no cleanup.
-pub trait Checkpoints: fmt::Debug {
+pub(crate) trait Checkpoints: fmt::Debug {
     /// The operation reached `step`.
     fn reached(&self, step: Step) -> Result<(), SimulatedCrash>;
 }
@@ -77,7 +77,7 @@ pub trait Checkpoints: fmt::Debug {
 /// The production checkpoints: a log line, and with the feature `test-hooks`, an abort when
 /// `DEVICETRUST_TEST_ABORT_AT` names the step.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ProcessCheckpoints;
+pub(crate) struct ProcessCheckpoints;
 
 impl Checkpoints for ProcessCheckpoints {
     fn reached(&self, step: Step) -> Result<(), SimulatedCrash> {

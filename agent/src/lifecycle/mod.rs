@@ -28,13 +28,13 @@ use crate::platform::{Identity, IdentityStore, PlatformError};
 use crate::token::Secret;
 
 /// The agent's version, sent as `clientVersion`.
-pub const CLIENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const CLIENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The CN put in CSRs; the CA ignores it and sets its own.
 const CSR_COMMON_NAME: &str = "devicetrust-agent";
 
 /// The calls the flows make to the CA.
-pub trait CaApi: fmt::Debug {
+pub(crate) trait CaApi: fmt::Debug {
     /// `GET /api/v1/metadata`.
     fn metadata(&self) -> Result<Metadata, ClientError>;
     /// `POST /api/v1/enroll` with the bearer token.
@@ -62,7 +62,7 @@ impl<T: CaApi + ?Sized> CaApi for std::sync::Arc<T> {
 
 /// Which request failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Operation {
+pub(crate) enum Operation {
     /// Enrollment.
     Enroll,
     /// Renewal.
@@ -81,7 +81,7 @@ impl fmt::Display for Operation {
 /// Why an issued certificate was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum Rejection {
+pub(crate) enum Rejection {
     /// It does not parse.
     #[error("it cannot be read: {0}")]
     Unreadable(String),
@@ -107,7 +107,7 @@ pub enum Rejection {
 /// Why an enrollment or renewal failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum LifecycleError {
+pub(crate) enum LifecycleError {
     /// The identity store failed.
     #[error(transparent)]
     Store(#[from] PlatformError),
@@ -139,7 +139,7 @@ pub enum LifecycleError {
 
 /// What the device says about itself in an enrollment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Enrollee {
+pub(crate) struct Enrollee {
     /// The device.
     pub device: DeviceInfo,
     /// The user the certificate is for.
@@ -148,7 +148,7 @@ pub struct Enrollee {
 
 /// A completed enrollment or renewal.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Completed {
+pub(crate) struct Completed {
     /// The identity now current.
     pub certificate: CertificateInfo,
     /// Whether a request was sent (false when a stored answer was only switched to).
@@ -160,7 +160,7 @@ pub struct Completed {
 }
 
 /// Checks a stored identity before it becomes current.
-pub fn check_identity(
+pub(crate) fn check_identity(
     identity: &Identity,
     ca_certificates: &[String],
     udid: Option<&str>,
@@ -202,7 +202,7 @@ fn test_signature(key: &dyn KeySigner, serial: &str) -> Result<(), Rejection> {
 
 /// What [`recover`] finished.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Recovery {
+pub(crate) struct Recovery {
     /// A line per completed or undone step, for the log.
     pub actions: Vec<String>,
 }
@@ -212,7 +212,7 @@ pub struct Recovery {
 /// that fails them loses its certificate and keeps its key for the next request). Needs the
 /// CA certificates for the chain check; without them a stored pending identity waits for
 /// the next enrollment or renewal, which fetches them.
-pub fn recover(
+pub(crate) fn recover(
     store: &dyn IdentityStore,
     ca_certificates: Option<&[String]>,
     udid: Option<&str>,
@@ -249,7 +249,7 @@ pub fn recover(
 }
 
 /// Enrolls: reuses or persists the pending key, asks the CA, stores, checks, switches.
-pub fn enroll(
+pub(crate) fn enroll(
     store: &dyn IdentityStore,
     ca: &dyn CaApi,
     token: &Secret,
@@ -289,7 +289,7 @@ pub fn enroll(
 /// Renews the current identity: a new pending key beside it (or the one an earlier attempt
 /// left), a request over mutual TLS with the current identity, then store, check, switch,
 /// delete the old identity.
-pub fn renew(
+pub(crate) fn renew(
     store: &dyn IdentityStore,
     ca: &dyn CaApi,
     metadata: &Metadata,

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use ca_client::signer::{KeyAlgorithm, KeySigner, SoftwareKey};
 use serde::{Deserialize, Serialize};
 
-use crate::util::{files, pem};
 use crate::platform::{Identity, IdentityStore, PlatformError, StoreDescription, StoreSnapshot};
+use crate::util::{files, pem};
 
 const INDEX: &str = "identities.json";
 const IDENTITIES: &str = "identities";
@@ -50,30 +50,32 @@ impl Index {
 
 /// Identities as files under one private directory; keys are PKCS#8 PEM files, mode 0600.
 #[derive(Debug, Clone)]
-pub struct FileIdentityStore {
+pub(crate) struct FileIdentityStore {
     dir: PathBuf,
 }
 
 impl FileIdentityStore {
     /// A store rooted at `dir`; nothing is created until the first write.
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
+    pub(crate) fn new(dir: impl Into<PathBuf>) -> Self {
         Self { dir: dir.into() }
     }
 
+    #[cfg(test)]
     /// The root directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// The path of the current identity's key file, if there is a current identity; for
     /// backends that must hand the key to a browser database (NSS) by their own means.
-    pub fn current_key_path(&self) -> Result<Option<PathBuf>, PlatformError> {
+    pub(crate) fn current_key_path(&self) -> Result<Option<PathBuf>, PlatformError> {
         Ok(self.load_index()?.current.map(|id| self.identity_dir(&id).join(KEY)))
     }
 
+    #[cfg_attr(target_os = "macos", allow(dead_code, reason = "only the Linux backend uses it"))]
     /// The current identity's PKCS#8 DER key, for an import into NSS. A secret: never log it,
     /// never write it outside a 0700 directory.
-    pub fn current_key_pkcs8(&self) -> Result<Option<Vec<u8>>, PlatformError> {
+    pub(crate) fn current_key_pkcs8(&self) -> Result<Option<Vec<u8>>, PlatformError> {
         let Some(id) = self.load_index()?.current else { return Ok(None) };
         let key = self.load_key(&id, "the current key")?;
         Ok(Some(key.pkcs8_der()))
@@ -108,8 +110,8 @@ impl FileIdentityStore {
     fn load_key(&self, id: &str, what: &'static str) -> Result<SoftwareKey, PlatformError> {
         let path = self.identity_dir(id).join(KEY);
         let pem = files::read_optional(&path)?.ok_or(PlatformError::Missing(what))?;
-        let der = pem::first(&pem, "PRIVATE KEY")
-            .ok_or_else(|| corrupt(what, &path, "not a PEM private key"))?;
+        let der =
+            pem::first(&pem, "PRIVATE KEY").ok_or_else(|| corrupt(what, &path, "not a PEM private key"))?;
         SoftwareKey::from_pkcs8_der(&der).map_err(|e| corrupt(what, &path, &e.to_string()))
     }
 
@@ -311,7 +313,6 @@ impl IdentityStore for FileIdentityStore {
 fn ensure_newline(pem: &str) -> String {
     if pem.ends_with('\n') { pem.to_owned() } else { format!("{pem}\n") }
 }
-
 
 #[cfg(test)]
 mod tests {

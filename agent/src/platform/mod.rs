@@ -40,7 +40,7 @@ pub(crate) mod macos;
 /// Why a platform operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum PlatformError {
+pub(crate) enum PlatformError {
     /// A file or directory could not be read, written or removed.
     #[error("{action} {path}")]
     Io {
@@ -65,6 +65,7 @@ pub enum PlatformError {
     /// An operation needs an item that is not there (e.g. promoting without a pending identity).
     #[error("{0} is missing")]
     Missing(&'static str),
+    #[cfg_attr(not(target_os = "macos"), allow(dead_code, reason = "only the macOS backend uses it"))]
     /// A helper program failed.
     #[error("{program} failed ({status}): {stderr}")]
     Command {
@@ -97,20 +98,20 @@ pub enum PlatformError {
 
 impl PlatformError {
     /// An [`PlatformError::Io`] for `path`.
-    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io { action, path: path.into(), source }
     }
 }
 
 /// The time source. The decision core asks it once per run; tests pass a fake.
-pub trait Clock: Send + Sync + fmt::Debug {
+pub(crate) trait Clock: Send + Sync + fmt::Debug {
     /// The current time.
     fn now(&self) -> DateTime<Utc>;
 }
 
 /// The system's wall clock.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
@@ -118,23 +119,26 @@ impl Clock for SystemClock {
     }
 }
 
+#[cfg(test)]
 /// A clock that says what it is told; for tests and for replaying decisions.
 #[derive(Debug)]
-pub struct FixedClock(std::sync::Mutex<DateTime<Utc>>);
+pub(crate) struct FixedClock(std::sync::Mutex<DateTime<Utc>>);
 
+#[cfg(test)]
 impl FixedClock {
     /// A clock stopped at `now`.
-    pub fn new(now: DateTime<Utc>) -> Self {
+    pub(crate) fn new(now: DateTime<Utc>) -> Self {
         Self(std::sync::Mutex::new(now))
     }
 
     /// Moves the clock to `now`.
-    pub fn set(&self, now: DateTime<Utc>) {
+    pub(crate) fn set(&self, now: DateTime<Utc>) {
         // A poisoned lock only means another test thread panicked; the value is still usable.
         *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = now;
     }
 }
 
+#[cfg(test)]
 impl Clock for FixedClock {
     fn now(&self) -> DateTime<Utc> {
         *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -143,7 +147,7 @@ impl Clock for FixedClock {
 
 /// A stored identity: the certificate and a handle to its private key.
 #[derive(Clone)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// The leaf certificate, PEM.
     pub certificate_pem: String,
     /// The issuing chain the CA returned, PEM, leaf's issuer first.
@@ -164,7 +168,7 @@ impl fmt::Debug for Identity {
 
 /// What a store holds right now, without loading any key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StoreSnapshot {
+pub(crate) struct StoreSnapshot {
     /// A current identity (key and certificate) is present.
     pub current: bool,
     /// A pending key is present (an enrollment or renewal started and did not finish).
@@ -177,7 +181,7 @@ pub struct StoreSnapshot {
 
 /// How a store describes itself in `status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreDescription {
+pub(crate) struct StoreDescription {
     /// The kind of store, e.g. `files` or `keychain`.
     pub kind: String,
     /// Where it is (a directory, a keychain path).
@@ -193,7 +197,7 @@ pub struct StoreDescription {
 /// *previous* identity. Every method persists its effect before returning, so that a crash
 /// at any point leaves a state from which [`crate::lifecycle`] recovers without asking the
 /// CA for a second certificate.
-pub trait IdentityStore: Send + Sync + fmt::Debug {
+pub(crate) trait IdentityStore: Send + Sync + fmt::Debug {
     /// The pending key a previous attempt left behind, if any.
     fn pending_key(&self) -> Result<Option<Arc<dyn KeySigner>>, PlatformError>;
 
@@ -239,8 +243,9 @@ pub trait IdentityStore: Send + Sync + fmt::Debug {
 
 /// Whether the device's own MDM enrollment check says it is managed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MdmEnrollment {
+pub(crate) enum MdmEnrollment {
     /// The device reports an MDM enrollment.
+    #[cfg_attr(not(target_os = "macos"), allow(dead_code, reason = "only the macOS backend uses it"))]
     Enrolled,
     /// The device reports none: enrollment and renewal are pointless (the CA would refuse).
     NotEnrolled,
@@ -249,7 +254,7 @@ pub enum MdmEnrollment {
 }
 
 /// Facts about the device and who is using it.
-pub trait DeviceFacts: Send + Sync + fmt::Debug {
+pub(crate) trait DeviceFacts: Send + Sync + fmt::Debug {
     /// The hardware UUID (`IOPlatformUUID` on a Mac, derived from `/etc/machine-id` on Linux).
     fn udid(&self) -> Result<String, PlatformError>;
     /// The hardware serial number (the MDM's lookup key).
@@ -260,15 +265,13 @@ pub trait DeviceFacts: Send + Sync + fmt::Debug {
     fn os_version(&self) -> Result<String, PlatformError>;
     /// The user running this process; the certificate is issued for them.
     fn current_user(&self) -> Result<String, PlatformError>;
-    /// The user logged in at the console, if anyone (`loginwindow`, `root` or nobody: `None`).
-    fn console_user(&self) -> Result<Option<String>, PlatformError>;
     /// The device's own view of its MDM enrollment.
     fn mdm_enrollment(&self) -> Result<MdmEnrollment, PlatformError>;
 }
 
 /// Who a browser setting is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// The user running the agent (NSS database, user preferences, identity preferences).
     User,
     /// The whole machine (managed browser policies); needs root.
@@ -277,7 +280,7 @@ pub enum Scope {
 
 /// What browsers must be told: where to present the certificate and how to pick it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BrowserTarget<'a> {
+pub(crate) struct BrowserTarget<'a> {
     /// The origin where browsers present the certificate (`certAuthDomain`).
     pub cert_auth_domain: &'a str,
     /// The issuer CN the browser's certificate filter matches.
@@ -289,7 +292,7 @@ pub struct BrowserTarget<'a> {
 
 impl BrowserTarget<'_> {
     /// One checked entry per origin, the cert-auth domain's first, and the origins refused.
-    pub fn wanted(&self) -> Result<crate::autoselect::Wanted, crate::autoselect::AutoSelectError> {
+    pub(crate) fn wanted(&self) -> Result<crate::autoselect::Wanted, crate::autoselect::AutoSelectError> {
         crate::autoselect::wanted(self.cert_auth_domain, self.protected_origins, self.issuer_common_name)
     }
 }
@@ -298,11 +301,11 @@ impl BrowserTarget<'_> {
 /// (macOS: the user's Chrome and Edge preferences; Safari: the protected origins given an
 /// identity preference), by list name; the only entries it may remove later (see
 /// [`crate::autoselect`]). Kept in the agent's state file.
-pub type WrittenEntries = BTreeMap<String, Vec<String>>;
+pub(crate) type WrittenEntries = BTreeMap<String, Vec<String>>;
 
 /// Whether one origin's entry is in place in one browser.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OriginStatus {
+pub(crate) struct OriginStatus {
     /// The origin, in canonical form.
     pub origin: String,
     /// Whether our entry is there.
@@ -311,7 +314,7 @@ pub struct OriginStatus {
 
 /// Whether one browser's setting is in place.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrowserStatus {
+pub(crate) struct BrowserStatus {
     /// A stable short name, e.g. `chromium`, `chrome`, `safari`, `nss`.
     pub browser: String,
     /// Our setting (or identity) is in place for the target: for a browser with per-origin
@@ -327,7 +330,7 @@ pub struct BrowserStatus {
 }
 
 /// Makes browsers present the device certificate at the cert-auth domain.
-pub trait BrowserIntegration: Send + Sync + fmt::Debug {
+pub(crate) trait BrowserIntegration: Send + Sync + fmt::Debug {
     /// Puts the settings of `scope` in place for `target`, idempotently and without disturbing
     /// other entries; entries recorded in `written` that the target no longer wants are
     /// removed, and `written` is updated with what was added. For [`Scope::User`], `identity`
@@ -357,7 +360,7 @@ pub trait BrowserIntegration: Send + Sync + fmt::Debug {
 
 /// What the scheduler must run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ScheduleSpec<'a> {
+pub(crate) struct ScheduleSpec<'a> {
     /// The agent binary.
     pub program: &'a Path,
     /// The configuration file to pass with `--config`, if one was given explicitly.
@@ -368,7 +371,7 @@ pub struct ScheduleSpec<'a> {
 
 /// Whether the periodic run is installed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SchedulerStatus {
+pub(crate) struct SchedulerStatus {
     /// The timer or LaunchAgent is installed.
     pub installed: bool,
     /// What and where, for people.
@@ -376,7 +379,7 @@ pub struct SchedulerStatus {
 }
 
 /// Runs `devicetrust-agent run` at login and daily (systemd user timer, LaunchAgent).
-pub trait Scheduler: Send + Sync + fmt::Debug {
+pub(crate) trait Scheduler: Send + Sync + fmt::Debug {
     /// Installs (or refreshes) the periodic run for the current user; a line per change.
     fn install(&self, spec: &ScheduleSpec<'_>) -> Result<Vec<String>, PlatformError>;
     /// Removes it; a line per removed item; nothing to remove is success.
@@ -386,15 +389,16 @@ pub trait Scheduler: Send + Sync + fmt::Debug {
 }
 
 /// Tells the user what needs their action.
-pub trait Notifier: Send + Sync + fmt::Debug {
+pub(crate) trait Notifier: Send + Sync + fmt::Debug {
     /// A renewal replaced the certificate: running browsers may keep presenting the old one
     /// until restarted.
     fn browser_restart_needed(&self, browsers: &[String]);
 }
 
+#[cfg_attr(target_os = "macos", allow(dead_code, reason = "only the Linux backend uses it"))]
 /// A notifier that only logs (enough on Linux, the fallback elsewhere).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct LogNotifier;
+pub(crate) struct LogNotifier;
 
 impl Notifier for LogNotifier {
     fn browser_restart_needed(&self, browsers: &[String]) {
@@ -407,14 +411,14 @@ impl Notifier for LogNotifier {
 
 /// What a backend needs to know to open.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PlatformOptions {
+pub(crate) struct PlatformOptions {
     /// Overrides the agent's data directory (configuration `data_dir`).
     pub data_dir: Option<PathBuf>,
 }
 
 /// One backend: every platform service the agent uses.
 #[derive(Debug)]
-pub struct Platform {
+pub(crate) struct Platform {
     /// The agent's own state directory (backoff state, cached CA metadata, the run lock).
     pub data_dir: PathBuf,
     /// Where identities live.
@@ -432,7 +436,7 @@ pub struct Platform {
 }
 
 /// Opens the backend compiled for this operating system.
-pub fn open(options: &PlatformOptions) -> Result<Platform, PlatformError> {
+pub(crate) fn open(options: &PlatformOptions) -> Result<Platform, PlatformError> {
     #[cfg(target_os = "macos")]
     {
         macos::open(options)

@@ -18,12 +18,12 @@ use std::time::Duration;
 use wait_timeout::ChildExt as _;
 
 /// Default deadline for one tool call.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a tool could not be run to completion.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ExecError {
+pub(crate) enum ExecError {
     /// The program is not installed (or not on `PATH`).
     #[error("{program} was not found; is it installed?")]
     NotFound {
@@ -50,7 +50,7 @@ pub enum ExecError {
 
 /// What a finished tool printed and how it exited.
 #[derive(Debug, Clone)]
-pub struct Output {
+pub(crate) struct Output {
     /// The exit status.
     pub status: ExitStatus,
     /// Standard output, lossily decoded.
@@ -61,29 +61,33 @@ pub struct Output {
 
 impl Output {
     /// Whether the tool exited with status 0.
-    pub fn success(&self) -> bool {
+    pub(crate) fn success(&self) -> bool {
         self.status.success()
     }
 
+    #[cfg_attr(target_os = "macos", allow(dead_code, reason = "only the Linux backend uses it"))]
     /// The exit code, or -1 when a signal ended the tool.
-    pub fn code(&self) -> i32 {
+    pub(crate) fn code(&self) -> i32 {
         self.status.code().unwrap_or(-1)
     }
 
+    #[cfg_attr(not(target_os = "macos"), allow(dead_code, reason = "only the macOS backend uses it"))]
     /// The exit status as text, for error messages.
-    pub fn status_text(&self) -> String {
+    pub(crate) fn status_text(&self) -> String {
         self.status.code().map_or_else(|| "killed by a signal".to_owned(), |c| format!("exit status {c}"))
     }
 
+    #[cfg_attr(not(target_os = "macos"), allow(dead_code, reason = "only the macOS backend uses it"))]
     /// The last few non-empty lines of standard error, for error messages.
-    pub fn stderr_tail(&self) -> String {
+    pub(crate) fn stderr_tail(&self) -> String {
         let lines: Vec<&str> = self.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
         lines[lines.len().saturating_sub(5)..].join(" | ")
     }
 
+    #[cfg_attr(target_os = "macos", allow(dead_code, reason = "only the Linux backend uses it"))]
     /// Stderr and stdout joined and trimmed, for error messages (tools differ in where they
     /// complain).
-    pub fn diagnostics(&self) -> String {
+    pub(crate) fn diagnostics(&self) -> String {
         let mut text = self.stderr.trim().to_owned();
         let out = self.stdout.trim();
         if !out.is_empty() {
@@ -98,7 +102,7 @@ impl Output {
 
 /// Runs `program args...`, feeding `stdin` (or nothing: the tool sees end of file, so it can
 /// never sit at a prompt) and waiting at most `timeout`.
-pub fn run<S: AsRef<OsStr>>(
+pub(crate) fn run<S: AsRef<OsStr>>(
     program: &Path,
     args: &[S],
     stdin: Option<&[u8]>,

@@ -12,14 +12,14 @@ use std::path::Path;
 use crate::platform::PlatformError;
 
 /// Mode of every directory the agent creates.
-pub const DIR_MODE: u32 = 0o700;
+pub(crate) const DIR_MODE: u32 = 0o700;
 
 /// Mode of every file the agent creates.
-pub const FILE_MODE: u32 = 0o600;
+pub(crate) const FILE_MODE: u32 = 0o600;
 
 /// Creates `dir` (and missing parents) and makes `dir` itself 0700, tightening it if an
 /// earlier version or a person left it looser.
-pub fn ensure_private_dir(dir: &Path) -> Result<(), PlatformError> {
+pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), PlatformError> {
     if let Some(parent) = dir.parent()
         && !parent.as_os_str().is_empty()
     {
@@ -40,7 +40,7 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), PlatformError> {
 }
 
 /// Replaces `path` with `contents` atomically, as a 0600 file.
-pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), PlatformError> {
+pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), PlatformError> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -60,12 +60,12 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), PlatformError> {
 }
 
 /// Makes a rename or removal in `dir` durable.
-pub fn sync_dir(dir: &Path) -> Result<(), PlatformError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), PlatformError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| PlatformError::io("could not sync", dir, e))
 }
 
 /// The contents of `path`, or `None` when it does not exist.
-pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, PlatformError> {
+pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, PlatformError> {
     match fs::read(path) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -74,7 +74,7 @@ pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, PlatformError> {
 }
 
 /// Removes the file at `path`; `Ok(false)` when there was none.
-pub fn remove_file_if_exists(path: &Path) -> Result<bool, PlatformError> {
+pub(crate) fn remove_file_if_exists(path: &Path) -> Result<bool, PlatformError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -83,7 +83,7 @@ pub fn remove_file_if_exists(path: &Path) -> Result<bool, PlatformError> {
 }
 
 /// Removes the directory tree at `path`; `Ok(false)` when there was none.
-pub fn remove_dir_all_if_exists(path: &Path) -> Result<bool, PlatformError> {
+pub(crate) fn remove_dir_all_if_exists(path: &Path) -> Result<bool, PlatformError> {
     match fs::remove_dir_all(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -92,7 +92,7 @@ pub fn remove_dir_all_if_exists(path: &Path) -> Result<bool, PlatformError> {
 }
 
 /// Removes `path` if it is an empty directory; `Ok(false)` when it is missing or not empty.
-pub fn remove_dir_if_empty(path: &Path) -> Result<bool, PlatformError> {
+pub(crate) fn remove_dir_if_empty(path: &Path) -> Result<bool, PlatformError> {
     match fs::remove_dir(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::DirectoryNotEmpty => {

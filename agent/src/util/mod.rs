@@ -3,4 +3,6 @@
 
 pub(crate) mod exec;
 pub(crate) mod files;
+// The Linux backend's (the file store and NSS); the keychain takes DER.
+#[cfg(any(not(target_os = "macos"), test))]
 pub(crate) mod pem;

@@ -44,7 +44,10 @@ mod tests {
     fn round_trip() {
         let der: Vec<u8> = (0..=255u8).cycle().take(300).collect();
         let text = encode("PRIVATE KEY", &der);
-        assert!(text.starts_with("-----BEGIN PRIVATE KEY-----\n") && text.ends_with("-----END PRIVATE KEY-----\n"));
+        assert!(
+            text.starts_with("-----BEGIN PRIVATE KEY-----\n")
+                && text.ends_with("-----END PRIVATE KEY-----\n")
+        );
         assert!(!text.contains('\r'), "line endings are \\n");
         assert!(text.lines().all(|l| l.len() <= 64), "64 columns: {text}");
         assert_eq!(first(text.as_bytes(), "PRIVATE KEY"), Some(der));
@@ -54,16 +57,39 @@ mod tests {
     #[test]
     fn blocks_table() {
         let table: [(&str, String, &str, Vec<Vec<u8>>); 6] = [
-            ("ok/two-certificates", format!("{CERT_A}{CERT_B}\n"), "CERTIFICATE", vec![b"A".to_vec(), b"B".to_vec()]),
-            ("ok/other-labels-skipped", format!("{CERT_A}{}", encode("PRIVATE KEY", b"k")), "CERTIFICATE", vec![b"A".to_vec()]),
+            (
+                "ok/two-certificates",
+                format!("{CERT_A}{CERT_B}\n"),
+                "CERTIFICATE",
+                vec![b"A".to_vec(), b"B".to_vec()],
+            ),
+            (
+                "ok/other-labels-skipped",
+                format!("{CERT_A}{}", encode("PRIVATE KEY", b"k")),
+                "CERTIFICATE",
+                vec![b"A".to_vec()],
+            ),
             ("ok/crlf", CERT_A.replace('\n', "\r\n"), "CERTIFICATE", vec![b"A".to_vec()]),
             ("ok/none", "no pem here".to_owned(), "CERTIFICATE", vec![]),
-            ("fail/truncated", format!("{CERT_A}-----BEGIN CERTIFICATE-----\nQg=="), "CERTIFICATE", vec![b"A".to_vec()]),
-            ("fail/bad-base64", "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n".to_owned(), "CERTIFICATE", vec![]),
+            (
+                "fail/truncated",
+                format!("{CERT_A}-----BEGIN CERTIFICATE-----\nQg=="),
+                "CERTIFICATE",
+                vec![b"A".to_vec()],
+            ),
+            (
+                "fail/bad-base64",
+                "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n".to_owned(),
+                "CERTIFICATE",
+                vec![],
+            ),
         ];
         for (name, text, label, want) in table {
             assert_eq!(blocks(text.as_bytes(), label), want, "{name}");
         }
-        assert_eq!(split_certificates(&format!("{CERT_A}{CERT_B}\n")), [CERT_A.to_owned(), format!("{CERT_B}\n")]);
+        assert_eq!(
+            split_certificates(&format!("{CERT_A}{CERT_B}\n")),
+            [CERT_A.to_owned(), format!("{CERT_B}\n")]
+        );
     }
 }

@@ -74,9 +74,9 @@ fn write(path: &Path, text: &str) -> PathBuf {
 fn install_system_under_sudo_e_reads_neither_the_users_config_nor_their_cache() {
     require_root("the agent's rules for root apply only to root");
     assert!(
-        !Path::new(agent::config::SYSTEM_CONFIG).exists(),
+        !Path::new(agent::SYSTEM_CONFIG).exists(),
         "this test needs a machine without {} (it would be read instead)",
-        agent::config::SYSTEM_CONFIG
+        agent::SYSTEM_CONFIG
     );
     let policy = PolicyFiles::guard();
     let ca = TestCa::start();
@@ -97,7 +97,7 @@ fn install_system_under_sudo_e_reads_neither_the_users_config_nor_their_cache() 
         give_tree_to_nobody(&home.temp.path().join(dir));
     }
     let out = home.run_with(home.command_without_config(AGENT, &["install", "--system"]), None);
-    assert_refused(&out, "user config", &["ca_url is not set", agent::config::SYSTEM_CONFIG]);
+    assert_refused(&out, "user config", &["ca_url is not set", agent::SYSTEM_CONFIG]);
     policy.assert_unchanged("user config");
 
     // (b) No configuration: the data directory of the user's environment holds the cache.

@@ -28,14 +28,14 @@ use serde_json::{Map, Value};
 use crate::autoselect::{self, Change, OurEntry, Status};
 
 /// The policy we set.
-pub const POLICY: &str = "AutoSelectCertificateForUrls";
+pub(super) const POLICY: &str = "AutoSelectCertificateForUrls";
 /// Our file in each managed directory; `zz-` so that it sorts after the usual names and wins.
-pub const POLICY_FILE: &str = "zz-devicetrust.json";
+pub(super) const POLICY_FILE: &str = "zz-devicetrust.json";
 
 /// A browser that reads a managed policy directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Browser {
+pub(crate) enum Browser {
     /// Chromium (Debian's `chromium`).
     Chromium,
     /// Google Chrome.
@@ -44,10 +44,10 @@ pub enum Browser {
 
 impl Browser {
     /// Both browsers.
-    pub const ALL: [Browser; 2] = [Browser::Chromium, Browser::Chrome];
+    pub(crate) const ALL: [Browser; 2] = [Browser::Chromium, Browser::Chrome];
 
     /// The name `status` shows.
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             Self::Chromium => "chromium",
             Self::Chrome => "chrome",
@@ -55,7 +55,7 @@ impl Browser {
     }
 
     /// Where the browser reads managed (mandatory) policy on Linux.
-    pub fn system_dir(self) -> PathBuf {
+    pub(crate) fn system_dir(self) -> PathBuf {
         PathBuf::from(match self {
             Self::Chromium => "/etc/chromium/policies/managed",
             Self::Chrome => "/etc/opt/chrome/policies/managed",
@@ -66,7 +66,7 @@ impl Browser {
 /// What went wrong with a policy directory.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum PolicyError {
+pub(crate) enum PolicyError {
     /// A file operation failed (typically: not root).
     #[error("{action} {path}: {reason}")]
     Io {
@@ -88,7 +88,7 @@ pub enum PolicyError {
 /// Where our entry stands for one browser.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PolicyStatus {
+pub(crate) struct PolicyStatus {
     /// The browser.
     pub browser: Browser,
     /// Its managed policy directory.
@@ -109,7 +109,7 @@ pub struct PolicyStatus {
 /// What an install or uninstall did in one directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PolicyChange {
+pub(crate) struct PolicyChange {
     /// The browser.
     pub browser: Browser,
     /// Our file.
@@ -125,7 +125,7 @@ pub struct PolicyChange {
 
 /// One browser's managed policy directory.
 #[derive(Debug, Clone)]
-pub struct ManagedPolicy {
+pub(crate) struct ManagedPolicy {
     browser: Browser,
     dir: PathBuf,
 }
@@ -143,27 +143,27 @@ struct DirView {
 
 impl ManagedPolicy {
     /// The directory `dir` for `browser` (tests use temporary directories).
-    pub fn new(browser: Browser, dir: PathBuf) -> Self {
+    pub(crate) fn new(browser: Browser, dir: PathBuf) -> Self {
         Self { browser, dir }
     }
 
     /// The system directory of `browser`.
-    pub fn system(browser: Browser) -> Self {
+    pub(crate) fn system(browser: Browser) -> Self {
         Self::new(browser, browser.system_dir())
     }
 
     /// The system directories of every browser.
-    pub fn all_system() -> Vec<Self> {
+    pub(crate) fn all_system() -> Vec<Self> {
         Browser::ALL.into_iter().map(Self::system).collect()
     }
 
     /// The browser.
-    pub fn browser(&self) -> Browser {
+    pub(crate) fn browser(&self) -> Browser {
         self.browser
     }
 
     /// Our file's path.
-    pub fn file(&self) -> PathBuf {
+    pub(crate) fn file(&self) -> PathBuf {
         self.dir.join(POLICY_FILE)
     }
 
@@ -171,7 +171,7 @@ impl ManagedPolicy {
     /// plus each wanted entry whose pattern that list lacks (an entry for the pattern already
     /// there is an administrator's choice and stands). An entry our file held for an origin no
     /// longer wanted is not carried over. Creates the directory if needed.
-    pub fn install(&self, wanted: &[OurEntry]) -> Result<PolicyChange, PolicyError> {
+    pub(crate) fn install(&self, wanted: &[OurEntry]) -> Result<PolicyChange, PolicyError> {
         let view = self.view()?;
         let (list, changes) = Self::wanted_list(&view, wanted);
         let mut object = view.ours.clone();
@@ -195,7 +195,7 @@ impl ManagedPolicy {
 
     /// Removes our entries: drops the policy from our file, and the file when nothing else is
     /// in it. Other files are untouched, so entries they hold (even one for our pattern) stay.
-    pub fn uninstall(&self) -> Result<PolicyChange, PolicyError> {
+    pub(crate) fn uninstall(&self) -> Result<PolicyChange, PolicyError> {
         let view = self.view()?;
         let our_list = view.ours.get(POLICY).map(string_list).unwrap_or_default();
         let base = view.others.as_ref().map(|(_, list)| list.clone()).unwrap_or_default();
@@ -222,7 +222,7 @@ impl ManagedPolicy {
     }
 
     /// Where each wanted entry stands in the list the browser uses.
-    pub fn status(&self, wanted: &[OurEntry]) -> Result<PolicyStatus, PolicyError> {
+    pub(crate) fn status(&self, wanted: &[OurEntry]) -> Result<PolicyStatus, PolicyError> {
         let view = self.view()?;
         let entries = wanted
             .iter()

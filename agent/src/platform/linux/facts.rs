@@ -9,25 +9,10 @@
 use std::fs;
 use std::path::PathBuf;
 
-/// Values from configuration that replace what the system says (tests and odd hardware).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FactOverrides {
-    /// Replaces the device id.
-    pub udid: Option<String>,
-    /// Replaces the serial number.
-    pub serial_number: Option<String>,
-    /// Replaces the display name.
-    pub display_name: Option<String>,
-    /// Replaces the OS version.
-    pub os_version: Option<String>,
-    /// Replaces the user name.
-    pub user: Option<String>,
-}
-
 /// A fact that could not be found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum FactsError {
+pub(super) enum FactsError {
     /// No source had a usable value and no override was given.
     #[error("{fact} is not available on this device (looked in {looked_in}); set it in the configuration")]
     Unavailable {
@@ -40,7 +25,7 @@ pub enum FactsError {
 
 /// Where the system files are; `/` on a real system, a temporary tree in tests.
 #[derive(Debug, Clone)]
-pub struct FactSources {
+pub(super) struct FactSources {
     root: PathBuf,
 }
 
@@ -52,12 +37,13 @@ impl Default for FactSources {
 
 impl FactSources {
     /// The running system.
-    pub fn system() -> Self {
+    pub(super) fn system() -> Self {
         Self { root: PathBuf::from("/") }
     }
 
     /// A tree laid out like `/` under `root`.
-    pub fn at(root: PathBuf) -> Self {
+    #[cfg(test)]
+    pub(super) fn at(root: PathBuf) -> Self {
         Self { root }
     }
 
@@ -72,14 +58,14 @@ impl FactSources {
     }
 
     /// The machine id, from `/etc/machine-id` or the D-Bus copy of it.
-    pub fn machine_id(&self) -> Option<String> {
+    pub(super) fn machine_id(&self) -> Option<String> {
         ["/etc/machine-id", "/var/lib/dbus/machine-id"]
             .iter()
             .find_map(|p| self.read(p).and_then(|t| parse_machine_id(&t)))
     }
 
     /// The device id: the machine id formatted as an uppercase UUID, else the DMI product UUID.
-    pub fn udid(&self) -> Result<String, FactsError> {
+    pub(super) fn udid(&self) -> Result<String, FactsError> {
         self.machine_id()
             .map(|id| machine_id_as_uuid(&id))
             .or_else(|| self.read("/sys/class/dmi/id/product_uuid").and_then(|t| parse_dmi_uuid(&t)))
@@ -90,7 +76,7 @@ impl FactSources {
     }
 
     /// The hardware serial number when readable and real, else the machine id.
-    pub fn serial_number(&self) -> Result<String, FactsError> {
+    pub(super) fn serial_number(&self) -> Result<String, FactsError> {
         self.read("/sys/class/dmi/id/product_serial")
             .and_then(|t| parse_dmi_value(&t))
             .or_else(|| self.machine_id())
@@ -101,7 +87,7 @@ impl FactSources {
     }
 
     /// The host name.
-    pub fn hostname(&self) -> Result<String, FactsError> {
+    pub(super) fn hostname(&self) -> Result<String, FactsError> {
         ["/proc/sys/kernel/hostname", "/etc/hostname"]
             .iter()
             .find_map(|p| self.read(p).and_then(|t| parse_hostname(&t)))
@@ -112,7 +98,7 @@ impl FactSources {
     }
 
     /// The OS version from `os-release`: `PRETTY_NAME`, else `NAME VERSION_ID`.
-    pub fn os_version(&self) -> Result<String, FactsError> {
+    pub(super) fn os_version(&self) -> Result<String, FactsError> {
         ["/etc/os-release", "/usr/lib/os-release"]
             .iter()
             .find_map(|p| self.read(p).and_then(|t| OsRelease::parse(&t).version()))
@@ -123,45 +109,8 @@ impl FactSources {
     }
 }
 
-/// All facts at once, overrides applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinuxFacts {
-    /// The device id.
-    pub udid: String,
-    /// The serial number.
-    pub serial_number: String,
-    /// The display name (the host name).
-    pub display_name: String,
-    /// The OS version.
-    pub os_version: String,
-    /// The user running the agent, who is also the console user on Linux.
-    pub user: String,
-}
-
-impl LinuxFacts {
-    /// Reads every fact, taking each override instead of the system's value when given.
-    pub fn read(sources: &FactSources, overrides: &FactOverrides) -> Result<Self, FactsError> {
-        fn pick(
-            given: &Option<String>,
-            read: impl FnOnce() -> Result<String, FactsError>,
-        ) -> Result<String, FactsError> {
-            match given.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
-                Some(value) => Ok(value.to_owned()),
-                None => read(),
-            }
-        }
-        Ok(Self {
-            udid: pick(&overrides.udid, || sources.udid())?,
-            serial_number: pick(&overrides.serial_number, || sources.serial_number())?,
-            display_name: pick(&overrides.display_name, || sources.hostname())?,
-            os_version: pick(&overrides.os_version, || sources.os_version())?,
-            user: pick(&overrides.user, current_user)?,
-        })
-    }
-}
-
 /// The user this process runs as: the password database entry for the real uid, else `$USER`.
-pub fn current_user() -> Result<String, FactsError> {
+pub(super) fn current_user() -> Result<String, FactsError> {
     let uid = nix::unistd::getuid();
     if let Ok(Some(user)) = nix::unistd::User::from_uid(uid) {
         return Ok(user.name);
@@ -174,14 +123,14 @@ pub fn current_user() -> Result<String, FactsError> {
 
 /// A machine id is 32 hex digits; anything else (empty, `uninitialized` during first boot,
 /// all zeros) is not one.
-pub fn parse_machine_id(text: &str) -> Option<String> {
+pub(super) fn parse_machine_id(text: &str) -> Option<String> {
     let id = text.trim().to_ascii_lowercase();
     (id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()) && id.chars().any(|c| c != '0'))
         .then_some(id)
 }
 
 /// `0123abcd...` as `0123ABCD-....-....-....-............`, the shape of a Mac's hardware UUID.
-pub fn machine_id_as_uuid(id: &str) -> String {
+pub(super) fn machine_id_as_uuid(id: &str) -> String {
     let id = id.to_ascii_uppercase();
     if id.len() != 32 || !id.is_ascii() {
         return id;
@@ -190,7 +139,7 @@ pub fn machine_id_as_uuid(id: &str) -> String {
 }
 
 /// A DMI string, unless it is one of the placeholders firmware vendors leave in.
-pub fn parse_dmi_value(text: &str) -> Option<String> {
+pub(super) fn parse_dmi_value(text: &str) -> Option<String> {
     const PLACEHOLDERS: &[&str] = &[
         "",
         "0",
@@ -217,7 +166,7 @@ pub fn parse_dmi_value(text: &str) -> Option<String> {
 }
 
 /// A DMI product UUID (uppercased), unless it is a placeholder.
-pub fn parse_dmi_uuid(text: &str) -> Option<String> {
+pub(super) fn parse_dmi_uuid(text: &str) -> Option<String> {
     let value = parse_dmi_value(text)?.to_ascii_uppercase();
     let hex: String = value.chars().filter(|c| *c != '-').collect();
     let placeholder = hex.chars().all(|c| c == '0') || hex.chars().all(|c| c == 'F')
@@ -227,14 +176,14 @@ pub fn parse_dmi_uuid(text: &str) -> Option<String> {
 }
 
 /// The first line of a hostname file, trimmed.
-pub fn parse_hostname(text: &str) -> Option<String> {
+pub(super) fn parse_hostname(text: &str) -> Option<String> {
     let name = text.lines().next()?.trim();
     (!name.is_empty() && name != "(none)" && name != "localhost").then(|| name.to_owned())
 }
 
 /// The fields of `os-release` we use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OsRelease {
+pub(super) struct OsRelease {
     /// `NAME`, e.g. `Debian GNU/Linux`.
     pub name: Option<String>,
     /// `VERSION_ID`, e.g. `12`.
@@ -246,7 +195,7 @@ pub struct OsRelease {
 impl OsRelease {
     /// Parses the shell-style assignments of `os-release(5)`; unknown keys, comments and
     /// malformed lines are skipped.
-    pub fn parse(text: &str) -> Self {
+    pub(super) fn parse(text: &str) -> Self {
         let mut release = Self::default();
         for line in text.lines().map(str::trim) {
             if line.starts_with('#') {
@@ -265,7 +214,7 @@ impl OsRelease {
     }
 
     /// What we report as the OS version.
-    pub fn version(&self) -> Option<String> {
+    pub(super) fn version(&self) -> Option<String> {
         if let Some(pretty) = &self.pretty_name {
             return Some(pretty.clone());
         }
@@ -414,19 +363,10 @@ mod tests {
             ("/proc/sys/kernel/hostname", "alice-laptop\n"),
             ("/etc/os-release", DEBIAN),
         ]);
-        let facts =
-            LinuxFacts::read(&sources, &FactOverrides { user: Some("alice".into()), ..Default::default() })
-                .unwrap();
-        assert_eq!(
-            facts,
-            LinuxFacts {
-                udid: "4C4C4544-004B-4A10-8036-5AC04F4E4D32".into(),
-                serial_number: "PF3ABCDE".into(),
-                display_name: "alice-laptop".into(),
-                os_version: "Debian GNU/Linux 12 (bookworm)".into(),
-                user: "alice".into(),
-            }
-        );
+        assert_eq!(sources.udid().unwrap(), "4C4C4544-004B-4A10-8036-5AC04F4E4D32");
+        assert_eq!(sources.serial_number().unwrap(), "PF3ABCDE");
+        assert_eq!(sources.hostname().unwrap(), "alice-laptop");
+        assert_eq!(sources.os_version().unwrap(), "Debian GNU/Linux 12 (bookworm)");
     }
 
     #[test]
@@ -457,21 +397,15 @@ mod tests {
     }
 
     #[test]
-    fn fail_empty_tree_without_overrides() {
+    fn fail_empty_tree() {
         let (_tmp, sources) = tree(&[]);
         assert!(matches!(sources.udid(), Err(FactsError::Unavailable { fact: "the device id", .. })));
-        assert!(sources.serial_number().is_err());
-        assert!(sources.hostname().is_err());
-        assert!(sources.os_version().is_err());
-        let overrides = FactOverrides {
-            udid: Some("UDID-1".into()),
-            serial_number: Some("SERIAL-1".into()),
-            display_name: Some("name".into()),
-            os_version: Some("1.0".into()),
-            user: None,
-        };
-        let facts = LinuxFacts::read(&sources, &overrides).unwrap();
-        assert_eq!((facts.udid.as_str(), facts.serial_number.as_str()), ("UDID-1", "SERIAL-1"));
-        assert_eq!(facts.user, current_user().unwrap(), "the user comes from the process");
+        assert!(matches!(
+            sources.serial_number(),
+            Err(FactsError::Unavailable { fact: "the serial number", .. })
+        ));
+        assert!(matches!(sources.hostname(), Err(FactsError::Unavailable { fact: "the host name", .. })));
+        assert!(matches!(sources.os_version(), Err(FactsError::Unavailable { fact: "the os version", .. })));
+        assert!(!current_user().unwrap().is_empty(), "the user comes from the process");
     }
 }

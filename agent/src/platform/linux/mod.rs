@@ -24,22 +24,22 @@ use ca_client::cert::CertificateInfo;
 use ca_client::signer::{KeySigner as _, SoftwareKey};
 
 use crate::autoselect::{self, OurEntry};
-use chromium_policy::ManagedPolicy;
-use facts::FactSources;
-use nss::{ImportOutcome, NssDb};
-use systemd::{Activation, UserUnits};
+use crate::platform::file_store::FileIdentityStore;
 use crate::platform::{
     BrowserIntegration, BrowserStatus, BrowserTarget, DeviceFacts, Identity, IdentityStore as _, LogNotifier,
     MdmEnrollment, Platform, PlatformError, PlatformOptions, ScheduleSpec, Scheduler, SchedulerStatus, Scope,
     SystemClock,
 };
 use crate::platform::{OriginStatus, WrittenEntries};
-use crate::platform::file_store::FileIdentityStore;
+use chromium_policy::ManagedPolicy;
+use facts::FactSources;
+use nss::{ImportOutcome, NssDb};
+use systemd::{Activation, UserUnits};
 
 /// The data directory: the configured one, else `$XDG_DATA_HOME/devicetrust`, else
 /// `$HOME/.local/share/devicetrust`. A relative `XDG_DATA_HOME` is ignored, as the XDG
 /// specification says.
-pub fn data_dir(
+pub(crate) fn data_dir(
     configured: Option<&Path>,
     xdg_data_home: Option<&Path>,
     home: Option<&Path>,
@@ -55,7 +55,7 @@ pub fn data_dir(
 }
 
 /// Opens the Linux backend for the current user.
-pub fn open(options: &PlatformOptions) -> Result<Platform, PlatformError> {
+pub(crate) fn open(options: &PlatformOptions) -> Result<Platform, PlatformError> {
     let xdg = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from);
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let data_dir = data_dir(options.data_dir.as_deref(), xdg.as_deref(), home.as_deref()).ok_or(
@@ -86,7 +86,7 @@ fn backend(e: impl ToString) -> PlatformError {
 
 /// Device facts from the system files (`/etc/machine-id`, DMI, `os-release`).
 #[derive(Debug)]
-pub struct LinuxDevice {
+pub(crate) struct LinuxDevice {
     sources: FactSources,
 }
 
@@ -111,11 +111,6 @@ impl DeviceFacts for LinuxDevice {
         facts::current_user().map_err(backend)
     }
 
-    fn console_user(&self) -> Result<Option<String>, PlatformError> {
-        // The agent runs in the user's own session on Linux.
-        self.current_user().map(Some)
-    }
-
     fn mdm_enrollment(&self) -> Result<MdmEnrollment, PlatformError> {
         // No local MDM client to ask: the CA's check decides.
         Ok(MdmEnrollment::Unknown)
@@ -124,7 +119,7 @@ impl DeviceFacts for LinuxDevice {
 
 /// The user's NSS database (user scope) and the browsers' managed policy (system scope).
 #[derive(Debug)]
-pub struct LinuxBrowsers {
+pub(crate) struct LinuxBrowsers {
     store: FileIdentityStore,
     nss: Result<NssDb, String>,
     policies: Vec<ManagedPolicy>,
@@ -133,11 +128,6 @@ pub struct LinuxBrowsers {
 const NSS_NAME: &str = "nssdb";
 
 impl LinuxBrowsers {
-    /// Browser integration over explicit parts (tests use temporary directories).
-    pub fn new(store: FileIdentityStore, nss: NssDb, policies: Vec<ManagedPolicy>) -> Self {
-        Self { store, nss: Ok(nss), policies }
-    }
-
     fn nss(&self) -> Result<&NssDb, PlatformError> {
         self.nss.as_ref().map_err(|e| PlatformError::Backend(e.clone()))
     }
@@ -330,16 +320,11 @@ impl BrowserIntegration for LinuxBrowsers {
 
 /// systemd user units.
 #[derive(Debug)]
-pub struct LinuxScheduler {
+pub(crate) struct LinuxScheduler {
     units: Result<UserUnits, String>,
 }
 
 impl LinuxScheduler {
-    /// A scheduler over explicit units (tests use a temporary directory and a fake manager).
-    pub fn new(units: UserUnits) -> Self {
-        Self { units: Ok(units) }
-    }
-
     fn units(&self) -> Result<&UserUnits, PlatformError> {
         self.units.as_ref().map_err(|e| PlatformError::Backend(e.clone()))
     }

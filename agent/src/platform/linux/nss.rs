@@ -30,7 +30,7 @@ use crate::util::exec::{self, ExecError, Output};
 use crate::util::pem;
 
 /// The nickname our identity has in NSS.
-pub const DEFAULT_NICKNAME: &str = "DeviceTrust";
+pub(super) const DEFAULT_NICKNAME: &str = "DeviceTrust";
 
 // Removing is a loop over what NSS still lists; this bounds it should a tool report success
 // without deleting anything.
@@ -39,7 +39,7 @@ const MAX_REMOVALS: usize = 64;
 /// What went wrong with the NSS database.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum NssError {
+pub(crate) enum NssError {
     /// A tool could not be run.
     #[error(transparent)]
     Exec(#[from] ExecError),
@@ -96,7 +96,7 @@ pub enum NssError {
 
 /// Where NSS's tools are, and how long each may take.
 #[derive(Debug, Clone)]
-pub struct NssTools {
+pub(crate) struct NssTools {
     /// `certutil` (Debian: `libnss3-tools`).
     pub certutil: PathBuf,
     /// `pk12util` (Debian: `libnss3-tools`).
@@ -120,7 +120,7 @@ impl Default for NssTools {
 
 /// A certificate line of `certutil -L`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NssCert {
+pub(crate) struct NssCert {
     /// Its nickname.
     pub nickname: String,
     /// Its trust attributes (`SSL,S/MIME,JAR/XPI`), e.g. `u,u,u` for a certificate with a key.
@@ -129,7 +129,7 @@ pub struct NssCert {
 
 /// A key line of `certutil -K`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NssKey {
+pub(crate) struct NssKey {
     /// The key type (`ec`, `rsa`).
     pub algorithm: String,
     /// The key id (hex), which addresses exactly this key.
@@ -140,7 +140,7 @@ pub struct NssKey {
 
 /// Our identity as NSS holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NssIdentity {
+pub(crate) struct NssIdentity {
     /// Every certificate under our nickname, DER.
     pub certificates: Vec<Vec<u8>>,
     /// Whether a private key under our nickname is there.
@@ -149,14 +149,14 @@ pub struct NssIdentity {
 
 impl NssIdentity {
     /// Whether NSS holds exactly this certificate, once, with its key.
-    pub fn is_exactly(&self, certificate_der: &[u8]) -> bool {
+    pub(crate) fn is_exactly(&self, certificate_der: &[u8]) -> bool {
         self.has_private_key && self.certificates.len() == 1 && self.certificates[0] == certificate_der
     }
 }
 
 /// What [`NssDb::import`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImportOutcome {
+pub(crate) enum ImportOutcome {
     /// The identity was already there; nothing was touched.
     AlreadyCurrent,
     /// The identity was imported, after removing what was under our nickname before.
@@ -168,7 +168,7 @@ pub enum ImportOutcome {
 
 /// What a removal deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Removed {
+pub(crate) struct Removed {
     /// Certificates deleted.
     pub certificates: usize,
     /// Private keys deleted.
@@ -177,14 +177,14 @@ pub struct Removed {
 
 impl Removed {
     /// Whether nothing was deleted.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.certificates == 0 && self.keys == 0
     }
 }
 
 /// One NSS database directory and the tools to change it.
 #[derive(Debug, Clone)]
-pub struct NssDb {
+pub(crate) struct NssDb {
     dir: PathBuf,
     temp_parent: PathBuf,
     tools: NssTools,
@@ -193,7 +193,7 @@ pub struct NssDb {
 impl NssDb {
     /// The database at `dir`, temporary files under `$XDG_RUNTIME_DIR` (else the system temp
     /// directory).
-    pub fn new(dir: PathBuf) -> Self {
+    pub(crate) fn new(dir: PathBuf) -> Self {
         let temp_parent = std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
             .filter(|p| p.is_absolute() && p.is_dir())
@@ -202,53 +202,35 @@ impl NssDb {
     }
 
     /// The database browsers read for the user whose home is `home`: `home/.pki/nssdb`.
-    pub fn for_home(home: &Path) -> Self {
+    pub(crate) fn for_home(home: &Path) -> Self {
         Self::new(home.join(".pki").join("nssdb"))
     }
 
     /// The current user's database, from `$HOME`.
-    pub fn from_env() -> Result<Self, NssError> {
+    pub(crate) fn from_env() -> Result<Self, NssError> {
         let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).ok_or(NssError::NoHome)?;
         Ok(Self::for_home(Path::new(&home)))
     }
 
     /// Puts the short-lived PKCS#12 directories under `dir` instead.
-    pub fn with_temp_parent(mut self, dir: PathBuf) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_temp_parent(mut self, dir: PathBuf) -> Self {
         self.temp_parent = dir;
         self
     }
 
-    /// Uses these tools instead of the ones on `PATH`.
-    pub fn with_tools(mut self, tools: NssTools) -> Self {
-        self.tools = tools;
-        self
-    }
-
     /// The database directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Whether the database has been created.
-    pub fn exists(&self) -> bool {
+    pub(crate) fn exists(&self) -> bool {
         self.dir.join("cert9.db").is_file()
     }
 
     fn db_arg(&self) -> String {
         format!("sql:{}", self.dir.display())
-    }
-
-    /// Creates the database (no password, as Chromium does) when it is missing; the directory
-    /// is made 0700. Returns whether it was created.
-    pub fn ensure(&self) -> Result<bool, NssError> {
-        if self.exists() {
-            return Ok(false);
-        }
-        self.create_dir()?;
-        let db = self.db_arg();
-        let out = self.certutil(&["-N", "--empty-password", "-d", &db], None)?;
-        self.check(&out, "certutil", "create database")?;
-        Ok(true)
     }
 
     fn create_dir(&self) -> Result<(), NssError> {
@@ -262,7 +244,7 @@ impl NssDb {
     }
 
     /// Every certificate in the database (`certutil -L`).
-    pub fn list(&self) -> Result<Vec<NssCert>, NssError> {
+    pub(crate) fn list(&self) -> Result<Vec<NssCert>, NssError> {
         if !self.exists() {
             return Ok(Vec::new());
         }
@@ -273,7 +255,7 @@ impl NssDb {
     }
 
     /// Every private key in the database (`certutil -K`).
-    pub fn keys(&self) -> Result<Vec<NssKey>, NssError> {
+    pub(crate) fn keys(&self) -> Result<Vec<NssKey>, NssError> {
         if !self.exists() {
             return Ok(Vec::new());
         }
@@ -287,7 +269,7 @@ impl NssDb {
     }
 
     /// Our identity under `nickname`, or `None` when there is no certificate under it.
-    pub fn identity(&self, nickname: &str) -> Result<Option<NssIdentity>, NssError> {
+    pub(crate) fn identity(&self, nickname: &str) -> Result<Option<NssIdentity>, NssError> {
         let Some(certificates) = self.certificates_under(nickname)? else { return Ok(None) };
         let has_private_key = self.keys()?.iter().any(|k| k.nickname.as_deref() == Some(nickname));
         Ok(Some(NssIdentity { certificates, has_private_key }))
@@ -319,7 +301,7 @@ impl NssDb {
     /// is done first, then the old entries are removed and the new one imported. This
     /// database is a copy of the agent's own store, which keeps the previous identity until
     /// the new one is verified, so a failed import is repaired by the next run.
-    pub fn import(
+    pub(crate) fn import(
         &self,
         nickname: &str,
         cert_pem: &[u8],
@@ -327,8 +309,7 @@ impl NssDb {
     ) -> Result<ImportOutcome, NssError> {
         check_nickname(nickname)?;
         let cert_text = std::str::from_utf8(cert_pem).map_err(|_| NssError::BadCertificate)?;
-        let leaf_der =
-            pem::first(cert_text.as_bytes(), "CERTIFICATE").ok_or(NssError::BadCertificate)?;
+        let leaf_der = pem::first(cert_text.as_bytes(), "CERTIFICATE").ok_or(NssError::BadCertificate)?;
         let key = SecretPem::from_pkcs8(key_pkcs8)?;
 
         // A missing database is made by `pk12util` itself on import (with an empty password,
@@ -374,7 +355,7 @@ impl NssDb {
 
     /// Removes every certificate and key under `nickname`, and nothing else. Removing what is
     /// not there succeeds.
-    pub fn remove(&self, nickname: &str) -> Result<Removed, NssError> {
+    pub(crate) fn remove(&self, nickname: &str) -> Result<Removed, NssError> {
         check_nickname(nickname)?;
         let mut removed = Removed::default();
         if !self.exists() {
@@ -546,7 +527,7 @@ impl Staging {
 
 /// Parses `certutil -L`: a header, then one line per certificate with the nickname and, after
 /// the last run of spaces, the trust attributes.
-pub fn parse_cert_list(text: &str) -> Vec<NssCert> {
+pub(super) fn parse_cert_list(text: &str) -> Vec<NssCert> {
     text.lines()
         .filter_map(|line| {
             let line = line.trim_end();
@@ -563,7 +544,7 @@ pub fn parse_cert_list(text: &str) -> Vec<NssCert> {
 
 /// Parses `certutil -K`: lines like `< 0> ec  957e...  DeviceTrust` (`(orphan)` for a key with
 /// no certificate; a token name may prefix the nickname as `Token:`).
-pub fn parse_key_list(text: &str) -> Vec<NssKey> {
+pub(super) fn parse_key_list(text: &str) -> Vec<NssKey> {
     text.lines()
         .filter_map(|line| {
             let rest = line.trim_start().strip_prefix('<')?;

@@ -16,9 +16,9 @@ use std::time::Duration;
 use crate::util::exec::{self, ExecError};
 
 /// The service unit's file name.
-pub const SERVICE: &str = "devicetrust-agent.service";
+pub(super) const SERVICE: &str = "devicetrust-agent.service";
 /// The timer unit's file name.
-pub const TIMER: &str = "devicetrust-agent.timer";
+pub(super) const TIMER: &str = "devicetrust-agent.timer";
 
 // Where `WantedBy=` links go, as `systemctl enable` would create them.
 const SERVICE_WANTS: &str = "default.target.wants";
@@ -27,7 +27,7 @@ const TIMER_WANTS: &str = "timers.target.wants";
 /// What went wrong with the user units.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum SystemdError {
+pub(crate) enum SystemdError {
     /// The agent's path is not absolute, which `ExecStart=` requires.
     #[error("the agent binary path {path} is not absolute")]
     RelativeBinary {
@@ -60,7 +60,7 @@ pub enum SystemdError {
 /// Why a `systemctl --user` call did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum SystemctlFailure {
+pub(crate) enum SystemctlFailure {
     /// systemctl is missing, or there is no user manager to talk to.
     Unreachable(String),
     /// The manager answered with an error.
@@ -68,14 +68,14 @@ pub enum SystemctlFailure {
 }
 
 /// `systemctl --user`, injectable so tests never reach the real user manager.
-pub trait Systemctl: Send + Sync + std::fmt::Debug {
+pub(crate) trait Systemctl: Send + Sync + std::fmt::Debug {
     /// Runs `systemctl --user ARGS...`.
     fn user(&self, args: &[&str]) -> Result<(), SystemctlFailure>;
 }
 
 /// The real `systemctl` binary.
 #[derive(Debug, Clone)]
-pub struct SystemctlCommand {
+pub(super) struct SystemctlCommand {
     /// The program to run (`systemctl` on `PATH` by default).
     pub program: PathBuf,
     /// Deadline for each call; a hung D-Bus must not hang the installer.
@@ -128,7 +128,7 @@ impl Systemctl for SystemctlCommand {
 /// every trigger, and a login run delayed by up to an hour would leave a freshly logged-in
 /// user without a renewed certificate. Nothing orders `default.target` after this unit, so
 /// login never waits for the CA.
-pub fn service_unit(binary: &Path, config: Option<&Path>) -> Result<String, SystemdError> {
+pub(super) fn service_unit(binary: &Path, config: Option<&Path>) -> Result<String, SystemdError> {
     if !binary.is_absolute() {
         return Err(SystemdError::RelativeBinary { path: binary.to_owned() });
     }
@@ -155,7 +155,7 @@ pub fn service_unit(binary: &Path, config: Option<&Path>) -> Result<String, Syst
 
 /// The timer unit: daily, catching up after the machine was off or asleep (`Persistent=`),
 /// spread over an hour so that a fleet does not hit the CA at midnight together.
-pub fn timer_unit() -> String {
+pub(super) fn timer_unit() -> String {
     format!(
         "# Written by devicetrust-agent install; removed by devicetrust-agent uninstall.\n\
          [Unit]\n\
@@ -193,7 +193,7 @@ fn quote(arg: &str) -> String {
 /// How far an install got with the user manager.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Activation {
+pub(crate) enum Activation {
     /// `daemon-reload` and `enable --now` succeeded: the timer runs from now on.
     Enabled,
     /// No user manager was reachable: the units and enablement links are written and take
@@ -206,7 +206,7 @@ pub enum Activation {
 
 /// What [`UserUnits::install`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstallReport {
+pub(crate) struct InstallReport {
     /// Unit files written (or rewritten).
     pub written: Vec<PathBuf>,
     /// Whether the user manager took them.
@@ -215,7 +215,7 @@ pub struct InstallReport {
 
 /// What [`UserUnits::uninstall`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UninstallReport {
+pub(crate) struct UninstallReport {
     /// Unit files and links removed; empty when there was nothing to remove.
     pub removed: Vec<PathBuf>,
     /// Set when the user manager could not be told; the files are gone all the same.
@@ -224,19 +224,19 @@ pub struct UninstallReport {
 
 /// The agent's user units in one unit directory, and the manager that loads them.
 #[derive(Debug)]
-pub struct UserUnits {
+pub(crate) struct UserUnits {
     dir: PathBuf,
     systemctl: Box<dyn Systemctl>,
 }
 
 impl UserUnits {
     /// Units in `dir`, managed through `systemctl`.
-    pub fn new(dir: PathBuf, systemctl: Box<dyn Systemctl>) -> Self {
+    pub(crate) fn new(dir: PathBuf, systemctl: Box<dyn Systemctl>) -> Self {
         Self { dir, systemctl }
     }
 
     /// Units in the current user's directory, managed through the real `systemctl`.
-    pub fn from_env() -> Result<Self, SystemdError> {
+    pub(crate) fn from_env() -> Result<Self, SystemdError> {
         let xdg = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from);
         let home = std::env::var_os("HOME").map(PathBuf::from);
         let dir = unit_dir(xdg.as_deref(), home.as_deref()).ok_or(SystemdError::NoConfigDir)?;
@@ -244,18 +244,22 @@ impl UserUnits {
     }
 
     /// The unit directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Whether both unit files are in place (what `status` reports).
-    pub fn installed(&self) -> bool {
+    pub(crate) fn installed(&self) -> bool {
         self.dir.join(SERVICE).is_file() && self.dir.join(TIMER).is_file()
     }
 
     /// Writes both units for `binary` (absolute), then reloads the user manager and enables
     /// the timer now and the service for the next login. Re-running rewrites the same files.
-    pub fn install(&self, binary: &Path, config: Option<&Path>) -> Result<InstallReport, SystemdError> {
+    pub(crate) fn install(
+        &self,
+        binary: &Path,
+        config: Option<&Path>,
+    ) -> Result<InstallReport, SystemdError> {
         let service = service_unit(binary, config)?;
         let timer = timer_unit();
         create_dir(&self.dir)?;
@@ -283,7 +287,7 @@ impl UserUnits {
 
     /// Disables and removes the units and their links; a second run removes nothing and
     /// succeeds.
-    pub fn uninstall(&self) -> Result<UninstallReport, SystemdError> {
+    pub(crate) fn uninstall(&self) -> Result<UninstallReport, SystemdError> {
         let mut manager_unreachable = None;
         let present = [SERVICE, TIMER].iter().any(|u| self.dir.join(u).exists());
         if present {
@@ -371,7 +375,7 @@ impl UserUnits {
 
 /// `$XDG_CONFIG_HOME/systemd/user`, else `$HOME/.config/systemd/user`; an empty or relative
 /// `XDG_CONFIG_HOME` is ignored, as the XDG specification says.
-pub fn unit_dir(xdg_config_home: Option<&Path>, home: Option<&Path>) -> Option<PathBuf> {
+pub(super) fn unit_dir(xdg_config_home: Option<&Path>, home: Option<&Path>) -> Option<PathBuf> {
     let base = match xdg_config_home.filter(|p| p.is_absolute()) {
         Some(xdg) => xdg.to_owned(),
         None => home.filter(|h| !h.as_os_str().is_empty())?.join(".config"),

@@ -24,11 +24,11 @@ use serde::{Deserialize, Serialize};
 use super::codesign::{Signature, Signer};
 
 /// The file name of the persisted list in the agent's data directory.
-pub const FILE_NAME: &str = "allowlist.json";
+pub(crate) const FILE_NAME: &str = "allowlist.json";
 
 /// `devicetrust-agent allowlist ...`: the apps that may use the device key without a prompt.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
-pub enum AllowlistCommand {
+pub(crate) enum AllowlistCommand {
     /// Show the effective list, where it comes from, and what the key carries.
     Show,
     /// Allow an app: its code signature's TeamIdentifier becomes `teamid:<id>` (Apple's apps:
@@ -47,7 +47,7 @@ pub enum AllowlistCommand {
 /// Why an allowlist entry or operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum AllowlistError {
+pub(crate) enum AllowlistError {
     /// Not one of the partition ID forms.
     #[error(
         "{value:?} is not a partition id (expected apple-tool:, apple:, teamid:<10 characters> or cdhash:<40 hex digits>)"
@@ -96,7 +96,7 @@ pub enum AllowlistError {
 
 /// One keychain partition ID.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum PartitionId {
+pub(crate) enum PartitionId {
     /// `apple-tool:`: Apple's command line tools, among them `security` itself.
     AppleTool,
     /// `apple:`: apps Apple signed, Safari among them.
@@ -158,7 +158,7 @@ impl<'de> Deserialize<'de> for PartitionId {
 
 /// The partition ID for an app being added to the allowlist; unsigned, ad-hoc and team-less
 /// signatures are refused because nothing would identify the app after its next update.
-pub fn partition_id_for_app(signature: &Signature, app: &Path) -> Result<PartitionId, AllowlistError> {
+pub(crate) fn partition_id_for_app(signature: &Signature, app: &Path) -> Result<PartitionId, AllowlistError> {
     match signature.signer() {
         Signer::Team(team) => format!("teamid:{team}").parse(),
         Signer::Apple => Ok(PartitionId::Apple),
@@ -170,7 +170,7 @@ pub fn partition_id_for_app(signature: &Signature, app: &Path) -> Result<Partiti
 
 /// The agent's own partition ID, from its own signature. A development build is ad-hoc
 /// signed (the linker signs every arm64 binary), so its exact build hash stands in.
-pub fn own_partition_id(signature: &Signature) -> Option<PartitionId> {
+pub(crate) fn own_partition_id(signature: &Signature) -> Option<PartitionId> {
     match signature {
         Signature::Unsigned => None,
         Signature::Signed(sig) => match sig.signer() {
@@ -187,7 +187,7 @@ pub fn own_partition_id(signature: &Signature) -> Option<PartitionId> {
 /// Where the effective list came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Source {
+pub(crate) enum Source {
     /// The managed preference `allowlist`.
     Managed,
     /// `allowlist.json` in the data directory.
@@ -208,7 +208,7 @@ impl fmt::Display for Source {
 
 /// An ordered list of partition IDs without duplicates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Allowlist {
+pub(crate) struct Allowlist {
     entries: Vec<PartitionId>,
 }
 
@@ -220,7 +220,7 @@ impl Default for Allowlist {
 
 impl Allowlist {
     /// The default list: Apple's tools and apps, Google, Microsoft, Slack, Box and Skype.
-    pub fn defaults() -> Self {
+    pub(crate) fn defaults() -> Self {
         let entries = [
             "apple-tool:",
             "apple:",
@@ -235,7 +235,7 @@ impl Allowlist {
 
     /// A list from configured strings; any invalid entry refuses the whole list, so that a
     /// typo in a profile is reported instead of silently narrowing access.
-    pub fn from_strings<S: AsRef<str>>(values: &[S]) -> Result<Self, AllowlistError> {
+    pub(crate) fn from_strings<S: AsRef<str>>(values: &[S]) -> Result<Self, AllowlistError> {
         let mut list = Self { entries: Vec::new() };
         for value in values {
             list.add(value.as_ref().parse()?);
@@ -243,13 +243,14 @@ impl Allowlist {
         Ok(list)
     }
 
+    #[cfg(test)]
     /// The entries, in order.
-    pub fn entries(&self) -> &[PartitionId] {
+    pub(crate) fn entries(&self) -> &[PartitionId] {
         &self.entries
     }
 
     /// Adds an entry; `false` when it was already there.
-    pub fn add(&mut self, id: PartitionId) -> bool {
+    pub(crate) fn add(&mut self, id: PartitionId) -> bool {
         if self.entries.contains(&id) {
             return false;
         }
@@ -258,7 +259,7 @@ impl Allowlist {
     }
 
     /// Removes an entry; `false` when it was not there.
-    pub fn remove(&mut self, id: &PartitionId) -> bool {
+    pub(crate) fn remove(&mut self, id: &PartitionId) -> bool {
         let before = self.entries.len();
         self.entries.retain(|e| e != id);
         before != self.entries.len()
@@ -266,7 +267,7 @@ impl Allowlist {
 
     /// What goes into the key's partition list: `apple-tool:` first (the `security` tool and
     /// the system's own certificate code need it), the agent's own ID, then the entries.
-    pub fn effective(&self, own: Option<&PartitionId>) -> Vec<PartitionId> {
+    pub(crate) fn effective(&self, own: Option<&PartitionId>) -> Vec<PartitionId> {
         let mut out = vec![PartitionId::AppleTool];
         out.extend(own.cloned());
         for id in &self.entries {
@@ -279,7 +280,7 @@ impl Allowlist {
 }
 
 /// The comma-separated form `security set-key-partition-list -S` takes and `status` shows.
-pub fn render_list(ids: &[PartitionId]) -> String {
+pub(crate) fn render_list(ids: &[PartitionId]) -> String {
     ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
 }
 
@@ -291,7 +292,7 @@ struct PartitionsPlist {
 
 /// The partition ACL entry's description: lower-case hex of the XML plist
 /// `{"Partitions": [ids...]}`.
-pub fn encode_description(ids: &[PartitionId]) -> Result<String, AllowlistError> {
+pub(crate) fn encode_description(ids: &[PartitionId]) -> Result<String, AllowlistError> {
     let body = PartitionsPlist { partitions: ids.iter().map(ToString::to_string).collect() };
     let mut xml = Vec::new();
     plist::to_writer_xml(&mut xml, &body)
@@ -305,7 +306,7 @@ pub fn encode_description(ids: &[PartitionId]) -> Result<String, AllowlistError>
 
 /// The partition IDs in a partition ACL entry's description, as written (unknown forms are
 /// kept as strings so that `status` can show what some other tool put there).
-pub fn decode_description(description: &str) -> Result<Vec<String>, AllowlistError> {
+pub(crate) fn decode_description(description: &str) -> Result<Vec<String>, AllowlistError> {
     let bad = |reason: String| AllowlistError::BadDescription { reason };
     let bytes = hex::decode(description.trim()).map_err(|e| bad(format!("not hex: {e}")))?;
     let value =
@@ -328,7 +329,7 @@ struct StoredList {
 }
 
 /// Reads `allowlist.json` from `data_dir`; `Ok(None)` when there is none.
-pub fn load(data_dir: &Path) -> Result<Option<Allowlist>, AllowlistError> {
+pub(crate) fn load(data_dir: &Path) -> Result<Option<Allowlist>, AllowlistError> {
     let path = data_dir.join(FILE_NAME);
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
@@ -348,7 +349,7 @@ pub fn load(data_dir: &Path) -> Result<Option<Allowlist>, AllowlistError> {
 }
 
 /// Writes `allowlist.json` into `data_dir` (0600, atomically).
-pub fn save(data_dir: &Path, list: &Allowlist) -> Result<(), AllowlistError> {
+pub(crate) fn save(data_dir: &Path, list: &Allowlist) -> Result<(), AllowlistError> {
     let path = data_dir.join(FILE_NAME);
     let stored = StoredList { version: 1, entries: list.entries.clone() };
     let mut bytes = serde_json::to_vec_pretty(&stored)
@@ -361,7 +362,10 @@ pub fn save(data_dir: &Path, list: &Allowlist) -> Result<(), AllowlistError> {
 
 /// The list in force and where it came from: the managed list if an admin set one, else the
 /// file, else the defaults.
-pub fn resolve(managed: Option<&[String]>, data_dir: &Path) -> Result<(Allowlist, Source), AllowlistError> {
+pub(crate) fn resolve(
+    managed: Option<&[String]>,
+    data_dir: &Path,
+) -> Result<(Allowlist, Source), AllowlistError> {
     if let Some(values) = managed {
         return Ok((Allowlist::from_strings(values)?, Source::Managed));
     }

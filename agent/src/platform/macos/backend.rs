@@ -89,4 +89,3 @@ pub(crate) fn apply_managed_config(config: &mut Config) -> Result<Vec<&'static s
     }
     Ok(applied)
 }
-

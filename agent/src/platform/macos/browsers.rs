@@ -20,18 +20,22 @@ use crate::autoselect::{self, OurEntry};
 use crate::origin::{Origin, OriginError};
 use crate::platform::{BrowserStatus, OriginStatus};
 
-pub use crate::mobileconfig::{AUTO_SELECT_POLICY, CHROME_DOMAIN, EDGE_DOMAIN};
+pub(crate) use crate::mobileconfig::AUTO_SELECT_POLICY;
+#[cfg(target_os = "macos")]
+use crate::mobileconfig::{CHROME_DOMAIN, EDGE_DOMAIN};
 
+#[cfg(target_os = "macos")]
 /// The Chromium browsers configured through CFPreferences: status name and preference domain
 /// (also the name of the domain's record in [`crate::platform::WrittenEntries`]).
-pub const CHROMIUM_BROWSERS: [(&str, &str); 2] = [("chrome", CHROME_DOMAIN), ("edge", EDGE_DOMAIN)];
+pub(crate) const CHROMIUM_BROWSERS: [(&str, &str); 2] = [("chrome", CHROME_DOMAIN), ("edge", EDGE_DOMAIN)];
 
+#[cfg(target_os = "macos")]
 /// The record name of the protected origins given Safari identity preferences.
-pub const SAFARI_LIST: &str = "safari";
+pub(crate) const SAFARI_LIST: &str = "safari";
 
 /// One origin's Safari identity preference names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SafariOrigin {
+pub(crate) struct SafariOrigin {
     /// The origin, in canonical form.
     pub origin: String,
     /// The names its identity preferences are set for; none that an earlier origin has.
@@ -42,7 +46,7 @@ pub struct SafariOrigin {
 /// organisation wildcard, see [`safari_identity_names`]), then each further entry's
 /// (`protected`, as [`crate::autoselect::wanted`] made them) as URL, host name and, for `[*.]`,
 /// `*.<host>`. A name already given to an earlier origin is not repeated.
-pub fn safari_origins(
+pub(crate) fn safari_origins(
     cert_auth_domain: &str,
     org_domain: Option<&str>,
     protected: &[OurEntry],
@@ -65,7 +69,7 @@ pub fn safari_origins(
 
 /// The names of protected origins recorded earlier (`recorded`, canonical patterns) that are
 /// no longer wanted, minus every name still wanted: what to clear (while it points at us).
-pub fn safari_retired_names(recorded: &[String], wanted: &[SafariOrigin]) -> Vec<String> {
+pub(crate) fn safari_retired_names(recorded: &[String], wanted: &[SafariOrigin]) -> Vec<String> {
     let still: Vec<&String> = wanted.iter().flat_map(|o| &o.names).collect();
     let mut out = Vec::new();
     for pattern in recorded.iter().filter(|p| wanted.iter().all(|o| o.origin != **p)) {
@@ -86,7 +90,7 @@ pub fn safari_retired_names(recorded: &[String], wanted: &[SafariOrigin]) -> Vec
 /// Why the browser targets cannot be derived.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum BrowserTargetError {
+pub(crate) enum BrowserTargetError {
     /// `certAuthDomain` is not a safe https origin (the one validator, [`Origin::parse`]).
     #[error("the cert-auth domain cannot be used: {0}")]
     BadCertAuthDomain(#[from] OriginError),
@@ -106,7 +110,7 @@ pub enum BrowserTargetError {
 ///
 /// The organisation domain is never guessed from the host: dropping the first label of
 /// `ca.example.co.uk` would give `*.co.uk`, a preference for half a country.
-pub fn safari_identity_names(
+pub(crate) fn safari_identity_names(
     cert_auth_domain: &str,
     org_domain: Option<&str>,
 ) -> Result<Vec<String>, BrowserTargetError> {
@@ -130,13 +134,13 @@ pub fn safari_identity_names(
 
 /// Reads a preference value as a list of strings; `None` when it is something else, which
 /// is someone else's business and must not be overwritten.
-pub fn string_list(value: &plist::Value) -> Option<Vec<String>> {
+pub(crate) fn string_list(value: &plist::Value) -> Option<Vec<String>> {
     value.as_array()?.iter().map(|v| v.as_string().map(str::to_owned)).collect()
 }
 
 /// What a user-level update does.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserUpdate {
+pub(crate) struct UserUpdate {
     /// The list to write, `None` when it is unchanged; `Some` of an empty list means the key
     /// should be deleted.
     pub write: Option<Vec<String>>,
@@ -151,7 +155,7 @@ pub struct UserUpdate {
 /// What to write at user level for the `wanted` entries, given the entries this agent
 /// recorded as added before (`written`). `user_value` is the user's own value (not the
 /// effective one, which may include a managed value we must not copy).
-pub fn chromium_user_update(
+pub(crate) fn chromium_user_update(
     user_value: Option<&plist::Value>,
     wanted: &[OurEntry],
     written: &[String],
@@ -176,7 +180,7 @@ pub fn chromium_user_update(
 /// What to write back after removing our entries (`always`: the cert-auth domain's, which names
 /// the CA's own site; and every entry recorded in `written`), or `None` when none was there.
 /// `Some` of an empty list means the key should be deleted.
-pub fn chromium_user_removal(
+pub(crate) fn chromium_user_removal(
     user_value: Option<&plist::Value>,
     always: &[OurEntry],
     written: &[String],
@@ -188,7 +192,7 @@ pub fn chromium_user_removal(
 
 /// The status of one Chromium browser from its effective value and whether that is forced:
 /// each wanted entry's, and in place when all are.
-pub fn chromium_status(
+pub(crate) fn chromium_status(
     browser: &str,
     effective: Option<&plist::Value>,
     forced: bool,
@@ -233,7 +237,7 @@ pub fn chromium_status(
 
 /// Safari's status from which identity preference names of each origin point at our
 /// certificate: an origin is present when all of its names do.
-pub fn safari_status(origins: &[(String, Vec<(String, bool)>)]) -> BrowserStatus {
+pub(crate) fn safari_status(origins: &[(String, Vec<(String, bool)>)]) -> BrowserStatus {
     let missing: Vec<&str> = origins
         .iter()
         .flat_map(|(_, names)| names)
@@ -263,7 +267,7 @@ pub fn safari_status(origins: &[(String, Vec<(String, bool)>)]) -> BrowserStatus
 
 /// The AppleScript that tells the user to restart browsers after a renewal; `browsers` are
 /// the status names (`chrome`, `edge`, `safari`). Only fixed text and sanitised names reach it.
-pub fn restart_notification_script(browsers: &[String]) -> String {
+pub(crate) fn restart_notification_script(browsers: &[String]) -> String {
     let names: Vec<String> = browsers
         .iter()
         .map(|b| match b.as_str() {

@@ -9,7 +9,7 @@
 /// Why the report could not be understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum CodesignError {
+pub(crate) enum CodesignError {
     /// Neither a signature report nor the "not signed" message (a missing path, a non-code
     /// file, a codesign we do not know).
     #[error("codesign output is not a signature report: {output:?}")]
@@ -21,7 +21,7 @@ pub enum CodesignError {
 
 /// What `codesign` said about one piece of code.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Signature {
+pub(crate) enum Signature {
     /// "code object is not signed at all".
     Unsigned,
     /// A signature report.
@@ -30,7 +30,7 @@ pub enum Signature {
 
 /// The fields of a signature report the agent uses.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CodeSignature {
+pub(crate) struct CodeSignature {
     /// `Executable=`: the main executable's path.
     pub executable: Option<String>,
     /// `Identifier=`: the signing identifier (usually the bundle id).
@@ -49,7 +49,7 @@ pub struct CodeSignature {
 
 /// Who stands behind a signature, as far as keychain partitions are concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Signer {
+pub(crate) enum Signer {
     /// Apple signed it (Safari and other system apps): partition `apple:`.
     Apple,
     /// A developer team (Developer ID or App Store): partition `teamid:<id>`.
@@ -67,7 +67,7 @@ const APPLE_SOFTWARE_SIGNING: &str = "Software Signing";
 
 impl Signature {
     /// Who signed it.
-    pub fn signer(&self) -> Signer {
+    pub(crate) fn signer(&self) -> Signer {
         match self {
             Self::Unsigned => Signer::Unsigned,
             Self::Signed(sig) => sig.signer(),
@@ -77,7 +77,7 @@ impl Signature {
 
 impl CodeSignature {
     /// Who signed it.
-    pub fn signer(&self) -> Signer {
+    pub(crate) fn signer(&self) -> Signer {
         if self.adhoc {
             Signer::AdHoc
         } else if let Some(team) = &self.team_id {
@@ -93,7 +93,7 @@ impl CodeSignature {
 }
 
 /// Parses what `codesign -dv --verbose=4` wrote to standard error.
-pub fn parse(stderr: &str) -> Result<Signature, CodesignError> {
+pub(crate) fn parse(stderr: &str) -> Result<Signature, CodesignError> {
     if stderr.contains("code object is not signed at all") {
         return Ok(Signature::Unsigned);
     }

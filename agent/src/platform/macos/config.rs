@@ -18,20 +18,20 @@ use crate::config::Config;
 use crate::token::Secret;
 
 /// Keys taken from managed preferences into the configuration.
-pub const CONFIG_KEYS: [&str; 4] = ["ca_url", "ca_bundle", "renew_before_days", "ca_timeout_seconds"];
+pub(crate) const CONFIG_KEYS: [&str; 4] = ["ca_url", "ca_bundle", "renew_before_days", "ca_timeout_seconds"];
 
 /// The managed keys the macOS backend reads for itself.
-pub const MAC_KEYS: [&str; 3] = ["allowlist", "org_domain", "enrollment_token"];
+pub(crate) const MAC_KEYS: [&str; 3] = ["allowlist", "org_domain", "enrollment_token"];
 
 /// Every key read from the managed preferences domain.
-pub fn managed_keys() -> impl Iterator<Item = &'static str> {
+pub(crate) fn managed_keys() -> impl Iterator<Item = &'static str> {
     CONFIG_KEYS.iter().chain(MAC_KEYS.iter()).copied()
 }
 
 /// Why a managed value cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ConfigLayerError {
+pub(crate) enum ConfigLayerError {
     /// The value's type has no TOML equivalent, or is not the type the key needs.
     #[error("managed preference {key} has the wrong type: expected {expected}")]
     WrongType {
@@ -44,7 +44,7 @@ pub enum ConfigLayerError {
 
 /// Settings only the macOS backend reads.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct MacSettings {
+pub(crate) struct MacSettings {
     /// `allowlist`: the app allowlist, replacing the file and the defaults.
     pub allowlist: Option<Vec<String>>,
     /// `org_domain`: Safari also gets an identity preference for `*.<org_domain>`.
@@ -56,7 +56,7 @@ pub struct MacSettings {
 /// Lays the forced managed values of [`CONFIG_KEYS`] over `config` (what the TOML file
 /// said, or the defaults); returns the keys a managed value set, for `status` and the log.
 /// Ranges are checked afterwards by [`crate::config::Loaded::validate`], as for the file's.
-pub fn overlay(
+pub(crate) fn overlay(
     config: &mut Config,
     managed: &BTreeMap<String, plist::Value>,
 ) -> Result<Vec<&'static str>, ConfigLayerError> {
@@ -90,7 +90,9 @@ pub fn overlay(
 }
 
 /// Reads [`MAC_KEYS`] from the forced managed values.
-pub fn mac_settings(managed: &BTreeMap<String, plist::Value>) -> Result<MacSettings, ConfigLayerError> {
+pub(crate) fn mac_settings(
+    managed: &BTreeMap<String, plist::Value>,
+) -> Result<MacSettings, ConfigLayerError> {
     let string = |key: &str| -> Result<Option<String>, ConfigLayerError> {
         managed
             .get(key)

@@ -10,7 +10,7 @@
 const NOBODY: [&str; 3] = ["root", "loginwindow", "_mbsetupuser"];
 
 /// The console user, from the owner name of `/dev/console`; `None` when nobody is logged in.
-pub fn from_owner_name(owner: &str) -> Option<String> {
+pub(crate) fn from_owner_name(owner: &str) -> Option<String> {
     let name = owner.trim();
     (!name.is_empty() && !NOBODY.contains(&name)).then(|| name.to_owned())
 }

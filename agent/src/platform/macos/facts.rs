@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 use nix::unistd::{Uid, User};
 
 use super::{console, ioreg, profiles};
-use crate::util::exec;
 use crate::platform::{DeviceFacts, MdmEnrollment, PlatformError};
+use crate::util::exec;
 
 const IOREG: &str = "/usr/sbin/ioreg";
 const SCUTIL: &str = "/usr/sbin/scutil";
@@ -32,7 +32,7 @@ pub(super) fn tool_stdout(program: &str, args: &[&str]) -> Result<String, Platfo
 
 /// The user logged in at the console and their uid: the owner of `/dev/console`, as
 /// `stat -f%Su /dev/console` reports it; `None` at the login window.
-pub(super) fn console_user_and_uid() -> Result<Option<(String, u32)>, PlatformError> {
+pub(crate) fn console_user_and_uid() -> Result<Option<(String, u32)>, PlatformError> {
     let meta = std::fs::metadata("/dev/console")
         .map_err(|e| PlatformError::io("could not inspect", "/dev/console", e))?;
     let uid = meta.uid();
@@ -44,7 +44,7 @@ pub(super) fn console_user_and_uid() -> Result<Option<(String, u32)>, PlatformEr
 }
 
 /// The uid and home directory of a user.
-pub(super) fn user_record(name: &str) -> Result<(u32, std::path::PathBuf), PlatformError> {
+pub(crate) fn user_record(name: &str) -> Result<(u32, std::path::PathBuf), PlatformError> {
     let user = User::from_name(name)
         .map_err(|e| PlatformError::Backend(format!("could not look up user {name}: {e}")))?
         .ok_or_else(|| PlatformError::Backend(format!("no such user: {name}")))?;
@@ -96,10 +96,6 @@ impl DeviceFacts for MacDevice {
 
     fn current_user(&self) -> Result<String, PlatformError> {
         Ok(this_user()?.name)
-    }
-
-    fn console_user(&self) -> Result<Option<String>, PlatformError> {
-        Ok(console_user_and_uid()?.map(|(name, _)| name))
     }
 
     fn mdm_enrollment(&self) -> Result<MdmEnrollment, PlatformError> {

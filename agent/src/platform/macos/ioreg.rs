@@ -16,7 +16,7 @@
 /// Why the output could not be understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum IoregError {
+pub(crate) enum IoregError {
     /// A property is missing or not a quoted string.
     #[error("ioreg output has no {property} string property")]
     Missing {
@@ -33,7 +33,7 @@ pub enum IoregError {
 
 /// The two identifiers of this Mac.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlatformIds {
+pub(crate) struct PlatformIds {
     /// `IOPlatformUUID`, upper-case as the tool prints it.
     pub uuid: String,
     /// `IOPlatformSerialNumber`.
@@ -41,7 +41,7 @@ pub struct PlatformIds {
 }
 
 /// Parses the tool's standard output.
-pub fn parse(output: &str) -> Result<PlatformIds, IoregError> {
+pub(crate) fn parse(output: &str) -> Result<PlatformIds, IoregError> {
     let uuid = string_property(output, "IOPlatformUUID")
         .ok_or(IoregError::Missing { property: "IOPlatformUUID" })?;
     if !is_uuid(&uuid) {

@@ -20,14 +20,14 @@ use std::path::Path;
 use crate::token::Secret;
 
 /// `launchctl`, by absolute path.
-pub const LAUNCHCTL: &str = "/bin/launchctl";
+pub(crate) const LAUNCHCTL: &str = "/bin/launchctl";
 /// `sudo`, by absolute path.
-pub const SUDO: &str = "/usr/bin/sudo";
+pub(crate) const SUDO: &str = "/usr/bin/sudo";
 
 /// Why the arguments are not usable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum JamfError {
+pub(crate) enum JamfError {
     /// Jamf always passes at least three positional arguments.
     #[error(
         "expected at least 3 arguments (mount point, computer name, user name) as Jamf passes them, got {count}"
@@ -51,7 +51,7 @@ pub enum JamfError {
 /// `devicetrust-agent jamf <mount> <computer> <user> [<ca url> [<extra>...]]`, as Jamf Pro
 /// calls a policy script.
 #[derive(Clone, PartialEq, Eq, clap::Args)]
-pub struct JamfCli {
+pub(crate) struct JamfCli {
     /// Read the enrollment token from the first line of standard input; it is used when
     /// parameter 5 is empty (the policy script pipes the token so it is never an argument).
     #[arg(long)]
@@ -72,7 +72,7 @@ impl std::fmt::Debug for JamfCli {
 
 /// Jamf's positional arguments.
 #[derive(Clone, PartialEq, Eq)]
-pub struct JamfArgs {
+pub(crate) struct JamfArgs {
     /// `$1`: the target volume's mount point (normally `/`).
     pub mount_point: String,
     /// `$2`: the computer name.
@@ -97,7 +97,7 @@ impl std::fmt::Debug for JamfArgs {
 
 impl JamfArgs {
     /// Reads the positional arguments after `jamf`.
-    pub fn from_positional(args: &[String]) -> Result<Self, JamfError> {
+    pub(crate) fn from_positional(args: &[String]) -> Result<Self, JamfError> {
         if args.len() < 3 {
             return Err(JamfError::TooFewArguments { count: args.len() });
         }
@@ -116,7 +116,7 @@ impl JamfArgs {
 
 /// What the policy asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Enroll (or run, when there is no token) and install the LaunchAgent.
     Enroll,
     /// Remove everything the agent made for the user.
@@ -125,7 +125,7 @@ pub enum Action {
 
 /// The parameters, interpreted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JamfRequest {
+pub(crate) struct JamfRequest {
     /// What to do.
     pub action: Action,
     /// `$4`, when it is a URL.
@@ -139,7 +139,7 @@ pub struct JamfRequest {
 }
 
 /// Interprets `$4`..`$11`.
-pub fn interpret(args: &JamfArgs) -> Result<JamfRequest, JamfError> {
+pub(crate) fn interpret(args: &JamfArgs) -> Result<JamfRequest, JamfError> {
     let mut request = JamfRequest {
         action: Action::Enroll,
         ca_url: None,
@@ -174,7 +174,10 @@ pub fn interpret(args: &JamfArgs) -> Result<JamfRequest, JamfError> {
 
 /// Which token to use: the managed configuration's, else parameter 5's; with a warning when
 /// the parameter is used (it shows in Jamf's policy editor) or ignored.
-pub fn choose_token(managed: Option<Secret>, parameter: Option<Secret>) -> (Option<Secret>, Option<String>) {
+pub(crate) fn choose_token(
+    managed: Option<Secret>,
+    parameter: Option<Secret>,
+) -> (Option<Secret>, Option<String>) {
     match (managed, parameter) {
         (Some(token), Some(_)) => (
             Some(token),
@@ -194,7 +197,7 @@ pub fn choose_token(managed: Option<Secret>, parameter: Option<Secret>) -> (Opti
 
 /// Whose session the per-user work runs in.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UserChoice {
+pub(crate) enum UserChoice {
     /// This user, with a note worth a `WARN:` line, if any.
     Run {
         /// The user name.
@@ -212,7 +215,7 @@ pub enum UserChoice {
 /// Picks the user: the console user; `$3` only when the console cannot be read. Nobody at the
 /// console means the login keychain is locked, so there is nothing to do even if Jamf named
 /// a user.
-pub fn choose_user(console: Result<Option<String>, String>, jamf_user: Option<&str>) -> UserChoice {
+pub(crate) fn choose_user(console: Result<Option<String>, String>, jamf_user: Option<&str>) -> UserChoice {
     match console {
         Ok(Some(user)) => {
             let note = jamf_user.filter(|j| *j != user).map(|j| {
@@ -239,7 +242,7 @@ pub fn choose_user(console: Result<Option<String>, String>, jamf_user: Option<&s
 /// `user` inside that user's login session (their keychain, their preferences, their
 /// `gui/<uid>` launchd domain). `-H` sets `HOME` to the user's home; `-n` makes sudo fail
 /// rather than prompt.
-pub fn as_user(uid: u32, user: &str, program: &Path, args: &[String]) -> Vec<String> {
+pub(crate) fn as_user(uid: u32, user: &str, program: &Path, args: &[String]) -> Vec<String> {
     let mut cmd = vec![
         LAUNCHCTL.to_owned(),
         "asuser".to_owned(),
@@ -258,7 +261,7 @@ pub fn as_user(uid: u32, user: &str, program: &Path, args: &[String]) -> Vec<Str
 
 /// The agent's arguments for one per-user step; `--config` and `--ca-url` are passed on when
 /// given. The enrollment token is never among them: `enroll` reads it from standard input.
-pub fn agent_args(step: Step, config: Option<&Path>, ca_url: Option<&str>) -> Vec<String> {
+pub(crate) fn agent_args(step: Step, config: Option<&Path>, ca_url: Option<&str>) -> Vec<String> {
     let mut args: Vec<String> = match step {
         Step::Install => vec!["install".into()],
         Step::Enroll => vec!["enroll".into(), "--token-stdin".into()],
@@ -278,7 +281,7 @@ pub fn agent_args(step: Step, config: Option<&Path>, ca_url: Option<&str>) -> Ve
 
 /// The per-user steps of the Jamf flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// `install`: the LaunchAgent.
     Install,
     /// `enroll --token-stdin`.
@@ -294,7 +297,7 @@ pub enum Step {
 /// succeeded, install the LaunchAgent. Installing first would start its login run
 /// (`RunAtLoad`) beside the enrollment, and a LaunchAgent for a device that could not enroll
 /// only fails daily: the policy's next run is the retry.
-pub fn steps(action: Action, have_token: bool) -> Vec<Step> {
+pub(crate) fn steps(action: Action, have_token: bool) -> Vec<Step> {
     match action {
         Action::Uninstall => vec![Step::Uninstall],
         Action::Enroll if have_token => vec![Step::Enroll, Step::Install],
@@ -304,7 +307,7 @@ pub fn steps(action: Action, have_token: bool) -> Vec<Step> {
 
 /// A policy-log line's level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
+pub(crate) enum Level {
     /// `INFO:`.
     Info,
     /// `WARN:`.
@@ -314,7 +317,7 @@ pub enum Level {
 }
 
 /// One line for Jamf's policy log.
-pub fn line(level: Level, message: &str) -> String {
+pub(crate) fn line(level: Level, message: &str) -> String {
     let prefix = match level {
         Level::Info => "INFO",
         Level::Warn => "WARN",
@@ -325,7 +328,7 @@ pub fn line(level: Level, message: &str) -> String {
 
 /// Re-labels what a per-user step printed so that every line carries a policy-log prefix:
 /// lines already prefixed pass through; `tracing` lines are labelled by their level.
-pub fn relay(output: &str) -> Vec<String> {
+pub(crate) fn relay(output: &str) -> Vec<String> {
     output
         .lines()
         .map(str::trim_end)
@@ -345,7 +348,7 @@ pub fn relay(output: &str) -> Vec<String> {
 }
 
 /// What an agent exit status means, for the policy log (the agent's documented exit codes).
-pub fn exit_meaning(code: i32) -> &'static str {
+pub(crate) fn exit_meaning(code: i32) -> &'static str {
     match code {
         0 => "done",
         1 => "unexpected error",

@@ -35,9 +35,9 @@ use serde::{Deserialize, Serialize};
 
 use super::allowlist::{self, Allowlist, PartitionId, Source};
 use super::{KEYCHAIN_FILE_NAME, PASSWORD_ACCOUNT, PASSWORD_SERVICE, keychain_list, sys};
+use crate::platform::{Identity, IdentityStore, PlatformError, StoreDescription, StoreSnapshot};
 use crate::util::exec;
 use crate::util::files;
-use crate::platform::{Identity, IdentityStore, PlatformError, StoreDescription, StoreSnapshot};
 
 /// The index file's name in the data directory.
 const INDEX_FILE: &str = "keychain-identities.json";
@@ -191,7 +191,7 @@ impl Paths {
 }
 
 /// The identity store on the dedicated keychain.
-pub(super) struct KeychainStore {
+pub(crate) struct KeychainStore {
     paths: Paths,
     // Found with `codesign` on the agent's own executable, only when a key needs it.
     find_own_partition: fn() -> Option<PartitionId>,
@@ -235,7 +235,7 @@ impl KeychainStore {
         self.own_partition.get_or_init(self.find_own_partition).as_ref()
     }
 
-    pub(super) fn keychain_path(&self) -> &Path {
+    pub(crate) fn keychain_path(&self) -> &Path {
         &self.paths.keychain
     }
 
@@ -553,13 +553,13 @@ impl KeychainStore {
     }
 
     /// The allowlist in force, and where it came from.
-    pub(super) fn allowlist(&self) -> Result<(Allowlist, Source), PlatformError> {
+    pub(crate) fn allowlist(&self) -> Result<(Allowlist, Source), PlatformError> {
         allowlist::resolve(self.managed_allowlist.as_deref(), &self.paths.data_dir)
             .map_err(|e| backend("the app allowlist", e))
     }
 
     /// The effective partition list for our keys.
-    pub(super) fn effective_partitions(&self) -> Result<Vec<PartitionId>, PlatformError> {
+    pub(crate) fn effective_partitions(&self) -> Result<Vec<PartitionId>, PlatformError> {
         Ok(self.allowlist()?.0.effective(self.own_partition()))
     }
 
@@ -579,7 +579,7 @@ impl KeychainStore {
     }
 
     /// Re-applies the allowlist to every key the store holds; returns how many keys.
-    pub(super) fn reapply_allowlist(&self) -> Result<usize, PlatformError> {
+    pub(crate) fn reapply_allowlist(&self) -> Result<usize, PlatformError> {
         let Some(guard) = self.open(false)? else { return Ok(0) };
         let Some(opened) = guard.as_ref() else { return Ok(0) };
         let index = self.load_index()?;
@@ -594,7 +594,7 @@ impl KeychainStore {
     }
 
     /// The partition IDs the current key actually carries, for `status`.
-    pub(super) fn current_partitions(&self) -> Result<Option<Vec<String>>, PlatformError> {
+    pub(crate) fn current_partitions(&self) -> Result<Option<Vec<String>>, PlatformError> {
         let Some(guard) = self.open(false)? else { return Ok(None) };
         let Some(opened) = guard.as_ref() else { return Ok(None) };
         let Some(slot) = self.load_index()?.current else { return Ok(None) };

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 /// Parses the tool's standard output into paths, in order.
-pub fn parse(output: &str) -> Vec<PathBuf> {
+pub(crate) fn parse(output: &str) -> Vec<PathBuf> {
     output
         .lines()
         .filter_map(|line| {
@@ -27,7 +27,7 @@ pub fn parse(output: &str) -> Vec<PathBuf> {
 ///
 /// Appending rather than prepending keeps the login keychain the first, default one, so that
 /// other apps keep storing new items where they did.
-pub fn with_added(list: &[PathBuf], ours: &Path) -> Option<Vec<PathBuf>> {
+pub(crate) fn with_added(list: &[PathBuf], ours: &Path) -> Option<Vec<PathBuf>> {
     if list.iter().any(|p| same_keychain(p, ours)) {
         return None;
     }
@@ -37,7 +37,7 @@ pub fn with_added(list: &[PathBuf], ours: &Path) -> Option<Vec<PathBuf>> {
 }
 
 /// The list without `ours`, or `None` when it was not there.
-pub fn with_removed(list: &[PathBuf], ours: &Path) -> Option<Vec<PathBuf>> {
+pub(crate) fn with_removed(list: &[PathBuf], ours: &Path) -> Option<Vec<PathBuf>> {
     let out: Vec<PathBuf> = list.iter().filter(|p| !same_keychain(p, ours)).cloned().collect();
     (out.len() != list.len()).then_some(out)
 }

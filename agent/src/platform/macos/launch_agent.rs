@@ -16,12 +16,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::BUNDLE_ID;
 
 /// The job's label, also the plist's file stem.
-pub const LABEL: &str = BUNDLE_ID;
+pub(crate) const LABEL: &str = BUNDLE_ID;
 
 /// The first hour of the daily window.
 const WINDOW_START_HOUR: u16 = 9;
@@ -31,7 +30,7 @@ const WINDOW_MINUTES: u16 = 8 * 60;
 /// Why the plist could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum LaunchAgentError {
+pub(crate) enum LaunchAgentError {
     /// launchd does not expand `~` or search `PATH`: every path must be absolute.
     #[error("the launch agent needs an absolute path, got {path}")]
     RelativePath {
@@ -54,7 +53,7 @@ pub enum LaunchAgentError {
 
 /// A local time of day, to the minute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DailyTime {
+pub(crate) struct DailyTime {
     /// 0–23.
     pub hour: u8,
     /// 0–59.
@@ -69,23 +68,15 @@ impl DailyTime {
         Self { hour: hour as u8, minute: (m % 60) as u8 }
     }
 
-    /// A stable time for a device, from its id (the hardware UUID).
-    pub fn from_device_id(device_id: &str) -> Self {
-        let digest = Sha256::digest(device_id.trim().to_ascii_uppercase().as_bytes());
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&digest[..8]);
-        Self::in_window(u64::from_be_bytes(first))
-    }
-
     /// A stable time from the decision core's per-device offset, counted in minutes.
-    pub fn from_offset(offset: Duration) -> Self {
+    pub(crate) fn from_offset(offset: Duration) -> Self {
         Self::in_window(offset.as_secs() / 60)
     }
 }
 
 /// What the LaunchAgent runs and where it writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LaunchAgentSpec<'a> {
+pub(crate) struct LaunchAgentSpec<'a> {
     /// The agent binary, absolute.
     pub program: &'a Path,
     /// A configuration file passed with `--config`, if one was given explicitly.
@@ -97,12 +88,12 @@ pub struct LaunchAgentSpec<'a> {
 }
 
 /// `~/Library/LaunchAgents/com.devicetrust.agent.plist`.
-pub fn plist_path(home: &Path) -> PathBuf {
+pub(crate) fn plist_path(home: &Path) -> PathBuf {
     home.join("Library/LaunchAgents").join(format!("{LABEL}.plist"))
 }
 
 /// `~/Library/Logs/DeviceTrust`, where launchd writes the job's output.
-pub fn log_dir(home: &Path) -> PathBuf {
+pub(crate) fn log_dir(home: &Path) -> PathBuf {
     home.join("Library/Logs/DeviceTrust")
 }
 
@@ -133,7 +124,7 @@ fn absolute_utf8(path: &Path) -> Result<String, LaunchAgentError> {
 }
 
 /// The plist's XML bytes.
-pub fn render(spec: &LaunchAgentSpec<'_>) -> Result<Vec<u8>, LaunchAgentError> {
+pub(crate) fn render(spec: &LaunchAgentSpec<'_>) -> Result<Vec<u8>, LaunchAgentError> {
     let mut program_arguments = vec![absolute_utf8(spec.program)?, "run".to_owned()];
     if let Some(config) = spec.config {
         program_arguments.push("--config".to_owned());
@@ -166,12 +157,17 @@ mod tests {
 
     const EXAMPLE_DEVICE: &str = "564D7F2A-0C3B-4E1A-9D7E-5A1B2C3D4E5F";
 
+    /// The time `install` gives a device: from the decision core's per-device offset.
+    fn for_device(udid: &str) -> DailyTime {
+        DailyTime::from_offset(crate::decision::schedule::device_offset(udid).to_std().unwrap())
+    }
+
     fn example_spec() -> LaunchAgentSpec<'static> {
         LaunchAgentSpec {
             program: Path::new(AGENT_BINARY),
             config: None,
             home: Path::new("/Users/alice"),
-            time: DailyTime::from_device_id(EXAMPLE_DEVICE),
+            time: for_device(EXAMPLE_DEVICE),
         }
     }
 
@@ -263,14 +259,10 @@ mod tests {
 
     #[test]
     fn daily_time_is_stable_and_in_the_window() {
-        assert_eq!(DailyTime::from_device_id(EXAMPLE_DEVICE), DailyTime::from_device_id(EXAMPLE_DEVICE));
-        assert_eq!(
-            DailyTime::from_device_id(EXAMPLE_DEVICE),
-            DailyTime::from_device_id(&EXAMPLE_DEVICE.to_ascii_lowercase())
-        );
+        assert_eq!(for_device(EXAMPLE_DEVICE), for_device(EXAMPLE_DEVICE));
         let mut seen = std::collections::BTreeSet::new();
         for i in 0..2000u32 {
-            let t = DailyTime::from_device_id(&format!("device-{i}"));
+            let t = for_device(&format!("device-{i}"));
             assert!((9..=16).contains(&t.hour) && t.minute < 60, "{t:?}");
             seen.insert((t.hour, t.minute));
         }

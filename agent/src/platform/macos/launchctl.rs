@@ -8,9 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use super::launch_agent::{self, DailyTime, LABEL, LaunchAgentSpec};
+use crate::platform::{PlatformError, ScheduleSpec, Scheduler, SchedulerStatus};
 use crate::util::exec;
 use crate::util::files;
-use crate::platform::{PlatformError, ScheduleSpec, Scheduler, SchedulerStatus};
 
 const LAUNCHCTL: &str = "/bin/launchctl";
 

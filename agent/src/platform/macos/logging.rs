@@ -8,7 +8,7 @@
 //! returns the `tracing-subscriber` layer; the crate root adds it to its subscriber.
 
 /// Every category the agent logs under.
-pub const CATEGORIES: [&str; 13] = [
+pub(crate) const CATEGORIES: [&str; 13] = [
     "agent",
     "core",
     "lifecycle",
@@ -56,7 +56,7 @@ pub(crate) fn category(target: &str) -> &'static str {
 }
 
 #[cfg(target_os = "macos")]
-pub use oslog::{OsLogLayer, oslog_layer};
+pub use oslog::oslog_layer;
 
 #[cfg(target_os = "macos")]
 mod oslog {

@@ -55,16 +55,19 @@ pub(crate) use backend::{apply_managed_config, mac_settings, open, signature_of,
 pub use logging::oslog_layer;
 
 /// The unified-logging subsystem, the managed preferences domain and the LaunchAgent label.
-pub const BUNDLE_ID: &str = "com.devicetrust.agent";
+pub(crate) const BUNDLE_ID: &str = "com.devicetrust.agent";
 
+#[cfg(target_os = "macos")]
 /// The dedicated keychain's file name under `~/Library/Keychains/`.
-pub const KEYCHAIN_FILE_NAME: &str = "devicetrust.keychain-db";
+pub(crate) const KEYCHAIN_FILE_NAME: &str = "devicetrust.keychain-db";
 
+#[cfg(target_os = "macos")]
 /// The generic password item in the login keychain that holds the dedicated keychain's
 /// password: its service ...
-pub const PASSWORD_SERVICE: &str = "devicetrust";
+pub(crate) const PASSWORD_SERVICE: &str = "devicetrust";
+#[cfg(target_os = "macos")]
 /// ... and its account.
-pub const PASSWORD_ACCOUNT: &str = "keychain";
+pub(crate) const PASSWORD_ACCOUNT: &str = "keychain";
 
 /// Reads a transcribed tool output from `fixtures/macos/` (see `fixtures/README.md`).
 #[cfg(test)]

@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use super::facts;
-use crate::util::exec;
 use crate::platform::Notifier;
+use crate::util::exec;
 
 const OSASCRIPT: &str = "/usr/bin/osascript";
 

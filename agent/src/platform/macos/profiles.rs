@@ -15,7 +15,7 @@ use crate::platform::MdmEnrollment;
 /// Why the output could not be understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ProfilesError {
+pub(crate) enum ProfilesError {
     /// The `MDM enrollment:` line is missing: not the output of this command (an error
     /// message, or a future format we should not guess about).
     #[error("profiles output has no \"MDM enrollment:\" line: {output:?}")]
@@ -33,7 +33,7 @@ pub enum ProfilesError {
 
 /// What `profiles status -type enrollment` said.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct EnrollmentStatus {
+pub(crate) struct EnrollmentStatus {
     /// Enrolled through Automated Device Enrollment (DEP / Apple Business Manager).
     pub via_dep: bool,
     /// Enrolled in an MDM at all.
@@ -46,13 +46,13 @@ pub struct EnrollmentStatus {
 
 impl EnrollmentStatus {
     /// The platform-neutral answer the decision core uses.
-    pub fn enrollment(&self) -> MdmEnrollment {
+    pub(crate) fn enrollment(&self) -> MdmEnrollment {
         if self.mdm_enrolled { MdmEnrollment::Enrolled } else { MdmEnrollment::NotEnrolled }
     }
 }
 
 /// Parses the tool's standard output.
-pub fn parse(output: &str) -> Result<EnrollmentStatus, ProfilesError> {
+pub(crate) fn parse(output: &str) -> Result<EnrollmentStatus, ProfilesError> {
     let mut status = EnrollmentStatus::default();
     let mut saw_enrollment = false;
     for raw in output.lines() {
