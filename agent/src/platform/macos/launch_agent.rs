@@ -229,7 +229,7 @@ mod tests {
         assert!(
             got == want,
             "{path} differs from the generator's output; regenerate it with \
-             DEVICETRUST_UPDATE_EXAMPLES=1 cargo test -p agent macos::launch_agent"
+             DEVICETRUST_UPDATE_EXAMPLES=1 cargo test -p agent launch_agent"
         );
     }
 
