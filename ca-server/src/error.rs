@@ -308,7 +308,7 @@ mod tests {
             (ApiError::EnrollmentLimitReached { max: 5 }, "enrollment_limit_reached", 409),
             (ApiError::RateLimited { retry_after_secs: 1 }, "rate_limited", 429),
             (ApiError::ReadOnly, "read_only", 503),
-            (ApiError::MdmUnavailable(MdmError::Unavailable("secret detail".into())), "mdm_unavailable", 503),
+            (ApiError::MdmUnavailable(MdmError::unavailable("secret detail")), "mdm_unavailable", 503),
             (ApiError::Sign(SignError::from(rcgen::Error::CouldNotParseCertificate)), "internal", 500),
             (ApiError::NotFound, "not_found", 404),
         ];

@@ -40,14 +40,16 @@ use crate::clock::Clock;
 #[non_exhaustive]
 pub enum TlsError {
     /// A PEM file could not be read or holds nothing usable.
-    #[error("cannot load {what} from {path}: {reason}")]
+    #[error("cannot load {what} from {path}")]
     Load {
         /// What was expected.
         what: &'static str,
         /// The file.
         path: std::path::PathBuf,
-        /// What went wrong.
-        reason: String,
+        /// What went wrong: the PEM parser's error, or a message (a key readable by others,
+        /// a file without the block).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// rustls refused the configuration.
     #[error("invalid tls configuration")]
@@ -67,11 +69,15 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// Loads a PEM certificate chain (leaf first).
 pub fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let load = |reason: String| TlsError::Load { what: "a certificate chain", path: path.to_owned(), reason };
+    let load = |source: Box<dyn std::error::Error + Send + Sync>| TlsError::Load {
+        what: "a certificate chain",
+        path: path.to_owned(),
+        source,
+    };
     let chain = CertificateDer::pem_file_iter(path)
-        .map_err(|e| load(e.to_string()))?
+        .map_err(|e| load(e.into()))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| load(e.to_string()))?;
+        .map_err(|e| load(e.into()))?;
     if chain.is_empty() {
         return Err(load("no CERTIFICATE block".into()));
     }
@@ -81,13 +87,13 @@ pub fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 /// Loads a PEM private key (PKCS#8, PKCS#1 or SEC1).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     if let Some(reason) = crate::fsutil::key_file_problem(path) {
-        return Err(TlsError::Load { what: "a private key", path: path.to_owned(), reason });
+        return Err(TlsError::Load { what: "a private key", path: path.to_owned(), source: reason.into() });
     }
     // The error text of the PEM parser never contains key material.
     PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Load {
         what: "a private key",
         path: path.to_owned(),
-        reason: e.to_string(),
+        source: e.into(),
     })
 }
 

@@ -212,12 +212,18 @@ async fn server_errors_fail_closed() {
     let jamf = client(&sim);
     sim.set_inventory_behavior(Behavior::ServerError);
     let result = jamf.check(MANAGED_SERIAL, MANAGED_UDID).await;
-    assert!(matches!(&result, Err(MdmError::Unavailable(m)) if m.contains("500")), "inventory: {result:?}");
+    assert!(
+        matches!(&result, Err(MdmError::Unavailable { reason: m, .. }) if m.contains("500")),
+        "inventory: {result:?}"
+    );
 
     let sim2 = start().await;
     sim2.set_token_behavior(Behavior::ServerError);
     let result = client(&sim2).check(MANAGED_SERIAL, MANAGED_UDID).await;
-    assert!(matches!(&result, Err(MdmError::Unavailable(m)) if m.contains("500")), "token: {result:?}");
+    assert!(
+        matches!(&result, Err(MdmError::Unavailable { reason: m, .. }) if m.contains("500")),
+        "token: {result:?}"
+    );
     assert_eq!(sim2.inventory_requests(), 0);
     sim.shutdown().await;
     sim2.shutdown().await;
@@ -228,11 +234,11 @@ async fn unreadable_answers_are_malformed() {
     let sim = start().await;
     sim.set_inventory_behavior(Behavior::Garbage);
     let result = client(&sim).check(MANAGED_SERIAL, MANAGED_UDID).await;
-    assert!(matches!(result, Err(MdmError::Malformed(_))), "inventory: {result:?}");
+    assert!(matches!(result, Err(MdmError::Malformed { .. })), "inventory: {result:?}");
 
     sim.set_token_behavior(Behavior::Garbage);
     let result = client(&sim).check(MANAGED_SERIAL, MANAGED_UDID).await;
-    assert!(matches!(result, Err(MdmError::Malformed(_))), "token: {result:?}");
+    assert!(matches!(result, Err(MdmError::Malformed { .. })), "token: {result:?}");
     sim.shutdown().await;
 }
 
@@ -256,7 +262,7 @@ async fn hanging_jamf_times_out() {
             .expect("the client gave up by itself");
         let elapsed = started.elapsed();
         assert!(
-            matches!(&result, Err(MdmError::Unavailable(m)) if m.contains("timed out")),
+            matches!(&result, Err(MdmError::Unavailable { reason: m, .. }) if m.contains("timed out")),
             "{name}: {result:?}"
         );
         assert!(elapsed >= timeout && elapsed < Duration::from_secs(3), "{name}: took {elapsed:?}");
@@ -272,7 +278,7 @@ async fn unreachable_jamf_fails_closed() {
     drop(listener);
     let config = JamfConfig::new(format!("http://{addr}"), "id", ClientSecret::new("secret"));
     let result = JamfClient::new(config).expect("jamf client").check(MANAGED_SERIAL, MANAGED_UDID).await;
-    assert!(matches!(result, Err(MdmError::Unavailable(_))), "{result:?}");
+    assert!(matches!(result, Err(MdmError::Unavailable { .. })), "{result:?}");
 }
 
 #[tokio::test]
@@ -372,7 +378,7 @@ async fn cache_is_per_udid_and_never_keeps_errors() {
     let clock = ManualMonotonicClock::new();
     let cache = cached(&sim, &clock);
     sim.set_inventory_behavior(Behavior::ServerError);
-    assert!(matches!(cache.check(MANAGED_SERIAL, MANAGED_UDID).await, Err(MdmError::Unavailable(_))));
+    assert!(matches!(cache.check(MANAGED_SERIAL, MANAGED_UDID).await, Err(MdmError::Unavailable { .. })));
     sim.set_inventory_behavior(Behavior::Normal);
     assert_eq!(cache.check(MANAGED_SERIAL, MANAGED_UDID).await, Ok(Managed));
     assert_eq!(sim.inventory_requests(), 2, "the error was not remembered");
@@ -702,7 +708,7 @@ async fn https_jamf_is_verified_against_the_configured_bundle() {
     let mut untrusted = config(&sim);
     untrusted.ca_bundle = Some(write(dir.path(), "other-ca.pem", &other_ca_pem));
     let result = JamfClient::new(untrusted).expect("jamf client").check(MANAGED_SERIAL, MANAGED_UDID).await;
-    assert!(matches!(result, Err(MdmError::Unavailable(_))), "{result:?}");
+    assert!(matches!(result, Err(MdmError::Unavailable { .. })), "{result:?}");
     assert_eq!(sim.token_requests(), 1, "no token request reached the server");
     sim.shutdown().await;
 }

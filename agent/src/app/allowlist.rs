@@ -10,6 +10,7 @@ use crate::platform::macos::allowlist::{self, AllowlistCommand, PartitionId, Sou
 use crate::platform::macos::{apply_managed_config, mac_settings, signature_of, store};
 use crate::platform::{PlatformError, PlatformOptions};
 
+use super::error_chain;
 use super::jamf::exit;
 
 /// `devicetrust-agent allowlist ...`; `config_path` is `--config`, for the data directory.
@@ -39,9 +40,9 @@ pub(super) fn run(command: &AllowlistCommand, config_path: Option<&Path>, out: &
 fn load_options(config_path: Option<&Path>) -> Result<PlatformOptions, String> {
     let trust = crate::trust::Trust::of_this_process();
     let mut loaded = crate::config::load(config_path, &crate::config::default_candidates(trust), trust)
-        .map_err(|e| e.to_string())?;
-    apply_managed_config(&mut loaded.config).map_err(|e| e.to_string())?;
-    loaded.validate().map_err(|e| e.to_string())?;
+        .map_err(|e| error_chain(&e))?;
+    apply_managed_config(&mut loaded.config).map_err(|e| error_chain(&e))?;
+    loaded.validate().map_err(|e| error_chain(&e))?;
     Ok(PlatformOptions { data_dir: loaded.config.data_dir })
 }
 
@@ -49,8 +50,8 @@ fn allowlist_inner(
     command: &AllowlistCommand,
     options: &PlatformOptions,
 ) -> Result<Vec<String>, (i32, String)> {
-    let fail = |e: PlatformError| (1, e.to_string());
-    let settings = mac_settings().map_err(|e| (2, e.to_string()))?;
+    let fail = |e: PlatformError| (1, error_chain(&e));
+    let settings = mac_settings().map_err(|e| (2, error_chain(&e)))?;
     let (store, _home, data_dir) = store(options, &settings).map_err(fail)?;
     let (list, source) = store.allowlist().map_err(fail)?;
     let entry_for = |value: &str| -> Result<PartitionId, (i32, String)> {
@@ -62,7 +63,7 @@ fn allowlist_inner(
             return Err((2, format!("{value} is neither a partition id nor an existing app")));
         }
         let signature = signature_of(app).map_err(fail)?;
-        allowlist::partition_id_for_app(&signature, app).map_err(|e| (2, e.to_string()))
+        allowlist::partition_id_for_app(&signature, app).map_err(|e| (2, error_chain(&e)))
     };
     let managed_refusal = || {
         (
@@ -92,7 +93,7 @@ fn allowlist_inner(
                 lines.push(format!("{id} is already allowed"));
                 return Ok(lines);
             }
-            allowlist::save(&data_dir, &list).map_err(|e| (1, e.to_string()))?;
+            allowlist::save(&data_dir, &list).map_err(|e| (1, error_chain(&e)))?;
             lines.push(format!("allowed {id} ({})", app.display()));
         }
         AllowlistCommand::Remove { entry } => {
@@ -105,7 +106,7 @@ fn allowlist_inner(
                 lines.push(format!("{id} was not in the allowlist"));
                 return Ok(lines);
             }
-            allowlist::save(&data_dir, &list).map_err(|e| (1, e.to_string()))?;
+            allowlist::save(&data_dir, &list).map_err(|e| (1, error_chain(&e)))?;
             lines.push(format!("removed {id}"));
         }
     }

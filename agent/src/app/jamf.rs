@@ -14,7 +14,7 @@ use crate::platform::macos::jamf::{self, JamfCli, Level, Step, UserChoice};
 use crate::platform::macos::mac_settings;
 use crate::token::{TokenSource, read_token};
 
-use super::Exit;
+use super::{Exit, error_chain};
 use crate::util::exec;
 
 fn say(out: &mut dyn Write, level: Level, message: &str) {
@@ -43,7 +43,7 @@ pub(super) fn run(
         match read_token(&TokenSource::Stdin, stdin, None) {
             Ok(token) => token,
             Err(e) => {
-                say(out, Level::Error, &e.to_string());
+                say(out, Level::Error, &error_chain(&e));
                 return Exit::Usage.into();
             }
         }
@@ -60,14 +60,14 @@ pub(super) fn run(
     let (jamf_args, request) = match parsed {
         Ok(ok) => ok,
         Err(e) => {
-            say(out, Level::Error, &e.to_string());
+            say(out, Level::Error, &error_chain(&e));
             return exit(2);
         }
     };
     for warning in &request.warnings {
         say(out, Level::Warn, warning);
     }
-    let console = facts::console_user_and_uid().map(|c| c.map(|(name, _)| name)).map_err(|e| e.to_string());
+    let console = facts::console_user_and_uid().map(|c| c.map(|(name, _)| name)).map_err(|e| error_chain(&e));
     let user = match jamf::choose_user(console, jamf_args.user.as_deref()) {
         UserChoice::Defer { reason } => {
             say(out, Level::Info, &reason);
@@ -83,7 +83,7 @@ pub(super) fn run(
     let uid = match facts::user_record(&user) {
         Ok((uid, _home)) => uid,
         Err(e) => {
-            say(out, Level::Error, &e.to_string());
+            say(out, Level::Error, &error_chain(&e));
             return exit(1);
         }
     };
@@ -130,7 +130,7 @@ pub(super) fn run(
         let output = match result {
             Ok(output) => output,
             Err(e) => {
-                say(out, Level::Error, &e.to_string());
+                say(out, Level::Error, &error_chain(&e));
                 return exit(1);
             }
         };

@@ -247,7 +247,8 @@ fn parse_json<T: serde::de::DeserializeOwned>(
 
 fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), PlatformError> {
     files::ensure_private_dir(dir)?;
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| PlatformError::Backend(e.to_string()))?;
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .map_err(|source| PlatformError::Encode { what: "a state file", source })?;
     bytes.push(b'\n');
     files::write_atomic(&dir.join(name), &bytes)
 }

@@ -61,7 +61,7 @@ struct FakeBrowsers {
 impl FakeBrowsers {
     fn failing(&self) -> Result<(), PlatformError> {
         if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
-            Err(PlatformError::Backend("the fake browser refuses".into()))
+            Err(PlatformError::backend("could not configure the fake browser", "the fake browser refuses"))
         } else {
             Ok(())
         }
@@ -84,7 +84,7 @@ impl BrowserIntegration for FakeBrowsers {
         self.failing()?;
         *self.applied.lock().expect("applied") = true;
         if scope == Scope::User {
-            let wanted = target.wanted().map_err(|e| PlatformError::Backend(e.to_string()))?;
+            let wanted = target.wanted().map_err(|e| PlatformError::backend("the browser target", e))?;
             let mut list = self.list.lock().expect("list");
             let before = written.get(FAKE_LIST).cloned().unwrap_or_default();
             let synced = crate::autoselect::sync(&list, &wanted.entries, &before);
@@ -96,7 +96,7 @@ impl BrowserIntegration for FakeBrowsers {
     fn status(&self, target: &BrowserTarget<'_>) -> Result<Vec<BrowserStatus>, PlatformError> {
         let present = *self.applied.lock().expect("applied");
         let list = self.list.lock().expect("list");
-        let wanted = target.wanted().map_err(|e| PlatformError::Backend(e.to_string()))?;
+        let wanted = target.wanted().map_err(|e| PlatformError::backend("the browser target", e))?;
         let origins = wanted
             .entries
             .iter()

@@ -103,7 +103,8 @@ impl FileIdentityStore {
 
     fn save_index(&self, index: &Index) -> Result<(), PlatformError> {
         files::ensure_private_dir(&self.dir)?;
-        let bytes = serde_json::to_vec_pretty(index).map_err(|e| PlatformError::Backend(e.to_string()))?;
+        let bytes = serde_json::to_vec_pretty(index)
+            .map_err(|source| PlatformError::Encode { what: "the identity index", source })?;
         files::write_atomic(&self.index_path(), &bytes)
     }
 
@@ -180,7 +181,7 @@ impl IdentityStore for FileIdentityStore {
     fn create_pending_key(&self) -> Result<Arc<dyn KeySigner>, PlatformError> {
         let mut index = self.load_index()?;
         let key = SoftwareKey::generate(KeyAlgorithm::EcdsaP256Sha256)
-            .map_err(|e| PlatformError::Key(e.to_string()))?;
+            .map_err(|e| PlatformError::key("could not generate a key", e))?;
         let id = new_id();
         let dir = self.identity_dir(&id);
         files::ensure_private_dir(&self.dir)?;

@@ -21,6 +21,7 @@
 //! allowlist) also compiles into the tests on every target, so that it is tested on Linux
 //! against the transcribed outputs in `fixtures/macos/`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -77,8 +78,14 @@ pub(crate) enum PlatformError {
         stderr: String,
     },
     /// A key could not be generated, loaded or used.
-    #[error("key operation failed: {0}")]
-    Key(String),
+    #[error("{action}")]
+    Key {
+        /// What went wrong, e.g. "the stored key is not a p-256 pkcs#8 key".
+        action: Cow<'static, str>,
+        /// The cause, when there is one beyond the action.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// A platform fact is not available and has no override (e.g. the serial number).
     #[error("{what} is not available on this device: {hint}")]
     Unavailable {
@@ -87,16 +94,47 @@ pub(crate) enum PlatformError {
         /// How to supply it instead.
         hint: &'static str,
     },
-    /// A backend-specific failure (keychain status, preference API) with its message.
-    #[error("{0}")]
-    Backend(String),
+    /// A part of the platform failed: the keychain, the preferences, the NSS database, the
+    /// systemd units, the device facts, or the output of one of their tools.
+    #[error("{action}")]
+    Backend {
+        /// What was being done, e.g. "could not open the keychain".
+        action: Cow<'static, str>,
+        /// The part's own error (a keychain status, an `NssError`, ...), kept so that the
+        /// whole chain is printed and tests can downcast it.
+        #[source]
+        source: BoxError,
+    },
+    /// A state file could not be encoded (never expected: the types are plain data).
+    #[error("could not encode {what}")]
+    Encode {
+        /// The file, e.g. "the identity index".
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
     /// Running as root, a file another user could have changed was not used
     /// (see [`crate::trust`]).
     #[error(transparent)]
     Untrusted(#[from] crate::trust::Refused),
 }
 
+/// The cause a backend error keeps: any error of the platform's parts.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 impl PlatformError {
+    /// A [`PlatformError::Backend`]: `action` failed because of `source` (an error, or a
+    /// message when the part gave only text).
+    pub(crate) fn backend(action: impl Into<Cow<'static, str>>, source: impl Into<BoxError>) -> Self {
+        Self::Backend { action: action.into(), source: source.into() }
+    }
+
+    /// A [`PlatformError::Key`] with a cause.
+    pub(crate) fn key(action: impl Into<Cow<'static, str>>, source: impl Into<BoxError>) -> Self {
+        Self::Key { action: action.into(), source: Some(source.into()) }
+    }
+
     /// An [`PlatformError::Io`] for `path`.
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io { action, path: path.into(), source }

@@ -246,17 +246,17 @@ impl JamfClient {
         // serde_json's messages can quote the input; the input holds a token, so only the
         // position is reported.
         let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
-            MdmError::Malformed(format!(
+            MdmError::malformed(format!(
                 "the token response is not the expected json (line {}, column {})",
                 e.line(),
                 e.column()
             ))
         })?;
         if parsed.access_token.is_empty() {
-            return Err(MdmError::Malformed("the token response has an empty access_token".to_owned()));
+            return Err(MdmError::malformed("the token response has an empty access_token".to_owned()));
         }
         if parsed.token_type.as_deref().is_some_and(|t| !t.eq_ignore_ascii_case("bearer")) {
-            return Err(MdmError::Malformed("the token response is not a bearer token".to_owned()));
+            return Err(MdmError::malformed("the token response is not a bearer token".to_owned()));
         }
         // Without `expires_in` the token is used for this one lookup only.
         let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(0)).min(MAX_TOKEN_LIFETIME);
@@ -293,8 +293,10 @@ impl JamfClient {
         }
         check_status(WHAT, status)?;
         let body = read_limited(response, MAX_INVENTORY_BODY, WHAT).await?;
-        let page: InventoryPage = serde_json::from_slice(&body)
-            .map_err(|e| MdmError::Malformed(format!("the inventory response: {e}")))?;
+        let page: InventoryPage = serde_json::from_slice(&body).map_err(|e| MdmError::Malformed {
+            reason: "the inventory response is not the expected json".to_owned(),
+            source: Some(Arc::new(e)),
+        })?;
         Ok(Lookup::Page(page))
     }
 }
@@ -514,9 +516,9 @@ fn check_status(what: &str, status: StatusCode) -> Result<(), MdmError> {
     if status.is_success() {
         Ok(())
     } else if status.is_server_error() {
-        Err(MdmError::Unavailable(format!("{what} got http {}", status.as_u16())))
+        Err(MdmError::unavailable(format!("{what} got http {}", status.as_u16())))
     } else {
-        Err(MdmError::Unavailable(format!("{what} got an unexpected http {}", status.as_u16())))
+        Err(MdmError::unavailable(format!("{what} got an unexpected http {}", status.as_u16())))
     }
 }
 
@@ -525,7 +527,7 @@ async fn read_limited(
     limit: usize,
     what: &str,
 ) -> Result<Vec<u8>, MdmError> {
-    let too_large = || MdmError::Malformed(format!("{what} answered more than {limit} bytes"));
+    let too_large = || MdmError::malformed(format!("{what} answered more than {limit} bytes"));
     if response.content_length().is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
@@ -539,9 +541,9 @@ async fn read_limited(
     Ok(body)
 }
 
-/// A transport failure as a message: what failed, how, and the innermost cause (for
-/// example "connection refused"). The URL is dropped; requests carry credentials only in
-/// headers and bodies, which reqwest never prints.
+/// A transport failure: what failed and how, with reqwest's error (whose chain ends in the
+/// innermost cause, for example "connection refused") as the source. The URL is dropped;
+/// requests carry credentials only in headers and bodies, which reqwest never prints.
 fn transport_error(what: &str, err: reqwest::Error) -> MdmError {
     let err = err.without_url();
     let how = if err.is_timeout() {
@@ -551,16 +553,7 @@ fn transport_error(what: &str, err: reqwest::Error) -> MdmError {
     } else {
         "failed"
     };
-    let mut cause = None;
-    let mut source = std::error::Error::source(&err);
-    while let Some(inner) = source {
-        cause = Some(inner.to_string());
-        source = inner.source();
-    }
-    MdmError::Unavailable(match cause {
-        Some(cause) => format!("{what} {how}: {cause}"),
-        None => format!("{what} {how}"),
-    })
+    MdmError::Unavailable { reason: format!("{what} {how}"), source: Some(Arc::new(err)) }
 }
 
 #[cfg(test)]

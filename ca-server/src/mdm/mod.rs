@@ -10,6 +10,7 @@
 //! check the CA uses.
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -57,18 +58,59 @@ pub enum MdmVerdict {
 }
 
 /// The MDM could not be asked. The CA answers `mdm_unavailable` and issues nothing.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// The causes are kept (shared, so that a scripted MDM in tests can hand the same answer out
+/// twice) for the log; none of them carries a URL or a credential.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum MdmError {
     /// The MDM could not be reached, timed out, or answered with a server error.
-    #[error("the mdm is unavailable: {0}")]
-    Unavailable(String),
+    #[error("the mdm is unavailable: {reason}")]
+    Unavailable {
+        /// What failed and how, e.g. "the inventory lookup timed out".
+        reason: String,
+        /// The transport's error, without the request's URL.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
     /// The MDM refused our credentials.
     #[error("the mdm refused our credentials: {0}")]
     Unauthorized(String),
     /// The MDM answered something we cannot read.
-    #[error("the mdm answered something unreadable: {0}")]
-    Malformed(String),
+    #[error("the mdm answered something unreadable: {reason}")]
+    Malformed {
+        /// Which answer, and what is wrong with it.
+        reason: String,
+        /// The parser's error, when there is one.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+/// Two answers are the same when they say the same thing; the causes are only for the log.
+impl PartialEq for MdmError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Unavailable { reason: a, .. }, Self::Unavailable { reason: b, .. })
+            | (Self::Unauthorized(a), Self::Unauthorized(b))
+            | (Self::Malformed { reason: a, .. }, Self::Malformed { reason: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for MdmError {}
+
+impl MdmError {
+    /// An [`MdmError::Unavailable`] without a further cause.
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Self::Unavailable { reason: reason.into(), source: None }
+    }
+
+    /// An [`MdmError::Malformed`] without a further cause.
+    pub fn malformed(reason: impl Into<String>) -> Self {
+        Self::Malformed { reason: reason.into(), source: None }
+    }
 }
 
 /// Asks the MDM whether a device is managed.

@@ -539,8 +539,8 @@ impl Ca {
             Ok(Ok(slot)) => slot,
             Ok(Err(_)) | Err(_) => {
                 self.metrics.mdm_queue_full.fetch_add(1, Ordering::Relaxed);
-                return Err(ApiError::MdmUnavailable(mdm::MdmError::Unavailable(
-                    "every mdm lookup slot stayed busy".into(),
+                return Err(ApiError::MdmUnavailable(mdm::MdmError::unavailable(
+                    "every mdm lookup slot stayed busy",
                 )));
             }
         };

@@ -203,7 +203,7 @@ async fn enrollment_refusals_have_the_contract_codes_and_are_logged() {
     };
     ca.mdm.answer("C02TEST00020", Ok(MdmVerdict::NotManaged(NotManagedReason::Unmanaged)));
     ca.mdm.answer("C02TEST00021", Ok(MdmVerdict::NotManaged(NotManagedReason::UdidMismatch)));
-    ca.mdm.answer("C02TEST00022", Err(MdmError::Unavailable("jamf answered 500".into())));
+    ca.mdm.answer("C02TEST00022", Err(MdmError::unavailable("jamf answered 500")));
 
     enum Body {
         Json(serde_json::Value),

@@ -198,7 +198,7 @@ impl ManagedDeviceCheck for GatedMdm {
     async fn check(&self, _serial_number: &str, _udid: &str) -> Result<MdmVerdict, MdmError> {
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.most.fetch_max(now, Ordering::SeqCst);
-        let permit = self.gate.acquire().await.map_err(|_| MdmError::Unavailable("closed".into()))?;
+        let permit = self.gate.acquire().await.map_err(|_| MdmError::unavailable("closed"))?;
         permit.forget();
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         Ok(MdmVerdict::Managed)
@@ -478,7 +478,7 @@ async fn browsers_without_a_certificate_do_not_lock_their_address_out() {
 async fn refusals_record_the_canonical_udid() {
     let ca = TestCa::start().await;
     let device = Device::new(46);
-    ca.mdm.answer(&device.serial, Err(MdmError::Unavailable("down".into())));
+    ca.mdm.answer(&device.serial, Err(MdmError::unavailable("down")));
     let mut request = device.request(&p256());
     request.device.udid = device.udid.to_lowercase();
     expect_error(ca.enroll(&request).await, 503, "mdm_unavailable").await;

@@ -630,7 +630,7 @@ async fn fail_devices_that_are_not_trusted() {
     ca.mdm.answer(&enrolled.device.serial, Ok(MdmVerdict::NotManaged(NotManagedReason::Unmanaged)));
     let answer = authorize(&ca, Some(&enrolled), &standard(IDP, Some("alice"))).await;
     assert_denied(&answer, "device_not_managed", "fail/unmanaged");
-    ca.mdm.answer(&enrolled.device.serial, Err(MdmError::Unavailable("down".into())));
+    ca.mdm.answer(&enrolled.device.serial, Err(MdmError::unavailable("down")));
     let answer = authorize(&ca, Some(&enrolled), &standard(IDP, Some("alice"))).await;
     assert_refused_as(&answer, "temporarily_unavailable", "mdm_unavailable", "fail/mdm-down");
     ca.mdm.answer(&enrolled.device.serial, Ok(MdmVerdict::Managed));

@@ -33,8 +33,8 @@ use crate::platform::{
 use crate::platform::{OriginStatus, WrittenEntries};
 use chromium_policy::ManagedPolicy;
 use facts::FactSources;
-use nss::{ImportOutcome, NssDb};
-use systemd::{Activation, UserUnits};
+use nss::{ImportOutcome, NssDb, NssError};
+use systemd::{Activation, SystemdError, UserUnits};
 
 /// The data directory: the configured one, else `$XDG_DATA_HOME/devicetrust`, else
 /// `$HOME/.local/share/devicetrust`. A relative `XDG_DATA_HOME` is ignored, as the XDG
@@ -71,17 +71,13 @@ pub(crate) fn open(options: &PlatformOptions) -> Result<Platform, PlatformError>
         device: Box::new(LinuxDevice { sources: FactSources::system() }),
         browsers: Box::new(LinuxBrowsers {
             store,
-            nss: NssDb::from_env().map_err(|e| e.to_string()),
+            nss: NssDb::from_env(),
             policies: ManagedPolicy::all_system(),
         }),
-        scheduler: Box::new(LinuxScheduler { units: UserUnits::from_env().map_err(|e| e.to_string()) }),
+        scheduler: Box::new(LinuxScheduler { units: UserUnits::from_env() }),
         notifier: Box::new(LogNotifier),
         clock: Arc::new(SystemClock),
     })
-}
-
-fn backend(e: impl ToString) -> PlatformError {
-    PlatformError::Backend(e.to_string())
 }
 
 /// Device facts from the system files (`/etc/machine-id`, DMI, `os-release`).
@@ -92,23 +88,25 @@ pub(crate) struct LinuxDevice {
 
 impl DeviceFacts for LinuxDevice {
     fn udid(&self) -> Result<String, PlatformError> {
-        self.sources.udid().map_err(backend)
+        self.sources.udid().map_err(|e| PlatformError::backend("could not read the device id", e))
     }
 
     fn serial_number(&self) -> Result<String, PlatformError> {
-        self.sources.serial_number().map_err(backend)
+        self.sources
+            .serial_number()
+            .map_err(|e| PlatformError::backend("could not read the serial number", e))
     }
 
     fn display_name(&self) -> Result<String, PlatformError> {
-        self.sources.hostname().map_err(backend)
+        self.sources.hostname().map_err(|e| PlatformError::backend("could not read the host name", e))
     }
 
     fn os_version(&self) -> Result<String, PlatformError> {
-        self.sources.os_version().map_err(backend)
+        self.sources.os_version().map_err(|e| PlatformError::backend("could not read the os version", e))
     }
 
     fn current_user(&self) -> Result<String, PlatformError> {
-        facts::current_user().map_err(backend)
+        facts::current_user().map_err(|e| PlatformError::backend("could not tell who runs the agent", e))
     }
 
     fn mdm_enrollment(&self) -> Result<MdmEnrollment, PlatformError> {
@@ -121,7 +119,7 @@ impl DeviceFacts for LinuxDevice {
 #[derive(Debug)]
 pub(crate) struct LinuxBrowsers {
     store: FileIdentityStore,
-    nss: Result<NssDb, String>,
+    nss: Result<NssDb, NssError>,
     policies: Vec<ManagedPolicy>,
 }
 
@@ -129,7 +127,9 @@ const NSS_NAME: &str = "nssdb";
 
 impl LinuxBrowsers {
     fn nss(&self) -> Result<&NssDb, PlatformError> {
-        self.nss.as_ref().map_err(|e| PlatformError::Backend(e.clone()))
+        self.nss
+            .as_ref()
+            .map_err(|e| PlatformError::backend("could not find the user's nss database", e.clone()))
     }
 
     fn import(&self, identity: &Identity) -> Result<Vec<String>, PlatformError> {
@@ -137,13 +137,18 @@ impl LinuxBrowsers {
         let key = self.store.current_key_pkcs8()?.ok_or(PlatformError::Missing("the current key"))?;
         // The store's current key must be the identity's, or NSS would pair a certificate with
         // a foreign key.
-        let loaded = SoftwareKey::from_pkcs8_der(&key).map_err(|e| PlatformError::Key(e.to_string()))?;
+        let loaded = SoftwareKey::from_pkcs8_der(&key)
+            .map_err(|e| PlatformError::key("could not load the current key for the nss import", e))?;
         if loaded.public_key_sec1() != identity.key.public_key_sec1() {
-            return Err(PlatformError::Backend(
-                "the identity is not the store's current identity".to_owned(),
-            ));
+            return Err(PlatformError::Key {
+                action: "the identity to import is not the store's current identity".into(),
+                source: None,
+            });
         }
-        match nss.import(nss::DEFAULT_NICKNAME, identity.certificate_pem.as_bytes(), &key).map_err(backend)? {
+        match nss
+            .import(nss::DEFAULT_NICKNAME, identity.certificate_pem.as_bytes(), &key)
+            .map_err(|e| PlatformError::backend("could not import the identity into the nss database", e))?
+        {
             ImportOutcome::AlreadyCurrent => Ok(Vec::new()),
             ImportOutcome::Imported { replaced } => {
                 let mut line = format!("imported the identity into the nss database {}", nss.dir().display());
@@ -222,11 +227,15 @@ impl BrowserIntegration for LinuxBrowsers {
                 None => Err(PlatformError::Missing("the identity to import into nss")),
             },
             Scope::System => {
-                let wanted = target.wanted().map_err(backend)?;
+                let wanted = target
+                    .wanted()
+                    .map_err(|e| PlatformError::backend("the ca's browser target is unusable", e))?;
                 let patterns: Vec<&str> = wanted.entries.iter().map(OurEntry::pattern).collect();
                 let mut lines = Vec::new();
                 for policy in &self.policies {
-                    let change = policy.install(&wanted.entries).map_err(backend)?;
+                    let change = policy.install(&wanted.entries).map_err(|e| {
+                        PlatformError::backend("could not write the browsers' managed policy", e)
+                    })?;
                     if change.file_changed {
                         lines.push(format!(
                             "wrote the {} managed policy {} for {}",
@@ -243,7 +252,8 @@ impl BrowserIntegration for LinuxBrowsers {
 
     fn status(&self, target: &BrowserTarget<'_>) -> Result<Vec<BrowserStatus>, PlatformError> {
         let mut out = vec![self.nss_status()];
-        let wanted = target.wanted().map_err(backend)?;
+        let wanted =
+            target.wanted().map_err(|e| PlatformError::backend("the ca's browser target is unusable", e))?;
         for policy in &self.policies {
             let name = policy.browser().name().to_owned();
             out.push(match policy.status(&wanted.entries) {
@@ -285,7 +295,9 @@ impl BrowserIntegration for LinuxBrowsers {
         match scope {
             Scope::User => {
                 let nss = self.nss()?;
-                let removed = nss.remove(nss::DEFAULT_NICKNAME).map_err(backend)?;
+                let removed = nss.remove(nss::DEFAULT_NICKNAME).map_err(|e| {
+                    PlatformError::backend("could not remove the identity from the nss database", e)
+                })?;
                 Ok(if removed.is_empty() {
                     Vec::new()
                 } else {
@@ -303,7 +315,9 @@ impl BrowserIntegration for LinuxBrowsers {
                 // may never have been learnt).
                 let mut lines = Vec::new();
                 for policy in &self.policies {
-                    let change = policy.uninstall().map_err(backend)?;
+                    let change = policy.uninstall().map_err(|e| {
+                        PlatformError::backend("could not remove the browsers' managed policy", e)
+                    })?;
                     if change.file_changed {
                         lines.push(format!(
                             "the {} managed policy {}",
@@ -321,18 +335,23 @@ impl BrowserIntegration for LinuxBrowsers {
 /// systemd user units.
 #[derive(Debug)]
 pub(crate) struct LinuxScheduler {
-    units: Result<UserUnits, String>,
+    units: Result<UserUnits, SystemdError>,
 }
 
 impl LinuxScheduler {
     fn units(&self) -> Result<&UserUnits, PlatformError> {
-        self.units.as_ref().map_err(|e| PlatformError::Backend(e.clone()))
+        self.units
+            .as_ref()
+            .map_err(|e| PlatformError::backend("could not find the systemd user unit directory", e.clone()))
     }
 }
 
 impl Scheduler for LinuxScheduler {
     fn install(&self, spec: &ScheduleSpec<'_>) -> Result<Vec<String>, PlatformError> {
-        let report = self.units()?.install(spec.program, spec.config).map_err(backend)?;
+        let report = self
+            .units()?
+            .install(spec.program, spec.config)
+            .map_err(|e| PlatformError::backend("could not install the systemd user timer", e))?;
         let mut lines: Vec<String> =
             report.written.iter().map(|p| format!("wrote {}", p.display())).collect();
         lines.push(match report.activation {
@@ -345,7 +364,10 @@ impl Scheduler for LinuxScheduler {
     }
 
     fn uninstall(&self) -> Result<Vec<String>, PlatformError> {
-        let report = self.units()?.uninstall().map_err(backend)?;
+        let report = self
+            .units()?
+            .uninstall()
+            .map_err(|e| PlatformError::backend("could not remove the systemd user timer", e))?;
         if let Some(reason) = &report.manager_unreachable {
             tracing::warn!(%reason, "the systemd user manager could not be told; the unit files are removed anyway");
         }

@@ -26,7 +26,8 @@ fn data_dir(options: &PlatformOptions, home: &Path) -> PathBuf {
 }
 
 pub(crate) fn mac_settings() -> Result<MacSettings, PlatformError> {
-    config::mac_settings(&prefs::managed_preferences()).map_err(|e| PlatformError::Backend(e.to_string()))
+    config::mac_settings(&prefs::managed_preferences())
+        .map_err(|e| PlatformError::backend("the managed preferences are unusable", e))
 }
 
 /// The signature report of some code; `codesign` exits 1 for unsigned code, whose report is
@@ -34,8 +35,10 @@ pub(crate) fn mac_settings() -> Result<MacSettings, PlatformError> {
 pub(crate) fn signature_of(path: &Path) -> Result<codesign::Signature, PlatformError> {
     let path_arg = path.to_string_lossy();
     let out = exec::run(Path::new(CODESIGN), &["-dv", "--verbose=4", &path_arg], None, exec::DEFAULT_TIMEOUT)
-        .map_err(|e| PlatformError::Backend(e.to_string()))?;
-    codesign::parse(&out.stderr).map_err(|e| PlatformError::Backend(e.to_string()))
+        .map_err(|e| PlatformError::backend("could not run codesign", e))?;
+    codesign::parse(&out.stderr).map_err(|e| {
+        PlatformError::backend(format!("could not read the code signature of {}", path.display()), e)
+    })
 }
 
 /// This executable's partition ID, so that the partition list never locks the agent out.
@@ -83,7 +86,7 @@ pub(crate) fn open(options: &PlatformOptions) -> Result<Platform, PlatformError>
 /// [`crate::config::Loaded::validate`] afterwards.
 pub(crate) fn apply_managed_config(config: &mut Config) -> Result<Vec<&'static str>, PlatformError> {
     let applied = config::overlay(config, &prefs::managed_preferences())
-        .map_err(|e| PlatformError::Backend(e.to_string()))?;
+        .map_err(|e| PlatformError::backend("the managed preferences are unusable", e))?;
     if !applied.is_empty() {
         tracing::info!(keys = %applied.join(", "), "managed preferences override the configuration file");
     }

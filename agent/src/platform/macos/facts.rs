@@ -19,7 +19,7 @@ const PROFILES: &str = "/usr/bin/profiles";
 /// Runs a tool and returns its standard output, or the failure as a platform error.
 pub(super) fn tool_stdout(program: &str, args: &[&str]) -> Result<String, PlatformError> {
     let out = exec::run(Path::new(program), args, None, exec::DEFAULT_TIMEOUT)
-        .map_err(|e| PlatformError::Backend(e.to_string()))?;
+        .map_err(|e| PlatformError::backend(format!("could not run {program}"), e))?;
     if !out.success() {
         return Err(PlatformError::Command {
             program: program.to_owned(),
@@ -37,7 +37,7 @@ pub(crate) fn console_user_and_uid() -> Result<Option<(String, u32)>, PlatformEr
         .map_err(|e| PlatformError::io("could not inspect", "/dev/console", e))?;
     let uid = meta.uid();
     let name = User::from_uid(Uid::from_raw(uid))
-        .map_err(|e| PlatformError::Backend(format!("could not look up uid {uid}: {e}")))?
+        .map_err(|e| PlatformError::backend(format!("could not look up uid {uid}"), e))?
         .map(|u| u.name)
         .unwrap_or_default();
     Ok(console::from_owner_name(&name).map(|name| (name, uid)))
@@ -46,8 +46,8 @@ pub(crate) fn console_user_and_uid() -> Result<Option<(String, u32)>, PlatformEr
 /// The uid and home directory of a user.
 pub(crate) fn user_record(name: &str) -> Result<(u32, std::path::PathBuf), PlatformError> {
     let user = User::from_name(name)
-        .map_err(|e| PlatformError::Backend(format!("could not look up user {name}: {e}")))?
-        .ok_or_else(|| PlatformError::Backend(format!("no such user: {name}")))?;
+        .map_err(|e| PlatformError::backend(format!("could not look up user {name}"), e))?
+        .ok_or_else(|| PlatformError::backend(format!("could not look up user {name}"), "no such user"))?;
     Ok((user.uid.as_raw(), user.dir))
 }
 
@@ -55,8 +55,8 @@ pub(crate) fn user_record(name: &str) -> Result<(u32, std::path::PathBuf), Platf
 pub(super) fn this_user() -> Result<User, PlatformError> {
     let uid = Uid::current();
     User::from_uid(uid)
-        .map_err(|e| PlatformError::Backend(format!("could not look up uid {uid}: {e}")))?
-        .ok_or_else(|| PlatformError::Backend(format!("uid {uid} has no user record")))
+        .map_err(|e| PlatformError::backend(format!("could not look up uid {uid}"), e))?
+        .ok_or_else(|| PlatformError::backend(format!("could not look up uid {uid}"), "no user record"))
 }
 
 /// Device facts read from the system tools, each at most once per process.
@@ -71,7 +71,8 @@ impl MacDevice {
             return Ok(ids);
         }
         let out = tool_stdout(IOREG, &["-rd1", "-c", "IOPlatformExpertDevice"])?;
-        let ids = ioreg::parse(&out).map_err(|e| PlatformError::Backend(e.to_string()))?;
+        let ids = ioreg::parse(&out)
+            .map_err(|e| PlatformError::backend("could not read the hardware ids from ioreg", e))?;
         Ok(self.ids.get_or_init(|| ids))
     }
 }
@@ -100,7 +101,8 @@ impl DeviceFacts for MacDevice {
 
     fn mdm_enrollment(&self) -> Result<MdmEnrollment, PlatformError> {
         let out = tool_stdout(PROFILES, &["status", "-type", "enrollment"])?;
-        let status = profiles::parse(&out).map_err(|e| PlatformError::Backend(e.to_string()))?;
+        let status = profiles::parse(&out)
+            .map_err(|e| PlatformError::backend("could not read the mdm enrollment from profiles", e))?;
         tracing::debug!(via_dep = status.via_dep, enrolled = status.mdm_enrolled, "mdm enrollment");
         Ok(status.enrollment())
     }

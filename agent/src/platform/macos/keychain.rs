@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use super::allowlist::{self, Allowlist, PartitionId, Source};
 use super::{KEYCHAIN_FILE_NAME, PASSWORD_ACCOUNT, PASSWORD_SERVICE, keychain_list, sys};
-use crate::platform::{Identity, IdentityStore, PlatformError, StoreDescription, StoreSnapshot};
+use crate::platform::{BoxError, Identity, IdentityStore, PlatformError, StoreDescription, StoreSnapshot};
 use crate::util::exec;
 use crate::util::files;
 
@@ -51,8 +51,8 @@ const DUPLICATE_ITEM: i32 = -25299;
 /// `/usr/bin/security`, for the search list.
 const SECURITY: &str = "/usr/bin/security";
 
-fn backend(what: &str, e: impl fmt::Display) -> PlatformError {
-    PlatformError::Backend(format!("{what}: {e}"))
+fn backend(what: &'static str, e: impl Into<BoxError>) -> PlatformError {
+    PlatformError::backend(what, e)
 }
 
 /// The keychain password: only ever in memory, wiped when dropped, never printed.
@@ -108,12 +108,14 @@ impl KeychainKey {
             .and_then(|p| p.external_representation())
             .map(|d| d.to_vec())
             .filter(|p| p.len() == 65 && p[0] == 0x04)
-            .ok_or_else(|| {
-                PlatformError::Key("the keychain key has no uncompressed P-256 public key".to_owned())
+            .ok_or(PlatformError::Key {
+                action: "the keychain key has no uncompressed p-256 public key".into(),
+                source: None,
             })?;
-        let label = key
-            .application_label()
-            .ok_or_else(|| PlatformError::Key("the keychain key has no application label".to_owned()))?;
+        let label = key.application_label().ok_or(PlatformError::Key {
+            action: "the keychain key has no application label".into(),
+            source: None,
+        })?;
         Ok(Self { key, public, label })
     }
 
@@ -494,7 +496,7 @@ impl KeychainStore {
                 })
                 .collect()),
             Err(e) if e.code() == ITEM_NOT_FOUND => Ok(Vec::new()),
-            Err(e) => Err(backend(&format!("could not list the keychain's {what}"), e)),
+            Err(e) => Err(PlatformError::backend(format!("could not list the keychain's {what}"), e)),
         }
     }
 
@@ -649,7 +651,7 @@ impl IdentityStore for KeychainStore {
         // Anything a crash left behind goes before a new key is added.
         Self::sweep(&opened.keychain, &index)?;
         let key = sys::generate_p256_key(&opened.keychain, KEY_LABEL)
-            .map_err(|e| PlatformError::Key(e.to_string()))?;
+            .map_err(|e| PlatformError::key("could not generate a key in the device keychain", e))?;
         let key = KeychainKey::new(key)?;
         self.apply_partitions(opened, &key)?;
         index.pending =

@@ -36,7 +36,7 @@ impl LaunchAgentScheduler {
 
     fn launchctl(args: &[&str]) -> Result<exec::Output, PlatformError> {
         exec::run(Path::new(LAUNCHCTL), args, None, exec::DEFAULT_TIMEOUT)
-            .map_err(|e| PlatformError::Backend(e.to_string()))
+            .map_err(|e| PlatformError::backend("could not run launchctl", e))
     }
 
     fn loaded(&self) -> Result<bool, PlatformError> {
@@ -72,7 +72,7 @@ impl Scheduler for LaunchAgentScheduler {
             home: &self.home,
             time: DailyTime::from_offset(spec.device_offset),
         })
-        .map_err(|e| PlatformError::Backend(e.to_string()))?;
+        .map_err(|e| PlatformError::backend("could not make the launchagent", e))?;
 
         let mut changes = Vec::new();
         // launchd does not create the log directory, and refuses to start a job whose log

@@ -30,8 +30,8 @@ pub(super) fn managed_preferences() -> BTreeMap<String, plist::Value> {
         .collect()
 }
 
-fn backend(what: &str, e: impl std::fmt::Display) -> PlatformError {
-    PlatformError::Backend(format!("{what}: {e}"))
+fn backend(what: &'static str, e: impl Into<crate::platform::BoxError>) -> PlatformError {
+    PlatformError::backend(what, e)
 }
 
 /// Safari identity preferences and Chrome/Edge user preferences.
