@@ -254,7 +254,7 @@ pub struct Refused {
     pub reason: TrustError,
 }
 
-/// As root, refuses to go on unless this process's own executable passes [`check_chain`];
+/// As root, refuses to go on unless this process's own executable passes the check of every path component (see the module documentation);
 /// does nothing for a user. `main` calls it before anything else.
 pub fn check_own_binary() -> Result<(), Refused> {
     let trust = Trust::of_this_process();

@@ -3,8 +3,8 @@
 //! Layers, from the wire inwards:
 //!
 //! - [`server`] (sockets, connection caps, TLS handshakes, HTTP connections, shutdown), with
-//!   [`tls`] (the server configuration and the client-certificate verifier) and [`limits`]
-//!   (connection caps, per-address budgets, counters);
+//!   [`server::tls`] (the server configuration and the client-certificate verifier) and
+//!   [`server::limits`] (connection caps, per-address budgets, counters);
 //! - [`api`]: routes, bodies and error responses, one file per protocol area (the agent's,
 //!   the browser's, the admin's, relying parties', OpenID Connect's);
 //! - [`service`]: what each endpoint does, in the contract's order;
@@ -40,7 +40,6 @@ pub mod dev;
 pub mod error;
 pub mod fsutil;
 pub mod jwt;
-pub mod limits;
 pub mod mdm;
 pub mod oidc;
 pub mod relying_party;
@@ -48,7 +47,6 @@ pub mod secret;
 pub mod server;
 pub mod service;
 pub mod store;
-pub mod tls;
 
 pub use server::{Listeners, serve, serve_listeners};
 pub use service::{Ca, CaBuilder};

@@ -32,8 +32,6 @@ use crate::config::{Config, ConfigError, LimitSettings, StoreSettings};
 use crate::error::{ApiError, MissingCertificate};
 use crate::fsutil;
 use crate::jwt::KeyError;
-use crate::limits::AddressGuard;
-pub use crate::limits::Metrics;
 use crate::mdm::{self, ManagedDeviceCheck, MdmVerdict};
 use crate::oidc::{OidcSetupError, Provider};
 use crate::relying_party::assertion::{AssertionClaims, AssertionSigner, Jwks};
@@ -41,13 +39,15 @@ use crate::relying_party::{
     DecisionCache, ManagementMemory, RelyingParties, RelyingParty, RelyingPartyError, TrustedDevice,
 };
 use crate::secret::{SecretError, Token};
+use crate::server::limits::AddressGuard;
+pub use crate::server::limits::Metrics;
+use crate::server::tls::{self, IssuedCertVerifier, TlsError};
 use crate::store::Standing;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{
     AuthOutcome, Authentication, CertificateRow, EnrollOutcome, Enrollment, NewEvent, RenewOutcome, Renewal,
     RevokeTarget, Store, StoreError,
 };
-use crate::tls::{self, IssuedCertVerifier, TlsError};
 
 mod oidc;
 
@@ -521,7 +521,7 @@ impl Ca {
 
     fn rate_limit(&self, udid: &str) -> Result<(), ApiError> {
         self.limiter.check_key(&udid.to_owned()).map_err(|not_until| ApiError::RateLimited {
-            retry_after_secs: crate::limits::whole_seconds(
+            retry_after_secs: crate::server::limits::whole_seconds(
                 not_until.wait_time_from(self.limiter.clock().now()),
             ),
         })

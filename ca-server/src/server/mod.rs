@@ -1,4 +1,5 @@
-//! The listeners: accept loop, connection caps, TLS handshakes, HTTP/1.1 connections,
+//! The listeners (with [`tls`], the server configuration and client-certificate verifier, and
+//! [`limits`], the connection caps and budgets): accept loop, connection caps, TLS handshakes, HTTP/1.1 connections,
 //! graceful shutdown.
 //!
 //! The caller owns the sockets and the shutdown signal ([`serve`] takes a bound
@@ -22,6 +23,9 @@
 //! finished its handshake but has not sent a whole request yet lasts until its header read
 //! timeout), wait at most the configured grace period, then close the store.
 
+pub mod limits;
+pub mod tls;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,7 +39,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 use crate::api::{self, ClientAddress};
-use crate::limits::{ConnectionPermit, Connections};
+use crate::server::limits::{ConnectionPermit, Connections};
 use crate::service::{Ca, PresentedCertificate};
 
 /// hyper's read buffer per connection. The contract's largest header is a bearer token or a
