@@ -600,7 +600,16 @@ mod tests {
                 got.skipped.iter().map(|e| (e.value.as_str(), e.problem)).collect();
             assert_eq!(problems, *skipped, "{name}");
         }
-        assert!(wanted("https://*", &[], CN).is_err(), "fail/bad-cert-auth-domain");
+        assert!(
+            matches!(
+                wanted("https://*", &[], CN),
+                Err(AutoSelectError::Origin(OriginError {
+                    problem: crate::origin::OriginProblem::Wildcard,
+                    ..
+                }))
+            ),
+            "fail/bad-cert-auth-domain"
+        );
         assert_eq!(wanted(ORIGIN, &strings(&[APPS]), ""), Err(AutoSelectError::EmptyIssuer), "fail/issuer");
     }
 

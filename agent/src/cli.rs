@@ -166,17 +166,22 @@ mod tests {
             let argv = std::iter::once("devicetrust-agent").chain(args.iter().copied());
             assert!(Cli::try_parse_from(argv).is_ok(), "{name}");
         }
-        let fail: [(&str, &[&str]); 6] = [
-            ("fail/token-as-argument", &["enroll", "--token", "abc"]),
-            ("fail/both-token-sources", &["enroll", "--token-stdin", "--token-file", "/t"]),
-            ("fail/both-formats", &["status", "--json", "--jamf-ea"]),
-            ("fail/no-command", &[]),
-            ("fail/unknown", &["frobnicate"]),
-            ("fail/profile-unknown-kind", &["profile", "firefox"]),
+        use clap::error::ErrorKind;
+        let fail: [(&str, &[&str], ErrorKind); 6] = [
+            ("fail/token-as-argument", &["enroll", "--token", "abc"], ErrorKind::UnknownArgument),
+            (
+                "fail/both-token-sources",
+                &["enroll", "--token-stdin", "--token-file", "/t"],
+                ErrorKind::ArgumentConflict,
+            ),
+            ("fail/both-formats", &["status", "--json", "--jamf-ea"], ErrorKind::ArgumentConflict),
+            ("fail/no-command", &[], ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand),
+            ("fail/unknown", &["frobnicate"], ErrorKind::InvalidSubcommand),
+            ("fail/profile-unknown-kind", &["profile", "firefox"], ErrorKind::InvalidValue),
         ];
-        for (name, args) in fail {
+        for (name, args, kind) in fail {
             let argv = std::iter::once("devicetrust-agent").chain(args.iter().copied());
-            assert!(Cli::try_parse_from(argv).is_err(), "{name}");
+            assert_eq!(Cli::try_parse_from(argv).err().map(|e| e.kind()), Some(kind), "{name}");
         }
     }
 

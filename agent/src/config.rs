@@ -314,7 +314,10 @@ mod tests {
         let none = load(None, &[temp.path().join("missing.toml")], Trust::User).expect("ok/defaults");
         assert_eq!(none.path, None);
         assert_eq!(none.renew_before().expect("default"), TimeDelta::days(30));
-        assert!(none.require_ca_url().is_err(), "ca_url is required by commands that talk to the ca");
+        assert!(
+            matches!(none.require_ca_url(), Err(ConfigError::Missing { key: "ca_url", .. })),
+            "ca_url is required by commands that talk to the ca"
+        );
 
         let second = write(temp.path(), "user.toml", "renew_before_days = 10\n");
         let picked = load(None, &[temp.path().join("missing.toml"), second.clone(), full], Trust::User)
@@ -326,20 +329,27 @@ mod tests {
     #[test]
     fn fail_cases() {
         let temp = tempfile::tempdir().expect("tempdir");
-        let cases = [
-            ("fail/unknown-key", "ca_ulr = \"https://x\"\n"),
-            ("fail/not-toml", "ca_url = \n"),
-            ("fail/http", "ca_url = \"http://ca.example.com\"\n"),
-            ("fail/credentials", "ca_url = \"https://u:p@ca.example.com\"\n"),
-            ("fail/window-zero", "renew_before_days = 0\n"),
-            ("fail/window-negative", "renew_before_days = -1\n"),
-            ("fail/window-huge", "renew_before_days = 99999\n"),
-            ("fail/timeout-zero", "ca_timeout_seconds = 0\n"),
-            ("fail/blank-udid", "device_udid = \" \"\n"),
+        // The key an invalid value is reported under; `None`: the file does not parse.
+        let cases: [(&str, &str, Option<&str>); 9] = [
+            ("fail/unknown-key", "ca_ulr = \"https://x\"\n", None),
+            ("fail/not-toml", "ca_url = \n", None),
+            ("fail/http", "ca_url = \"http://ca.example.com\"\n", Some("ca_url")),
+            ("fail/credentials", "ca_url = \"https://u:p@ca.example.com\"\n", Some("ca_url")),
+            ("fail/window-zero", "renew_before_days = 0\n", Some("renew_before_days")),
+            ("fail/window-negative", "renew_before_days = -1\n", None),
+            ("fail/window-huge", "renew_before_days = 99999\n", Some("renew_before_days")),
+            ("fail/timeout-zero", "ca_timeout_seconds = 0\n", Some("ca_timeout_seconds")),
+            ("fail/blank-udid", "device_udid = \" \"\n", Some("device_udid")),
         ];
-        for (name, text) in cases {
+        for (name, text, key) in cases {
             let path = write(temp.path(), "c.toml", text);
-            assert!(load(Some(&path), &[], Trust::User).is_err(), "{name}");
+            let result = load(Some(&path), &[], Trust::User);
+            let ok = match (&result, key) {
+                (Err(ConfigError::Parse { .. }), None) => true,
+                (Err(ConfigError::Invalid { key: got, .. }), Some(want)) => *got == want,
+                _ => false,
+            };
+            assert!(ok, "{name}: {result:?}");
         }
         assert!(
             matches!(

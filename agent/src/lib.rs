@@ -11,8 +11,9 @@
 //! - `app`: the subcommands, which gather inputs, decide, act through the lifecycle and the
 //!   platform, and report; `https_ca` is the CA they talk to;
 //! - `platform`: the traits every operating system implements, with the backends side by
-//!   side in `platform::linux` (files, NSS, Chromium policy, systemd) and `platform::macos`
-//!   (keychain, preferences, LaunchAgent);
+//!   side in `platform::linux` (NSS, Chromium policy, systemd, over the identity store on
+//!   files in `platform::file_store`) and `platform::macos` (keychain, preferences,
+//!   LaunchAgent);
 //! - the rules both platforms share: `autoselect` (Chrome's certificate auto-selection
 //!   entries), `origin` (the one check of every origin written into a browser setting),
 //!   `mobileconfig` (configuration profiles), `config`, `token` (the enrollment token, never

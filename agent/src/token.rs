@@ -151,15 +151,21 @@ mod tests {
         }
         let long = "a".repeat(MAX_TOKEN_LEN + 1);
         let fail = [
-            ("fail/stdin-empty", TokenSource::Stdin, "", None),
-            ("fail/stdin-blank-line", TokenSource::Stdin, "\n", None),
-            ("fail/inner-space", TokenSource::Stdin, "a b\n", None),
-            ("fail/control", TokenSource::Stdin, "a\u{7}b\n", None),
-            ("fail/too-long", TokenSource::Stdin, long.as_str(), None),
-            ("fail/missing-file", TokenSource::File(temp.path().join("nope")), "", None),
+            ("fail/stdin-empty", TokenSource::Stdin, "", "empty"),
+            ("fail/stdin-blank-line", TokenSource::Stdin, "\n", "empty"),
+            ("fail/inner-space", TokenSource::Stdin, "a b\n", "invalid"),
+            ("fail/control", TokenSource::Stdin, "a\u{7}b\n", "invalid"),
+            ("fail/too-long", TokenSource::Stdin, long.as_str(), "invalid"),
+            ("fail/missing-file", TokenSource::File(temp.path().join("nope")), "", "read"),
         ];
-        for (name, source, stdin, env) in fail {
-            assert!(read(&source, stdin, env).is_err(), "{name}");
+        for (name, source, stdin, want) in fail {
+            let got = match read(&source, stdin, None) {
+                Err(TokenError::Empty { .. }) => "empty",
+                Err(TokenError::Invalid { .. }) => "invalid",
+                Err(TokenError::Read { .. }) => "read",
+                Ok(token) => panic!("{name}: read {:?}", token.is_some()),
+            };
+            assert_eq!(got, want, "{name}");
         }
     }
 

@@ -285,7 +285,7 @@ impl Agent {
         error: &(dyn std::error::Error + 'static),
     ) {
         let retry_after = find_client_error(error).and_then(ClientError::retry_after);
-        let mut next = state.backoff.after_failure(now, Jitter::random(), error_chain(error));
+        let mut next = state.backoff.after_failure(now, Jitter(rand::random()), error_chain(error));
         if let (Some(wait), Some(at)) =
             (retry_after.and_then(|w| TimeDelta::from_std(w).ok()), next.next_attempt)
             && now + wait > at

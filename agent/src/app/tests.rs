@@ -761,7 +761,10 @@ fn ok_a_failed_apply_or_uninstall_is_finished_later() {
     output(|o| h.agent().run(None, o)).0.expect("run");
     assert_eq!(*h.list.lock().expect("list"), ours);
     h.browsers_fail.store(true, Ordering::SeqCst);
-    assert!(output(|o| h.agent().uninstall(false, o)).0.is_err(), "the uninstall is incomplete");
+    assert!(
+        matches!(output(|o| h.agent().uninstall(false, o)).0, Err(AgentError::Incomplete(_))),
+        "the uninstall is incomplete"
+    );
     assert!(h.agent().state.load().is_ok_and(|s| !s.autoselect_written.is_empty()), "the record stays");
     h.browsers_fail.store(false, Ordering::SeqCst);
     output(|o| h.agent().uninstall(false, o)).0.expect("uninstall again");

@@ -22,11 +22,6 @@ impl Jitter {
     #[cfg(test)]
     /// No jitter: the full delay.
     pub(crate) const NONE: Self = Self(0);
-
-    /// A jitter drawn from the thread's random source.
-    pub(crate) fn random() -> Self {
-        Self(rand::random())
-    }
 }
 
 /// How long to wait after `failures` consecutive failures (0 failures: no wait).

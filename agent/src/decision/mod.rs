@@ -1,9 +1,10 @@
 //! The decision core: what the agent should do now.
 //!
-//! [`decide`] is a pure function of the local identity state, what the CA last said, the
+//! [`decide_at`] is a pure function of the local identity state, what the CA last said, the
 //! configuration, the persisted backoff state and the time. It performs no I/O: it does not
-//! read files, talk to the CA or look at the clock by itself, so every rule is tested with
-//! a fake clock and property tests. The commands ([`crate::app`]) gather the inputs,
+//! read files, talk to the CA, look at the clock or draw random numbers by itself (the
+//! backoff's [`backoff::Jitter`] is handed in), so every rule is tested with a fixed time and
+//! property tests. The commands ([`crate::app`]) gather the inputs,
 //! call it, and carry out the decision through [`crate::lifecycle`].
 
 pub(crate) mod backoff;

@@ -1,7 +1,9 @@
 //! The seam between the platform-free agent and each operating system.
 //!
-//! The decision core ([`crate::decision`]) and the commands reach the machine only through the
-//! traits here: where identities live ([`IdentityStore`]), what the device is
+//! The commands ([`crate::app`]) and the lifecycle reach the operating system's own parts only
+//! through the traits here (the decision core reaches nothing; the agent's own state files,
+//! its configuration and the token file are plain files read by `app::state_dir`, `config`
+//! and `token`): where identities live ([`IdentityStore`]), what the device is
 //! ([`DeviceFacts`]), how browsers are told to present the certificate
 //! ([`BrowserIntegration`]), what runs the agent periodically ([`Scheduler`]), how the user
 //! hears about a needed browser restart ([`Notifier`]) and what time it is ([`Clock`]).

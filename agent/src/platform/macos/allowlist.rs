@@ -480,7 +480,10 @@ mod tests {
         assert!(list.remove(&zoom));
         assert!(!list.remove(&zoom));
         assert_eq!(list, Allowlist::defaults());
-        assert!(Allowlist::from_strings(&["apple:", "nonsense"]).is_err());
+        assert!(matches!(
+            Allowlist::from_strings(&["apple:", "nonsense"]),
+            Err(AllowlistError::InvalidEntry { .. })
+        ));
     }
 
     #[test]
@@ -496,13 +499,21 @@ mod tests {
 
     #[test]
     fn decode_table() {
-        let cases: &[(&str, &str)] = &[
-            ("fail/not-hex", "zz"),
-            ("fail/not-plist", "68656c6c6f"),
-            ("fail/no-partitions", &hex::encode(b"<plist version=\"1.0\"><dict/></plist>")),
+        let cases: &[(&str, &str, &str)] = &[
+            ("fail/not-hex", "zz", "not hex"),
+            ("fail/not-plist", "68656c6c6f", "not a plist"),
+            (
+                "fail/no-partitions",
+                &hex::encode(b"<plist version=\"1.0\"><dict/></plist>"),
+                "no Partitions array",
+            ),
         ];
-        for (name, text) in cases {
-            assert!(decode_description(text).is_err(), "{name}");
+        for (name, text, why) in cases {
+            let result = decode_description(text);
+            assert!(
+                matches!(&result, Err(AllowlistError::BadDescription { reason }) if reason.starts_with(why)),
+                "{name}: {result:?}"
+            );
         }
     }
 
@@ -553,7 +564,7 @@ mod tests {
             (Allowlist::from_strings(&["apple:"]).unwrap(), Source::Managed)
         );
         let bad = vec!["apple".to_owned()];
-        assert!(resolve(Some(&bad), dir.path()).is_err());
+        assert!(matches!(resolve(Some(&bad), dir.path()), Err(AllowlistError::InvalidEntry { .. })));
 
         std::fs::write(dir.path().join(FILE_NAME), b"{\"version\":2,\"entries\":[]}").unwrap();
         assert!(matches!(load(dir.path()), Err(AllowlistError::File { .. })));

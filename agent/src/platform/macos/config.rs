@@ -202,8 +202,12 @@ mod tests {
     fn mac_settings_table() {
         let entry = |k: &str, v: Value| BTreeMap::from([(k.to_owned(), v)]);
         assert_eq!(mac_settings(&BTreeMap::new()).unwrap(), MacSettings::default());
-        assert!(mac_settings(&entry("allowlist", Value::String("apple:".into()))).is_err());
-        assert!(mac_settings(&entry("org_domain", Value::Boolean(true))).is_err());
+        let wrong = |key: &str, expected| Err(ConfigLayerError::WrongType { key: key.to_owned(), expected });
+        assert_eq!(
+            mac_settings(&entry("allowlist", Value::String("apple:".into()))),
+            wrong("allowlist", "an array of strings")
+        );
+        assert_eq!(mac_settings(&entry("org_domain", Value::Boolean(true))), wrong("org_domain", "a string"));
         assert_eq!(
             mac_settings(&entry("enrollment_token", Value::String("  ".into()))).unwrap().enrollment_token,
             None

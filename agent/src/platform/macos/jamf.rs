@@ -384,8 +384,13 @@ mod tests {
         };
         assert_eq!(parse(&["/", "mac", ""]).unwrap(), strings(&["/", "mac", ""]));
         assert_eq!(parse(&["/", "mac", "alice", "https://ca", "-tok-"]).unwrap().len(), 5);
-        assert!(parse(&["/", "mac"]).is_err());
-        assert!(parse(&["/", "m", "u", "4", "5", "6", "7", "8", "9", "10", "11", "12"]).is_err());
+        // clap enforces the count: Jamf passes three to eleven positional parameters.
+        let kind = |args: &[&str]| parse(args).err().map(|e| e.kind());
+        assert_eq!(kind(&["/", "mac"]), Some(clap::error::ErrorKind::TooFewValues));
+        assert_eq!(
+            kind(&["/", "m", "u", "4", "5", "6", "7", "8", "9", "10", "11", "12"]),
+            Some(clap::error::ErrorKind::TooManyValues)
+        );
         let cli = JamfCli { token_stdin: false, args: strings(&["/", "mac", "alice", "", "s3cr3t"]) };
         assert!(!format!("{cli:?}").contains("s3cr3t"));
     }
