@@ -1,5 +1,5 @@
 //! Test support: an in-memory CA that issues real certificates, for the lifecycle and
-//! command tests. It follows the contract's rules that matter to the agent: enrollment is
+//! command tests, and [`CrashAt`], the checkpoints that simulate a crash at one step. It follows the contract's rules that matter to the agent: enrollment is
 //! idempotent per key, renewal supersedes the presented certificate, revocation is reported.
 
 use std::fmt;
@@ -20,6 +20,7 @@ use rcgen::{
 };
 
 use crate::lifecycle::CaApi;
+use crate::lifecycle::checkpoints::{Checkpoints, SimulatedCrash, Step};
 use crate::platform::Identity;
 use crate::token::Secret;
 
@@ -277,3 +278,16 @@ impl CaApi for FakeCa {
         })
     }
 }
+
+/// Checkpoints that simulate a crash at one step (or nowhere), for the in-process crash tests.
+#[derive(Debug)]
+pub(crate) struct CrashAt(pub(crate) Option<Step>);
+
+impl Checkpoints for CrashAt {
+    fn reached(&self, step: Step) -> Result<(), SimulatedCrash> {
+        if self.0 == Some(step) { Err(SimulatedCrash(step)) } else { Ok(()) }
+    }
+}
+
+/// Checkpoints that never crash.
+pub(crate) const NO_CRASH: CrashAt = CrashAt(None);

@@ -1,10 +1,9 @@
 //! The end-to-end harness: the real `devicetrust-ca` and `devicetrust-agent` processes,
 //! headless Chromium, and a fake CA that answers wrongly, each owned by a guard that kills
 //! and reaps its processes (and undoes its system-wide changes) in `Drop`, also when a test
-//! panics.
+//! panics. Child processes are `testkit`'s: in their own process group, with bounded waits.
 //!
 //! - [`binaries`]: builds the two programs (the agent with its crash-test hook) and finds them;
-//! - [`process`]: child processes in their own process group, bounded waits, guards;
 //! - [`ca`]: `devicetrust-ca dev` on 127.0.0.1 and its admin API;
 //! - [`agent`]: the agent in a temporary home with its own configuration file;
 //! - [`browser`]: headless Chromium, the managed policy guard and the NSS database;
@@ -20,7 +19,6 @@ pub mod ca;
 pub mod demo_app;
 pub mod fake_ca;
 pub mod oidc_rp;
-pub mod process;
 pub mod proxy;
 
 /// Fails the test, with what to do, unless it runs as root. Tests that write system-wide

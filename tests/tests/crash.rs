@@ -54,7 +54,7 @@ fn a_crash_at_any_step_recovers_to_one_identity_without_wasting_a_slot() {
 fn crash_then_run(ca: &DevCa, admin: &Admin, step: Step) {
     let agent = AgentHome::new(ca, &format!("CRASH-{}", step.name().replace(['.', '_'], "-")));
     let token = ca.info.enrollment_token.as_str();
-    let enrolling = step.name().starts_with("enroll.");
+    let enrolling = step.is_enrollment();
     let abort = [(ABORT_AT_ENV, step.name())];
 
     let crashed = if enrolling {

@@ -75,8 +75,12 @@ fn ca_down_exits_5_and_leaves_the_identity_untouched() {
     let stopped = ca.stop();
     assert!(stopped.success(), "the CA shuts down cleanly on SIGTERM: {stopped}\n{}", ca.stderr());
 
+    // Its port could be anyone's now: the agent is pointed at one that refuses, held for the
+    // test, so that no other test's server can answer in the CA's place.
+    let refused = testkit::RefusedPort::new();
+    let down = refused.https_url();
     for args in [&["run"][..], &["renew", "--force"], &["run"]] {
-        let finished = agent.run(args);
+        let finished = agent.run(&[&["--ca-url", down.as_str()], args].concat());
         finished.expect_code(CA_UNAVAILABLE);
         let diff = snapshot_diff(&before, &current_identity_snapshot(&agent));
         assert!(
@@ -93,7 +97,9 @@ fn ca_down_exits_5_and_leaves_the_identity_untouched() {
 
     // A device that never enrolled gets 5 too, and no identity.
     let fresh = AgentHome::new(&ca, "E2E-CA-DOWN-0002");
-    fresh.run_with_token(&["enroll", "--token-stdin"], &token).expect_code(CA_UNAVAILABLE);
+    fresh
+        .run_with_token(&["--ca-url", down.as_str(), "enroll", "--token-stdin"], &token)
+        .expect_code(CA_UNAVAILABLE);
     assert!(fresh.current_identity().is_none());
     assert_eq!(fresh.status_json()["state"], "not_enrolled");
 

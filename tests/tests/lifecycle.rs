@@ -13,10 +13,10 @@
 
 use ca_client::cert::CertificateInfo;
 use ca_client::protocol::{CertificateState, EventType, Outcome};
+use testkit::run_bounded;
 use tests::harness::agent::{AgentHome, NSS_NICKNAME};
 use tests::harness::browser::{SystemPolicy, chromium_dump_dom, trust_tls_root};
 use tests::harness::ca::DevCa;
-use tests::harness::process::run_bounded;
 use tests::harness::require_root;
 
 const ISSUER_CN: &str = "MTLS Certificate Authority";
@@ -213,7 +213,7 @@ fn check_issued_certificate(ca: &DevCa, agent: &AgentHome, info: &CertificateInf
             .arg(&ca.info.issuer_certificate)
             .arg(&leaf),
         None,
-        tests::harness::process::HANG_LIMIT,
+        testkit::HANG_LIMIT,
         "openssl verify",
     );
     verified.expect_code(0);

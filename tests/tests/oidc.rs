@@ -17,11 +17,11 @@ use std::path::Path;
 use std::process::Command;
 
 use ca_client::protocol::{EventType, Outcome};
+use testkit::{HANG_LIMIT, run_bounded};
 use tests::harness::agent::AgentHome;
 use tests::harness::browser::{PageLoad, SystemPolicy, chromium_dump_dom, trust_tls_root};
 use tests::harness::ca::{Admin, DevCa};
 use tests::harness::oidc_rp::{ClientAuth, OidcRp};
-use tests::harness::process::{HANG_LIMIT, run_bounded};
 use tests::harness::require_root;
 
 const UDID: &str = "E2E-OIDC-0001";

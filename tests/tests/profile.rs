@@ -71,8 +71,10 @@ fn profiles_are_made_from_the_running_cas_metadata() {
     // (The CA's bundle lives in its data directory, which goes with it: keep a copy.)
     let bundle = agent.home.join("ca-bundle.pem");
     std::fs::copy(&ca.info.ca_bundle, &bundle).expect("a copy of the CA bundle");
-    agent.point_at(&ca.info.url, &bundle);
     drop(ca);
+    // A port that refuses, held for the test: the CA's old port could be anyone's now.
+    let refused = testkit::RefusedPort::new();
+    agent.point_at(&refused.https_url(), &bundle);
     let down = agent.run(&["profile", "browsers"]);
     down.expect_code(5);
     assert!(down.stdout.is_empty(), "{down}");

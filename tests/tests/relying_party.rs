@@ -22,11 +22,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
+use testkit::{Finished, HANG_LIMIT, run_bounded};
 use tests::harness::agent::AgentHome;
 use tests::harness::browser::{PageLoad, SystemPolicy, chromium_dump_dom, trust_tls_root};
 use tests::harness::ca::DevCa;
 use tests::harness::demo_app::{DemoApp, DemoAppOptions};
-use tests::harness::process::{Finished, HANG_LIMIT, run_bounded};
 use tests::harness::proxy::{
     CheckEndpoint, Kind, PortTaken, Proxy, ProxySpec, REFUSAL_TITLE, ServerTls, Site, free_port,
 };

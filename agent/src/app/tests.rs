@@ -7,13 +7,13 @@ use chrono::TimeZone as _;
 
 use super::*;
 use crate::config::Config;
-use crate::lifecycle::checkpoints::{SimulatedCrash, Step};
+use crate::lifecycle::checkpoints::Step;
 use crate::platform::file_store::FileIdentityStore;
 use crate::platform::{
     BrowserIntegration, BrowserStatus, DeviceFacts, FixedClock, MdmEnrollment, Notifier, ScheduleSpec,
     Scheduler, SchedulerStatus, Scope, WrittenEntries,
 };
-use crate::testing::{FakeCa, TOKEN, early, not_after};
+use crate::testing::{CrashAt, FakeCa, TOKEN, early, not_after};
 use crate::trust::Trust;
 
 type Log = Arc<Mutex<Vec<String>>>;
@@ -167,15 +167,6 @@ struct FakeNotifier {
 impl Notifier for FakeNotifier {
     fn browser_restart_needed(&self, browsers: &[String]) {
         self.log.lock().expect("log").push(format!("restart {}", browsers.join(",")));
-    }
-}
-
-#[derive(Debug)]
-struct CrashAt(Option<Step>);
-
-impl Checkpoints for CrashAt {
-    fn reached(&self, step: Step) -> Result<(), SimulatedCrash> {
-        if self.0 == Some(step) { Err(SimulatedCrash(step)) } else { Ok(()) }
     }
 }
 

@@ -43,6 +43,11 @@ impl Step {
         Self::RenewAfterSwitch,
     ];
 
+    /// Whether the step is one of enrollment (else of renewal).
+    pub const fn is_enrollment(self) -> bool {
+        matches!(self, Self::EnrollAfterPendingKey | Self::EnrollAfterRequest | Self::EnrollAfterStoreCert)
+    }
+
     /// The name `DEVICETRUST_TEST_ABORT_AT` uses, e.g. `enroll.after_request`.
     pub const fn name(self) -> &'static str {
         match self {

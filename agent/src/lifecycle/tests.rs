@@ -4,18 +4,7 @@ use super::*;
 use crate::lifecycle::checkpoints::SimulatedCrash;
 use crate::platform::StoreSnapshot;
 use crate::platform::file_store::FileIdentityStore;
-use crate::testing::{FakeCa, TOKEN, early};
-
-#[derive(Debug)]
-struct CrashAt(Option<Step>);
-
-impl Checkpoints for CrashAt {
-    fn reached(&self, step: Step) -> Result<(), SimulatedCrash> {
-        if self.0 == Some(step) { Err(SimulatedCrash(step)) } else { Ok(()) }
-    }
-}
-
-const NO_CRASH: CrashAt = CrashAt(None);
+use crate::testing::{CrashAt, FakeCa, NO_CRASH, TOKEN, early};
 
 fn enrollee() -> Enrollee {
     Enrollee {
@@ -78,7 +67,7 @@ fn ok_enroll_then_renew() {
 
 #[test]
 fn enroll_crash_at_every_step_recovers_without_a_second_certificate() {
-    for step in [Step::EnrollAfterPendingKey, Step::EnrollAfterRequest, Step::EnrollAfterStoreCert] {
+    for step in Step::ALL.into_iter().filter(|s| s.is_enrollment()) {
         let (_temp, store, ca) = setup();
         let err = do_enroll(&store, &ca, &CrashAt(Some(step))).expect_err("crash");
         assert!(matches!(err, LifecycleError::Crash(SimulatedCrash(s)) if s == step), "{step}: {err}");
@@ -99,12 +88,7 @@ fn enroll_crash_at_every_step_recovers_without_a_second_certificate() {
 
 #[test]
 fn renew_crash_at_every_step_recovers_with_one_identity() {
-    for step in [
-        Step::RenewAfterPendingKey,
-        Step::RenewAfterRequest,
-        Step::RenewAfterStoreNew,
-        Step::RenewAfterSwitch,
-    ] {
+    for step in Step::ALL.into_iter().filter(|s| !s.is_enrollment()) {
         let (_temp, store, ca) = setup();
         let first = do_enroll(&store, &ca, &NO_CRASH).expect("enroll");
         let err = do_renew(&store, &ca, &CrashAt(Some(step))).expect_err("crash");

@@ -2,20 +2,16 @@
 //! of enrollment and renewal, exactly as a kill would leave it; the next `run` must end with
 //! exactly one valid identity and the CA must hold no extra unbound certificate.
 
-use std::os::unix::process::ExitStatusExt as _;
+use agent::{ABORT_AT_ENV, Step};
+use testkit::Finished;
 
 use crate::support::{Home, TOKEN, TestCa, code, text};
 
-const ENROLL_STEPS: [&str; 3] =
-    ["enroll.after_pending_key", "enroll.after_request", "enroll.after_store_cert"];
-const RENEW_STEPS: [&str; 4] =
-    ["renew.after_pending_key", "renew.after_request", "renew.after_store_new", "renew.after_switch"];
-
-fn assert_aborted(out: &std::process::Output, step: &str) {
-    assert_eq!(out.status.signal(), Some(6), "{step}: expected SIGABRT: {}", text(out));
+fn assert_aborted(out: &Finished, step: Step) {
+    assert_eq!(out.signal(), Some(6), "{step}: expected SIGABRT: {}", text(out));
 }
 
-fn assert_one_identity(home: &Home, step: &str) {
+fn assert_one_identity(home: &Home, step: Step) {
     let status = home.status();
     assert_eq!(status["state"], "enrolled", "{step}: {status}");
     assert_eq!(status["store"]["pendingKey"], false, "{step}: {status}");
@@ -24,11 +20,11 @@ fn assert_one_identity(home: &Home, step: &str) {
 
 #[test]
 fn every_enroll_step() {
-    for step in ENROLL_STEPS {
+    for step in Step::ALL.into_iter().filter(|s| s.is_enrollment()) {
         let ca = TestCa::start();
         let home = Home::for_ca(&ca);
         let mut cmd = home.command(&["enroll", "--token-stdin"]);
-        cmd.env("DEVICETRUST_TEST_ABORT_AT", step);
+        cmd.env(ABORT_AT_ENV, step.name());
         assert_aborted(&home.run_with(cmd, Some(&format!("{TOKEN}\n"))), step);
 
         let mut cmd = home.command(&["run"]);
@@ -43,12 +39,12 @@ fn every_enroll_step() {
 
 #[test]
 fn every_renew_step() {
-    for step in RENEW_STEPS {
+    for step in Step::ALL.into_iter().filter(|s| !s.is_enrollment()) {
         let ca = TestCa::start();
         let home = Home::for_ca(&ca);
         home.enroll();
         let mut cmd = home.command(&["renew", "--force"]);
-        cmd.env("DEVICETRUST_TEST_ABORT_AT", step);
+        cmd.env(ABORT_AT_ENV, step.name());
         assert_aborted(&home.run_with(cmd, None), step);
 
         let out = home.run(&["run"]);

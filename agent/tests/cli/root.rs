@@ -13,7 +13,9 @@
 //! under `/etc`: [`PolicyFiles`] fails a test whose agent wrote it and puts it back.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
+
+use testkit::Finished;
 
 use serde_json::Value;
 
@@ -28,12 +30,12 @@ const AGENT: &str = env!("CARGO_BIN_EXE_devicetrust-agent");
 const UNSAFE_DOMAINS: [&str; 5] =
     ["*", "https://*", "https://evil.example/path", "https://*.example.com", "https://evil.example@ca"];
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+fn stderr(out: &Finished) -> String {
+    out.stderr.clone()
 }
 
 #[track_caller]
-fn assert_refused(out: &Output, what: &str, needles: &[&str]) {
+fn assert_refused(out: &Finished, what: &str, needles: &[&str]) {
     assert_eq!(code(out), 2, "{what}: {}", text(out));
     for needle in needles {
         assert!(stderr(out).contains(needle), "{what}: stderr lacks {needle:?}\n{}", text(out));
@@ -300,9 +302,7 @@ fn a_binary_others_can_replace_does_nothing_as_root() {
 
     // Accepted: root-owned 0755 throughout; a root-owned sticky parent (like /tmp); a
     // symbolic link from a directory anyone can write (like a user's /usr/local/bin) to it.
-    let run_version = |program: &Path| {
-        Command::new(program).arg("version").env_clear().stdin(Stdio::null()).output().expect("run")
-    };
+    let run_version = |program: &Path| testkit::run(Command::new(program).arg("version").env_clear());
     installed.reset();
     let out = run_version(&installed.binary);
     assert_eq!(code(&out), 0, "ok/root-owned: {}", text(&out));
@@ -322,14 +322,7 @@ fn a_binary_others_can_replace_does_nothing_as_root() {
     chmod(&installed.dir, 0o777);
     let out = {
         use std::os::unix::process::CommandExt as _;
-        Command::new(&installed.binary)
-            .arg("version")
-            .env_clear()
-            .uid(NOBODY)
-            .gid(NOBODY)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run as nobody")
+        testkit::run(Command::new(&installed.binary).arg("version").env_clear().uid(NOBODY).gid(NOBODY))
     };
     assert_eq!(code(&out), 0, "ok/not-root: {}", text(&out));
 }
@@ -350,16 +343,15 @@ fn jamf_scripts_refuse_an_agent_others_can_replace() {
     let script = |name: &str| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../jamf").join(name);
     let run = |name: &str, agent: &Path| {
         let _ = std::fs::remove_file(&marker);
-        Command::new("/bin/sh")
-            .arg(script(name))
-            .args(["/", "mac", "alice", "", ""])
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("DEVICETRUST_AGENT", agent)
-            .env("MARKER", &marker)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run the script")
+        testkit::run(
+            Command::new("/bin/sh")
+                .arg(script(name))
+                .args(["/", "mac", "alice", "", ""])
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .env("DEVICETRUST_AGENT", agent)
+                .env("MARKER", &marker),
+        )
     };
     // Both back to root:root 0755, as each case starts.
     let give_back_to_root = || {
@@ -388,7 +380,7 @@ fn jamf_scripts_refuse_an_agent_others_can_replace() {
             let out = run(script_name, &stand_in);
             let what = format!("{script_name} {name}");
             assert_eq!(code(&out), 2, "{what}: {}", text(&out));
-            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stdout = &out.stdout;
             assert!(stdout.contains("ERROR:") && stdout.contains(reason), "{what}: {}", text(&out));
             assert!(!marker.exists(), "{what}: the agent must not run");
         }

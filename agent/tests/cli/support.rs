@@ -9,8 +9,10 @@
 use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
+
 use std::sync::{Arc, Mutex};
+use testkit::Finished;
 
 use base64::Engine as _;
 use http_body_util::{BodyExt as _, Full};
@@ -382,30 +384,18 @@ impl Home {
         cmd
     }
 
-    /// Runs the agent, feeding `stdin`.
-    pub(crate) fn run_with(&self, mut cmd: Command, stdin: Option<&str>) -> Output {
-        use std::io::Write as _;
-        if stdin.is_some() {
-            cmd.stdin(Stdio::piped());
-        }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn the agent");
-        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            // An agent that refuses to start (exit 2 before reading) closes its end first.
-            match pipe.write_all(text.as_bytes()) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("stdin: {e}"),
-                _ => {}
-            }
-        }
-        child.wait_with_output().expect("wait")
+    /// Runs the agent, feeding `stdin`, and kills it if it hangs ([`testkit::HANG_LIMIT`]).
+    pub(crate) fn run_with(&self, mut cmd: Command, stdin: Option<&str>) -> Finished {
+        testkit::run_bounded(&mut cmd, stdin.map(str::as_bytes), testkit::HANG_LIMIT, "devicetrust-agent")
     }
 
     /// Runs the agent with `args`.
-    pub(crate) fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Finished {
         self.run_with(self.command(args), None)
     }
 
     /// Enrolls with the token on standard input; asserts success.
-    pub(crate) fn enroll(&self) -> Output {
+    pub(crate) fn enroll(&self) -> Finished {
         let out = self.run_with(self.command(&["enroll", "--token-stdin"]), Some(&format!("{TOKEN}\n")));
         assert_eq!(code(&out), 0, "enroll: {}", text(&out));
         out
@@ -415,7 +405,7 @@ impl Home {
     pub(crate) fn status(&self) -> Value {
         let out = self.run(&["status", "--json"]);
         assert_eq!(code(&out), 0, "status: {}", text(&out));
-        serde_json::from_slice(&out.stdout).expect("status json")
+        serde_json::from_str(&out.stdout).expect("status json")
     }
 
     /// The current certificate's serial, from `status --json`.
@@ -448,17 +438,13 @@ impl Home {
 }
 
 /// The exit code (panics on a signal).
-pub(crate) fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or_else(|| panic!("killed by a signal: {}", text(out)))
+pub(crate) fn code(out: &Finished) -> i32 {
+    out.code().unwrap_or_else(|| panic!("no exit code: {out}"))
 }
 
-/// Standard output and error, for assertion messages.
-pub(crate) fn text(out: &Output) -> String {
-    format!(
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+/// The command, how it ended, its standard output and error, for assertion messages.
+pub(crate) fn text(out: &Finished) -> String {
+    out.to_string()
 }
 
 /// Fails the test, saying what to do, unless it runs as root: the tests of what the agent
@@ -561,12 +547,4 @@ impl Drop for PolicyFiles {
             let _ = std::fs::remove_dir(dir);
         }
     }
-}
-
-/// A URL on 127.0.0.1 where nothing listens.
-pub(crate) fn closed_port_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    drop(listener);
-    format!("https://{addr}")
 }

@@ -125,12 +125,12 @@ async fn fail_a_server_that_accepts_and_never_speaks_tls_times_out() {
 
 #[tokio::test]
 async fn fail_a_refused_connection_is_a_connect_error() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    drop(listener);
-    let error = guarded(CaClient::new(options_for(addr)).expect("client").metadata(Platform::Macos))
-        .await
-        .expect_err("refused");
+    // Held for the test: no parallel server can take the port and answer.
+    let refused = testkit::RefusedPort::new();
+    let error =
+        guarded(CaClient::new(options_for(refused.addr())).expect("client").metadata(Platform::Macos))
+            .await
+            .expect_err("refused");
     assert!(matches!(error, ClientError::Connect { .. }), "{error:?}");
     assert_eq!(error.reaction(), Reaction::RetryLater);
 }

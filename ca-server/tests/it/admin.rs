@@ -241,13 +241,13 @@ async fn the_crl_lists_revoked_serials_and_parses_with_openssl() {
         assert!(text.contains(&serial.to_uppercase()), "openssl crl lacks {serial}:\n{text}");
     }
     assert!(text.contains("MTLS Certificate Authority"), "{text}");
-    let verified = std::process::Command::new("openssl")
-        .args(["crl", "-inform", "DER", "-noout", "-in"])
-        .arg(&path)
-        .arg("-CAfile")
-        .arg(&ca.env.issuer_certificate)
-        .output()
-        .expect("openssl");
-    let stderr = String::from_utf8_lossy(&verified.stderr);
-    assert!(verified.status.success() && stderr.contains("verify OK"), "{stderr}");
+    let verified = testkit::run(
+        std::process::Command::new("openssl")
+            .args(["crl", "-inform", "DER", "-noout", "-in"])
+            .arg(&path)
+            .arg("-CAfile")
+            .arg(&ca.env.issuer_certificate),
+    );
+    verified.expect_success();
+    assert!(verified.stderr.contains("verify OK"), "{verified}");
 }

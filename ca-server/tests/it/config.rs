@@ -95,37 +95,32 @@ async fn a_configured_ca_is_loaded_from_pem_files() {
 #[test]
 fn the_command_line_documents_its_exit_codes() {
     let bin = env!("CARGO_BIN_EXE_devicetrust-ca");
-    let usage = Command::new(bin).arg("frobnicate").output().expect("run");
-    assert_eq!(usage.status.code(), Some(2), "usage error");
+    testkit::run(Command::new(bin).arg("frobnicate")).expect_code(2);
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let missing = Command::new(bin)
-        .args(["serve", "--config"])
-        .arg(dir.path().join("nope.toml"))
-        .output()
-        .expect("run");
-    assert_eq!(missing.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&missing.stderr);
+    let missing =
+        testkit::run(Command::new(bin).args(["serve", "--config"]).arg(dir.path().join("nope.toml")));
+    missing.expect_code(1);
     assert!(
-        stderr.contains("error: cannot read the config file") && stderr.contains("nope.toml"),
-        "{stderr}"
+        missing.stderr.contains("error: cannot read the config file") && missing.stderr.contains("nope.toml"),
+        "{missing}"
     );
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[server]\nlisten = 1\n").expect("write");
-    let invalid = Command::new(bin).args(["serve", "--config"]).arg(&bad).output().expect("run");
-    assert_eq!(invalid.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&invalid.stderr).contains("invalid config file"));
+    let invalid = testkit::run(Command::new(bin).args(["serve", "--config"]).arg(&bad));
+    invalid.expect_code(1);
+    assert!(invalid.stderr.contains("invalid config file"), "{invalid}");
 
     let list = dir.path().join("devices.json");
     std::fs::write(&list, "not json").expect("write");
-    let bad_list = Command::new(bin)
-        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .arg("--managed-devices")
-        .arg(&list)
-        .output()
-        .expect("run");
-    assert_eq!(bad_list.status.code(), Some(1), "{}", String::from_utf8_lossy(&bad_list.stderr));
-    assert!(bad_list.stdout.is_empty(), "no ready line when startup fails");
+    let bad_list = testkit::run(
+        Command::new(bin)
+            .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--managed-devices")
+            .arg(&list),
+    );
+    bad_list.expect_code(1);
+    assert!(bad_list.stdout.is_empty(), "no ready line when startup fails: {bad_list}");
 }

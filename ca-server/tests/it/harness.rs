@@ -344,16 +344,10 @@ pub(crate) fn csr(key: &KeyPair) -> String {
     base64::engine::general_purpose::STANDARD.encode(csr.der())
 }
 
-/// Runs a command, panicking with its output if it fails.
+/// Runs a command that must succeed (bounded; a failure shows the command, how it ended,
+/// its stdout and stderr); its stdout.
 pub(crate) fn run(cmd: &mut std::process::Command) -> String {
-    let output = cmd.output().expect("run command");
-    assert!(
-        output.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    testkit::run(cmd).expect_success().stdout.clone()
 }
 
 /// An openssl-made CSR (base64 DER) for a key of `genpkey` algorithm options.

@@ -10,6 +10,8 @@ mod enroll;
 mod failures;
 mod hardening;
 mod harness;
+mod jamf;
+mod jamf_sim;
 mod limits;
 mod oidc;
 mod process;

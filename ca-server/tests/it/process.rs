@@ -1,17 +1,20 @@
 //! `devicetrust-ca dev` as a process: the ready line, the warning, SIGTERM, and the Python
 //! contract client (`tests/contract/contract_client.py`) run against it.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
-/// A running `devicetrust-ca dev`; killed when dropped.
+use testkit::{Guard, HANG_LIMIT, run_bounded};
+
+/// A running `devicetrust-ca dev` in its own process group; killed when dropped.
 pub(crate) struct DevProcess {
-    child: Child,
-    stdout: BufReader<ChildStdout>,
+    guard: Guard,
     pub(crate) line: String,
     pub(crate) info: serde_json::Value,
     stderr: PathBuf,
+    rest: Option<JoinHandle<String>>,
 }
 
 impl DevProcess {
@@ -31,58 +34,44 @@ impl DevProcess {
             }
             None => Command::new(binary),
         };
-        let mut child = command
+        command
             .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.join("data"))
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
-            .spawn()
-            .expect("spawn devicetrust-ca");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("read the ready line");
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
+        let mut guard = Guard::spawn(&mut command, "devicetrust-ca dev");
+        let (line, rest) = guard.ready_line_and_rest(&stderr);
         let info = serde_json::from_str(&line).unwrap_or_else(|e| {
             panic!(
                 "not a JSON line ({e}): {line:?}\n{}",
                 std::fs::read_to_string(&stderr).unwrap_or_default()
             )
         });
-        Self { child, stdout, line, info, stderr }
+        Self { guard, line, info, stderr, rest: Some(rest) }
     }
 
     pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
+        self.guard.id()
     }
 
     /// Whether the process is still running.
     pub(crate) fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.guard.is_running()
     }
 
     pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr).expect("stderr")
     }
 
-    /// Sends SIGTERM, waits, and returns the exit code and the rest of stdout.
+    /// Sends SIGTERM (SIGKILL after a grace period), and returns the exit code and the rest
+    /// of stdout.
     fn terminate(mut self) -> (Option<i32>, String) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-        let status = self.child.wait().expect("wait");
-        let mut rest = String::new();
-        self.stdout.read_to_string(&mut rest).expect("rest of stdout");
+        let status = self.guard.stop(Duration::from_secs(30));
+        let rest = self.rest.take().map(|rest| rest.join().expect("the stdout reader")).unwrap_or_default();
         (status.code(), rest)
-    }
-}
-
-impl Drop for DevProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -152,26 +141,15 @@ fn the_contract_client_gets_the_documented_answers() {
     assert!(!dev.stderr().contains("every device counts as managed"));
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/contract/contract_client.py");
-    let mut python = Command::new("python3")
-        .arg(&script)
-        .arg("--managed-devices")
-        .arg(&list)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 is needed for the contract test");
     // The tokens go over stdin, never on a command line.
-    python.stdin.take().expect("stdin").write_all(dev.line.as_bytes()).expect("write the ready line");
-    let output = python.wait_with_output().expect("python");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "contract client failed:\n{stdout}\n{stderr}\nCA log:\n{}",
-        dev.stderr()
+    let client = run_bounded(
+        Command::new("python3").arg(&script).arg("--managed-devices").arg(&list),
+        Some(dev.line.as_bytes()),
+        HANG_LIMIT,
+        "the python contract client",
     );
-    assert!(stdout.contains(" 0 failures"), "{stdout}");
+    assert_eq!(client.code(), Some(0), "{client}\nCA log:\n{}", dev.stderr());
+    assert!(client.stdout.contains(" 0 failures"), "{}", client.stdout);
 
     let log = dev.stderr();
     for secret in ["enrollmentToken", "adminToken"] {

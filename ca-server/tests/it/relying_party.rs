@@ -404,20 +404,19 @@ async fn a_device_the_mdm_gave_up_on_is_refused_and_admitted_again_once_managed(
     assert_eq!(check(&anonymous, &ca, &headers).await.status, 200);
 }
 
-/// Runs a command that must succeed; its stdout and stderr together (openssl reports a
-/// verified signature on stderr).
+/// Runs a command that must succeed (bounded; a failure shows the command, how it ended,
+/// its stdout and stderr); its stdout and stderr together (openssl reports a verified
+/// signature on stderr).
 fn run(cmd: &mut std::process::Command) -> String {
-    let (ok, text) = run_any(cmd);
-    assert!(ok, "{cmd:?} failed: {text}");
-    text
+    let finished = testkit::run(cmd);
+    finished.expect_success();
+    format!("{}{}", finished.stdout, finished.stderr)
 }
 
-/// Runs a command; whether it succeeded, and its stdout and stderr together.
+/// Runs a command (bounded); whether it succeeded, and its stdout and stderr together.
 fn run_any(cmd: &mut std::process::Command) -> (bool, String) {
-    let output = cmd.output().expect("run command");
-    let text =
-        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    (output.status.success(), text)
+    let finished = testkit::run(cmd);
+    (finished.code() == Some(0), format!("{}{}", finished.stdout, finished.stderr))
 }
 
 fn write(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {

@@ -17,7 +17,7 @@ use tempfile::TempDir;
 
 use super::binaries::binaries;
 use super::ca::{DevCa, StoredIdentity};
-use super::process::{Finished, HANG_LIMIT, run_bounded};
+use testkit::{Finished, HANG_LIMIT, run_bounded};
 
 /// The nickname the agent gives its identity in the NSS database.
 pub const NSS_NICKNAME: &str = "DeviceTrust";

@@ -23,7 +23,7 @@ use nix::fcntl::{Flock, FlockArg};
 use tempfile::TempDir;
 
 use super::agent::AgentHome;
-use super::process::{Finished, HANG_LIMIT, run_bounded};
+use testkit::{Finished, HANG_LIMIT, run_bounded};
 
 /// The policy file the agent writes in each managed directory.
 pub const AGENT_POLICY_FILE: &str = "zz-devicetrust.json";

@@ -19,7 +19,7 @@ use tempfile::TempDir;
 use url::Url;
 
 use super::binaries::binaries;
-use super::process::{Guard, HANG_LIMIT};
+use testkit::{Guard, HANG_LIMIT};
 
 /// The JSON line `devicetrust-ca dev` prints when it is ready.
 #[derive(Debug, Clone, Deserialize)]

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use serde::Deserialize;
 use tempfile::TempDir;
 
-use super::process::Guard;
+use testkit::Guard;
 
 /// What the app checks.
 #[derive(Debug, Clone)]

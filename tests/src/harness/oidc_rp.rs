@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use serde::Deserialize;
 use tempfile::TempDir;
 
-use super::process::{Guard, HANG_LIMIT};
+use testkit::{Guard, HANG_LIMIT};
 
 /// A running relying party; stopped when dropped.
 #[derive(Debug)]

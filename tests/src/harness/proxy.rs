@@ -34,7 +34,7 @@ use rcgen::{
 };
 use tempfile::TempDir;
 
-use super::process::{Guard, HANG_LIMIT};
+use testkit::{Guard, HANG_LIMIT};
 
 /// The headers of the CA's 200 that the proxies copy to the app.
 pub const COPIED_HEADERS: [&str; 5] = [

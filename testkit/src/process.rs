@@ -15,6 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
+#[cfg(any(target_os = "linux", target_os = "android"))]
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 
@@ -30,20 +31,32 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// The first line the child printed on its piped stdout (a ready line), waiting at most
-    /// [`HANG_LIMIT`]; kills the child and panics with its stderr file if none came. The
-    /// rest of stdout is read and dropped, so that a later write never meets a closed pipe.
+    /// The first line the child printed on its piped stdout (a ready line), without its
+    /// line end, waiting at most [`HANG_LIMIT`]; kills the child and panics with its stderr
+    /// file if none came. The rest of stdout is read and dropped, so that a later write never
+    /// meets a closed pipe.
     pub fn ready_line(&mut self, stderr: &std::path::Path) -> String {
+        let (line, _rest) = self.ready_line_and_rest(stderr);
+        line.trim_end().to_owned()
+    }
+
+    /// Like [`Guard::ready_line`], but the line is as printed (with its `\n`, so a caller can
+    /// tell a whole line from one cut off by an exit), and the rest of stdout is collected:
+    /// joining the handle gives it once the child and its group are gone.
+    pub fn ready_line_and_rest(&mut self, stderr: &std::path::Path) -> (String, JoinHandle<String>) {
         let stdout = self.child.stdout.take().expect("the child's stdout is piped");
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            let mut lines = std::io::BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next());
-            for _ in lines {}
+        let rest = std::thread::spawn(move || {
+            use std::io::{BufRead as _, Read as _};
+            let mut reader = std::io::BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = tx.send(reader.read_line(&mut line).map(|n| (n, line)));
+            let mut rest = String::new();
+            let _ = reader.read_to_string(&mut rest);
+            rest
         });
         match rx.recv_timeout(HANG_LIMIT) {
-            Ok(Some(Ok(line))) => line,
+            Ok(Ok((n, line))) if n > 0 => (line, rest),
             other => {
                 self.kill();
                 panic!(
@@ -61,6 +74,11 @@ impl Guard {
         command.process_group(0);
         let child = command.spawn().unwrap_or_else(|e| panic!("could not start {what}: {e}"));
         Self { child, what, reaped: None }
+    }
+
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// The child, for its pipes.
@@ -98,24 +116,44 @@ impl Guard {
         let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pids fit in i32"));
         let deadline = Instant::now() + limit;
         loop {
-            // WNOWAIT leaves an exited child a zombie, so that its group id is still ours to
-            // signal: whatever it left running in its group goes with it.
-            let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-            match waitid(Id::Pid(pid), flags) {
-                Ok(WaitStatus::StillAlive) => {}
-                Ok(_) => {
-                    let _ = killpg(pid, Signal::SIGKILL);
-                    let status =
-                        self.child.wait().unwrap_or_else(|e| panic!("could not reap {}: {e}", self.what));
-                    self.reaped = Some(status);
-                    return Some(status);
-                }
-                Err(e) => panic!("could not wait for {}: {e}", self.what),
+            if self.exited(pid) {
+                let _ = killpg(pid, Signal::SIGKILL);
+                let status =
+                    self.child.wait().unwrap_or_else(|e| panic!("could not reap {}: {e}", self.what));
+                self.reaped = Some(status);
+                return Some(status);
             }
             if Instant::now() >= deadline {
                 return None;
             }
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the leader has exited, leaving it unreaped. On Linux, `waitid` with WNOWAIT
+    /// leaves an exited child a zombie, so that its group id is still ours to signal:
+    /// whatever it left running in its group goes with it.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn exited(&mut self, pid: Pid) -> bool {
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        match waitid(Id::Pid(pid), flags) {
+            Ok(WaitStatus::StillAlive) => false,
+            Ok(_) => true,
+            Err(e) => panic!("could not wait for {}: {e}", self.what),
+        }
+    }
+
+    /// Whether the leader has exited. Without `waitid` (macOS), this reaps it; the group is
+    /// then signalled by a group id that could, in theory, have been reused.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn exited(&mut self, _pid: Pid) -> bool {
+        match self.child.try_wait() {
+            Ok(Some(status)) => {
+                self.reaped = Some(status);
+                true
+            }
+            Ok(None) => false,
+            Err(e) => panic!("could not wait for {}: {e}", self.what),
         }
     }
 
@@ -154,6 +192,9 @@ impl Drop for Guard {
 pub struct Finished {
     /// What ran, for messages.
     pub what: String,
+    /// The command line: the program and its arguments (never a secret: secrets go on
+    /// standard input or in files), without the environment.
+    pub command: String,
     /// How it ended; `None` when it was still running at the limit and was killed.
     pub status: Option<ExitStatus>,
     /// Its standard output.
@@ -173,11 +214,18 @@ impl Finished {
         self.status.and_then(|s| s.signal())
     }
 
-    /// Panics, showing everything it printed, unless it exited with `code`.
+    /// Panics, showing the command, how it ended and everything it printed, unless it
+    /// exited with `code`.
     #[track_caller]
     pub fn expect_code(&self, code: i32) -> &Self {
         assert_eq!(self.code(), Some(code), "expected exit code {code}\n{self}");
         self
+    }
+
+    /// [`Finished::expect_code`] 0.
+    #[track_caller]
+    pub fn expect_success(&self) -> &Self {
+        self.expect_code(0)
     }
 }
 
@@ -189,7 +237,11 @@ impl fmt::Display for Finished {
             (Some(_), None, Some(signal)) => format!("was killed by signal {signal}"),
             (Some(status), None, None) => format!("ended with {status}"),
         };
-        write!(f, "{} {ended}\n--- stdout\n{}\n--- stderr\n{}\n---", self.what, self.stdout, self.stderr)
+        write!(
+            f,
+            "{} {ended}\n--- command\n{}\n--- stdout\n{}\n--- stderr\n{}\n---",
+            self.what, self.command, self.stdout, self.stderr
+        )
     }
 }
 
@@ -203,9 +255,34 @@ fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> JoinHandle<String
     })
 }
 
+/// The program and its arguments, shell-quoted where needed, for messages.
+pub fn command_line(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|part| {
+            let part = part.to_string_lossy();
+            if !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c))
+            {
+                part.into_owned()
+            } else {
+                format!("'{}'", part.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs `command` to its end with no input, waiting at most [`HANG_LIMIT`]; named by its own
+/// command line.
+pub fn run(command: &mut Command) -> Finished {
+    let what = command.get_program().to_string_lossy().into_owned();
+    run_bounded(command, None, HANG_LIMIT, &what)
+}
+
 /// Runs `command` to its end, feeding it `stdin` (then closing it), and kills its process
 /// group if it is still running after `limit`.
 pub fn run_bounded(command: &mut Command, stdin: Option<&[u8]>, limit: Duration, what: &str) -> Finished {
+    let line = command_line(command);
     command
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
@@ -223,6 +300,7 @@ pub fn run_bounded(command: &mut Command, stdin: Option<&[u8]>, limit: Duration,
     }
     Finished {
         what: what.to_owned(),
+        command: line,
         status,
         stdout: out.join().unwrap_or_default(),
         stderr: err.join().unwrap_or_default(),

@@ -42,36 +42,36 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
 /// The client ID the simulator accepts.
-pub const CLIENT_ID: &str = "6cabf059-21c9-44d6-bbde-02898f7430dd";
+pub(crate) const CLIENT_ID: &str = "6cabf059-21c9-44d6-bbde-02898f7430dd";
 /// The client secret the simulator accepts.
-pub const CLIENT_SECRET: &str = "sim-secret-dzmsPks-FwXpks80jhQGZZrAV3H2";
+pub(crate) const CLIENT_SECRET: &str = "sim-secret-dzmsPks-FwXpks80jhQGZZrAV3H2";
 
 /// `inventory-managed.json`: a managed Mac.
-pub const MANAGED_SERIAL: &str = "C02XK0AAJGH6";
+pub(crate) const MANAGED_SERIAL: &str = "C02XK0AAJGH6";
 /// The UDID of the managed Mac's record (and of the Mac itself).
-pub const MANAGED_UDID: &str = "564D0C47-1A7E-4B8C-9D2F-0E5A6B7C8D9E";
+pub(crate) const MANAGED_UDID: &str = "564D0C47-1A7E-4B8C-9D2F-0E5A6B7C8D9E";
 /// `inventory-unmanaged.json`: a Mac whose MDM profile was removed.
-pub const UNMANAGED_SERIAL: &str = "C02ZP1BBMD6N";
+pub(crate) const UNMANAGED_SERIAL: &str = "C02ZP1BBMD6N";
 /// The UDID of the unmanaged Mac.
-pub const UNMANAGED_UDID: &str = "9A3F2E1D-7C6B-4A59-8E7D-1F2A3B4C5D6E";
+pub(crate) const UNMANAGED_UDID: &str = "9A3F2E1D-7C6B-4A59-8E7D-1F2A3B4C5D6E";
 /// `inventory-udid-mismatch.json`: a managed record whose UDID is not the Mac's own.
-pub const MISMATCH_SERIAL: &str = "FVFHX2CCQ05D";
+pub(crate) const MISMATCH_SERIAL: &str = "FVFHX2CCQ05D";
 /// The UDID the Jamf record carries.
-pub const MISMATCH_RECORD_UDID: &str = "0D4E7A21-3B5C-4F6A-9E8D-7C2B1A0F9E8D";
+pub(crate) const MISMATCH_RECORD_UDID: &str = "0D4E7A21-3B5C-4F6A-9E8D-7C2B1A0F9E8D";
 /// The UDID the Mac reports (after a logic board replacement, say).
-pub const MISMATCH_DEVICE_UDID: &str = "2B7C9E14-6A3D-4F5B-8C1E-9D0A7B6C5E4F";
+pub(crate) const MISMATCH_DEVICE_UDID: &str = "2B7C9E14-6A3D-4F5B-8C1E-9D0A7B6C5E4F";
 /// `inventory-duplicate.json`: an old unmanaged record and the current managed one.
-pub const DUPLICATE_SERIAL: &str = "C02DU9PLJG5H";
+pub(crate) const DUPLICATE_SERIAL: &str = "C02DU9PLJG5H";
 /// The UDID of the current (managed) record.
-pub const DUPLICATE_CURRENT_UDID: &str = "B8C7D6E5-F4A3-4B2C-9D1E-0F9E8D7C6B5A";
+pub(crate) const DUPLICATE_CURRENT_UDID: &str = "B8C7D6E5-F4A3-4B2C-9D1E-0F9E8D7C6B5A";
 /// The UDID of the stale (unmanaged) record.
-pub const DUPLICATE_OLD_UDID: &str = "6F1A2B3C-4D5E-4F60-8172-93A4B5C6D7E8";
+pub(crate) const DUPLICATE_OLD_UDID: &str = "6F1A2B3C-4D5E-4F60-8172-93A4B5C6D7E8";
 /// The fixture served for a serial no fixture carries.
-pub const EMPTY_FIXTURE: &str = "inventory-empty.json";
+pub(crate) const EMPTY_FIXTURE: &str = "inventory-empty.json";
 
 /// How an endpoint answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Behavior {
+pub(crate) enum Behavior {
     /// As Jamf does.
     #[default]
     Normal,
@@ -87,7 +87,7 @@ pub enum Behavior {
 
 /// What one inventory request asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordedLookup {
+pub(crate) struct RecordedLookup {
     /// The `{version}` path segment.
     pub api_version: String,
     /// The decoded `filter` query parameter.
@@ -98,7 +98,7 @@ pub struct RecordedLookup {
 
 /// A running simulator. Stops on drop.
 #[derive(Debug)]
-pub struct JamfSim {
+pub(crate) struct JamfSim {
     addr: SocketAddr,
     https: bool,
     state: Arc<SimState>,
@@ -134,19 +134,19 @@ struct IssuedToken {
 }
 
 /// `fixtures/jamf/` of this repository.
-pub fn fixtures_dir() -> PathBuf {
+pub(crate) fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("fixtures").join("jamf")
 }
 
 impl JamfSim {
     /// Loads `fixtures/jamf/` and listens on 127.0.0.1, port 0.
-    pub async fn start() -> io::Result<Self> {
+    pub(crate) async fn start() -> io::Result<Self> {
         Self::start_with_fixtures(&fixtures_dir()).await
     }
 
     /// Like [`JamfSim::start`], over https with `cert_chain_pem` (leaf first) and `key_pem`,
     /// as a production Jamf Pro is served.
-    pub async fn start_tls(cert_chain_pem: &str, key_pem: &str) -> io::Result<Self> {
+    pub(crate) async fn start_tls(cert_chain_pem: &str, key_pem: &str) -> io::Result<Self> {
         let invalid = |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
         let certs = CertificateDer::pem_slice_iter(cert_chain_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
@@ -165,7 +165,7 @@ impl JamfSim {
 
     /// Like [`JamfSim::start`] with another fixture directory. Every `inventory-*.json`
     /// there is served for the serial numbers its records carry.
-    pub async fn start_with_fixtures(dir: &Path) -> io::Result<Self> {
+    pub(crate) async fn start_with_fixtures(dir: &Path) -> io::Result<Self> {
         Self::start_inner(dir, None).await
     }
 
@@ -233,63 +233,57 @@ impl JamfSim {
     }
 
     /// The base URL, `http://127.0.0.1:<port>` (`https://` when started with TLS).
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let scheme = if self.https { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
     }
 
-    /// Serves `fixture` (a file name in the fixture directory) for `serial`. The fixture is
-    /// served as it is: its records keep their own serial numbers.
-    pub fn map_serial(&self, serial: &str, fixture: &str) {
-        self.state.lock().serial_to_fixture.insert(serial.to_owned(), fixture.to_owned());
-    }
-
     /// The `expires_in` of tokens issued from now on (the fixture says 1199). The simulator
     /// rejects a token once that many real seconds have passed.
-    pub fn set_token_lifetime(&self, secs: u64) {
+    pub(crate) fn set_token_lifetime(&self, secs: u64) {
         self.state.lock().token_lifetime_secs = secs;
     }
 
     /// Every token issued so far gets 401 from now on, as after an expiry the client did
     /// not foresee, or a revocation.
-    pub fn revoke_tokens(&self) {
+    pub(crate) fn revoke_tokens(&self) {
         for token in self.state.lock().tokens.values_mut() {
             token.revoked = true;
         }
     }
 
     /// How the token endpoint answers.
-    pub fn set_token_behavior(&self, behavior: Behavior) {
+    pub(crate) fn set_token_behavior(&self, behavior: Behavior) {
         self.state.lock().token_behavior = behavior;
     }
 
     /// How the inventory endpoint answers.
-    pub fn set_inventory_behavior(&self, behavior: Behavior) {
+    pub(crate) fn set_inventory_behavior(&self, behavior: Behavior) {
         self.state.lock().inventory_behavior = behavior;
     }
 
     /// Requests to the token endpoint so far, refused ones included.
-    pub fn token_requests(&self) -> usize {
+    pub(crate) fn token_requests(&self) -> usize {
         self.state.token_requests.load(Ordering::SeqCst)
     }
 
     /// Requests to the inventory endpoint so far, refused ones included.
-    pub fn inventory_requests(&self) -> usize {
+    pub(crate) fn inventory_requests(&self) -> usize {
         self.state.inventory_requests.load(Ordering::SeqCst)
     }
 
     /// What each inventory request asked for, oldest first.
-    pub fn lookups(&self) -> Vec<RecordedLookup> {
+    pub(crate) fn lookups(&self) -> Vec<RecordedLookup> {
         self.state.lock().lookups.clone()
     }
 
     /// Every access token issued so far (to check that none leaks into output).
-    pub fn issued_tokens(&self) -> Vec<String> {
+    pub(crate) fn issued_tokens(&self) -> Vec<String> {
         self.state.lock().tokens.keys().cloned().collect()
     }
 
     /// Stops accepting, releases hanging requests and waits for the server to finish.
-    pub async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         if let Some(task) = self.task.take() {
             let _ = task.await;
@@ -500,19 +494,19 @@ impl axum::serve::Listener for TlsListener {
 
 /// A clock that moves only when told, for token lifetimes and cache TTLs.
 #[derive(Debug)]
-pub struct ManualMonotonicClock {
+pub(crate) struct ManualMonotonicClock {
     start: Instant,
     offset: Mutex<Duration>,
 }
 
 impl ManualMonotonicClock {
     /// A clock at the current instant.
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self { start: Instant::now(), offset: Mutex::new(Duration::ZERO) })
     }
 
     /// Moves the clock forward.
-    pub fn advance(&self, by: Duration) {
+    pub(crate) fn advance(&self, by: Duration) {
         *self.offset.lock().unwrap_or_else(PoisonError::into_inner) += by;
     }
 }

@@ -1,21 +1,17 @@
 //! The MDM check against the Jamf Pro simulator: verdicts, the token life cycle, failing
 //! closed, the positive-answer cache, the static list and the `[mdm]` settings.
 
-use std::{
-    path::Path,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{path::Path, sync::Arc, time::Duration};
 
+use crate::jamf_sim::{
+    self, Behavior, DUPLICATE_CURRENT_UDID, DUPLICATE_OLD_UDID, DUPLICATE_SERIAL, JamfSim, MANAGED_SERIAL,
+    MANAGED_UDID, MISMATCH_DEVICE_UDID, MISMATCH_RECORD_UDID, MISMATCH_SERIAL, ManualMonotonicClock,
+    RecordedLookup, UNMANAGED_SERIAL, UNMANAGED_UDID,
+};
 use ca_server::mdm::{
     ClientSecret, JamfClient, JamfConfig, JamfSettings, ManagedDeviceCheck, MdmError, MdmSettings,
     MdmSetupError, MdmVerdict, NotManagedReason, PositiveCache, StaticList, StaticListError,
     settings::from_settings_with_env,
-};
-use tests::jamf_sim::{
-    self, Behavior, DUPLICATE_CURRENT_UDID, DUPLICATE_OLD_UDID, DUPLICATE_SERIAL, JamfSim, MANAGED_SERIAL,
-    MANAGED_UDID, MISMATCH_DEVICE_UDID, MISMATCH_SERIAL, ManualMonotonicClock, RecordedLookup,
-    UNMANAGED_SERIAL, UNMANAGED_UDID,
 };
 
 use MdmVerdict::{Managed, NotManaged};
@@ -49,6 +45,8 @@ async fn verdicts_follow_the_inventory_record() {
         ("fail/unmanaged", UNMANAGED_SERIAL, UNMANAGED_UDID, NotManaged(Unmanaged)),
         ("fail/unknown-serial", "C02NOTINJAMF", MANAGED_UDID, NotManaged(UnknownDevice)),
         ("fail/udid-mismatch", MISMATCH_SERIAL, MISMATCH_DEVICE_UDID, NotManaged(UdidMismatch)),
+        // The same record, asked with the UDID it carries, is the managed Mac it describes.
+        ("ok/udid-of-the-record", MISMATCH_SERIAL, MISMATCH_RECORD_UDID, Managed),
         ("fail/managed-serial-other-udid", MANAGED_SERIAL, UNMANAGED_UDID, NotManaged(UdidMismatch)),
     ];
     for (i, (name, serial, udid, want)) in cases.iter().enumerate() {
@@ -244,7 +242,9 @@ async fn unreadable_answers_are_malformed() {
 
 #[tokio::test]
 async fn hanging_jamf_times_out() {
-    let timeout = Duration::from_millis(300);
+    // Long enough that real time never reaches it: the clock is paused once the simulator
+    // holds the request, and then only the client's own timer can end the wait.
+    let timeout = Duration::from_secs(30);
     for (name, hang_token) in [("inventory", false), ("token", true)] {
         let sim = start().await;
         if hang_token {
@@ -252,31 +252,49 @@ async fn hanging_jamf_times_out() {
         } else {
             sim.set_inventory_behavior(Behavior::Hang);
         }
+        let requests = || if hang_token { sim.token_requests() } else { sim.inventory_requests() };
         let mut config = config(&sim);
         config.timeout = timeout;
         let jamf = JamfClient::new(config).expect("jamf client");
-        let started = Instant::now();
+        let started = tokio::time::Instant::now();
+        let check = jamf.check(MANAGED_SERIAL, MANAGED_UDID);
+        tokio::pin!(check);
+        // In real time, until the simulator holds the request (at most 10 s).
+        let mut arrived = false;
+        for _ in 0..1000 {
+            tokio::select! {
+                result = &mut check => panic!("{name}: answered before jamf was asked: {result:?}"),
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+            if requests() > 0 {
+                arrived = true;
+                break;
+            }
+        }
+        assert!(arrived, "{name}: the simulator never got the request");
+        tokio::time::pause();
         // The outer limit turns a missing client timeout into a failure instead of a hang.
-        let result = tokio::time::timeout(Duration::from_secs(5), jamf.check(MANAGED_SERIAL, MANAGED_UDID))
-            .await
-            .expect("the client gave up by itself");
+        let result = tokio::time::timeout(timeout * 2, check).await.expect("the client gave up by itself");
         let elapsed = started.elapsed();
         assert!(
             matches!(&result, Err(MdmError::Unavailable { reason: m, .. }) if m.contains("timed out")),
             "{name}: {result:?}"
         );
-        assert!(elapsed >= timeout && elapsed < Duration::from_secs(3), "{name}: took {elapsed:?}");
+        // Paused time moves only to the next timer: the client's, at exactly its timeout.
+        assert!(
+            elapsed >= timeout && elapsed < timeout + Duration::from_secs(1),
+            "{name}: gave up after {elapsed:?}"
+        );
+        tokio::time::resume();
         sim.shutdown().await;
     }
 }
 
 #[tokio::test]
 async fn unreachable_jamf_fails_closed() {
-    // A port that was just free: nothing listens there.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    drop(listener);
-    let config = JamfConfig::new(format!("http://{addr}"), "id", ClientSecret::new("secret"));
+    // A port that refuses, held for the test, so that no other test's simulator answers.
+    let down = testkit::RefusedPort::new();
+    let config = JamfConfig::new(format!("http://{}", down.addr()), "id", ClientSecret::new("secret"));
     let result = JamfClient::new(config).expect("jamf client").check(MANAGED_SERIAL, MANAGED_UDID).await;
     assert!(matches!(result, Err(MdmError::Unavailable { .. })), "{result:?}");
 }
