@@ -1,15 +1,19 @@
 //! What every crate's tests share: child processes that cannot outlive the test and whose
 //! failures show the command, how it ended, its stdout and its stderr ([`run`],
-//! [`run_bounded`], [`Guard`]), and a port that is sure to refuse connections
-//! ([`RefusedPort`]).
+//! [`run_bounded`], [`Guard`]), the one spawner of `devicetrust-ca dev` ([`DevCaCommand`]),
+//! and a port that is sure to refuse connections ([`RefusedPort`]).
 //!
 //! The process half needs Unix process groups; on Linux it reaps with `waitid`, which keeps
 //! an exited leader's group id ours until its leftovers are killed.
 
 #[cfg(unix)]
+mod dev_ca;
+#[cfg(unix)]
 mod process;
 mod refused;
 
+#[cfg(unix)]
+pub use dev_ca::{DevCaCommand, DevCaProcess, DevInfo};
 #[cfg(unix)]
 pub use process::{Finished, Guard, HANG_LIMIT, command_line, run, run_bounded};
 pub use refused::RefusedPort;

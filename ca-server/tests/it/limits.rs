@@ -15,28 +15,28 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::harness::{Device, p256};
-use crate::process::DevProcess;
+use testkit::DevCaProcess;
+
+use crate::process::start_with_fd_limit;
 
 const ATTACKER: &str = "127.0.0.2";
 
 /// A dev CA with the `[limits]` keys of `limits` (TOML lines) and at most `fd_limit` open
 /// descriptors.
-fn start(dir: &Path, limits: &str, fd_limit: Option<u32>) -> DevProcess {
+fn start(dir: &Path, limits: &str, fd_limit: Option<u32>) -> DevCaProcess {
     let file = dir.join("limits.toml");
     std::fs::write(&file, limits).expect("write limits");
-    DevProcess::start_with_fd_limit(dir, &["--limits", file.to_str().expect("utf-8 path")], fd_limit)
+    start_with_fd_limit(dir, &["--limits", file.to_str().expect("utf-8 path")], fd_limit)
 }
 
-fn addr(dev: &DevProcess) -> SocketAddr {
-    let url = dev.info["url"].as_str().expect("url");
+fn addr(dev: &DevCaProcess) -> SocketAddr {
+    let url = dev.info.url.as_str();
     url.trim_start_matches("https://").parse().expect("host:port")
 }
 
-fn tls_config(dev: &DevProcess) -> rustls::ClientConfig {
+fn tls_config(dev: &DevCaProcess) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in
-        CertificateDer::pem_file_iter(dev.info["caBundle"].as_str().expect("caBundle")).expect("bundle")
-    {
+    for cert in CertificateDer::pem_file_iter(&dev.info.ca_bundle).expect("bundle") {
         roots.add(cert.expect("cert")).expect("root");
     }
     let mut config =
@@ -50,7 +50,7 @@ fn tls_config(dev: &DevProcess) -> rustls::ClientConfig {
 }
 
 /// A client on 127.0.0.1 that gives up after 10 s: the legitimate user.
-fn client(dev: &DevProcess) -> reqwest::Client {
+fn client(dev: &DevCaProcess) -> reqwest::Client {
     reqwest::Client::builder()
         .use_preconfigured_tls(tls_config(dev))
         .timeout(Duration::from_secs(10))
@@ -58,10 +58,10 @@ fn client(dev: &DevProcess) -> reqwest::Client {
         .expect("client")
 }
 
-async fn enroll(dev: &DevProcess, client: &reqwest::Client, n: u32) -> u16 {
+async fn enroll(dev: &DevCaProcess, client: &reqwest::Client, n: u32) -> u16 {
     client
-        .post(format!("{}/api/v1/enroll", dev.info["url"].as_str().expect("url")))
-        .bearer_auth(dev.info["enrollmentToken"].as_str().expect("token"))
+        .post(format!("{}/api/v1/enroll", dev.info.url))
+        .bearer_auth(dev.info.enrollment_token.as_str())
         .json(&Device::new(n).request(&p256()))
         .send()
         .await
@@ -113,11 +113,8 @@ async fn idle_connections_cannot_exhaust_descriptors() {
         held.len()
     );
     let client = client(&dev);
-    let metadata = client
-        .get(format!("{}/api/v1/metadata", dev.info["url"].as_str().expect("url")))
-        .send()
-        .await
-        .expect("the CA still answers");
+    let metadata =
+        client.get(format!("{}/api/v1/metadata", dev.info.url)).send().await.expect("the CA still answers");
     assert_eq!(metadata.status(), 200);
     assert_eq!(enroll(&dev, &client, 1).await, 201);
     assert!(dev.is_running(), "{}", dev.stderr());
@@ -179,7 +176,7 @@ async fn unfinished_headers_cannot_grow_memory() {
 async fn a_stalled_body_is_answered_408() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dev = start(dir.path(), "body_read_timeout_secs = 1\n", None);
-    let token = dev.info["enrollmentToken"].as_str().expect("token");
+    let token = dev.info.enrollment_token.as_str();
     let mut tls = tls_from("127.0.0.1", addr(&dev), Arc::new(tls_config(&dev))).await.expect("connect");
     let head = format!(
         "POST /api/v1/enroll HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\

@@ -1,98 +1,53 @@
 //! `devicetrust-ca dev` as a process: the ready line, the warning, SIGTERM, and the Python
 //! contract client (`tests/contract/contract_client.py`) run against it.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::thread::JoinHandle;
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-use testkit::{Guard, HANG_LIMIT, run_bounded};
+use testkit::{DevCaCommand, DevCaProcess, HANG_LIMIT, run_bounded};
 
-/// A running `devicetrust-ca dev` in its own process group; killed when dropped.
-pub(crate) struct DevProcess {
-    guard: Guard,
-    pub(crate) line: String,
-    pub(crate) info: serde_json::Value,
-    stderr: PathBuf,
-    rest: Option<JoinHandle<String>>,
+/// Starts `devicetrust-ca dev` on `dir/data` (its log in `dir/stderr.log`) with at most
+/// `fd_limit` open file descriptors (`ulimit -n`), if given.
+pub(crate) fn start_with_fd_limit(dir: &Path, extra: &[&str], fd_limit: Option<u32>) -> DevCaProcess {
+    DevCaCommand {
+        binary: Path::new(env!("CARGO_BIN_EXE_devicetrust-ca")),
+        data_dir: &dir.join("data"),
+        stderr: &dir.join("stderr.log"),
+        extra,
+        fd_limit,
+    }
+    .spawn()
 }
 
-impl DevProcess {
-    pub(crate) fn start(dir: &Path, extra: &[&str]) -> Self {
-        Self::start_with_fd_limit(dir, extra, None)
-    }
+fn start(dir: &Path, extra: &[&str]) -> DevCaProcess {
+    start_with_fd_limit(dir, extra, None)
+}
 
-    /// Starts it with at most `fd_limit` open file descriptors (`ulimit -n`), if given.
-    pub(crate) fn start_with_fd_limit(dir: &Path, extra: &[&str], fd_limit: Option<u32>) -> Self {
-        let stderr = dir.join("stderr.log");
-        let binary = env!("CARGO_BIN_EXE_devicetrust-ca");
-        let mut command = match fd_limit {
-            Some(limit) => {
-                let mut sh = Command::new("sh");
-                sh.arg("-c").arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\"")).arg(binary);
-                sh
-            }
-            None => Command::new(binary),
-        };
-        command
-            .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.join("data"))
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
-        let mut guard = Guard::spawn(&mut command, "devicetrust-ca dev");
-        let (line, rest) = guard.ready_line_and_rest(&stderr);
-        let info = serde_json::from_str(&line).unwrap_or_else(|e| {
-            panic!(
-                "not a JSON line ({e}): {line:?}\n{}",
-                std::fs::read_to_string(&stderr).unwrap_or_default()
-            )
-        });
-        Self { guard, line, info, stderr, rest: Some(rest) }
-    }
-
-    pub(crate) fn pid(&self) -> u32 {
-        self.guard.id()
-    }
-
-    /// Whether the process is still running.
-    pub(crate) fn is_running(&mut self) -> bool {
-        self.guard.is_running()
-    }
-
-    pub(crate) fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).expect("stderr")
-    }
-
-    /// Sends SIGTERM (SIGKILL after a grace period), and returns the exit code and the rest
-    /// of stdout.
-    fn terminate(mut self) -> (Option<i32>, String) {
-        let status = self.guard.stop(Duration::from_secs(30));
-        let rest = self.rest.take().map(|rest| rest.join().expect("the stdout reader")).unwrap_or_default();
-        (status.code(), rest)
-    }
+/// Sends SIGTERM (SIGKILL after a grace period), and returns the exit code and the rest of
+/// stdout.
+fn terminate(mut dev: DevCaProcess) -> (Option<i32>, String) {
+    let status = dev.stop(Duration::from_secs(30));
+    (status.code(), dev.rest_of_stdout())
 }
 
 #[test]
 fn dev_prints_one_json_line_warns_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let dev = DevProcess::start(dir.path(), &[]);
+    let dev = start(dir.path(), &[]);
     assert!(dev.line.ends_with('\n') && dev.line.trim_end().lines().count() == 1);
     let info = dev.info.clone();
-    let url = info["url"].as_str().expect("url");
+    let url = info.url.as_str();
     assert!(url.starts_with("https://127.0.0.1:") && !url.ends_with(":0"), "{url}");
-    assert_eq!(info["certAuthDomain"], url);
-    for key in ["enrollmentToken", "adminToken"] {
-        assert!(info[key].as_str().expect(key).len() >= 32, "{key}");
+    assert_eq!(info.cert_auth_domain, url);
+    for (key, token) in [("enrollmentToken", &info.enrollment_token), ("adminToken", &info.admin_token)] {
+        assert!(token.len() >= 32, "{key}");
     }
-    assert_ne!(info["enrollmentToken"], info["adminToken"]);
-    for key in ["caBundle", "issuerCertificate"] {
-        let path = info[key].as_str().expect(key);
+    assert_ne!(info.enrollment_token, info.admin_token);
+    for (key, path) in [("caBundle", &info.ca_bundle), ("issuerCertificate", &info.issuer_certificate)] {
         assert!(std::fs::read_to_string(path).expect(key).contains("BEGIN CERTIFICATE"), "{key}");
     }
-    let data_dir = PathBuf::from(info["dataDir"].as_str().expect("dataDir"));
+    let data_dir = info.data_dir.clone();
     {
         use std::os::unix::fs::PermissionsExt as _;
         for secret in ["ca.key", "tls.key", "enrollment-token", "admin-token"] {
@@ -102,18 +57,18 @@ fn dev_prints_one_json_line_warns_and_stops_on_sigterm() {
     }
     let stderr = dev.stderr();
     assert!(stderr.contains("every device counts as managed"), "{stderr}");
-    assert!(!stderr.contains(info["enrollmentToken"].as_str().expect("token")), "no token in logs");
+    assert!(!stderr.contains(&info.enrollment_token), "no token in logs");
 
-    let (code, rest) = dev.terminate();
+    let (code, rest) = terminate(dev);
     assert_eq!(code, Some(0), "clean exit on SIGTERM");
     assert_eq!(rest, "", "exactly one line on stdout");
 
     // A restart reuses the CA and the tokens.
-    let again = DevProcess::start(dir.path(), &[]);
-    assert_eq!(again.info["enrollmentToken"], info["enrollmentToken"]);
+    let again = start(dir.path(), &[]);
+    assert_eq!(again.info.enrollment_token, info.enrollment_token);
     assert_eq!(
-        std::fs::read(again.info["issuerCertificate"].as_str().expect("issuer")).expect("issuer"),
-        std::fs::read(info["issuerCertificate"].as_str().expect("issuer")).expect("issuer")
+        std::fs::read(&again.info.issuer_certificate).expect("issuer"),
+        std::fs::read(&info.issuer_certificate).expect("issuer")
     );
 }
 
@@ -129,7 +84,7 @@ fn the_contract_client_gets_the_documented_answers() {
     // every one of its requests spends (they all come from 127.0.0.1), must not come first.
     let limits = dir.path().join("limits.toml");
     std::fs::write(&limits, "requests_per_minute_per_address = 100000\n").expect("write limits");
-    let dev = DevProcess::start(
+    let dev = start(
         dir.path(),
         &[
             "--managed-devices",
@@ -152,13 +107,12 @@ fn the_contract_client_gets_the_documented_answers() {
     assert!(client.stdout.contains(" 0 failures"), "{}", client.stdout);
 
     let log = dev.stderr();
-    for secret in ["enrollmentToken", "adminToken"] {
-        assert!(
-            !log.contains(dev.info[secret].as_str().expect("token")),
-            "the CA log must not contain the {secret}"
-        );
+    for (secret, token) in
+        [("enrollmentToken", &dev.info.enrollment_token), ("adminToken", &dev.info.admin_token)]
+    {
+        assert!(!log.contains(token.as_str()), "the CA log must not contain the {secret}");
     }
     assert!(!log.contains("BEGIN CERTIFICATE REQUEST") && !log.contains("PRIVATE KEY"));
-    let (code, _) = dev.terminate();
+    let (code, _) = terminate(dev);
     assert_eq!(code, Some(0));
 }

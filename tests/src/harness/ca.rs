@@ -7,61 +7,27 @@
 //! check what the CA thinks of any certificate the agent holds or held.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ca_client::protocol::{DeviceRecord, Event, EventsResponse, RevokeResponse, VerifyResponse};
 use ca_client::signer::SoftwareKey;
 use ca_client::tls::ClientIdentity;
-use serde::Deserialize;
 use tempfile::TempDir;
 use url::Url;
 
 use super::binaries::binaries;
-use testkit::{Guard, HANG_LIMIT};
+use testkit::{DevCaCommand, DevCaProcess, HANG_LIMIT};
 
-/// The JSON line `devicetrust-ca dev` prints when it is ready.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DevInfo {
-    /// The CA's base URL.
-    pub url: String,
-    /// Where browsers present the certificate.
-    pub cert_auth_domain: String,
-    /// The enrollment token (for the agent's stdin only, never an argument).
-    pub enrollment_token: String,
-    /// The admin token.
-    pub admin_token: String,
-    /// The PEM roots clients trust for the CA's TLS.
-    pub ca_bundle: PathBuf,
-    /// The issuing CA's certificate.
-    pub issuer_certificate: PathBuf,
-    /// The data directory.
-    pub data_dir: PathBuf,
-    /// The plain-HTTP listener (OCSP, CRL, JWKS), with `--http-listen`.
-    #[serde(default)]
-    pub http_url: Option<String>,
-    /// The OpenID Connect issuer, with `--oidc-redirect-uri`.
-    #[serde(default)]
-    pub oidc_issuer: Option<String>,
-    /// The dev OpenID Connect client's id.
-    #[serde(default)]
-    pub oidc_client_id: Option<String>,
-    /// Its secret.
-    #[serde(default)]
-    pub oidc_client_secret: Option<String>,
-    /// The 0600 file holding it.
-    #[serde(default)]
-    pub oidc_client_secret_file: Option<PathBuf>,
-}
+pub use testkit::DevInfo;
 
 /// A running `devicetrust-ca dev`; stopped (SIGTERM, then SIGKILL) when dropped.
 #[derive(Debug)]
 pub struct DevCa {
     /// What it printed when ready.
     pub info: DevInfo,
-    guard: Guard,
+    process: DevCaProcess,
     stderr: PathBuf,
     extra: Vec<String>,
     // Dropped after the guard (fields drop in order): the CA stops before its files go.
@@ -80,32 +46,31 @@ impl DevCa {
             tempfile::Builder::new().prefix("devicetrust-ca-").tempdir().expect("a temporary directory");
         let stderr = dir.path().join("ca.stderr");
         let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
-        let (guard, info) = spawn(dir.path(), &stderr, &extra);
-        Self { info, guard, stderr, extra, dir }
+        let process = spawn(dir.path(), &stderr, &extra);
+        Self { info: process.info.clone(), process, stderr, extra, dir }
     }
 
     /// Stops the CA and starts it again on the same data directory: the same issuing CA,
     /// tokens and database, on a new port (so `info.url` changes).
     pub fn restart(&mut self) {
         self.stop();
-        let (guard, info) = spawn(self.dir.path(), &self.stderr, &self.extra);
-        self.guard = guard;
-        self.info = info;
+        self.process = spawn(self.dir.path(), &self.stderr, &self.extra);
+        self.info = self.process.info.clone();
     }
 
     /// Everything the CA wrote on stderr so far (its log).
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        self.process.stderr()
     }
 
     /// Stops the CA (SIGTERM, as an operator would) and returns how it ended.
     pub fn stop(&mut self) -> ExitStatus {
-        self.guard.stop(Duration::from_secs(15))
+        self.process.stop(Duration::from_secs(15))
     }
 
     /// Whether the process still runs.
     pub fn is_running(&mut self) -> bool {
-        self.guard.is_running()
+        self.process.is_running()
     }
 
     /// A client of the admin and mutual-TLS endpoints.
@@ -116,22 +81,16 @@ impl DevCa {
 
 /// Starts `devicetrust-ca dev` on `dir/data`, appending its stderr to `stderr`, and waits for
 /// its ready line.
-fn spawn(dir: &Path, stderr: &Path, extra: &[String]) -> (Guard, DevInfo) {
-    let log = std::fs::File::options().create(true).append(true).open(stderr).expect("the CA's stderr file");
-    let mut command = Command::new(&binaries().ca);
-    command
-        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.join("data"))
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log);
-    let mut guard = Guard::spawn(&mut command, "devicetrust-ca dev");
-    let line = guard.ready_line(stderr);
-    let info: DevInfo = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("the ready line {line:?} is not the documented JSON: {e}"));
-    (guard, info)
+fn spawn(dir: &Path, stderr: &Path, extra: &[String]) -> DevCaProcess {
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    DevCaCommand {
+        binary: &binaries().ca,
+        data_dir: &dir.join("data"),
+        stderr,
+        extra: &extra,
+        fd_limit: None,
+    }
+    .spawn()
 }
 
 /// An identity as the agent stores it: certificate, chain and PKCS#8 key.
