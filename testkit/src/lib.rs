@@ -1,13 +1,15 @@
 //! What every crate's tests share: child processes that cannot outlive the test and whose
 //! failures show the command, how it ended, its stdout and its stderr ([`run`],
 //! [`run_bounded`], [`Guard`]), the one spawner of `devicetrust-ca dev` ([`DevCaCommand`]),
-//! and a port that is sure to refuse connections ([`RefusedPort`]).
+//! the one fake CA ([`fake_ca::FakeCa`]), and a port that is sure to refuse connections
+//! ([`RefusedPort`]).
 //!
 //! The process half needs Unix process groups; on Linux it reaps with `waitid`, which keeps
 //! an exited leader's group id ours until its leftovers are killed.
 
 #[cfg(unix)]
 mod dev_ca;
+pub mod fake_ca;
 #[cfg(unix)]
 mod process;
 mod refused;

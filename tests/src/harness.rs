@@ -1,13 +1,12 @@
-//! The end-to-end harness: the real `devicetrust-ca` and `devicetrust-agent` processes,
-//! headless Chromium, and a fake CA that answers wrongly, each owned by a guard that kills
-//! and reaps its processes (and undoes its system-wide changes) in `Drop`, also when a test
-//! panics. Child processes are `testkit`'s: in their own process group, with bounded waits.
+//! The end-to-end harness: the real `devicetrust-ca` and `devicetrust-agent` processes and
+//! headless Chromium, each owned by a guard that kills and reaps its processes (and undoes
+//! its system-wide changes) in `Drop`, also when a test panics. Child processes, the `dev`
+//! spawner and the fake CA that answers wrongly are `testkit`'s.
 //!
 //! - [`binaries`]: builds the two programs (the agent with its crash-test hook) and finds them;
 //! - [`ca`]: `devicetrust-ca dev` on 127.0.0.1 and its admin API;
 //! - [`agent`]: the agent in a temporary home with its own configuration file;
 //! - [`browser`]: headless Chromium, the managed policy guard and the NSS database;
-//! - [`fake_ca`]: an HTTPS server on 127.0.0.1 returning canned, malformed answers;
 //! - [`proxy`]: nginx and Caddy in front of an app, consulting the CA (forward auth, OCSP);
 //! - [`demo_app`]: the app behind them, which admits a verified device assertion;
 //! - [`oidc_rp`]: an OpenID Connect relying party on `openid-client` (Node).
@@ -17,7 +16,6 @@ pub mod binaries;
 pub mod browser;
 pub mod ca;
 pub mod demo_app;
-pub mod fake_ca;
 pub mod oidc_rp;
 pub mod proxy;
 

@@ -20,9 +20,9 @@ use ca_client::cert::CertificateInfo;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType, IsCa, Issuer, KeyPair,
 };
+use testkit::fake_ca::{FakeCa, Reply};
 use tests::harness::agent::AgentHome;
 use tests::harness::ca::{DevCa, StoredIdentity};
-use tests::harness::fake_ca::{FakeCa, Reply};
 
 const METADATA: &str = "/api/v1/metadata";
 const ENROLL: &str = "/api/v1/enroll";
@@ -199,9 +199,9 @@ fn malformed_answers_change_nothing() {
     let foreign = other.current_identity().expect("the other device's identity");
     let before = current_identity_snapshot(&agent);
 
-    let fake = FakeCa::start();
+    let fake = FakeCa::start_canned();
     let metadata = admin.metadata_text();
-    agent.point_at(&fake.url, fake.bundle());
+    agent.point_at(fake.url(), fake.bundle());
     let mut failures = Vec::new();
     let mut check = |case: &str, args: &[&str], path: &str| {
         let hits = fake.hits(path);
@@ -282,7 +282,7 @@ fn malformed_answers_change_nothing() {
 
     // Enrollment: a device with no identity gets none from a bad answer.
     let fresh = AgentHome::new(&ca, "E2E-MALFORMED-0003");
-    fresh.point_at(&fake.url, fake.bundle());
+    fresh.point_at(fake.url(), fake.bundle());
     let mut enroll_failures = Vec::new();
     let mut cases: Vec<(&str, Option<Reply>)> = bad_issue_answers(&foreign, &issuer_pem)
         .into_iter()

@@ -5,7 +5,7 @@
 use agent::{ABORT_AT_ENV, Step};
 use testkit::Finished;
 
-use crate::support::{Home, TOKEN, TestCa, code, text};
+use crate::support::{FakeCa, Home, TOKEN, code, text};
 
 fn assert_aborted(out: &Finished, step: Step) {
     assert_eq!(out.signal(), Some(6), "{step}: expected SIGABRT: {}", text(out));
@@ -21,7 +21,7 @@ fn assert_one_identity(home: &Home, step: Step) {
 #[test]
 fn every_enroll_step() {
     for step in Step::ALL.into_iter().filter(|s| s.is_enrollment()) {
-        let ca = TestCa::start();
+        let ca = FakeCa::start();
         let home = Home::for_ca(&ca);
         let mut cmd = home.command(&["enroll", "--token-stdin"]);
         cmd.env(ABORT_AT_ENV, step.name());
@@ -40,7 +40,7 @@ fn every_enroll_step() {
 #[test]
 fn every_renew_step() {
     for step in Step::ALL.into_iter().filter(|s| !s.is_enrollment()) {
-        let ca = TestCa::start();
+        let ca = FakeCa::start();
         let home = Home::for_ca(&ca);
         home.enroll();
         let mut cmd = home.command(&["renew", "--force"]);

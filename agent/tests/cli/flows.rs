@@ -2,11 +2,11 @@
 //! TLS, forced renewal, malformed answers, the CA going down, revocation, re-enrollment and
 //! uninstall.
 
-use crate::support::{Home, Mode, TOKEN, TestCa, code, text};
+use crate::support::{FakeCa, Home, Mode, TOKEN, code, text};
 
 #[test]
 fn enroll_renew_revoke_reenroll_uninstall() {
-    let ca = TestCa::start();
+    let ca = FakeCa::start();
     let home = Home::for_ca(&ca);
 
     let out = home.enroll();
@@ -76,7 +76,7 @@ fn enroll_renew_revoke_reenroll_uninstall() {
 
 #[test]
 fn malformed_answers_and_a_dead_ca_change_no_identity() {
-    let ca = TestCa::start();
+    let ca = FakeCa::start();
     let home = Home::for_ca(&ca);
     home.enroll();
     let cert_files = |home: &Home| -> Vec<Vec<u8>> {
@@ -113,7 +113,7 @@ fn malformed_answers_and_a_dead_ca_change_no_identity() {
 #[cfg(not(feature = "test-hooks"))]
 #[test]
 fn abort_hook_is_absent_from_normal_builds() {
-    let ca = TestCa::start();
+    let ca = FakeCa::start();
     let home = Home::for_ca(&ca);
     let mut cmd = home.command(&["enroll", "--token-stdin"]);
     cmd.env(agent::ABORT_AT_ENV, agent::Step::EnrollAfterPendingKey.name());
@@ -125,7 +125,7 @@ fn abort_hook_is_absent_from_normal_builds() {
 /// safe https origin is refused (exit 2) and no file is written.
 #[test]
 fn profile_refuses_an_unsafe_cert_auth_domain_and_writes_nothing() {
-    let ca = TestCa::start();
+    let ca = FakeCa::start();
     let home = Home::for_ca(&ca);
     let out_file = home.temp.path().join("browsers.mobileconfig");
     let profile = |kind: &str| {
@@ -152,7 +152,7 @@ fn profile_refuses_an_unsafe_cert_auth_domain_and_writes_nothing() {
 /// origin's; an invalid protected origin is left out with a warning naming it.
 #[test]
 fn profile_has_an_entry_per_protected_origin() {
-    let ca = TestCa::start();
+    let ca = FakeCa::start();
     let home = Home::for_ca(&ca);
     ca.publish_protected_origins(&["https://[*.]apps.example.com", "http://wiki.example.com", "https://*"]);
     let out_file = home.temp.path().join("chrome.json");

@@ -20,7 +20,7 @@ use testkit::Finished;
 use serde_json::Value;
 
 use crate::support::{
-    Home, NOBODY, PolicyFiles, TOKEN, TestCa, chmod, code, give_to_nobody, require_root, text,
+    FakeCa, Home, NOBODY, PolicyFiles, TOKEN, chmod, code, give_to_nobody, require_root, text,
 };
 
 const AGENT: &str = env!("CARGO_BIN_EXE_devicetrust-agent");
@@ -59,7 +59,7 @@ fn poison_cache(file: &Path, domain: &str) {
 }
 
 /// A home enrolled at `ca`, with the metadata cached by the agent (as root, root-owned).
-fn enrolled_home(ca: &TestCa) -> Home {
+fn enrolled_home(ca: &FakeCa) -> Home {
     let home = Home::for_ca(ca);
     home.enroll();
     assert!(home.data_dir().join("metadata.json").is_file(), "enroll caches the metadata");
@@ -81,7 +81,7 @@ fn install_system_under_sudo_e_reads_neither_the_users_config_nor_their_cache() 
         agent::SYSTEM_CONFIG
     );
     let policy = PolicyFiles::guard();
-    let ca = TestCa::start();
+    let ca = FakeCa::start();
     let home = enrolled_home(&ca);
     let requests = ca.requests();
     let cache = home.data_dir().join("metadata.json");
@@ -125,7 +125,7 @@ fn install_system_under_sudo_e_reads_neither_the_users_config_nor_their_cache() 
 fn a_config_or_bundle_root_does_not_own_is_refused() {
     require_root("the agent's rules for root apply only to root");
     let policy = PolicyFiles::guard();
-    let ca = TestCa::start();
+    let ca = FakeCa::start();
     ca.publish_cert_auth_domain("*");
     let home = Home::for_ca(&ca);
     let original = std::fs::read_to_string(&home.config).expect("config");
@@ -163,14 +163,11 @@ fn a_config_or_bundle_root_does_not_own_is_refused() {
     );
 
     let bundle = home.temp.path().join("users/bundle.pem");
-    std::fs::copy(crate::support::fixture_path("ca.pem"), &bundle).expect("copy");
+    std::fs::copy(&home.bundle, &bundle).expect("copy");
     give_to_nobody(&bundle);
     let with_users_bundle = write(
         &home.temp.path().join("bundle-config/agent.toml"),
-        &original.replace(
-            &crate::support::fixture_path("ca.pem").display().to_string(),
-            &bundle.display().to_string(),
-        ),
+        &original.replace(&home.bundle.display().to_string(), &bundle.display().to_string()),
     );
     assert_refused(
         &install(&with_users_bundle),
@@ -197,7 +194,7 @@ fn a_config_or_bundle_root_does_not_own_is_refused() {
 fn install_system_refuses_unsafe_cert_auth_domains_before_writing() {
     require_root("install --system writes system-wide policy only as root");
     let policy = PolicyFiles::guard();
-    let ca = TestCa::start();
+    let ca = FakeCa::start();
     let home = enrolled_home(&ca);
     let cache = home.data_dir().join("metadata.json");
     // Without ca_url, install --system uses the (root-owned, so trusted) cache.
@@ -258,7 +255,7 @@ impl Installed {
 fn a_binary_others_can_replace_does_nothing_as_root() {
     require_root("the agent checks its own binary only as root");
     let policy = PolicyFiles::guard();
-    let ca = TestCa::start();
+    let ca = FakeCa::start();
     let installed = Installed::new();
     type Setup = fn(&Installed);
     let cases: [(&str, Setup, &str); 6] = [

@@ -1,335 +1,37 @@
-//! Shared helpers: a test home with a configuration, the agent binary run inside it, and an
-//! in-test CA over HTTPS (hyper over tokio-rustls) that issues real certificates with rcgen.
-//!
-//! The CA keeps to the contract's rules that the agent depends on: the enrollment token,
-//! idempotent enrollment per key, renewal over mutual TLS that supersedes the presented
-//! certificate, and `GET /api/v1/certificate` reporting revocation. It can be switched to
-//! answer garbage.
+//! Shared helpers: a test home with a configuration, and the agent binary run inside it
+//! (bounded, by `testkit`), against `testkit`'s fake CA over HTTPS, which issues real
+//! certificates and keeps to the contract's rules the agent depends on.
 
-use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use std::sync::{Arc, Mutex};
+use serde_json::Value;
 use testkit::Finished;
-
-use base64::Engine as _;
-use http_body_util::{BodyExt as _, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData as _, SanType,
-};
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-
-/// The enrollment token the CA accepts.
-pub(crate) const TOKEN: &str = "cli-test-token-0123456789";
-/// The issuer CN of the CA's certificates.
-pub(crate) const ISSUER_CN: &str = "CLI Test Device CA";
+pub(crate) use testkit::fake_ca::{FakeCa, ISSUER_CN, Mode, TOKEN};
 
 /// A fixture file from `fixtures/tls`.
 pub(crate) fn fixture_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tls").join(name)
 }
 
-/// How the CA answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// By the contract.
-    Normal,
-    /// 200 with a body that is not JSON, for every request.
-    Garbage,
-}
-
-/// A certificate the CA issued.
-#[derive(Debug, Clone)]
-pub(crate) struct Issued {
-    pub(crate) serial: String,
-    pub(crate) der: Vec<u8>,
-    pub(crate) spki: Vec<u8>,
-    pub(crate) state: &'static str,
-}
-
-struct CaState {
-    issuer: Issuer<'static, KeyPair>,
-    issuer_pem: String,
-    certs: Mutex<Vec<Issued>>,
-    mode: Mutex<Mode>,
-    /// The `certAuthDomain` the metadata publishes (the CA's own origin unless changed).
-    origin: Mutex<String>,
-    /// The `protectedOrigins` the metadata publishes (none unless changed).
-    protected_origins: Mutex<Vec<String>>,
-    /// Requests of any kind, metadata included.
-    requests: Mutex<usize>,
-}
-
-/// The CA, listening on 127.0.0.1 port 0 until dropped.
-pub(crate) struct TestCa {
-    pub(crate) addr: std::net::SocketAddr,
-    state: Arc<CaState>,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Drop for TestCa {
-    fn drop(&mut self) {
-        // Stops the accept loop and every connection.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-impl TestCa {
-    pub(crate) fn start() -> Self {
-        let key = KeyPair::generate().expect("ca key");
-        let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, ISSUER_CN);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let issuer_cert = params.self_signed(&key).expect("ca cert");
-        let issuer_pem = issuer_cert.pem();
-        let state = Arc::new(CaState {
-            issuer: Issuer::new(params, key),
-            issuer_pem,
-            certs: Mutex::new(Vec::new()),
-            mode: Mutex::new(Mode::Normal),
-            origin: Mutex::new(String::new()),
-            protected_origins: Mutex::new(Vec::new()),
-            requests: Mutex::new(0),
-        });
-
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let config = server_config(issuer_cert.der().clone());
-        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        *state.origin.lock().expect("origin") = format!("https://{addr}");
-        let acceptor = TlsAcceptor::from(Arc::new(config));
-        let task_state = Arc::clone(&state);
-        runtime.spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                let state = Arc::clone(&task_state);
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
-                    let client =
-                        tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec());
-                    let service =
-                        service_fn(move |request| handle(request, Arc::clone(&state), client.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                });
-            }
-        });
-        Self { addr, state, runtime: Some(runtime) }
-    }
-
-    pub(crate) fn set_mode(&self, mode: Mode) {
-        *self.state.mode.lock().expect("mode") = mode;
-    }
-
-    /// Makes the metadata publish `value` as the `certAuthDomain`.
-    pub(crate) fn publish_cert_auth_domain(&self, value: &str) {
-        value.clone_into(&mut self.state.origin.lock().expect("origin"));
-    }
-
-    /// Makes the metadata publish `origins` as the `protectedOrigins`.
-    pub(crate) fn publish_protected_origins(&self, origins: &[&str]) {
-        *self.state.protected_origins.lock().expect("protected origins") =
-            origins.iter().map(|o| (*o).to_owned()).collect();
-    }
-
-    /// How many requests the CA has answered.
-    pub(crate) fn requests(&self) -> usize {
-        *self.state.requests.lock().expect("requests")
-    }
-
-    pub(crate) fn certs(&self) -> Vec<Issued> {
-        self.state.certs.lock().expect("certs").clone()
-    }
-
-    pub(crate) fn unbound(&self) -> usize {
-        self.certs().iter().filter(|c| c.state == "unbound").count()
-    }
-
-    pub(crate) fn revoke_all(&self) {
-        for cert in self.state.certs.lock().expect("certs").iter_mut() {
-            cert.state = "revoked";
-        }
-    }
-}
-
-fn server_config(client_root: CertificateDer<'static>) -> rustls::ServerConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = CertificateDer::pem_file_iter(fixture_path("server.pem"))
-        .expect("server.pem")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("server chain");
-    let key = PrivateKeyDer::from_pem_file(fixture_path("server.key.pem")).expect("server key");
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(client_root).expect("client root");
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-            .allow_unauthenticated()
-            .build()
-            .expect("verifier");
-    rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .expect("server config")
-}
-
-fn reply(status: u16, body: Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
-    response
-        .headers_mut()
-        .insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
-    response
-}
-
-fn refuse(status: u16, code: &str) -> Response<Full<Bytes>> {
-    reply(status, json!({"error": {"code": code, "message": code}}))
-}
-
-async fn handle(
-    request: Request<Incoming>,
-    state: Arc<CaState>,
-    client_cert: Option<Vec<u8>>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (parts, body) = request.into_parts();
-    let body = body.collect().await.map(|c| c.to_bytes().to_vec()).unwrap_or_default();
-    *state.requests.lock().expect("requests") += 1;
-    if *state.mode.lock().expect("mode") == Mode::Garbage {
-        return Ok(Response::new(Full::new(Bytes::from_static(b"{\"certificate\": <html>"))));
-    }
-    let bearer = parts.headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    Ok(match (parts.method.as_str(), parts.uri.path()) {
-        ("GET", "/api/v1/metadata") => reply(
-            200,
-            json!({
-                "certAuthDomain": state.origin.lock().expect("origin").clone(),
-                "issuerCommonName": ISSUER_CN,
-                "caCertificates": [state.issuer_pem],
-                "certificateLifetimeDays": 365,
-                "renewBeforeDays": 30,
-                "maxUnboundCertificates": 5,
-                "readOnly": false,
-                "protectedOrigins": state.protected_origins.lock().expect("protected origins").clone()
-            }),
-        ),
-        ("POST", "/api/v1/enroll") => {
-            if bearer.as_deref() != Some(&format!("Bearer {TOKEN}")) {
-                refuse(401, "invalid_token")
-            } else {
-                let udid = request["device"]["udid"].as_str().unwrap_or_default().to_owned();
-                issue(&state, request["csr"].as_str().unwrap_or_default(), &udid, None)
-            }
-        }
-        ("POST", "/api/v1/renew") => match presented(&state, client_cert.as_deref()) {
-            None => refuse(401, "client_certificate_required"),
-            Some(cert) if cert.state == "revoked" => refuse(403, "certificate_revoked"),
-            Some(cert) => {
-                let udid = rcgen_udid(&cert.der);
-                issue(&state, request["csr"].as_str().unwrap_or_default(), &udid, Some(&cert.serial))
-            }
-        },
-        ("GET", "/api/v1/certificate") => match presented(&state, client_cert.as_deref()) {
-            None => refuse(401, "client_certificate_required"),
-            Some(cert) => reply(
-                200,
-                json!({"serialNumber": cert.serial, "state": cert.state, "boundUser": null,
-                       "notAfter": "2099-01-01T00:00:00Z", "device": {"udid": rcgen_udid(&cert.der)}}),
-            ),
-        },
-        _ => refuse(404, "invalid_request"),
-    })
-}
-
-fn presented(state: &CaState, der: Option<&[u8]>) -> Option<Issued> {
-    let der = der?;
-    state.certs.lock().expect("certs").iter().find(|c| c.der == der).cloned()
-}
-
-fn rcgen_udid(der: &[u8]) -> String {
-    let info = ca_client::cert::CertificateInfo::from_der(der).expect("issued cert");
-    info.device_udid().unwrap_or_default().to_owned()
-}
-
-fn issue(state: &CaState, csr_b64: &str, udid: &str, supersedes: Option<&str>) -> Response<Full<Bytes>> {
-    let Ok(der) = base64::engine::general_purpose::STANDARD.decode(csr_b64) else {
-        return refuse(400, "invalid_csr");
-    };
-    let Ok(csr) = CertificateSigningRequestParams::from_der(&der.into()) else {
-        return refuse(400, "invalid_csr");
-    };
-    let spki = csr.public_key.subject_public_key_info();
-    let mut certs = state.certs.lock().expect("certs");
-    let (cert, status) = match certs.iter().find(|c| c.spki == spki && c.state != "revoked") {
-        Some(existing) => (existing.clone(), 200),
-        None => {
-            let serial = 0x2000 + certs.len() as u64;
-            let now = time::OffsetDateTime::now_utc();
-            let mut params = CertificateParams::default();
-            params.distinguished_name.push(DnType::CommonName, "Device Trust");
-            params.subject_alt_names =
-                vec![SanType::URI(format!("urn:devicetrust:device:{udid}").try_into().expect("uri"))];
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-            params.is_ca = IsCa::ExplicitNoCa;
-            params.not_before = now - time::Duration::hours(1);
-            params.not_after = now + time::Duration::days(365);
-            params.serial_number = Some(serial.into());
-            let issued = params.signed_by(&csr.public_key, &state.issuer).expect("sign");
-            let cert =
-                Issued { serial: format!("{serial:x}"), der: issued.der().to_vec(), spki, state: "unbound" };
-            certs.push(cert.clone());
-            if let Some(old) = supersedes {
-                for c in certs.iter_mut().filter(|c| c.serial == old) {
-                    c.state = "superseded";
-                }
-            }
-            (cert, 201)
-        }
-    };
-    let info = ca_client::cert::CertificateInfo::from_der(&cert.der).expect("issued cert");
-    reply(
-        status,
-        json!({
-            "certificate": info.to_pem(),
-            "chain": [state.issuer_pem],
-            "serialNumber": cert.serial,
-            "notBefore": info.not_before().to_rfc3339(),
-            "notAfter": info.not_after().to_rfc3339(),
-            "state": "unbound"
-        }),
-    )
-}
-
 /// A home directory with a configuration file, for one test.
 pub(crate) struct Home {
     pub(crate) temp: tempfile::TempDir,
     pub(crate) config: PathBuf,
+    /// The `ca_bundle` the configuration names.
+    pub(crate) bundle: PathBuf,
 }
 
 impl Home {
-    /// A home whose configuration points at `ca_url`.
+    /// A home whose configuration points at `ca_url`, trusting `fixtures/tls/ca.pem` (for a
+    /// CA that never answers).
     pub(crate) fn new(ca_url: &str) -> Self {
+        Self::with_bundle(ca_url, &fixture_path("ca.pem"))
+    }
+
+    /// A home whose configuration points at `ca_url`, trusting `ca_bundle`.
+    pub(crate) fn with_bundle(ca_url: &str, ca_bundle: &Path) -> Self {
         let temp = tempfile::tempdir().expect("tempdir");
         for dir in ["home", "data", "config", "run"] {
             std::fs::create_dir_all(temp.path().join(dir)).expect("dir");
@@ -342,16 +44,16 @@ impl Home {
             format!(
                 "ca_url = \"{ca_url}\"\nca_bundle = \"{}\"\ndevice_udid = \"UDID-CLI-1\"\n\
                  device_serial = \"SERIAL-CLI-1\"\nca_timeout_seconds = 20\n",
-                fixture_path("ca.pem").display()
+                ca_bundle.display()
             ),
         )
         .expect("config");
-        Self { temp, config }
+        Self { temp, config, bundle: ca_bundle.to_owned() }
     }
 
     /// A home for `ca`.
-    pub(crate) fn for_ca(ca: &TestCa) -> Self {
-        Self::new(&format!("https://{}", ca.addr))
+    pub(crate) fn for_ca(ca: &FakeCa) -> Self {
+        Self::with_bundle(ca.url(), ca.bundle())
     }
 
     pub(crate) fn data_dir(&self) -> PathBuf {
