@@ -354,15 +354,32 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let long = "s".repeat(40);
         type Clients<'a> = Vec<(&'a str, &'a str, &'a [&'a str])>;
-        let cases: Vec<(&str, Clients<'_>)> = vec![
-            ("fail/short-secret", vec![("wiki", "short-but-16-chars", &[])]),
-            ("fail/shared-secret", vec![("wiki", &long, &[]), ("git", &long, &[])]),
-            ("fail/bad-source", vec![("wiki", &long, &["10.0.0.0/99"])]),
+        // What is refused: `Some(setting)` for an invalid setting, `None` for the secret itself.
+        let cases: Vec<(&str, Clients<'_>, Option<&str>)> = vec![
+            ("fail/short-secret", vec![("wiki", "short-but-16-chars", &[])], None),
+            (
+                "fail/shared-secret",
+                vec![("wiki", &long, &[]), ("git", &long, &[])],
+                Some("relying_party.clients.secret"),
+            ),
+            (
+                "fail/bad-source",
+                vec![("wiki", &long, &["10.0.0.0/99"])],
+                Some("relying_party.clients.allowed_sources"),
+            ),
         ];
-        for (name, clients) in cases {
+        for (name, clients, want) in cases {
             let dir = dir.path().join(name.replace('/', "-"));
             std::fs::create_dir_all(&dir).expect("dir");
-            assert!(RelyingParties::load(&settings(&dir, &clients)).is_err(), "{name}");
+            let got = RelyingParties::load(&settings(&dir, &clients));
+            let refused = match (&got, want) {
+                (Err(RelyingPartyError::Secret(SecretError::TooShort { .. })), None) => true,
+                (Err(RelyingPartyError::Config(ConfigError::Invalid { setting, .. })), Some(want)) => {
+                    *setting == want
+                }
+                _ => false,
+            };
+            assert!(refused, "{name}: {got:?}");
         }
     }
 

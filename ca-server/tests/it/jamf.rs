@@ -631,7 +631,10 @@ fn secret_file_readable_by_others_is_refused() {
     // The file wins over the environment, so an open file is never bypassed.
     let open = secret_file(dir.path(), 0o644, "s3cret");
     settings.client_secret_file = Some(open);
-    assert!(settings.client_secret(|_| Some("from-env".to_owned())).is_err());
+    assert!(matches!(
+        settings.client_secret(|_| Some("from-env".to_owned())),
+        Err(MdmSetupError::SecretFileTooOpen { .. })
+    ));
 }
 
 #[cfg(unix)]

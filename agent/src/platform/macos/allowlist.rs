@@ -412,7 +412,9 @@ mod tests {
             ("fail/empty", "", Err(())),
         ];
         for (name, raw, want) in cases {
-            let got = raw.parse::<PartitionId>().map_err(|_| ());
+            let got = raw
+                .parse::<PartitionId>()
+                .map_err(|e| assert!(matches!(e, AllowlistError::InvalidEntry { .. }), "{name}: {e}"));
             assert_eq!(&got, want, "{name}");
             if let Ok(id) = got {
                 assert_eq!(id.to_string().parse::<PartitionId>().unwrap(), id, "{name}: round trip");

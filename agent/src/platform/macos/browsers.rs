@@ -303,7 +303,9 @@ mod tests {
 
     #[test]
     fn safari_names_table() {
-        let cases: &[(&str, &str, Option<&str>, Result<&[&str], ()>)] = &[
+        const DOMAIN: &str = "bad cert-auth domain";
+        const ORG: &str = "bad org domain";
+        let cases: &[(&str, &str, Option<&str>, Result<&[&str], &str>)] = &[
             (
                 "ok/origin-and-host",
                 ORIGIN,
@@ -348,18 +350,21 @@ mod tests {
                 Some("example.com"),
                 Ok(&["https://example.com/", "example.com", "*.example.com"]),
             ),
-            ("fail/http", "http://ca.example.com", None, Err(())),
-            ("fail/not-a-url", "ca.example.com", None, Err(())),
-            ("fail/star", "*", None, Err(())),
-            ("fail/https-star", "https://*", None, Err(())),
-            ("fail/star-label", "https://*.example.com", None, Err(())),
-            ("fail/path", "https://evil.example/path", None, Err(())),
-            ("fail/userinfo", "https://u@ca.example.com", None, Err(())),
-            ("fail/single-label-org", ORIGIN, Some("com"), Err(())),
-            ("fail/org-with-space", ORIGIN, Some("exa mple.com"), Err(())),
+            ("fail/http", "http://ca.example.com", None, Err(DOMAIN)),
+            ("fail/not-a-url", "ca.example.com", None, Err(DOMAIN)),
+            ("fail/star", "*", None, Err(DOMAIN)),
+            ("fail/https-star", "https://*", None, Err(DOMAIN)),
+            ("fail/star-label", "https://*.example.com", None, Err(DOMAIN)),
+            ("fail/path", "https://evil.example/path", None, Err(DOMAIN)),
+            ("fail/userinfo", "https://u@ca.example.com", None, Err(DOMAIN)),
+            ("fail/single-label-org", ORIGIN, Some("com"), Err(ORG)),
+            ("fail/org-with-space", ORIGIN, Some("exa mple.com"), Err(ORG)),
         ];
         for (name, domain, org, want) in cases {
-            let got = safari_identity_names(domain, *org).map_err(|_| ());
+            let got = safari_identity_names(domain, *org).map_err(|e| match e {
+                BrowserTargetError::BadCertAuthDomain(_) => DOMAIN,
+                BrowserTargetError::BadOrgDomain { .. } => ORG,
+            });
             let want = want.map(|w| w.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
             assert_eq!(got, want, "{name}");
         }

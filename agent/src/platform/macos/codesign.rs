@@ -211,7 +211,9 @@ mod tests {
             ("fail/empty", "", Err(())),
         ];
         for (name, text, want) in cases {
-            let got = parse(text).map(|s| s.signer()).map_err(|_| ());
+            let got = parse(text)
+                .map(|s| s.signer())
+                .map_err(|e| assert!(matches!(e, CodesignError::NotAReport { .. }), "{name}: {e}"));
             assert_eq!(&got, want, "{name}");
         }
     }

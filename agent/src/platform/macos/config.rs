@@ -167,7 +167,7 @@ mod tests {
     #[test]
     fn overlay_table() {
         let entry = |k: &str, v: Value| BTreeMap::from([(k.to_owned(), v)]);
-        let cases: Vec<(&str, BTreeMap<String, Value>, Result<Config, ()>)> = vec![
+        let cases: Vec<(&str, BTreeMap<String, Value>, Result<Config, &str>)> = vec![
             ("ok/nothing-managed", BTreeMap::new(), Ok(Config::default())),
             (
                 "ok/days",
@@ -185,16 +185,35 @@ mod tests {
                 Ok(Config::default()),
             ),
             ("ok/backend-key-not-config", entry("allowlist", Value::Array(vec![])), Ok(Config::default())),
-            ("fail/days-as-string", entry("renew_before_days", Value::String("7".into())), Err(())),
-            ("fail/negative-days", entry("renew_before_days", Value::Integer((-1).into())), Err(())),
-            ("fail/days-overflow", entry("renew_before_days", Value::Integer(u64::MAX.into())), Err(())),
-            ("fail/url-not-string", entry("ca_url", Value::Boolean(true)), Err(())),
-            ("fail/relative-bundle", entry("ca_bundle", Value::String("bundle.pem".into())), Err(())),
+            (
+                "fail/days-as-string",
+                entry("renew_before_days", Value::String("7".into())),
+                Err("renew_before_days"),
+            ),
+            (
+                "fail/negative-days",
+                entry("renew_before_days", Value::Integer((-1).into())),
+                Err("renew_before_days"),
+            ),
+            (
+                "fail/days-overflow",
+                entry("renew_before_days", Value::Integer(u64::MAX.into())),
+                Err("renew_before_days"),
+            ),
+            ("fail/url-not-string", entry("ca_url", Value::Boolean(true)), Err("ca_url")),
+            (
+                "fail/relative-bundle",
+                entry("ca_bundle", Value::String("bundle.pem".into())),
+                Err("ca_bundle"),
+            ),
         ];
         for (name, managed, want) in cases {
             let mut config = Config::default();
-            let got = overlay(&mut config, &managed).map(|_| config).map_err(|_| ());
-            assert_eq!(got, want, "{name}");
+            // The key the refusal names.
+            let got = overlay(&mut config, &managed)
+                .map(|_| config)
+                .map_err(|ConfigLayerError::WrongType { key, .. }| key);
+            assert_eq!(got.as_ref().map_err(String::as_str), want.as_ref().map_err(|k| *k), "{name}");
         }
     }
 

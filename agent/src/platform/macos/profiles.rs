@@ -139,7 +139,9 @@ mod tests {
 
     #[test]
     fn inline_table() {
-        let cases: &[(&str, &str, Result<(bool, bool, bool), ()>)] = &[
+        const NO_LINE: &str = "no enrollment line";
+        const ODD: &str = "unexpected value";
+        let cases: &[(&str, &str, Result<(bool, bool, bool), &str>)] = &[
             // Enrolled, but the user never approved the MDM profile (pre-Big Sur manual enrollment).
             (
                 "ok/enrolled-not-approved",
@@ -156,13 +158,17 @@ mod tests {
                 "  Enrolled via DEP: No\r\n  MDM enrollment: No\r\n",
                 Ok((false, false, false)),
             ),
-            ("fail/empty", "", Err(())),
-            ("fail/error-text", "profiles: Unable to get enrollment status (-1)\n", Err(())),
-            ("fail/odd-value", "Enrolled via DEP: Maybe\nMDM enrollment: Yes\n", Err(())),
-            ("fail/odd-enrollment", "MDM enrollment: Unknown\n", Err(())),
+            ("fail/empty", "", Err(NO_LINE)),
+            ("fail/error-text", "profiles: Unable to get enrollment status (-1)\n", Err(NO_LINE)),
+            ("fail/odd-value", "Enrolled via DEP: Maybe\nMDM enrollment: Yes\n", Err(ODD)),
+            ("fail/odd-enrollment", "MDM enrollment: Unknown\n", Err(ODD)),
         ];
         for (name, text, want) in cases {
-            let got = parse(text).map(|s| (s.via_dep, s.mdm_enrolled, s.user_approved)).map_err(|_| ());
+            let got =
+                parse(text).map(|s| (s.via_dep, s.mdm_enrolled, s.user_approved)).map_err(|e| match e {
+                    ProfilesError::NoEnrollmentLine { .. } => NO_LINE,
+                    ProfilesError::UnexpectedValue { .. } => ODD,
+                });
             assert_eq!(&got, want, "{name}");
         }
     }
