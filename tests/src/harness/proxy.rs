@@ -20,7 +20,7 @@
 //!
 //! [`ServerTls`] makes the proxies' TLS server certificate (for `127.0.0.1` and
 //! `localhost`) under a test root that the agent's NSS database then trusts. [`Proxy`]
-//! stops the process group when dropped (see [`super::process::Guard`]).
+//! stops the process group when dropped (see [`testkit::Guard`]).
 
 use std::fmt;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
