@@ -1,11 +1,14 @@
 //! Test support: an in-memory CA that issues real certificates, for the lifecycle and
-//! command tests, and [`CrashAt`], the checkpoints that simulate a crash at one step. It follows the contract's rules that matter to the agent: enrollment is
-//! idempotent per key, renewal supersedes the presented certificate, revocation is reported.
+//! command tests, and [`CrashAt`], the checkpoints that simulate a crash at one step.
+//!
+//! The CA is `testkit`'s issuing core, the one every fake CA of the tests shares, behind the
+//! agent's [`CaApi`] instead of HTTPS: enrollment is idempotent per key, renewal supersedes
+//! the presented certificate, revocation is reported, and knobs make it go down or issue
+//! for the wrong key or device.
 
 use std::fmt;
 use std::sync::Mutex;
 
-use base64::Engine as _;
 use ca_client::ClientError;
 use ca_client::cert::CertificateInfo;
 use ca_client::protocol::{
@@ -14,10 +17,7 @@ use ca_client::protocol::{
 };
 use ca_client::response::Issued;
 use chrono::{DateTime, TimeZone as _, Utc};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData as _, SanType,
-};
+use testkit::fake_ca::{CertState, Issuance, Twist};
 
 use crate::lifecycle::CaApi;
 use crate::lifecycle::checkpoints::{Checkpoints, SimulatedCrash, Step};
@@ -44,15 +44,6 @@ pub(crate) fn early() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).single().expect("valid date")
 }
 
-#[derive(Debug, Clone)]
-pub(crate) struct FakeCert {
-    pub serial: String,
-    pub spki: Vec<u8>,
-    pub pem: String,
-    pub udid: String,
-    pub state: CertificateState,
-}
-
 #[derive(Debug, Default)]
 pub(crate) struct Knobs {
     /// Every call fails to connect.
@@ -67,10 +58,11 @@ pub(crate) struct Knobs {
     pub protected_origins: Vec<String>,
 }
 
+/// The in-memory CA: `testkit`'s issuing core (the one every fake CA shares) behind
+/// [`CaApi`], with a fixed validity for the fixed clocks of these tests.
 pub(crate) struct FakeCa {
-    issuer: Issuer<'static, KeyPair>,
+    issuance: Mutex<Issuance>,
     pub ca_pem: String,
-    pub certs: Mutex<Vec<FakeCert>>,
     pub knobs: Mutex<Knobs>,
     pub requests: Mutex<u32>,
 }
@@ -85,20 +77,22 @@ fn refused(status: u16, code: ErrorCode) -> ClientError {
     ClientError::Ca { status, message: code.as_str().to_owned(), code, retry_after: None }
 }
 
+fn state_of(state: CertState) -> CertificateState {
+    match state {
+        CertState::Unbound => CertificateState::Unbound,
+        CertState::Superseded => CertificateState::Superseded,
+        CertState::Revoked => CertificateState::Revoked,
+    }
+}
+
 impl FakeCa {
     pub(crate) fn new() -> Self {
-        let key = KeyPair::generate().expect("ca key");
-        let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, ISSUER_CN);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.not_before = rcgen::date_time_ymd(2025, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2030, 1, 1);
-        let ca_pem = params.self_signed(&key).expect("ca cert").pem();
+        let issuance = Issuance::new(ISSUER_CN)
+            .with_validity(rcgen::date_time_ymd(2026, 1, 1), rcgen::date_time_ymd(2027, 1, 1))
+            .with_first_serial(0x1000);
         Self {
-            issuer: Issuer::new(params, key),
-            ca_pem,
-            certs: Mutex::new(Vec::new()),
+            ca_pem: issuance.issuer_pem().to_owned(),
+            issuance: Mutex::new(issuance),
             knobs: Mutex::new(Knobs::default()),
             requests: Mutex::new(0),
         }
@@ -126,19 +120,21 @@ impl FakeCa {
         self.knobs.lock().expect("knobs")
     }
 
-    pub(crate) fn certs(&self) -> Vec<FakeCert> {
-        self.certs.lock().expect("certs").clone()
+    fn issuance(&self) -> std::sync::MutexGuard<'_, Issuance> {
+        self.issuance.lock().expect("issuance")
+    }
+
+    pub(crate) fn certs(&self) -> Vec<testkit::fake_ca::Issued> {
+        self.issuance().certs().to_vec()
     }
 
     /// Certificates the CA would count against the device's unbound limit.
     pub(crate) fn unbound(&self) -> usize {
-        self.certs().iter().filter(|c| c.state == CertificateState::Unbound).count()
+        self.issuance().unbound()
     }
 
     pub(crate) fn revoke_all(&self) {
-        for cert in self.certs.lock().expect("certs").iter_mut() {
-            cert.state = CertificateState::Revoked;
-        }
+        self.issuance().revoke_all();
     }
 
     fn check_up(&self) -> Result<(), ClientError> {
@@ -149,89 +145,33 @@ impl FakeCa {
         Ok(())
     }
 
-    fn issue(&self, csr_b64: &str, udid: &str) -> Result<Issued, ClientError> {
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(csr_b64)
-            .map_err(|_| refused(400, ErrorCode::InvalidCsr))?;
-        let csr = CertificateSigningRequestParams::from_der(&der.into())
-            .map_err(|_| refused(400, ErrorCode::InvalidCsr))?;
-        let mut spki = csr.public_key.subject_public_key_info();
-        let mut certs = self.certs.lock().expect("certs");
-        if let Some(existing) = certs.iter().find(|c| c.spki == spki && c.state != CertificateState::Revoked)
-        {
-            return Ok(self.answer(existing, false));
-        }
-        let (wrong_key, wrong_device) = {
+    fn issue(&self, csr_b64: &str, udid: &str) -> Result<(Issued, bool), ClientError> {
+        let twist = {
             let knobs = self.knobs();
-            (knobs.wrong_key, knobs.wrong_device)
+            Twist { wrong_key: knobs.wrong_key, wrong_device: knobs.wrong_device }
         };
-        let other_key;
-        let public_key: &dyn rcgen::PublicKeyData = if wrong_key {
-            other_key = KeyPair::generate().expect("other key");
-            spki = other_key.subject_public_key_info();
-            &other_key
-        } else {
-            &csr.public_key
-        };
-        let udid = if wrong_device { "SOMEONE-ELSE" } else { udid };
-        let serial = certs.len() as u64 + 0x1000;
-        let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, "Device Trust");
-        params.subject_alt_names =
-            vec![SanType::URI(format!("urn:devicetrust:device:{udid}").try_into().expect("uri"))];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.not_before = rcgen::date_time_ymd(2026, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2027, 1, 1);
-        params.serial_number = Some(serial.into());
-        let pem = params.signed_by(&DynKey(public_key), &self.issuer).expect("sign").pem();
-        let cert = FakeCert {
-            serial: format!("{serial:x}"),
-            spki,
-            pem,
-            udid: udid.to_owned(),
-            state: CertificateState::Unbound,
-        };
-        let answer = self.answer(&cert, true);
-        certs.push(cert);
-        Ok(answer)
-    }
-
-    fn answer(&self, cert: &FakeCert, created: bool) -> Issued {
-        Issued {
+        let (cert, created) =
+            self.issuance().issue(csr_b64, udid, twist).map_err(|_| refused(400, ErrorCode::InvalidCsr))?;
+        let issued = Issued {
             certificate: IssuedCertificate {
-                certificate: cert.pem.clone(),
+                certificate: cert.pem,
                 chain: vec![self.ca_pem.clone()],
-                serial_number: cert.serial.clone(),
+                serial_number: cert.serial,
                 not_before: not_before(),
                 not_after: not_after(),
-                state: cert.state,
+                state: state_of(cert.state),
             },
             created,
-        }
+        };
+        Ok((issued, created))
     }
 
-    fn presented(&self, identity: &Identity) -> Result<FakeCert, ClientError> {
+    fn presented(&self, identity: &Identity) -> Result<testkit::fake_ca::Issued, ClientError> {
         let info = CertificateInfo::from_pem(&identity.certificate_pem).expect("presented cert");
-        let cert = self
-            .certs()
-            .into_iter()
-            .find(|c| c.serial == info.serial_number())
-            .ok_or_else(|| refused(401, ErrorCode::ClientCertificateRequired))?;
-        Ok(cert)
-    }
-}
-
-/// Lets one call site sign for either kind of public key.
-struct DynKey<'a>(&'a dyn rcgen::PublicKeyData);
-
-impl rcgen::PublicKeyData for DynKey<'_> {
-    fn der_bytes(&self) -> &[u8] {
-        self.0.der_bytes()
-    }
-    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
-        self.0.algorithm()
+        self.issuance()
+            .find_serial(info.serial_number())
+            .cloned()
+            .ok_or_else(|| refused(401, ErrorCode::ClientCertificateRequired))
     }
 }
 
@@ -246,22 +186,18 @@ impl CaApi for FakeCa {
         if token.expose() != TOKEN {
             return Err(refused(401, ErrorCode::InvalidToken));
         }
-        self.issue(&request.csr, &request.device.udid)
+        self.issue(&request.csr, &request.device.udid).map(|(issued, _)| issued)
     }
 
     fn renew(&self, identity: &Identity, request: &RenewRequest) -> Result<Issued, ClientError> {
         self.check_up()?;
         let presented = self.presented(identity)?;
-        if presented.state == CertificateState::Revoked {
+        if presented.state == CertState::Revoked {
             return Err(refused(403, ErrorCode::CertificateRevoked));
         }
-        let issued = self.issue(&request.csr, &presented.udid)?;
-        if issued.certificate.serial_number != presented.serial {
-            for cert in self.certs.lock().expect("certs").iter_mut() {
-                if cert.serial == presented.serial {
-                    cert.state = CertificateState::Superseded;
-                }
-            }
+        let (issued, created) = self.issue(&request.csr, &presented.udid)?;
+        if created {
+            self.issuance().supersede(&presented.serial);
         }
         Ok(issued)
     }
@@ -271,7 +207,7 @@ impl CaApi for FakeCa {
         let cert = self.presented(identity)?;
         Ok(CertificateStatus {
             serial_number: cert.serial.clone(),
-            state: cert.state,
+            state: state_of(cert.state),
             bound_user: None,
             not_after: not_after(),
             device: DeviceRef { udid: cert.udid },

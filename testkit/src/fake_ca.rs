@@ -12,6 +12,10 @@
 //!
 //! Each instance has its own throwaway TLS root, written to [`FakeCa::bundle`] for the
 //! agent's `ca_bundle`: a client of one fake never trusts another.
+//!
+//! The issuing itself is [`Issuance`], which the agent's in-memory fake (its unit tests reach
+//! the CA through a trait, not HTTPS) uses too, so that "what a fake CA issues" is one piece
+//! of code.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -80,6 +84,28 @@ enum Answer {
     Computed(Responder),
 }
 
+/// Where a certificate the fake issued stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertState {
+    /// Issued, not yet superseded or revoked: counts against the device's limit.
+    Unbound,
+    /// Replaced by a renewal.
+    Superseded,
+    /// Revoked by the test.
+    Revoked,
+}
+
+impl CertState {
+    /// The contract's name, e.g. `unbound`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Unbound => "unbound",
+            Self::Superseded => "superseded",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
 /// A certificate the fake issued.
 #[derive(Debug, Clone)]
 pub struct Issued {
@@ -89,23 +115,195 @@ pub struct Issued {
     pub der: Vec<u8>,
     /// Its PEM.
     pub pem: String,
-    /// Its subject public key info.
+    /// The subject public key info it certifies.
     pub spki: Vec<u8>,
     /// The device UDID it names.
     pub udid: String,
-    /// Its validity, RFC 3339.
-    pub not_before: String,
-    /// The end of its validity, RFC 3339.
-    pub not_after: String,
-    /// `unbound`, `superseded` or `revoked`.
-    pub state: &'static str,
+    /// The start of its validity.
+    pub not_before: time::OffsetDateTime,
+    /// The end of its validity.
+    pub not_after: time::OffsetDateTime,
+    /// Where it stands.
+    pub state: CertState,
+}
+
+/// How a fake CA misbehaves when it issues, for the agent's checks of what comes back.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Twist {
+    /// Certify a key other than the CSR's (a broken or hostile CA).
+    pub wrong_key: bool,
+    /// Name another device.
+    pub wrong_device: bool,
+}
+
+/// The CSR is not base64 DER of a CSR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidCsr;
+
+/// The issuing core every fake CA shares: a throwaway issuing CA (rcgen) and the certificates
+/// it issued, with the contract's rules the agent relies on: one certificate per key
+/// (asking again with the same key gives the same certificate back), renewal supersedes.
+pub struct Issuance {
+    issuer: Issuer<'static, KeyPair>,
+    issuer_der: Vec<u8>,
+    issuer_pem: String,
+    certs: Vec<Issued>,
+    validity: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
+    first_serial: u64,
+}
+
+impl std::fmt::Debug for Issuance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuance").field("certs", &self.certs.len()).finish_non_exhaustive()
+    }
+}
+
+impl Issuance {
+    /// A new issuing CA named `issuer_cn`, valid 2025 to 2099, issuing for a year from an hour
+    /// ago, serials from 0x2000.
+    pub fn new(issuer_cn: &str) -> Self {
+        let key = KeyPair::generate().expect("the issuing key");
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, issuer_cn);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2099, 1, 1);
+        let cert = params.self_signed(&key).expect("the issuing certificate");
+        Self {
+            issuer_der: cert.der().to_vec(),
+            issuer_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+            certs: Vec::new(),
+            validity: None,
+            first_serial: 0x2000,
+        }
+    }
+
+    /// Issues every certificate for exactly this validity (for tests on a fixed clock).
+    pub fn with_validity(
+        mut self,
+        not_before: time::OffsetDateTime,
+        not_after: time::OffsetDateTime,
+    ) -> Self {
+        self.validity = Some((not_before, not_after));
+        self
+    }
+
+    /// Numbers serials from `first`.
+    pub fn with_first_serial(mut self, first: u64) -> Self {
+        self.first_serial = first;
+        self
+    }
+
+    /// The issuing CA's certificate, PEM.
+    pub fn issuer_pem(&self) -> &str {
+        &self.issuer_pem
+    }
+
+    /// The issuing CA's certificate, DER.
+    pub fn issuer_der(&self) -> &[u8] {
+        &self.issuer_der
+    }
+
+    /// Every certificate issued, in order.
+    pub fn certs(&self) -> &[Issued] {
+        &self.certs
+    }
+
+    /// The certificate with this DER (a presented client certificate), if issued here.
+    pub fn find_der(&self, der: &[u8]) -> Option<&Issued> {
+        self.certs.iter().find(|c| c.der == der)
+    }
+
+    /// The certificate with this serial, if issued here.
+    pub fn find_serial(&self, serial: &str) -> Option<&Issued> {
+        self.certs.iter().find(|c| c.serial == serial)
+    }
+
+    /// How many are unbound (neither superseded nor revoked).
+    pub fn unbound(&self) -> usize {
+        self.certs.iter().filter(|c| c.state == CertState::Unbound).count()
+    }
+
+    /// Revokes every certificate.
+    pub fn revoke_all(&mut self) {
+        for cert in &mut self.certs {
+            cert.state = CertState::Revoked;
+        }
+    }
+
+    /// Marks the certificate with `serial` superseded.
+    pub fn supersede(&mut self, serial: &str) {
+        for cert in self.certs.iter_mut().filter(|c| c.serial == serial) {
+            cert.state = CertState::Superseded;
+        }
+    }
+
+    /// Signs the CSR (base64 DER) for `udid`, or gives back the certificate already issued for
+    /// its key (not revoked); `true` when it is new.
+    pub fn issue(&mut self, csr_b64: &str, udid: &str, twist: Twist) -> Result<(Issued, bool), InvalidCsr> {
+        let der = base64::engine::general_purpose::STANDARD.decode(csr_b64).map_err(|_| InvalidCsr)?;
+        let csr = CertificateSigningRequestParams::from_der(&der.into()).map_err(|_| InvalidCsr)?;
+        let mut spki = csr.public_key.subject_public_key_info();
+        if let Some(existing) = self.certs.iter().find(|c| c.spki == spki && c.state != CertState::Revoked) {
+            return Ok((existing.clone(), false));
+        }
+        let other_key;
+        let public_key: &dyn rcgen::PublicKeyData = if twist.wrong_key {
+            other_key = KeyPair::generate().expect("another key");
+            spki = other_key.subject_public_key_info();
+            &other_key
+        } else {
+            &csr.public_key
+        };
+        let udid = if twist.wrong_device { "SOMEONE-ELSE" } else { udid };
+        let serial = self.first_serial + self.certs.len() as u64;
+        let (not_before, not_after) = self.validity.unwrap_or_else(|| {
+            let now = time::OffsetDateTime::now_utc();
+            (now - time::Duration::hours(1), now + time::Duration::days(365))
+        });
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, "Device Trust");
+        params.subject_alt_names =
+            vec![SanType::URI(format!("urn:devicetrust:device:{udid}").try_into().expect("a uri"))];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.not_before = not_before;
+        params.not_after = not_after;
+        params.serial_number = Some(serial.into());
+        let issued = params.signed_by(&DynKey(public_key), &self.issuer).expect("sign");
+        let cert = Issued {
+            serial: format!("{serial:x}"),
+            der: issued.der().to_vec(),
+            pem: issued.pem(),
+            spki,
+            udid: udid.to_owned(),
+            not_before,
+            not_after,
+            state: CertState::Unbound,
+        };
+        self.certs.push(cert.clone());
+        Ok((cert, true))
+    }
+}
+
+/// Lets one call site sign for either kind of public key.
+struct DynKey<'a>(&'a dyn rcgen::PublicKeyData);
+
+impl rcgen::PublicKeyData for DynKey<'_> {
+    fn der_bytes(&self) -> &[u8] {
+        self.0.der_bytes()
+    }
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.0.algorithm()
+    }
 }
 
 struct State {
     protocol: bool,
-    issuer: Issuer<'static, KeyPair>,
-    issuer_pem: String,
-    certs: Vec<Issued>,
+    issuance: Issuance,
     mode: Mode,
     cert_auth_domain: String,
     protected_origins: Vec<String>,
@@ -152,15 +350,11 @@ impl FakeCa {
     fn start_inner(protocol: bool) -> Self {
         let dir =
             tempfile::Builder::new().prefix("devicetrust-fake-ca-").tempdir().expect("a temporary directory");
-        let key = KeyPair::generate().expect("the issuing key");
-        let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, ISSUER_CN);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let issuer_cert = params.self_signed(&key).expect("the issuing certificate");
+        let issuance = Issuance::new(ISSUER_CN);
         // Only the contract's fake asks for the client certificates it issued; the canned one
         // serves clients whose certificates come from elsewhere (the real CA).
-        let (tls, tls_root_pem) = tls_config(protocol.then(|| issuer_cert.der().clone()));
+        let (tls, tls_root_pem) =
+            tls_config(protocol.then(|| CertificateDer::from(issuance.issuer_der().to_vec())));
         let bundle = dir.path().join("fake-ca-tls-root.pem");
         std::fs::write(&bundle, tls_root_pem).expect("the fake's bundle");
 
@@ -173,9 +367,7 @@ impl FakeCa {
         let url = format!("https://{}", listener.local_addr().expect("the bound address"));
         let state = Arc::new(Mutex::new(State {
             protocol,
-            issuer_pem: issuer_cert.pem(),
-            issuer: Issuer::new(params, key),
-            certs: Vec::new(),
+            issuance,
             mode: Mode::Normal,
             cert_auth_domain: url.clone(),
             protected_origins: Vec::new(),
@@ -256,19 +448,17 @@ impl FakeCa {
 
     /// Every certificate it issued, in order.
     pub fn certs(&self) -> Vec<Issued> {
-        self.lock().certs.clone()
+        self.lock().issuance.certs().to_vec()
     }
 
     /// How many of them are unbound (neither superseded nor revoked).
     pub fn unbound(&self) -> usize {
-        self.certs().iter().filter(|c| c.state == "unbound").count()
+        self.lock().issuance.unbound()
     }
 
     /// Revokes every certificate it issued.
     pub fn revoke_all(&self) {
-        for cert in &mut self.lock().certs {
-            cert.state = "revoked";
-        }
+        self.lock().issuance.revoke_all();
     }
 }
 
@@ -353,14 +543,14 @@ async fn handle(
     }
     let bearer = parts.headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let presented = client_cert.and_then(|der| state.certs.iter().find(|c| c.der == der).cloned());
+    let presented = client_cert.and_then(|der| state.issuance.find_der(&der).cloned());
     let answer = match (parts.method.as_str(), path.as_str()) {
         ("GET", "/api/v1/metadata") => reply(
             200,
             &json!({
                 "certAuthDomain": state.cert_auth_domain,
                 "issuerCommonName": ISSUER_CN,
-                "caCertificates": [state.issuer_pem],
+                "caCertificates": [state.issuance.issuer_pem()],
                 "certificateLifetimeDays": 365,
                 "renewBeforeDays": 30,
                 "maxUnboundCertificates": 5,
@@ -377,7 +567,7 @@ async fn handle(
         }
         ("POST", "/api/v1/renew") => match presented {
             None => refuse(401, "client_certificate_required"),
-            Some(cert) if cert.state == "revoked" => refuse(403, "certificate_revoked"),
+            Some(cert) if cert.state == CertState::Revoked => refuse(403, "certificate_revoked"),
             Some(cert) => {
                 issue(&mut state, request["csr"].as_str().unwrap_or_default(), &cert.udid, Some(&cert.serial))
             }
@@ -386,7 +576,7 @@ async fn handle(
             None => refuse(401, "client_certificate_required"),
             Some(cert) => reply(
                 200,
-                &json!({"serialNumber": cert.serial, "state": cert.state, "boundUser": null,
+                &json!({"serialNumber": cert.serial, "state": cert.state.as_str(), "boundUser": null,
                         "notAfter": "2099-01-01T00:00:00Z", "device": {"udid": cert.udid}}),
             ),
         },
@@ -395,62 +585,26 @@ async fn handle(
     Ok(respond(answer))
 }
 
-/// Signs the CSR for `udid`, or gives back the certificate already issued for its key.
+/// Issues for `udid` (superseding `supersedes` when the certificate is new) and answers as
+/// the contract does: 201 for a new certificate, 200 for the one the key already has.
 fn issue(state: &mut State, csr_b64: &str, udid: &str, supersedes: Option<&str>) -> Reply {
-    let Ok(der) = base64::engine::general_purpose::STANDARD.decode(csr_b64) else {
+    let Ok((cert, created)) = state.issuance.issue(csr_b64, udid, Twist::default()) else {
         return refuse(400, "invalid_csr");
     };
-    let Ok(csr) = CertificateSigningRequestParams::from_der(&der.into()) else {
-        return refuse(400, "invalid_csr");
-    };
-    let spki = csr.public_key.subject_public_key_info();
-    let (cert, status) = match state.certs.iter().find(|c| c.spki == spki && c.state != "revoked") {
-        Some(existing) => (existing.clone(), 200),
-        None => {
-            let serial = 0x2000 + state.certs.len() as u64;
-            let now = time::OffsetDateTime::now_utc();
-            let (not_before, not_after) = (now - time::Duration::hours(1), now + time::Duration::days(365));
-            let rfc3339 = |t: time::OffsetDateTime| {
-                t.format(&time::format_description::well_known::Rfc3339).expect("an rfc 3339 time")
-            };
-            let mut params = CertificateParams::default();
-            params.distinguished_name.push(DnType::CommonName, "Device Trust");
-            params.subject_alt_names =
-                vec![SanType::URI(format!("urn:devicetrust:device:{udid}").try_into().expect("a uri"))];
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-            params.is_ca = IsCa::ExplicitNoCa;
-            params.not_before = not_before;
-            params.not_after = not_after;
-            params.serial_number = Some(serial.into());
-            let issued = params.signed_by(&csr.public_key, &state.issuer).expect("sign");
-            let cert = Issued {
-                serial: format!("{serial:x}"),
-                der: issued.der().to_vec(),
-                pem: issued.pem(),
-                spki,
-                udid: udid.to_owned(),
-                not_before: rfc3339(not_before),
-                not_after: rfc3339(not_after),
-                state: "unbound",
-            };
-            state.certs.push(cert.clone());
-            if let Some(old) = supersedes {
-                for c in state.certs.iter_mut().filter(|c| c.serial == old) {
-                    c.state = "superseded";
-                }
-            }
-            (cert, 201)
-        }
+    if let (true, Some(old)) = (created, supersedes) {
+        state.issuance.supersede(old);
+    }
+    let rfc3339 = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339).expect("an rfc 3339 time")
     };
     reply(
-        status,
+        if created { 201 } else { 200 },
         &json!({
             "certificate": cert.pem,
-            "chain": [state.issuer_pem],
+            "chain": [state.issuance.issuer_pem()],
             "serialNumber": cert.serial,
-            "notBefore": cert.not_before,
-            "notAfter": cert.not_after,
+            "notBefore": rfc3339(cert.not_before),
+            "notAfter": rfc3339(cert.not_after),
             "state": "unbound"
         }),
     )

@@ -42,7 +42,7 @@ fn enroll_renew_revoke_reenroll_uninstall() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(home.serial().as_deref(), Some("2001"));
     assert_eq!(home.identity_dirs(), 1, "the old identity is deleted");
-    assert_eq!(ca.certs()[0].state, "superseded");
+    assert_eq!(ca.certs()[0].state, testkit::fake_ca::CertState::Superseded);
 
     ca.revoke_all();
     let out = home.run(&["run"]);
