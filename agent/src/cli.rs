@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::app::exit::EXIT_CODES_HELP;
+use crate::exit::EXIT_CODES_HELP;
 use crate::token::TokenSource;
 
 /// Keeps this device's mutual-TLS client certificate enrolled, renewed and presented by

@@ -32,6 +32,7 @@ mod app;
 mod autoselect;
 mod config;
 mod decision;
+mod exit;
 mod https_ca;
 mod lifecycle;
 mod mobileconfig;

@@ -13,10 +13,11 @@ use super::{
     Agent, AgentError, Current, METADATA_REFRESH, error_chain, find_client_error, rfc3339, target_of,
     warn_skipped_origins,
 };
+use crate::decision::MdmEnrollment;
 use crate::decision::backoff::Jitter;
 use crate::decision::{self, BackoffState, Blocked, Decision, Inputs, Intent, RenewReason};
 use crate::lifecycle::{self, CaApi, LifecycleError};
-use crate::platform::{MdmEnrollment, Scope, WrittenEntries};
+use crate::platform::{Scope, WrittenEntries};
 use crate::token::Secret;
 
 impl Agent {

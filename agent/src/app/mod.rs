@@ -29,7 +29,6 @@ use crate::token::{Secret, TokenError};
 use state_dir::StateDir;
 
 mod cycle;
-pub(crate) mod exit;
 mod install;
 mod profile;
 mod state_dir;
@@ -43,7 +42,7 @@ mod jamf;
 #[cfg(test)]
 mod tests;
 
-pub use exit::Exit;
+pub use crate::exit::Exit;
 
 /// Why a command did not succeed; each maps to one exit code.
 #[derive(Debug, thiserror::Error)]

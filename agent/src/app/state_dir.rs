@@ -250,7 +250,7 @@ fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), Pla
     let mut bytes = serde_json::to_vec_pretty(value)
         .map_err(|source| PlatformError::Encode { what: "a state file", source })?;
     bytes.push(b'\n');
-    files::write_atomic(&dir.join(name), &bytes)
+    files::write_atomic(&dir.join(name), &bytes).map_err(PlatformError::from)
 }
 
 #[cfg(test)]

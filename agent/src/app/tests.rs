@@ -7,11 +7,12 @@ use chrono::TimeZone as _;
 
 use super::*;
 use crate::config::Config;
+use crate::decision::MdmEnrollment;
 use crate::lifecycle::checkpoints::Step;
 use crate::platform::file_store::FileIdentityStore;
 use crate::platform::{
-    BrowserIntegration, BrowserStatus, DeviceFacts, FixedClock, MdmEnrollment, Notifier, ScheduleSpec,
-    Scheduler, SchedulerStatus, Scope, WrittenEntries,
+    BrowserIntegration, BrowserStatus, DeviceFacts, FixedClock, Notifier, ScheduleSpec, Scheduler,
+    SchedulerStatus, Scope, WrittenEntries,
 };
 use crate::testing::{CrashAt, FakeCa, TOKEN, early, not_after};
 use crate::trust::Trust;

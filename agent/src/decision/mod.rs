@@ -12,10 +12,19 @@ pub(crate) mod schedule;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-#[cfg(test)]
-use crate::platform::Clock;
-use crate::platform::MdmEnrollment;
 pub(crate) use backoff::BackoffState;
+
+/// Whether the device's own MDM enrollment check says it is managed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum MdmEnrollment {
+    /// The device reports an MDM enrollment.
+    #[cfg_attr(not(target_os = "macos"), allow(dead_code, reason = "only the macOS backend uses it"))]
+    Enrolled,
+    /// The device reports none: enrollment and renewal are pointless (the CA would refuse).
+    NotEnrolled,
+    /// The platform cannot tell (Linux): the CA's check decides.
+    Unknown,
+}
 
 /// The validity of a certificate, as far as the core cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -155,12 +164,6 @@ pub(crate) enum Decision {
         /// When it expired.
         not_after: DateTime<Utc>,
     },
-}
-
-#[cfg(test)]
-/// Decides what to do at the clock's current time.
-pub(crate) fn decide(inputs: &Inputs, clock: &dyn Clock) -> Decision {
-    decide_at(inputs, clock.now())
 }
 
 /// Decides what to do at `now`.

@@ -5,7 +5,6 @@ use proptest::prelude::*;
 
 use super::backoff::Jitter;
 use super::*;
-use crate::platform::FixedClock;
 
 fn at(days: i64) -> DateTime<Utc> {
     DateTime::<Utc>::UNIX_EPOCH + TimeDelta::days(20_000 + days)
@@ -215,12 +214,10 @@ fn decision_table() {
 }
 
 #[test]
-fn decide_reads_the_clock() {
-    let clock = FixedClock::new(at(1));
+fn the_same_inputs_decide_by_the_time() {
     let i = inputs(LocalIdentity::Enrolled(year()), Intent::Run);
-    assert_eq!(decide(&i, &clock), Decision::Nothing { next_due: at(335) });
-    clock.set(at(336));
-    assert_eq!(decide(&i, &clock), Decision::Renew(RenewReason::Due));
+    assert_eq!(decide_at(&i, at(1)), Decision::Nothing { next_due: at(335) });
+    assert_eq!(decide_at(&i, at(336)), Decision::Renew(RenewReason::Due));
 }
 
 fn arb_time() -> impl Strategy<Value = DateTime<Utc>> {

@@ -105,7 +105,7 @@ impl FileIdentityStore {
         files::ensure_private_dir(&self.dir)?;
         let bytes = serde_json::to_vec_pretty(index)
             .map_err(|source| PlatformError::Encode { what: "the identity index", source })?;
-        files::write_atomic(&self.index_path(), &bytes)
+        files::write_atomic(&self.index_path(), &bytes).map_err(PlatformError::from)
     }
 
     fn load_key(&self, id: &str, what: &'static str) -> Result<SoftwareKey, PlatformError> {
@@ -210,6 +210,7 @@ impl IdentityStore for FileIdentityStore {
         let chain: String = chain_pem.iter().map(|pem| ensure_newline(pem)).collect();
         files::write_atomic(&dir.join(CHAIN), chain.as_bytes())?;
         files::write_atomic(&dir.join(CERT), ensure_newline(certificate_pem).as_bytes())
+            .map_err(PlatformError::from)
     }
 
     fn pending_identity(&self) -> Result<Option<Identity>, PlatformError> {
@@ -222,7 +223,9 @@ impl IdentityStore for FileIdentityStore {
         let dir = self.identity_dir(&id);
         files::remove_file_if_exists(&dir.join(CERT))?;
         files::remove_file_if_exists(&dir.join(CHAIN))?;
-        files::sync_dir(&dir).or_else(|e| if dir.exists() { Err(e) } else { Ok(()) })
+        files::sync_dir(&dir)
+            .or_else(|e| if dir.exists() { Err(e) } else { Ok(()) })
+            .map_err(PlatformError::from)
     }
 
     fn promote(&self) -> Result<(), PlatformError> {

@@ -31,6 +31,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ca_client::signer::KeySigner;
+
+use crate::decision::MdmEnrollment;
 use chrono::{DateTime, Utc};
 
 #[cfg(any(not(target_os = "macos"), test))]
@@ -124,6 +126,12 @@ pub(crate) enum PlatformError {
 
 /// The cause a backend error keeps: any error of the platform's parts.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl From<crate::util::files::FileError> for PlatformError {
+    fn from(e: crate::util::files::FileError) -> Self {
+        Self::Io { action: e.action, path: e.path, source: e.source }
+    }
+}
 
 impl PlatformError {
     /// A [`PlatformError::Backend`]: `action` failed because of `source` (an error, or a
@@ -279,18 +287,6 @@ pub(crate) trait IdentityStore: Send + Sync + fmt::Debug {
 
     /// How the store describes itself in `status`.
     fn describe(&self) -> StoreDescription;
-}
-
-/// Whether the device's own MDM enrollment check says it is managed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum MdmEnrollment {
-    /// The device reports an MDM enrollment.
-    #[cfg_attr(not(target_os = "macos"), allow(dead_code, reason = "only the macOS backend uses it"))]
-    Enrolled,
-    /// The device reports none: enrollment and renewal are pointless (the CA would refuse).
-    NotEnrolled,
-    /// The platform cannot tell (Linux): the CA's check decides.
-    Unknown,
 }
 
 /// Facts about the device and who is using it.

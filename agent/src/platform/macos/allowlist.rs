@@ -357,7 +357,7 @@ pub(crate) fn save(data_dir: &Path, list: &Allowlist) -> Result<(), AllowlistErr
     bytes.push(b'\n');
     crate::util::files::ensure_private_dir(data_dir)
         .and_then(|()| crate::util::files::write_atomic(&path, &bytes))
-        .map_err(|e| AllowlistError::File { path, reason: e.to_string() })
+        .map_err(|e| AllowlistError::File { path, reason: format!("{e}: {}", e.source) })
 }
 
 /// The list in force and where it came from: the managed list if an admin set one, else the

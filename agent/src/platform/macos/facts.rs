@@ -8,7 +8,8 @@ use std::sync::OnceLock;
 use nix::unistd::{Uid, User};
 
 use super::{console, ioreg, profiles};
-use crate::platform::{DeviceFacts, MdmEnrollment, PlatformError};
+use crate::decision::MdmEnrollment;
+use crate::platform::{DeviceFacts, PlatformError};
 use crate::util::exec;
 
 const IOREG: &str = "/usr/sbin/ioreg";

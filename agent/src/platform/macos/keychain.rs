@@ -273,7 +273,7 @@ impl KeychainStore {
         let mut bytes =
             serde_json::to_vec_pretty(index).map_err(|e| backend("could not encode the index", e))?;
         bytes.push(b'\n');
-        files::write_atomic(&self.paths.index(), &bytes)
+        files::write_atomic(&self.paths.index(), &bytes).map_err(PlatformError::from)
     }
 
     fn login_keychain() -> Result<SecKeychain, PlatformError> {

@@ -10,7 +10,7 @@
 //! MDM server: https://example.jamfcloud.com/mdm/ServerURL
 //! ```
 
-use crate::platform::MdmEnrollment;
+use crate::decision::MdmEnrollment;
 
 /// Why the output could not be understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
