@@ -382,20 +382,7 @@ fn find_client_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option
     None
 }
 
-/// An error and its causes on one line: `a: b: c`.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cur = error.source();
-    while let Some(e) = cur {
-        let next = e.to_string();
-        if !text.ends_with(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        cur = e.source();
-    }
-    text
-}
+pub(crate) use crate::util::error_chain;
 
 /// Runs the parsed command line and returns the process's exit code: the one dispatcher of
 /// every subcommand. `stdin` is read only for `--token-stdin`; an error is printed to

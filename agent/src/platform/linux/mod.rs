@@ -31,6 +31,7 @@ use crate::platform::{
     SystemClock,
 };
 use crate::platform::{OriginStatus, WrittenEntries};
+use crate::util::error_chain;
 use chromium_policy::ManagedPolicy;
 use facts::FactSources;
 use nss::{ImportOutcome, NssDb, NssError};
@@ -171,7 +172,7 @@ impl LinuxBrowsers {
         let nss = match self.nss() {
             Ok(nss) => nss,
             Err(e) => {
-                status.detail = Some(e.to_string());
+                status.detail = Some(error_chain(&e));
                 return status;
             }
         };
@@ -186,7 +187,7 @@ impl LinuxBrowsers {
                 return status;
             }
             Err(e) => {
-                status.detail = Some(e.to_string());
+                status.detail = Some(error_chain(&e));
                 return status;
             }
         };
@@ -205,8 +206,8 @@ impl LinuxBrowsers {
                 });
             }
             (Ok(None), _) => status.detail = Some(format!("not in {}", nss.dir().display())),
-            (Err(e), _) => status.detail = Some(e.to_string()),
-            (_, Err(e)) => status.detail = Some(e.to_string()),
+            (Err(e), _) => status.detail = Some(error_chain(&e)),
+            (_, Err(e)) => status.detail = Some(error_chain(&e)),
         }
         status
     }
@@ -278,7 +279,7 @@ impl BrowserIntegration for LinuxBrowsers {
                     browser: name,
                     present: false,
                     managed: false,
-                    detail: Some(e.to_string()),
+                    detail: Some(error_chain(&e)),
                     origins: Vec::new(),
                 },
             });

@@ -815,7 +815,7 @@ impl IdentityStore for KeychainStore {
                 details.insert("allowlistSource".to_owned(), source.to_string());
             }
             Err(e) => {
-                details.insert("allowlist".to_owned(), format!("error: {e}"));
+                details.insert("allowlist".to_owned(), format!("error: {}", crate::util::error_chain(&e)));
             }
         }
         details.insert(
