@@ -99,7 +99,7 @@ struct SigningKey {
 }
 
 /// A set of P-256 keys: the first signs, all verify and are published.
-pub struct KeySet {
+pub(crate) struct KeySet {
     keys: Vec<SigningKey>,
 }
 
@@ -113,14 +113,14 @@ impl fmt::Debug for KeySet {
 }
 
 /// Base64url without padding, the JOSE encoding.
-pub fn b64url(bytes: &[u8]) -> String {
+pub(crate) fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 impl KeySet {
     /// Loads `paths` (the first signs), or without any, the key `generated` (created, mode
     /// 0600, at first start). `what` names the set in errors and logs.
-    pub fn load(paths: &[PathBuf], generated: &Path, what: &'static str) -> Result<Self, KeyError> {
+    pub(crate) fn load(paths: &[PathBuf], generated: &Path, what: &'static str) -> Result<Self, KeyError> {
         let fallback;
         let paths = if paths.is_empty() {
             fallback = [generate_if_missing(generated, what)?];
@@ -133,12 +133,12 @@ impl KeySet {
     }
 
     /// The public keys.
-    pub fn jwks(&self) -> Jwks {
+    pub(crate) fn jwks(&self) -> Jwks {
         Jwks { keys: self.keys.iter().map(|k| k.jwk.clone()).collect() }
     }
 
     /// Signs `claims` with the first key, with header `typ` (`JWT`, `at+jwt`).
-    pub fn sign(&self, typ: &str, claims: &impl Serialize) -> Result<String, SignError> {
+    pub(crate) fn sign(&self, typ: &str, claims: &impl Serialize) -> Result<String, SignError> {
         let Some(key) = self.keys.first() else {
             // `load` always yields at least one key.
             return Err(SignError(jsonwebtoken::errors::ErrorKind::InvalidEcdsaKey.into()));
@@ -151,7 +151,7 @@ impl KeySet {
 
     /// Verifies a token this set signed: header `typ`, a known `kid`, the signature, and what
     /// `validation` asks (its algorithm is forced to ES256). `None` for anything else.
-    pub fn verify<T: DeserializeOwned>(
+    pub(crate) fn verify<T: DeserializeOwned>(
         &self,
         token: &str,
         typ: &str,

@@ -7,12 +7,12 @@
 //!   [`server::limits`] (connection caps, per-address budgets, counters);
 //! - [`api`]: routes, bodies and error responses, one file per protocol area (the agent's,
 //!   the browser's, the admin's, relying parties', OpenID Connect's);
-//! - [`service`]: what each endpoint does, in the contract's order;
+//! - `service` ([`Ca`]): what each endpoint does, in the contract's order;
 //! - beneath it: [`authority`] (X.509 issuance, the CRL, and the OCSP responder),
 //!   [`store`] (persistence), [`mdm`] (is the device managed?) and [`clock`];
 //! - the protocols for the organisation's apps: [`relying_party`] (the forward-auth check
 //!   and the signed device assertion) and [`oidc`] (the OpenID Connect device factor), with
-//!   [`jwt`] holding the signing keys of both;
+//!   `jwt` holding the signing keys of both;
 //! - [`config`], [`dev`], [`cli`], [`secret`] and [`fsutil`] set it all up.
 //!
 //! To run a CA in-process (as the tests do):
@@ -37,15 +37,15 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dev;
-pub mod error;
+mod error;
 pub mod fsutil;
-pub mod jwt;
+mod jwt;
 pub mod mdm;
 pub mod oidc;
 pub mod relying_party;
 pub mod secret;
 pub mod server;
-pub mod service;
+mod service;
 pub mod store;
 
 pub use server::{Listeners, serve, serve_listeners};

@@ -1,7 +1,7 @@
 //! The device assertion: a short-lived JWT (ES256) that tells an app which trusted device,
 //! user and certificate stand behind a request, so that the app never parses a certificate.
 //!
-//! The signing keys are the assertion's own P-256 keys ([`crate::jwt::KeySet`]), never the
+//! The signing keys are the assertion's own P-256 keys (`jwt::KeySet`), never the
 //! issuing CA's nor the OpenID Connect provider's: an app that trusts assertions trusts
 //! nothing else from this CA, and the keys rotate on their own schedule.
 

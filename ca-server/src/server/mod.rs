@@ -11,7 +11,7 @@
 //! with a read buffer of [`MAX_BUFFER`] (a request line and headers beyond it get 431) and
 //! `header_read_timeout_secs` for headers, which is also how long an idle keep-alive
 //! connection lives. The verified client certificate, if the peer sent one, and the peer's
-//! address are attached to every request on that connection ([`PresentedCertificate`],
+//! address are attached to every request on that connection (`PresentedCertificate`,
 //! [`ClientAddress`]).
 //!
 //! From three quarters of `max_connections` on, every connection is told to close once it

@@ -40,7 +40,7 @@ use crate::relying_party::{
 };
 use crate::secret::{SecretError, Token};
 use crate::server::limits::AddressGuard;
-pub use crate::server::limits::Metrics;
+pub(crate) use crate::server::limits::Metrics;
 use crate::server::tls::{self, IssuedCertVerifier, TlsError};
 use crate::store::Standing;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
@@ -51,12 +51,12 @@ use crate::store::{
 
 mod oidc;
 
-pub use oidc::{UserInfo, authorization_refusal};
+pub(crate) use oidc::authorization_refusal;
 
 /// Longest accepted identifier fields (UDID, serial number, versions).
-pub const MAX_ID_LEN: usize = 128;
+pub(crate) const MAX_ID_LEN: usize = 128;
 /// Longest accepted free-text fields (user, display name).
-pub const MAX_TEXT_LEN: usize = 256;
+pub(crate) const MAX_TEXT_LEN: usize = 256;
 /// How long a generated CRL is served before it is regenerated even without a local
 /// revocation (another CA instance may have revoked, certificates may have expired).
 const CRL_CACHE_SECS: i64 = 60;
@@ -1077,7 +1077,7 @@ enum Judged {
 
 /// Displays an error with its sources, `a: b: c`.
 #[derive(Debug)]
-pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+pub(crate) struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl std::fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1103,19 +1103,19 @@ fn validate_enroll(request: &EnrollRequest) -> Result<(), ApiError> {
 
 /// The one spelling of a UDID the CA stores, rate-limits and signs: uppercase, as Macs and
 /// Jamf Pro write it.
-pub fn canonical_udid(udid: &str) -> String {
+pub(crate) fn canonical_udid(udid: &str) -> String {
     udid.to_ascii_uppercase()
 }
 
 /// A UDID from an admin path, checked like the enroll field and canonicalised, so that
 /// lookup and revocation find a device whatever case the admin typed.
-pub fn canonical_device(udid: &str) -> Result<String, ApiError> {
+pub(crate) fn canonical_device(udid: &str) -> Result<String, ApiError> {
     check_id("udid", udid)?;
     Ok(canonical_udid(udid))
 }
 
 /// A user name from an admin path or a relying party, checked like the enroll field.
-pub fn check_user(user: &str) -> Result<(), ApiError> {
+pub(crate) fn check_user(user: &str) -> Result<(), ApiError> {
     check_text("user", user, false)
 }
 

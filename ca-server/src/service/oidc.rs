@@ -292,7 +292,7 @@ impl Ca {
 /// What a refused authorization says about the certificate, for the client: `access_denied`
 /// naming the contract's code, or `server_error` for an internal failure (whose cause is
 /// logged, never sent).
-pub fn authorization_refusal(error: &ApiError) -> OAuthError {
+pub(crate) fn authorization_refusal(error: &ApiError) -> OAuthError {
     if error.is_internal() {
         return server_error();
     }
