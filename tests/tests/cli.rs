@@ -35,7 +35,7 @@ fn ca_managing(udids: &[&str]) -> (DevCa, tempfile::TempDir) {
 #[test]
 fn token_sources_and_refusals_have_their_exit_codes() {
     let (ca, _list) = ca_managing(&["E2E-CLI-FILE", "E2E-CLI-ENV", "E2E-CLI-STDIN", "E2E-CLI-WRONG"]);
-    let token = ca.info.enrollment_token.as_str();
+    let token = ca.info().enrollment_token.as_str();
 
     // --token-file, a 0600 file.
     let by_file = AgentHome::new(&ca, "E2E-CLI-FILE");
@@ -93,7 +93,7 @@ fn token_sources_and_refusals_have_their_exit_codes() {
 fn the_sixth_unbound_certificate_is_refused_with_exit_4() {
     let (ca, _list) = ca_managing(&["E2E-CLI-LIMIT"]);
     let admin = ca.admin();
-    let token = ca.info.enrollment_token.as_str();
+    let token = ca.info().enrollment_token.as_str();
     let agent = AgentHome::new(&ca, "E2E-CLI-LIMIT");
 
     // Five enrollments, each thrown away by `uninstall`: five unbound certificates.

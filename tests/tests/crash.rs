@@ -53,7 +53,7 @@ fn a_crash_at_any_step_recovers_to_one_identity_without_wasting_a_slot() {
 
 fn crash_then_run(ca: &DevCa, admin: &Admin, step: Step) {
     let agent = AgentHome::new(ca, &format!("CRASH-{}", step.name().replace(['.', '_'], "-")));
-    let token = ca.info.enrollment_token.as_str();
+    let token = ca.info().enrollment_token.as_str();
     let enrolling = step.is_enrollment();
     let abort = [(ABORT_AT_ENV, step.name())];
 
@@ -107,7 +107,7 @@ fn assert_exactly_one_valid_identity(ca: &DevCa, admin: &Admin, agent: &AgentHom
 
     // The certificate: issued by this CA for this device, for client authentication.
     let info = current.info();
-    let issuer = std::fs::read_to_string(&ca.info.issuer_certificate).expect("the issuer certificate");
+    let issuer = std::fs::read_to_string(&ca.info().issuer_certificate).expect("the issuer certificate");
     ca_client::cert::verify_issued_by(info.der(), &[issuer], chrono::Utc::now())
         .expect("the current certificate chains to the issuing CA");
     // The CA signs the canonical (uppercase) spelling of the device's UDID.

@@ -67,7 +67,7 @@ fn snapshot_diff(before: &BTreeMap<PathBuf, Vec<u8>>, after: &BTreeMap<PathBuf, 
 fn ca_down_exits_5_and_leaves_the_identity_untouched() {
     let mut ca = DevCa::start();
     let agent = AgentHome::new(&ca, "E2E-CA-DOWN-0001");
-    let token = ca.info.enrollment_token.clone();
+    let token = ca.info().enrollment_token.clone();
     agent.run_with_token(&["enroll", "--token-stdin"], &token).expect_code(0);
     let serial = agent.current_identity().expect("enrolled").serial();
     let before = current_identity_snapshot(&agent);
@@ -105,12 +105,12 @@ fn ca_down_exits_5_and_leaves_the_identity_untouched() {
 
     // The CA is back (same data, new port): the same identity renews.
     ca.restart();
-    agent.point_at(&ca.info.url, &ca.info.ca_bundle);
+    agent.point_at(&ca.info().url, &ca.info().ca_bundle);
     agent.run(&["renew", "--force"]).expect_code(0);
     let renewed = agent.current_identity().expect("renewed");
     assert_ne!(renewed.serial(), serial);
     // An explicit `enroll` is a person asking now: it does not wait for the backoff.
-    fresh.point_at(&ca.info.url, &ca.info.ca_bundle);
+    fresh.point_at(&ca.info().url, &ca.info().ca_bundle);
     fresh.run_with_token(&["enroll", "--token-stdin"], &token).expect_code(0);
     assert!(fresh.current_identity().is_some());
 }
@@ -189,8 +189,8 @@ fn bad_issue_answers(foreign: &StoredIdentity, issuer_pem: &str) -> Vec<(&'stati
 fn malformed_answers_change_nothing() {
     let ca = DevCa::start();
     let admin = ca.admin();
-    let token = ca.info.enrollment_token.clone();
-    let issuer_pem = std::fs::read_to_string(&ca.info.issuer_certificate).expect("the issuer certificate");
+    let token = ca.info().enrollment_token.clone();
+    let issuer_pem = std::fs::read_to_string(&ca.info().issuer_certificate).expect("the issuer certificate");
     let agent = AgentHome::new(&ca, "E2E-MALFORMED-0001");
     agent.run_with_token(&["enroll", "--token-stdin"], &token).expect_code(0);
     let identity = agent.current_identity().expect("enrolled");
@@ -277,7 +277,7 @@ fn malformed_answers_change_nothing() {
     let status = agent.status_json();
     assert_eq!(status["state"], "enrolled", "{status:#}");
     assert_eq!(status["certificate"]["serialNumber"], serial, "{status:#}");
-    agent.point_at(&ca.info.url, &ca.info.ca_bundle);
+    agent.point_at(&ca.info().url, &ca.info().ca_bundle);
     agent.run(&["renew", "--force"]).expect_code(0);
 
     // Enrollment: a device with no identity gets none from a bad answer.
@@ -311,7 +311,7 @@ fn malformed_answers_change_nothing() {
     assert_eq!(fresh.status_json()["state"], "not_enrolled");
 
     // The real CA then enrolls it, with one certificate.
-    fresh.point_at(&ca.info.url, &ca.info.ca_bundle);
+    fresh.point_at(&ca.info().url, &ca.info().ca_bundle);
     fresh.run_with_token(&["enroll", "--token-stdin"], &token).expect_code(0);
     let device = admin.device(&fresh.udid).expect("the CA knows the device");
     assert_eq!(device.certificates.len(), 1, "{device:#?}");

@@ -27,7 +27,7 @@ fn enroll_renew_present_in_chromium_revoke_and_enroll_again() {
     let ca = DevCa::start();
     let admin = ca.admin();
     let agent = AgentHome::new(&ca, "E2E-LIFECYCLE-0001");
-    let token = ca.info.enrollment_token.as_str();
+    let token = ca.info().enrollment_token.as_str();
 
     // Before enrolling: nothing, and `run` without a token says so with its own code.
     assert_eq!(agent.status_json()["state"], "not_enrolled");
@@ -60,7 +60,7 @@ fn enroll_renew_present_in_chromium_revoke_and_enroll_again() {
         assert!(status["renewal"].get(key).is_some(), "renewal.{key}: {status:#}");
     }
     assert!(status["renewal"]["lastError"].is_null(), "{status:#}");
-    assert_eq!(status["ca"]["url"], ca.info.url, "{status:#}");
+    assert_eq!(status["ca"]["url"], ca.info().url, "{status:#}");
     assert_eq!(status["browsers"]["nssdb"]["present"], true, "{status:#}");
     assert_eq!(status["store"]["identity"], true, "{status:#}");
     assert_eq!(status["store"]["pendingKey"], false, "{status:#}");
@@ -113,15 +113,15 @@ fn enroll_renew_present_in_chromium_revoke_and_enroll_again() {
         entries.iter().filter_map(|e| e.as_str()).filter_map(|e| serde_json::from_str(e).ok()).collect();
     assert!(
         ours.iter()
-            .any(|e| e["pattern"] == ca.info.cert_auth_domain && e["filter"]["ISSUER"]["CN"] == ISSUER_CN),
+            .any(|e| e["pattern"] == ca.info().cert_auth_domain && e["filter"]["ISSUER"]["CN"] == ISSUER_CN),
         "the policy names the cert-auth domain and the issuer: {written}"
     );
     let status = agent.status_json();
     assert_eq!(status["browsers"]["chromium"]["present"], true, "{status:#}");
     // Chromium must trust the CA's TLS certificate, as it would a public one in production.
-    trust_tls_root(&agent.nss_dir(), &ca.info.ca_bundle, "devicetrust-e2e-tls-root");
+    trust_tls_root(&agent.nss_dir(), &ca.info().ca_bundle, "devicetrust-e2e-tls-root");
 
-    let url = format!("{}/api/v1/device-trust/verify", ca.info.cert_auth_domain.trim_end_matches('/'));
+    let url = format!("{}/api/v1/device-trust/verify", ca.info().cert_auth_domain.trim_end_matches('/'));
     let page = chromium_dump_dom(&agent.home, &url);
     assert!(
         !page.hung(),
@@ -202,7 +202,7 @@ fn check_issued_certificate(ca: &DevCa, agent: &AgentHome, info: &CertificateInf
     assert!(info.has_client_auth_eku(), "EKU clientAuth");
     let expected_uri = format!("urn:devicetrust:device:{}", agent.udid);
     assert_eq!(info.device_uri(), Some(expected_uri.as_str()));
-    let issuer = std::fs::read_to_string(&ca.info.issuer_certificate).expect("the issuer certificate");
+    let issuer = std::fs::read_to_string(&ca.info().issuer_certificate).expect("the issuer certificate");
     ca_client::cert::verify_issued_by(info.der(), &[issuer], chrono::Utc::now())
         .expect("webpki: the certificate chains to the issuing CA for client auth");
     let leaf = agent.home.join("leaf-under-test.pem");
@@ -210,7 +210,7 @@ fn check_issued_certificate(ca: &DevCa, agent: &AgentHome, info: &CertificateInf
     let verified = run_bounded(
         std::process::Command::new("openssl")
             .args(["verify", "-purpose", "sslclient", "-CAfile"])
-            .arg(&ca.info.issuer_certificate)
+            .arg(&ca.info().issuer_certificate)
             .arg(&leaf),
         None,
         testkit::HANG_LIMIT,

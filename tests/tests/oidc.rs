@@ -38,21 +38,21 @@ fn a_browser_signs_in_through_an_oidc_client_and_is_refused_once_revoked() {
     }
     let rp = OidcRp::start();
     let ca = DevCa::start_with_args(&["--oidc-redirect-uri", &rp.callback()]);
-    let issuer = ca.info.oidc_issuer.clone().expect("the ready line has oidcIssuer");
-    assert_eq!(issuer, ca.info.cert_auth_domain, "the issuer is the cert-auth domain");
-    let client_id = ca.info.oidc_client_id.clone().expect("oidcClientId");
-    let secret = ca.info.oidc_client_secret.clone().expect("oidcClientSecret");
-    let secret_file = ca.info.oidc_client_secret_file.clone().expect("oidcClientSecretFile");
+    let issuer = ca.info().oidc_issuer.clone().expect("the ready line has oidcIssuer");
+    assert_eq!(issuer, ca.info().cert_auth_domain, "the issuer is the cert-auth domain");
+    let client_id = ca.info().oidc_client_id.clone().expect("oidcClientId");
+    let secret = ca.info().oidc_client_secret.clone().expect("oidcClientSecret");
+    let secret_file = ca.info().oidc_client_secret_file.clone().expect("oidcClientSecretFile");
     assert_eq!(std::fs::read_to_string(&secret_file).expect("the secret file").trim(), secret);
     assert_eq!(mode(&secret_file), 0o600, "the secret file is private");
-    rp.configure(&issuer, &client_id, &secret, &ca.info.ca_bundle, ClientAuth::Basic);
+    rp.configure(&issuer, &client_id, &secret, &ca.info().ca_bundle, ClientAuth::Basic);
 
     let agent = AgentHome::new(&ca, UDID);
-    agent.run_with_token(&["enroll", "--token-stdin"], &ca.info.enrollment_token).expect_code(0);
+    agent.run_with_token(&["enroll", "--token-stdin"], &ca.info().enrollment_token).expect_code(0);
     let serial = agent.current_identity().expect("an identity after enroll").serial();
     let policy = SystemPolicy::guard();
     policy.install(&agent).expect_code(0);
-    trust_tls_root(&agent.nss_dir(), &ca.info.ca_bundle, "devicetrust-e2e-ca-tls-root");
+    trust_tls_root(&agent.nss_dir(), &ca.info().ca_bundle, "devicetrust-e2e-ca-tls-root");
     let admin = ca.admin();
     let user = admin.device(UDID).expect("the device is known").certificates[0].user.clone();
 
@@ -78,7 +78,7 @@ fn a_browser_signs_in_through_an_oidc_client_and_is_refused_once_revoked() {
     let userinfo = between(dom, "<pre id=\"userinfo\">", "</pre>");
     assert!(userinfo.contains(UDID), "userinfo has the device: {userinfo}");
 
-    rp.configure(&issuer, &client_id, &secret, &ca.info.ca_bundle, ClientAuth::Post);
+    rp.configure(&issuer, &client_id, &secret, &ca.info().ca_bundle, ClientAuth::Post);
     let page = sign_in(&agent, &rp, &ca, &format!("/login?login_hint={user}"));
     assert!(
         page.dom().contains("<h1>Signed in</h1>"),

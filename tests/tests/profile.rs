@@ -35,7 +35,7 @@ fn profiles_are_made_from_the_running_cas_metadata() {
     browsers.expect_code(0);
     let profile = Value::from_reader_xml(browsers.stdout.as_bytes()).expect("an XML property list");
     let want: serde_json::Value = serde_json::json!({
-        "pattern": ca.info.cert_auth_domain,
+        "pattern": ca.info().cert_auth_domain,
         "filter": {"ISSUER": {"CN": "MTLS Certificate Authority"}},
     });
     for domain in ["com.google.Chrome", "com.microsoft.Edge"] {
@@ -58,7 +58,7 @@ fn profiles_are_made_from_the_running_cas_metadata() {
     let profile = Value::from_file(&out).expect("a property list");
     let settings = payload_of_type(&profile, "com.devicetrust.agent");
     let ca_url = settings.get("ca_url").and_then(Value::as_string).expect("ca_url is a string");
-    assert_eq!(ca_url.trim_end_matches('/'), ca.info.url.trim_end_matches('/'));
+    assert_eq!(ca_url.trim_end_matches('/'), ca.info().url.trim_end_matches('/'));
 
     // iCloud Keychain sync off.
     let icloud = agent.run(&["profile", "icloud-keychain"]);
@@ -70,7 +70,7 @@ fn profiles_are_made_from_the_running_cas_metadata() {
     // A CA that cannot be reached: the CA's exit code, and nothing printed as a profile.
     // (The CA's bundle lives in its data directory, which goes with it: keep a copy.)
     let bundle = agent.home.join("ca-bundle.pem");
-    std::fs::copy(&ca.info.ca_bundle, &bundle).expect("a copy of the CA bundle");
+    std::fs::copy(&ca.info().ca_bundle, &bundle).expect("a copy of the CA bundle");
     drop(ca);
     // A port that refuses, held for the test: the CA's old port could be anyone's now.
     let refused = testkit::RefusedPort::new();

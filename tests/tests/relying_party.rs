@@ -55,7 +55,7 @@ fn proxies_admit_the_enrolled_device_and_refuse_it_once_revoked() {
     let rig = Rig::start(work.path(), &tls);
     let ca = &rig.ca;
     let admin = ca.admin();
-    let http_url = ca.info.http_url.clone().expect("the ready line has httpUrl with --http-listen");
+    let http_url = ca.info().http_url.clone().expect("the ready line has httpUrl with --http-listen");
 
     // The metadata lists the proxies' origins; the agent enrolls and writes one policy
     // entry per origin.
@@ -68,7 +68,7 @@ fn proxies_admit_the_enrolled_device_and_refuse_it_once_revoked() {
         );
     }
     let agent = AgentHome::new(ca, UDID);
-    agent.run_with_token(&["enroll", "--token-stdin"], &ca.info.enrollment_token).expect_code(0);
+    agent.run_with_token(&["enroll", "--token-stdin"], &ca.info().enrollment_token).expect_code(0);
     let identity = agent.current_identity().expect("an identity after enroll");
     let serial = identity.serial();
     let policy = SystemPolicy::guard();
@@ -89,9 +89,9 @@ fn proxies_admit_the_enrolled_device_and_refuse_it_once_revoked() {
             proxy.origin
         );
     }
-    trust_tls_root(&agent.nss_dir(), &ca.info.ca_bundle, "devicetrust-e2e-ca-tls-root");
+    trust_tls_root(&agent.nss_dir(), &ca.info().ca_bundle, "devicetrust-e2e-ca-tls-root");
     trust_tls_root(&agent.nss_dir(), &tls.root, "devicetrust-e2e-proxy-tls-root");
-    let client = Client::new(&[&ca.info.ca_bundle, &tls.root]);
+    let client = Client::new(&[&ca.info().ca_bundle, &tls.root]);
 
     // 1. Admitted: Chromium presents the certificate, the proxy asks the CA, the app shows
     // the device from the verified assertion.
@@ -128,7 +128,7 @@ fn proxies_admit_the_enrolled_device_and_refuse_it_once_revoked() {
     assert!(garbage.body.contains(REFUSAL_TITLE), "{garbage:?}");
 
     // 3. The check endpoint: the relying-party secret first, then the source address.
-    let check = format!("{}/api/v1/relying-party/check", ca.info.cert_auth_domain.trim_end_matches('/'));
+    let check = format!("{}/api/v1/relying-party/check", ca.info().cert_auth_domain.trim_end_matches('/'));
     let pem_header = escape_uri_component(&identity.certificate_pem);
     let cert_header = [("X-DeviceTrust-Client-Cert", pem_header.as_str())];
     let no_secret = client.get(&check, &cert_header, None);
@@ -186,7 +186,7 @@ fn proxies_admit_the_enrolled_device_and_refuse_it_once_revoked() {
 
     // 5. The assertion verifies with Node `jose` against the CA's JWKS.
     let jwks = format!("{}/.well-known/jwks.json", http_url.trim_end_matches('/'));
-    let verified = node_verify(&jwks, &assertion, &ca.info.cert_auth_domain, "nginx");
+    let verified = node_verify(&jwks, &assertion, &ca.info().cert_auth_domain, "nginx");
     verified.expect_code(0);
     let payload: serde_json::Value = serde_json::from_str(verified.stdout.trim()).expect("jose prints JSON");
     assert_eq!(payload["header"]["alg"], "ES256", "{payload:#}");
@@ -196,13 +196,13 @@ fn proxies_admit_the_enrolled_device_and_refuse_it_once_revoked() {
     assert_eq!(payload["payload"]["device_serial"], agent.serial.as_str(), "{payload:#}");
     let thumbprint = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha256(der[0].as_ref()));
     assert_eq!(payload["payload"]["cnf"]["x5t#S256"], thumbprint, "{payload:#}");
-    node_verify(&jwks, &assertion, &ca.info.cert_auth_domain, "caddy").expect_code(1);
+    node_verify(&jwks, &assertion, &ca.info().cert_auth_domain, "caddy").expect_code(1);
 
     // 6. OCSP: good, and the response verifies against the issuer.
     let leaf = work.path().join("leaf.pem");
     std::fs::write(&leaf, &identity.certificate_pem).expect("write the leaf");
     let ocsp_url = format!("{}/ocsp", http_url.trim_end_matches('/'));
-    let good = openssl_ocsp(&ca.info.issuer_certificate, &leaf, &ocsp_url);
+    let good = openssl_ocsp(&ca.info().issuer_certificate, &leaf, &ocsp_url);
     let text = format!("{}{}", good.stdout, good.stderr);
     assert!(
         text.contains("Response verify OK") && text.contains(&format!("{}: good", leaf.display())),
@@ -237,7 +237,7 @@ fn proxies_admit_the_enrolled_device_and_refuse_it_once_revoked() {
     // 8. OCSP: revoked, with time and reason, and still a response that verifies. (The
     // reason of an admin revocation is privilegeWithdrawn, 9, which OpenSSL's reason table
     // does not name: it prints "Reason: (UNKNOWN)".)
-    let revoked = openssl_ocsp(&ca.info.issuer_certificate, &leaf, &ocsp_url);
+    let revoked = openssl_ocsp(&ca.info().issuer_certificate, &leaf, &ocsp_url);
     let text = format!("{}{}", revoked.stdout, revoked.stderr);
     assert!(
         text.contains("Response verify OK")
@@ -338,23 +338,26 @@ impl Rig {
             "--http-listen",
             "127.0.0.1:0",
         ]);
-        let http_url = ca.info.http_url.clone().expect("the ready line has httpUrl with --http-listen");
+        let http_url = ca.info().http_url.clone().expect("the ready line has httpUrl with --http-listen");
         let app = DemoApp::start(
             Path::new(env!("CARGO_BIN_EXE_devicetrust-demo-app")),
             &DemoAppOptions {
-                jwks_url: format!("{}/.well-known/jwks.json", ca.info.cert_auth_domain.trim_end_matches('/')),
-                ca_bundle: Some(ca.info.ca_bundle.clone()),
-                issuer: ca.info.cert_auth_domain.clone(),
+                jwks_url: format!(
+                    "{}/.well-known/jwks.json",
+                    ca.info().cert_auth_domain.trim_end_matches('/')
+                ),
+                ca_bundle: Some(ca.info().ca_bundle.clone()),
+                issuer: ca.info().cert_auth_domain.clone(),
                 audiences: vec!["nginx".to_owned(), "caddy".to_owned()],
             },
         );
-        let ca_port = url::Url::parse(&ca.info.cert_auth_domain)
+        let ca_port = url::Url::parse(&ca.info().cert_auth_domain)
             .ok()
             .and_then(|u| u.port())
             .expect("the cert-auth domain has a port");
         let check = |secret: &str| CheckEndpoint {
             ca_port,
-            ca_bundle: ca.info.ca_bundle.clone(),
+            ca_bundle: ca.info().ca_bundle.clone(),
             secret: secret.to_owned(),
         };
         let forward_auth = |kind, secret: &str| ProxySpec {
@@ -367,7 +370,7 @@ impl Rig {
         let mtls_spec = ProxySpec {
             kind: Kind::Nginx,
             site: Site::MutualTls {
-                issuer: ca.info.issuer_certificate.clone(),
+                issuer: ca.info().issuer_certificate.clone(),
                 ocsp_responder: format!("{}/ocsp", http_url.trim_end_matches('/')),
             },
             learn_more: LEARN_MORE.to_owned(),

@@ -40,7 +40,7 @@ impl AgentHome {
     /// A home whose configuration points at `ca`, for the device `udid`.
     pub fn new(ca: &DevCa, udid: &str) -> Self {
         let home = Self::empty(udid);
-        home.point_at(&ca.info.url, &ca.info.ca_bundle);
+        home.point_at(&ca.info().url, &ca.info().ca_bundle);
         home
     }
 

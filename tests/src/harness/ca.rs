@@ -25,8 +25,6 @@ pub use testkit::DevInfo;
 /// A running `devicetrust-ca dev`; stopped (SIGTERM, then SIGKILL) when dropped.
 #[derive(Debug)]
 pub struct DevCa {
-    /// What it printed when ready.
-    pub info: DevInfo,
     process: DevCaProcess,
     stderr: PathBuf,
     extra: Vec<String>,
@@ -47,15 +45,19 @@ impl DevCa {
         let stderr = dir.path().join("ca.stderr");
         let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
         let process = spawn(dir.path(), &stderr, &extra);
-        Self { info: process.info.clone(), process, stderr, extra, dir }
+        Self { process, stderr, extra, dir }
     }
 
     /// Stops the CA and starts it again on the same data directory: the same issuing CA,
-    /// tokens and database, on a new port (so `info.url` changes).
+    /// tokens and database, on a new port (so `info().url` changes).
     pub fn restart(&mut self) {
         self.stop();
         self.process = spawn(self.dir.path(), &self.stderr, &self.extra);
-        self.info = self.process.info.clone();
+    }
+
+    /// What it printed when ready (after [`DevCa::restart`], the new process's line).
+    pub fn info(&self) -> &DevInfo {
+        &self.process.info
     }
 
     /// Everything the CA wrote on stderr so far (its log).
@@ -75,7 +77,7 @@ impl DevCa {
 
     /// A client of the admin and mutual-TLS endpoints.
     pub fn admin(&self) -> Admin {
-        Admin::new(&self.info)
+        Admin::new(self.info())
     }
 }
 
