@@ -37,6 +37,10 @@ impl Agent {
     }
 
     fn cycle(&self, intent: Intent, token: Option<&Secret>, out: &mut dyn Write) -> Result<(), AgentError> {
+        // First of all, before the lock file and the state can fail: browsers in this session
+        // prompt for a password nobody knows while the keychain is locked (after a login, until
+        // a run unlocks it). A failure is logged; the run goes on and reports its own errors.
+        self.unlock_store();
         let _lock = self.state.lock()?;
         let now = self.now();
         let mut state = self.state.load()?;

@@ -121,6 +121,7 @@ impl Agent {
             .and_then(std::fs::canonicalize)
             .map_err(|e| PlatformError::io("could not find", "the agent binary", e))?;
         let config = if self.config.explicit { self.config.path.as_deref() } else { None };
+        self.unlock_store();
         let current = self.current()?;
         // Checked before the scheduler is touched, so that a bad target writes nothing.
         let cached = match &current {

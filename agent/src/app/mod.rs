@@ -264,6 +264,18 @@ impl Agent {
         self.platform.clock.now()
     }
 
+    /// Unlocks the identity store for the user's session ([`crate::platform::IdentityStore::unlock`]);
+    /// a failure is logged, not returned, so that it cannot stop the run that reports it.
+    fn unlock_store(&self) {
+        match self.platform.store.unlock() {
+            Ok(true) => tracing::debug!("unlocked the identity store"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %crate::util::error_chain(&e), "could not unlock the identity store")
+            }
+        }
+    }
+
     /// The current identity, parsed.
     pub(crate) fn current(&self) -> Result<Option<Current>, AgentError> {
         let Some(identity) = self.platform.store.current()? else { return Ok(None) };

@@ -11,11 +11,12 @@ use crate::decision::MdmEnrollment;
 use crate::lifecycle::checkpoints::Step;
 use crate::platform::file_store::FileIdentityStore;
 use crate::platform::{
-    BrowserIntegration, BrowserStatus, DeviceFacts, FixedClock, Notifier, ScheduleSpec, Scheduler,
-    SchedulerStatus, Scope, WrittenEntries,
+    BrowserIntegration, BrowserStatus, DeviceFacts, FixedClock, Identity, IdentityStore, Notifier,
+    ScheduleSpec, Scheduler, SchedulerStatus, Scope, StoreDescription, StoreSnapshot, WrittenEntries,
 };
 use crate::testing::{CrashAt, FakeCa, TOKEN, early, not_after};
 use crate::trust::Trust;
+use ca_client::signer::KeySigner;
 
 type Log = Arc<Mutex<Vec<String>>>;
 
@@ -171,6 +172,57 @@ impl Notifier for FakeNotifier {
     }
 }
 
+/// The file store, recording when it is unlocked, so that tests see the order of a run.
+#[derive(Debug)]
+struct RecordingStore {
+    inner: FileIdentityStore,
+    log: Log,
+}
+
+impl IdentityStore for RecordingStore {
+    fn unlock(&self) -> Result<bool, PlatformError> {
+        self.log.lock().expect("log").push("unlock".into());
+        Ok(true)
+    }
+    fn pending_key(&self) -> Result<Option<Arc<dyn KeySigner>>, PlatformError> {
+        self.inner.pending_key()
+    }
+    fn create_pending_key(&self) -> Result<Arc<dyn KeySigner>, PlatformError> {
+        self.inner.create_pending_key()
+    }
+    fn store_pending_certificate(
+        &self,
+        certificate_pem: &str,
+        chain_pem: &[String],
+    ) -> Result<(), PlatformError> {
+        self.inner.store_pending_certificate(certificate_pem, chain_pem)
+    }
+    fn pending_identity(&self) -> Result<Option<Identity>, PlatformError> {
+        self.inner.pending_identity()
+    }
+    fn discard_pending_certificate(&self) -> Result<(), PlatformError> {
+        self.inner.discard_pending_certificate()
+    }
+    fn promote(&self) -> Result<(), PlatformError> {
+        self.inner.promote()
+    }
+    fn delete_previous(&self) -> Result<bool, PlatformError> {
+        self.inner.delete_previous()
+    }
+    fn current(&self) -> Result<Option<Identity>, PlatformError> {
+        self.inner.current()
+    }
+    fn snapshot(&self) -> Result<StoreSnapshot, PlatformError> {
+        self.inner.snapshot()
+    }
+    fn remove_all(&self) -> Result<Vec<String>, PlatformError> {
+        self.inner.remove_all()
+    }
+    fn describe(&self) -> StoreDescription {
+        self.inner.describe()
+    }
+}
+
 struct Harness {
     _temp: tempfile::TempDir,
     data_dir: std::path::PathBuf,
@@ -219,7 +271,7 @@ impl Harness {
             explicit: false,
             trust,
         };
-        let store = FileIdentityStore::new(&self.data_dir);
+        let store = RecordingStore { inner: FileIdentityStore::new(&self.data_dir), log: self.log.clone() };
         let platform = Platform {
             data_dir: self.data_dir.clone(),
             store: Arc::new(store),
@@ -256,6 +308,10 @@ impl Harness {
 
     fn enroll_with(&self, out: &mut Vec<u8>) -> Result<(), AgentError> {
         self.agent().enroll(token(), out)
+    }
+
+    fn first_logged(&self) -> Option<String> {
+        self.log.lock().expect("log").first().cloned()
     }
 
     fn logged(&self, prefix: &str) -> usize {
@@ -805,4 +861,23 @@ fn exit_codes_for_ca_errors() {
     for (name, error, exit) in table {
         assert_eq!(exit_for_client_error(&error), exit, "{name}");
     }
+}
+
+/// The store is unlocked before anything else a run does, so that a run failing on its own
+/// files (here a corrupt state file) still leaves the keychain unlocked for the browsers.
+#[test]
+fn ok_every_run_unlocks_the_store_first() {
+    let h = Harness::new();
+    let (result, _) = output(|o| h.enroll_with(o));
+    result.expect("enroll");
+    assert_eq!(h.first_logged().as_deref(), Some("unlock"), "enroll unlocks first");
+
+    std::fs::write(h.data_dir.join("state.json"), "{").expect("corrupt");
+    let before = h.logged("unlock");
+    let (result, _) = output(|o| h.agent().run(None, o));
+    assert!(result.is_err(), "a corrupt state file fails the run");
+    assert_eq!(h.logged("unlock"), before + 1, "the failed run unlocked the store first");
+    let (result, _) = output(|o| h.agent().renew(true, o));
+    assert!(result.is_err());
+    assert_eq!(h.logged("unlock"), before + 2, "so did renew");
 }

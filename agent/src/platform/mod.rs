@@ -246,6 +246,14 @@ pub(crate) struct StoreDescription {
 /// at any point leaves a state from which [`crate::lifecycle`] recovers without asking the
 /// CA for a second certificate.
 pub(crate) trait IdentityStore: Send + Sync + fmt::Debug {
+    /// Makes the store usable by the rest of the user's session, before anything else a run
+    /// does: on macOS it unlocks the dedicated keychain, which securityd tracks per security
+    /// session, so that browsers find it unlocked even when the run fails later. `Ok(false)`
+    /// when there is nothing to unlock (no store yet, or a store without a lock).
+    fn unlock(&self) -> Result<bool, PlatformError> {
+        Ok(false)
+    }
+
     /// The pending key a previous attempt left behind, if any.
     fn pending_key(&self) -> Result<Option<Arc<dyn KeySigner>>, PlatformError>;
 

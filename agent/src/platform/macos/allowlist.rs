@@ -1,10 +1,20 @@
 //! The app allowlist: which apps may use the device key without a keychain prompt.
 //!
-//! Since macOS 10.12 every keychain key carries a *partition list* of code-signing identities
-//! (`teamid:<TeamIdentifier>`, `apple:` for Apple's apps, `apple-tool:` for Apple's command
-//! line tools, `cdhash:<hash>` for one exact unsigned build). An app outside the list gets a
-//! password prompt, which a browser presenting a client certificate turns into a broken
-//! page. The agent therefore writes the allowlist into the key's partition list.
+//! Since macOS 10.12 every keychain key carries a *partition list* of code-signing identities.
+//! securityd gives each process one (`partitionIdForProcess`, `securityd/src/clientid.cpp`):
+//! `apple:` for any code that satisfies `anchor apple` (Safari, but also `osascript`, `curl`,
+//! the shells and whatever script they run), `apple-tool:` for `/usr/bin/security` alone,
+//! `teamid:<TeamIdentifier>` for Developer ID and App Store code, `cdhash:<hash>` for one exact
+//! build of any other signed code (ad-hoc included), and `unsigned:` for all unsigned code. An
+//! app outside the list gets a password prompt, which a browser presenting a client
+//! certificate turns into a broken page. The agent therefore writes the allowlist into the
+//! key's partition list.
+//!
+//! The partition list is one of two gates: securityd checks the key's ACL as well
+//! (`SecurityServerAcl::validate`, `securityd/src/acls.cpp`). The agent gives the ACL's signing
+//! entry only to itself and to code that satisfies a requirement made from each allowlist entry
+//! ([`signing_requirement`]), so that `apple:` in the partition list admits Safari's processes
+//! to signing and not every Apple-signed tool; no entry grants export.
 //!
 //! Where the list comes from, first match wins: the managed preference `allowlist` (an admin's
 //! configuration profile), the file `allowlist.json` in the agent's data directory (written by
@@ -50,12 +60,16 @@ pub(crate) enum AllowlistCommand {
 pub(crate) enum AllowlistError {
     /// Not one of the partition ID forms.
     #[error(
-        "{value:?} is not a partition id (expected apple-tool:, apple:, teamid:<10 characters> or cdhash:<40 hex digits>)"
+        "{value:?} is not a partition id (expected apple:, teamid:<10 characters> or cdhash:<40 hex digits>)"
     )]
     InvalidEntry {
         /// The value as given.
         value: String,
     },
+    /// `unsigned:` admits every unsigned program on the Mac; it is only ever the agent's own
+    /// partition, never an allowlist entry.
+    #[error("unsigned: would admit every unsigned program; only signed apps can be allowed")]
+    UnsignedEntry,
     /// The app is not signed; nothing identifies it across updates.
     #[error("{app} is not code signed; only signed apps can be allowed")]
     Unsigned {
@@ -97,15 +111,19 @@ pub(crate) enum AllowlistError {
 /// One keychain partition ID.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum PartitionId {
-    /// `apple-tool:`: Apple's command line tools, among them `security` itself.
+    /// `apple-tool:`: `/usr/bin/security` alone (signing identifier `com.apple.security`).
+    /// Accepted from an admin's list, never added by the agent: it is the tool that exports keys.
     AppleTool,
-    /// `apple:`: apps Apple signed, Safari among them.
+    /// `apple:`: any code that satisfies `anchor apple`, Safari among them.
     Apple,
     /// `teamid:<TeamIdentifier>`.
     TeamId(String),
-    /// `cdhash:<hex>`: one exact build of unsigned or ad-hoc signed code (the agent itself in
-    /// development builds; never accepted from `allowlist add`).
+    /// `cdhash:<hex>`: one exact build of ad-hoc signed code, or of code signed without a team
+    /// (the agent itself in development builds; never accepted from `allowlist add`).
     CdHash(String),
+    /// `unsigned:`: every unsigned program. Only ever the agent's own partition, when the agent
+    /// itself is unsigned, so that it does not lock itself out of its key.
+    Unsigned,
 }
 
 impl fmt::Display for PartitionId {
@@ -115,6 +133,7 @@ impl fmt::Display for PartitionId {
             Self::Apple => f.write_str("apple:"),
             Self::TeamId(id) => write!(f, "teamid:{id}"),
             Self::CdHash(hash) => write!(f, "cdhash:{hash}"),
+            Self::Unsigned => f.write_str("unsigned:"),
         }
     }
 }
@@ -128,6 +147,7 @@ impl FromStr for PartitionId {
         match value {
             "apple-tool:" => return Ok(Self::AppleTool),
             "apple:" => return Ok(Self::Apple),
+            "unsigned:" => return Ok(Self::Unsigned),
             _ => {}
         }
         if let Some(team) = value.strip_prefix("teamid:") {
@@ -168,19 +188,65 @@ pub(crate) fn partition_id_for_app(signature: &Signature, app: &Path) -> Result<
     }
 }
 
-/// The agent's own partition ID, from its own signature. A development build is ad-hoc
-/// signed (the linker signs every arm64 binary), so its exact build hash stands in.
+/// The agent's own partition ID, from its own signature, as `partitionIdForProcess`
+/// (`securityd/src/clientid.cpp`) gives it: a development build is ad-hoc signed (the linker
+/// signs every arm64 binary), so its exact build hash stands in; unsigned code is `unsigned:`.
+/// `None` when the signature names a partition the agent cannot tell (a signed build without
+/// a `CDHash=` line).
 pub(crate) fn own_partition_id(signature: &Signature) -> Option<PartitionId> {
     match signature {
-        Signature::Unsigned => None,
+        Signature::Unsigned => Some(PartitionId::Unsigned),
         Signature::Signed(sig) => match sig.signer() {
             Signer::Team(team) => format!("teamid:{team}").parse().ok(),
             Signer::Apple => Some(PartitionId::Apple),
             Signer::AdHoc | Signer::NoTeam => {
                 sig.cdhash.as_deref().and_then(|h| format!("cdhash:{h}").parse().ok())
             }
-            Signer::Unsigned => None,
+            Signer::Unsigned => Some(PartitionId::Unsigned),
         },
+    }
+}
+
+/// What the agent's own partition breaks when it is not a Developer ID (or Apple) one, for
+/// `status`; `None` for a partition that survives updates. `own` is `None` when the agent's
+/// signature could not be read.
+pub(crate) fn own_partition_warning(own: Option<&PartitionId>) -> Option<&'static str> {
+    match own {
+        Some(PartitionId::TeamId(_) | PartitionId::Apple) => None,
+        Some(PartitionId::CdHash(_) | PartitionId::AppleTool) => Some(
+            "the agent is not Developer ID signed: its key and its keychain password admit only this exact build (its cdhash), so an updated agent cannot renew without a new enrollment; sign it with a Developer ID for production",
+        ),
+        Some(PartitionId::Unsigned) => Some(
+            "the agent is not code signed: its key's partition list must admit every unsigned program (unsigned:), and an updated agent cannot read its keychain password; sign it with a Developer ID for production",
+        ),
+        None => Some(
+            "the agent's own code signature could not be read, so it will not change the key's partition list (it would lock itself out); check that /usr/bin/codesign runs",
+        ),
+    }
+}
+
+/// Safari's processes that may sign with the key when `apple:` is allowed: the browser and
+/// WebKit's networking process, which runs Safari's TLS. The list is a reading of how Safari
+/// is built, not yet confirmed on a Mac (see `docs/macos.md`, "First run on a real Mac").
+pub(crate) const SAFARI_SIGNING_IDENTIFIERS: [&str; 2] = ["com.apple.Safari", "com.apple.WebKit.Networking"];
+
+/// The code requirement whose holders the key's signing ACL entry trusts for one allowlist
+/// entry (code signing requirement language): `teamid:X` is any code of that Developer ID or App
+/// Store team, helpers included; `apple:` only Safari's processes
+/// ([`SAFARI_SIGNING_IDENTIFIERS`]); `cdhash:` that one build; `apple-tool:` and `unsigned:`
+/// none (`None`): `security` is the tool that exports keys, and unsigned code has no identity.
+pub(crate) fn signing_requirement(id: &PartitionId) -> Option<String> {
+    match id {
+        PartitionId::TeamId(team) => {
+            Some(format!("anchor apple generic and certificate leaf[subject.OU] = \"{team}\""))
+        }
+        PartitionId::Apple => {
+            let ids: Vec<String> =
+                SAFARI_SIGNING_IDENTIFIERS.iter().map(|i| format!("identifier \"{i}\"")).collect();
+            Some(format!("anchor apple and ({})", ids.join(" or ")))
+        }
+        PartitionId::CdHash(hash) => Some(format!("cdhash H\"{hash}\"")),
+        PartitionId::AppleTool | PartitionId::Unsigned => None,
     }
 }
 
@@ -219,16 +285,15 @@ impl Default for Allowlist {
 }
 
 impl Allowlist {
-    /// The default list: Apple's tools and apps, Google, Microsoft, Slack, Box and Skype.
+    /// The default list: Apple's (for Safari), Google, Microsoft, Slack and Box. Skype, retired
+    /// by Microsoft in May 2025, is no longer among them.
     pub(crate) fn defaults() -> Self {
         let entries = [
-            "apple-tool:",
             "apple:",
             "teamid:EQHXZ8M8AV", // Google (Chrome)
             "teamid:UBF8T346G9", // Microsoft (Edge, Teams, Office)
             "teamid:BQR82RBBHL", // Slack
             "teamid:M683GB7CPW", // Box
-            "teamid:AL798K98FX", // Skype
         ];
         Self { entries: entries.iter().filter_map(|e| e.parse().ok()).collect() }
     }
@@ -238,7 +303,11 @@ impl Allowlist {
     pub(crate) fn from_strings<S: AsRef<str>>(values: &[S]) -> Result<Self, AllowlistError> {
         let mut list = Self { entries: Vec::new() };
         for value in values {
-            list.add(value.as_ref().parse()?);
+            let id: PartitionId = value.as_ref().parse()?;
+            if id == PartitionId::Unsigned {
+                return Err(AllowlistError::UnsignedEntry);
+            }
+            list.add(id);
         }
         Ok(list)
     }
@@ -265,17 +334,23 @@ impl Allowlist {
         before != self.entries.len()
     }
 
-    /// What goes into the key's partition list: `apple-tool:` first (the `security` tool and
-    /// the system's own certificate code need it), the agent's own ID, then the entries.
+    /// What goes into the key's partition list: the agent's own ID first, then the entries.
+    /// `apple-tool:` (`/usr/bin/security`, which `security export` and `security cms -S` would
+    /// use) is not added: the agent never asks that tool to use the key.
     pub(crate) fn effective(&self, own: Option<&PartitionId>) -> Vec<PartitionId> {
-        let mut out = vec![PartitionId::AppleTool];
-        out.extend(own.cloned());
+        let mut out: Vec<PartitionId> = own.cloned().into_iter().collect();
         for id in &self.entries {
             if !out.contains(id) {
                 out.push(id.clone());
             }
         }
         out
+    }
+
+    /// The requirements the key's signing ACL entry trusts besides the agent itself: one per
+    /// entry that has one ([`signing_requirement`]), in order.
+    pub(crate) fn signing_requirements(&self, own: Option<&PartitionId>) -> Vec<String> {
+        self.effective(own).iter().filter_map(signing_requirement).collect()
     }
 }
 
@@ -343,6 +418,9 @@ pub(crate) fn load(data_dir: &Path) -> Result<Option<Allowlist>, AllowlistError>
     }
     let mut list = Allowlist { entries: Vec::new() };
     for id in stored.entries {
+        if id == PartitionId::Unsigned {
+            return Err(AllowlistError::File { path, reason: AllowlistError::UnsignedEntry.to_string() });
+        }
         list.add(id);
     }
     Ok(Some(list))
@@ -388,7 +466,7 @@ mod tests {
     fn defaults_are_the_documented_ones() {
         assert_eq!(
             render_list(Allowlist::defaults().entries()),
-            "apple-tool:,apple:,teamid:EQHXZ8M8AV,teamid:UBF8T346G9,teamid:BQR82RBBHL,teamid:M683GB7CPW,teamid:AL798K98FX"
+            "apple:,teamid:EQHXZ8M8AV,teamid:UBF8T346G9,teamid:BQR82RBBHL,teamid:M683GB7CPW"
         );
     }
 
@@ -453,7 +531,8 @@ mod tests {
                 "codesign.adhoc.txt",
                 Some("cdhash:b1e8c4a0d5a93a4f8e5c1e2f7b3d9a60c2e4f6a8"),
             ),
-            ("fail/unsigned", "codesign.unsigned.txt", None),
+            // All unsigned code shares one partition; the agent must keep it or lock itself out.
+            ("ok/unsigned", "codesign.unsigned.txt", Some("unsigned:")),
         ];
         for (name, file, want) in cases {
             let sig = codesign::parse(&fixture(file)).unwrap();
@@ -461,15 +540,80 @@ mod tests {
         }
     }
 
+    /// Only a Developer ID (or Apple) signature survives an update; `status` says what the
+    /// others break.
     #[test]
-    fn effective_list_always_has_apple_tool_and_the_agent() {
+    fn own_partition_warning_table() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("ok/developer-id", "codesign.developer-id.chrome.txt", None),
+            ("ok/apple", "codesign.apple-platform.safari.txt", None),
+            ("fail/adhoc", "codesign.adhoc.txt", Some("not Developer ID signed")),
+            ("fail/unsigned", "codesign.unsigned.txt", Some("not code signed")),
+        ];
+        assert!(own_partition_warning(None).is_some_and(|w| w.contains("could not be read")), "fail/unknown");
+        for (name, file, want) in cases {
+            let sig = codesign::parse(&fixture(file)).unwrap();
+            let got = own_partition_warning(own_partition_id(&sig).as_ref());
+            match want {
+                None => assert_eq!(got, None, "{name}"),
+                Some(part) => assert!(got.is_some_and(|w| w.contains(part)), "{name}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn effective_list_has_the_agent_first_and_no_apple_tool_of_its_own() {
         let own: PartitionId = "teamid:ABCDE12345".parse().unwrap();
-        let list = Allowlist::from_strings(&["teamid:EQHXZ8M8AV", "apple-tool:"]).unwrap();
+        let list = Allowlist::from_strings(&["teamid:EQHXZ8M8AV", "apple:"]).unwrap();
+        assert_eq!(list.effective(Some(&own)), ids(&["teamid:ABCDE12345", "teamid:EQHXZ8M8AV", "apple:"]));
+        assert_eq!(list.effective(None), ids(&["teamid:EQHXZ8M8AV", "apple:"]));
+        // An admin may still list apple-tool: on purpose; it gets no signing requirement.
+        let admin = Allowlist::from_strings(&["apple-tool:"]).unwrap();
+        assert_eq!(admin.effective(Some(&own)), ids(&["teamid:ABCDE12345", "apple-tool:"]));
+        assert_eq!(admin.signing_requirements(Some(&own)).len(), 1, "the agent's team only");
+    }
+
+    /// The requirement per entry: a team covers its helpers, `apple:` only Safari's processes,
+    /// `apple-tool:` and `unsigned:` nothing.
+    #[test]
+    fn signing_requirement_table() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            (
+                "ok/team",
+                "teamid:EQHXZ8M8AV",
+                Some("anchor apple generic and certificate leaf[subject.OU] = \"EQHXZ8M8AV\""),
+            ),
+            (
+                "ok/apple-is-safari-only",
+                "apple:",
+                Some(
+                    "anchor apple and (identifier \"com.apple.Safari\" or identifier \"com.apple.WebKit.Networking\")",
+                ),
+            ),
+            (
+                "ok/cdhash",
+                "cdhash:b1e8c4a0d5a93a4f8e5c1e2f7b3d9a60c2e4f6a8",
+                Some("cdhash H\"b1e8c4a0d5a93a4f8e5c1e2f7b3d9a60c2e4f6a8\""),
+            ),
+            ("fail/apple-tool", "apple-tool:", None),
+            ("fail/unsigned", "unsigned:", None),
+        ];
+        for (name, id, want) in cases {
+            let id: PartitionId = id.parse().unwrap();
+            assert_eq!(signing_requirement(&id).as_deref(), *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn unsigned_is_never_an_allowlist_entry() {
         assert_eq!(
-            list.effective(Some(&own)),
-            ids(&["apple-tool:", "teamid:ABCDE12345", "teamid:EQHXZ8M8AV"])
+            Allowlist::from_strings(&["unsigned:"]),
+            Err(AllowlistError::UnsignedEntry),
+            "fail/managed"
         );
-        assert_eq!(list.effective(None), ids(&["apple-tool:", "teamid:EQHXZ8M8AV"]));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), r#"{"version":1,"entries":["unsigned:"]}"#).unwrap();
+        assert!(matches!(load(dir.path()), Err(AllowlistError::File { .. })), "fail/file");
     }
 
     #[test]

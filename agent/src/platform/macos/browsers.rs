@@ -1,23 +1,22 @@
-//! What the macOS browsers are told, decided without touching them: Safari's identity
-//! preference names, Chrome's and Edge's `AutoSelectCertificateForUrls` preference (one entry
-//! per origin: the cert-auth domain and each protected origin), and the per-browser status.
+//! What the macOS browsers are told, decided without touching them: Chrome's and Edge's
+//! `AutoSelectCertificateForUrls` preference (one entry per origin: the cert-auth domain and
+//! each protected origin) and its status; Safari's identity preferences are
+//! [`super::safari`]'s.
 //!
 //! The user's Chrome and Edge lists are shared with whoever else writes them, so the agent
 //! removes only entries it recorded as added itself ([`crate::autoselect::sync`]); Safari's
 //! identity preferences for protected origins are recorded by origin (list [`SAFARI_LIST`])
 //! and, being names other tools may use too, removed only while they point at our identity.
 //!
-//! Safari (and every other app using the system TLS stack) picks a client identity through
-//! *identity preferences*: name → identity entries that `SecIdentityCopyPreferred` looks up by
-//! URL, then by host name, then by `*.domain` wildcards. Chrome and Edge read the policy
-//! `AutoSelectCertificateForUrls` from their preference domains; the merge itself is
-//! [`crate::autoselect`]'s, shared with Linux, so "ours" and "never disturb the rest" mean the
-//! same everywhere. A user-level value may be treated by Chrome as *recommended* rather than
-//! mandatory, which is why `status` reports whether the effective value is managed (forced by
-//! a configuration profile; see `devicetrust-agent profile chrome`).
+//! Chrome and Edge read the policy `AutoSelectCertificateForUrls` from their preference
+//! domains; the merge itself is [`crate::autoselect`]'s, shared with Linux, so "ours" and
+//! "never disturb the rest" mean the same everywhere. A user-level value may be treated by
+//! Chrome as *recommended* rather than mandatory, which is why `status` reports whether the
+//! effective value is managed (forced by a configuration profile; see `devicetrust-agent
+//! profile chrome`).
 
 use crate::autoselect::{self, OurEntry};
-use crate::origin::{Origin, OriginError};
+use crate::origin::OriginError;
 use crate::platform::{BrowserStatus, OriginStatus};
 
 pub(crate) use crate::mobileconfig::AUTO_SELECT_POLICY;
@@ -33,65 +32,11 @@ pub(crate) const CHROMIUM_BROWSERS: [(&str, &str); 2] = [("chrome", CHROME_DOMAI
 /// The record name of the protected origins given Safari identity preferences.
 pub(crate) const SAFARI_LIST: &str = "safari";
 
-/// One origin's Safari identity preference names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SafariOrigin {
-    /// The origin, in canonical form.
-    pub origin: String,
-    /// The names its identity preferences are set for; none that an earlier origin has.
-    pub names: Vec<String>,
-}
-
-/// The identity preference names per origin: the cert-auth domain's first (with the
-/// organisation wildcard, see [`safari_identity_names`]), then each further entry's
-/// (`protected`, as [`crate::autoselect::wanted`] made them) as URL, host name and, for `[*.]`,
-/// `*.<host>`. A name already given to an earlier origin is not repeated.
-pub(crate) fn safari_origins(
-    cert_auth_domain: &str,
-    org_domain: Option<&str>,
-    protected: &[OurEntry],
-) -> Result<Vec<SafariOrigin>, BrowserTargetError> {
-    let first = Origin::parse(cert_auth_domain)?;
-    let mut seen = safari_identity_names(cert_auth_domain, org_domain)?;
-    let mut out = vec![SafariOrigin { origin: first.to_string(), names: seen.clone() }];
-    for entry in protected.iter().filter(|e| e.pattern() != first.to_string()) {
-        let origin = Origin::parse(entry.pattern())?;
-        let mut names = vec![origin.root_url(), origin.host().to_owned()];
-        if origin.includes_subdomains() {
-            names.push(format!("*.{}", origin.host()));
-        }
-        names.retain(|n| !seen.contains(n));
-        seen.extend(names.iter().cloned());
-        out.push(SafariOrigin { origin: origin.to_string(), names });
-    }
-    Ok(out)
-}
-
-/// The names of protected origins recorded earlier (`recorded`, canonical patterns) that are
-/// no longer wanted, minus every name still wanted: what to clear (while it points at us).
-pub(crate) fn safari_retired_names(recorded: &[String], wanted: &[SafariOrigin]) -> Vec<String> {
-    let still: Vec<&String> = wanted.iter().flat_map(|o| &o.names).collect();
-    let mut out = Vec::new();
-    for pattern in recorded.iter().filter(|p| wanted.iter().all(|o| o.origin != **p)) {
-        let Ok(origin) = Origin::parse(pattern) else { continue };
-        let mut names = vec![origin.root_url(), origin.host().to_owned()];
-        if origin.includes_subdomains() {
-            names.push(format!("*.{}", origin.host()));
-        }
-        for name in names {
-            if !still.contains(&&name) && !out.contains(&name) {
-                out.push(name);
-            }
-        }
-    }
-    out
-}
-
 /// Why the browser targets cannot be derived.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub(crate) enum BrowserTargetError {
-    /// `certAuthDomain` is not a safe https origin (the one validator, [`Origin::parse`]).
+    /// `certAuthDomain` is not a safe https origin (the one validator, [`crate::origin::Origin::parse`]).
     #[error("the cert-auth domain cannot be used: {0}")]
     BadCertAuthDomain(#[from] OriginError),
     /// The configured organisation domain is not a plain DNS name.
@@ -100,36 +45,6 @@ pub(crate) enum BrowserTargetError {
         /// The configured value.
         value: String,
     },
-}
-
-/// The names Safari's identity preferences are set for: the cert-auth origin as a URL, its
-/// host name, `*.<host>` when the origin has Chrome's `[*.]` (subdomains too), and
-/// `*.<org domain>` when one is configured. The cert-auth domain goes through the same
-/// validator as every other browser setting, so nothing here is broader than what Chrome and
-/// Edge are told.
-///
-/// The organisation domain is never guessed from the host: dropping the first label of
-/// `ca.example.co.uk` would give `*.co.uk`, a preference for half a country.
-pub(crate) fn safari_identity_names(
-    cert_auth_domain: &str,
-    org_domain: Option<&str>,
-) -> Result<Vec<String>, BrowserTargetError> {
-    let origin = Origin::parse(cert_auth_domain)?;
-    let mut names = vec![origin.root_url(), origin.host().to_owned()];
-    if origin.includes_subdomains() {
-        names.push(format!("*.{}", origin.host()));
-    }
-    if let Some(org) = org_domain.map(str::trim).filter(|o| !o.is_empty()) {
-        let org = org.trim_start_matches("*.").trim_end_matches('.').to_ascii_lowercase();
-        if org.split('.').count() < 2 || !crate::origin::is_dns_name(&org) {
-            return Err(BrowserTargetError::BadOrgDomain { value: org });
-        }
-        let wildcard = format!("*.{org}");
-        if !names.contains(&wildcard) {
-            names.push(wildcard);
-        }
-    }
-    Ok(names)
 }
 
 /// Reads a preference value as a list of strings; `None` when it is something else, which
@@ -235,36 +150,6 @@ pub(crate) fn chromium_status(
     BrowserStatus { browser: browser.to_owned(), present, managed: forced, detail, origins }
 }
 
-/// Safari's status from which identity preference names of each origin point at our
-/// certificate: an origin is present when all of its names do.
-pub(crate) fn safari_status(origins: &[(String, Vec<(String, bool)>)]) -> BrowserStatus {
-    let missing: Vec<&str> = origins
-        .iter()
-        .flat_map(|(_, names)| names)
-        .filter(|(_, ours)| !ours)
-        .map(|(n, _)| n.as_str())
-        .collect();
-    let any = origins.iter().any(|(_, names)| !names.is_empty());
-    BrowserStatus {
-        browser: "safari".to_owned(),
-        present: any && missing.is_empty(),
-        // Identity preferences are per user; there is no managed form.
-        managed: false,
-        detail: (!missing.is_empty()).then(|| format!("no identity preference for {}", missing.join(", "))),
-        origins: origins
-            .iter()
-            .map(|(origin, names)| OriginStatus {
-                origin: origin.clone(),
-                entry: if names.iter().all(|(_, ours)| *ours) {
-                    autoselect::Status::Present
-                } else {
-                    autoselect::Status::Absent
-                },
-            })
-            .collect(),
-    }
-}
-
 /// The AppleScript that tells the user to restart browsers after a renewal; `browsers` are
 /// the status names (`chrome`, `edge`, `safari`). Only fixed text and sanitised names reach it.
 pub(crate) fn restart_notification_script(browsers: &[String]) -> String {
@@ -299,75 +184,6 @@ mod tests {
 
     fn array(items: &[&str]) -> Value {
         Value::Array(items.iter().map(|s| Value::String((*s).to_owned())).collect())
-    }
-
-    #[test]
-    fn safari_names_table() {
-        const DOMAIN: &str = "bad cert-auth domain";
-        const ORG: &str = "bad org domain";
-        let cases: &[(&str, &str, Option<&str>, Result<&[&str], &str>)] = &[
-            (
-                "ok/origin-and-host",
-                ORIGIN,
-                None,
-                Ok(&["https://cell-devicetrust.example.com/", "cell-devicetrust.example.com"]),
-            ),
-            (
-                "ok/port-kept",
-                "https://ca.example.com:8443",
-                None,
-                Ok(&["https://ca.example.com:8443/", "ca.example.com"]),
-            ),
-            (
-                "ok/org-wildcard",
-                ORIGIN,
-                Some("Example.com"),
-                Ok(&[
-                    "https://cell-devicetrust.example.com/",
-                    "cell-devicetrust.example.com",
-                    "*.example.com",
-                ]),
-            ),
-            (
-                "ok/org-given-as-wildcard",
-                ORIGIN,
-                Some("*.example.com"),
-                Ok(&[
-                    "https://cell-devicetrust.example.com/",
-                    "cell-devicetrust.example.com",
-                    "*.example.com",
-                ]),
-            ),
-            (
-                "ok/blank-org-ignored",
-                ORIGIN,
-                Some(" "),
-                Ok(&["https://cell-devicetrust.example.com/", "cell-devicetrust.example.com"]),
-            ),
-            (
-                "ok/subdomain-wildcard",
-                "https://[*.]example.com",
-                Some("example.com"),
-                Ok(&["https://example.com/", "example.com", "*.example.com"]),
-            ),
-            ("fail/http", "http://ca.example.com", None, Err(DOMAIN)),
-            ("fail/not-a-url", "ca.example.com", None, Err(DOMAIN)),
-            ("fail/star", "*", None, Err(DOMAIN)),
-            ("fail/https-star", "https://*", None, Err(DOMAIN)),
-            ("fail/star-label", "https://*.example.com", None, Err(DOMAIN)),
-            ("fail/path", "https://evil.example/path", None, Err(DOMAIN)),
-            ("fail/userinfo", "https://u@ca.example.com", None, Err(DOMAIN)),
-            ("fail/single-label-org", ORIGIN, Some("com"), Err(ORG)),
-            ("fail/org-with-space", ORIGIN, Some("exa mple.com"), Err(ORG)),
-        ];
-        for (name, domain, org, want) in cases {
-            let got = safari_identity_names(domain, *org).map_err(|e| match e {
-                BrowserTargetError::BadCertAuthDomain(_) => DOMAIN,
-                BrowserTargetError::BadOrgDomain { .. } => ORG,
-            });
-            let want = want.map(|w| w.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
-            assert_eq!(got, want, "{name}");
-        }
     }
 
     const APPS_ORIGIN: &str = "https://[*.]apps.example.com";
@@ -477,67 +293,6 @@ mod tests {
     }
 
     #[test]
-    fn safari_origins_table() {
-        let wiki = OurEntry::new("https://wiki.example.com:8443", CN).unwrap();
-        let cases: &[(&str, Vec<OurEntry>, Option<&str>, &[(&str, &[&str])])] = &[
-            (
-                "ok/cert-auth-only",
-                vec![ours()],
-                None,
-                &[(ORIGIN, &["https://cell-devicetrust.example.com/", "cell-devicetrust.example.com"])],
-            ),
-            (
-                "ok/per-origin",
-                vec![ours(), apps(), wiki.clone()],
-                None,
-                &[
-                    (ORIGIN, &["https://cell-devicetrust.example.com/", "cell-devicetrust.example.com"]),
-                    (APPS_ORIGIN, &["https://apps.example.com/", "apps.example.com", "*.apps.example.com"]),
-                    (
-                        "https://wiki.example.com:8443",
-                        &["https://wiki.example.com:8443/", "wiki.example.com"],
-                    ),
-                ],
-            ),
-            (
-                "ok/names-once",
-                vec![ours(), OurEntry::new("https://cell-devicetrust.example.com:8443", CN).unwrap()],
-                Some("example.com"),
-                &[
-                    (
-                        ORIGIN,
-                        &[
-                            "https://cell-devicetrust.example.com/",
-                            "cell-devicetrust.example.com",
-                            "*.example.com",
-                        ],
-                    ),
-                    (
-                        "https://cell-devicetrust.example.com:8443",
-                        &["https://cell-devicetrust.example.com:8443/"],
-                    ),
-                ],
-            ),
-        ];
-        for (name, entries, org, want) in cases {
-            let got = safari_origins(ORIGIN, *org, entries).unwrap();
-            let got: Vec<(&str, Vec<&str>)> = got
-                .iter()
-                .map(|o| (o.origin.as_str(), o.names.iter().map(String::as_str).collect()))
-                .collect();
-            let want: Vec<(&str, Vec<&str>)> = want.iter().map(|(o, n)| (*o, n.to_vec())).collect();
-            assert_eq!(got, want, "{name}");
-        }
-        let wanted = safari_origins(ORIGIN, None, &[ours(), wiki]).unwrap();
-        assert_eq!(
-            safari_retired_names(&owned(&[APPS_ORIGIN, "https://wiki.example.com:8443"]), &wanted),
-            owned(&["https://apps.example.com/", "apps.example.com", "*.apps.example.com"]),
-            "ok/only-dropped-origins-names"
-        );
-        assert!(safari_retired_names(&owned(&["not an origin"]), &wanted).is_empty(), "fail/garbage-record");
-    }
-
-    #[test]
     fn chromium_status_table() {
         let cases: &[(&str, Option<Value>, bool, bool)] = &[
             ("ok/present-user-level", Some(array(&[OTHER, OURS])), false, true),
@@ -580,27 +335,5 @@ mod tests {
         let odd = restart_notification_script(&["x\" & do shell script \"id".to_owned()]);
         assert_eq!(odd.matches('"').count(), 4, "{odd}");
         assert!(restart_notification_script(&[]).contains("Restart your browser"));
-    }
-
-    #[test]
-    fn safari_status_table() {
-        let n = |name: &str, ours: bool| (name.to_owned(), ours);
-        let one = |names: Vec<(String, bool)>| vec![("https://a".to_owned(), names)];
-        assert!(safari_status(&one(vec![n("https://a/", true), n("a", true)])).present);
-        let partial = safari_status(&one(vec![n("https://a/", true), n("a", false)]));
-        assert!(!partial.present);
-        assert_eq!(partial.detail.as_deref(), Some("no identity preference for a"));
-        assert_eq!(partial.origins[0].entry, autoselect::Status::Absent);
-        assert!(!safari_status(&[]).present);
-        assert!(!safari_status(&one(vec![n("a", true)])).managed);
-        let two = safari_status(&[
-            ("https://a".to_owned(), vec![n("a", true)]),
-            ("https://b".to_owned(), vec![n("b", false)]),
-        ]);
-        let entries: Vec<_> = two.origins.iter().map(|o| (o.origin.as_str(), o.entry)).collect();
-        assert_eq!(
-            entries,
-            [("https://a", autoselect::Status::Present), ("https://b", autoselect::Status::Absent)]
-        );
     }
 }

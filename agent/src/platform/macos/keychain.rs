@@ -5,9 +5,22 @@
 //! generic password item in the login keychain (service `devicetrust`, account `keychain`),
 //! whose ACL trusts the agent alone; it never locks on sleep or after a timeout, and it joins
 //! the user's search list so that browsers find the identity. The private keys are ECDSA P-256,
-//! generated inside the keychain as non-extractable; they sign through
-//! `SecKeyCreateSignature` and are never seen as bytes. The issued certificate is added next
-//! to its key, which is what makes an identity.
+//! generated inside the keychain as non-extractable (checked after generation, from the key's
+//! database record); they sign through `SecKeyCreateSignature` and are never seen as bytes.
+//! Keys are found by label and application label with references and attributes only: asking
+//! a private key for its attributes (`SecKeyCopyAttributes`) would export it in the clear into
+//! this process whenever the ACL allows. The key's ACL lets the agent and the allowlisted apps
+//! sign, and nobody export ([`sys::set_key_access`]). The issued certificate is added next to
+//! its key, which is what makes an identity.
+//!
+//! After a renewal the agent takes its keychain out of the user's search list and puts it
+//! back. Chrome and Edge drop their remembered certificate choice and their TLS sessions when
+//! another process changes the search list (Chromium `net/cert/cert_database_mac.cc` listens for
+//! `kSecKeychainListChangedEvent`; adding an item raises nothing they listen for), and
+//! securityd posts that event only when the list really changes (`StorageManager::setSearchList`
+//! in `OSX/libsecurity_keychain/lib/StorageManager.cpp`), so writing the same list again would
+//! not do. On Security-61901 setting a Safari identity preference copies the certificate into
+//! the login keychain; the store deletes those copies (matched by DER) when their identity goes.
 //!
 //! Which key is current, pending or previous is kept in a small index file in the data
 //! directory (`keychain-identities.json`, 0600, replaced atomically), keyed by each key's
@@ -24,7 +37,7 @@ use ca_client::cert::CertificateInfo;
 use ca_client::signer::{KeyAlgorithm, KeySigner, SignError};
 use security_framework::certificate::SecCertificate;
 use security_framework::identity::SecIdentity;
-use security_framework::item::{ItemClass, ItemSearchOptions, KeyClass, Limit, Reference, SearchResult};
+use security_framework::item::{ItemClass, ItemSearchOptions, Limit, Reference, SearchResult};
 use security_framework::key::{Algorithm, SecKey};
 use security_framework::os::macos::identity::SecIdentityExt as _;
 use security_framework::os::macos::keychain::{
@@ -101,22 +114,29 @@ impl fmt::Debug for KeychainKey {
     }
 }
 
-impl KeychainKey {
-    fn new(key: SecKey) -> Result<Self, PlatformError> {
-        let public = key
-            .public_key()
-            .and_then(|p| p.external_representation())
-            .map(|d| d.to_vec())
-            .filter(|p| p.len() == 65 && p[0] == 0x04)
-            .ok_or(PlatformError::Key {
-                action: "the keychain key has no uncompressed p-256 public key".into(),
-                source: None,
-            })?;
-        let label = key.application_label().ok_or(PlatformError::Key {
-            action: "the keychain key has no application label".into(),
+/// The public point of a private key: `SecKeyCopyPublicKey` finds the public key's own record
+/// (by the shared label, `SecKey.cpp`) and never touches the private one.
+fn public_point(key: &SecKey) -> Result<Vec<u8>, PlatformError> {
+    key.public_key()
+        .and_then(|p| p.external_representation())
+        .map(|d| d.to_vec())
+        .filter(|p| p.len() == 65 && p[0] == 0x04)
+        .ok_or(PlatformError::Key {
+            action: "the keychain key has no uncompressed p-256 public key".into(),
             source: None,
-        })?;
-        Ok(Self { key, public, label })
+        })
+}
+
+/// The application label the keychain gives a key: the SHA-1 of its public key, for an EC key
+/// of the uncompressed point (`CSSM_APPLECSP_KEYDIGEST` in `KeyItem.cpp`, `AppleCSP.cpp`).
+fn application_label_of(public: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, public).as_ref().to_vec()
+}
+
+impl KeychainKey {
+    fn new(found: sys::FoundKey) -> Result<Self, PlatformError> {
+        let public = public_point(&found.key)?;
+        Ok(Self { key: found.key, public, label: found.label })
     }
 
     pub(super) fn sec_key(&self) -> &SecKey {
@@ -160,6 +180,13 @@ struct Index {
     pending: Option<Slot>,
     #[serde(default)]
     previous: Option<Slot>,
+}
+
+impl Slot {
+    fn certificate_der(&self) -> Option<Vec<u8>> {
+        let pem = self.certificate_pem.as_deref()?;
+        CertificateInfo::from_pem(pem).ok().map(|c| c.der().to_vec())
+    }
 }
 
 impl Index {
@@ -438,33 +465,9 @@ impl KeychainStore {
             location: label_hex.to_owned(),
             reason: e.to_string(),
         })?;
-        let found = ItemSearchOptions::new()
-            .keychains(std::slice::from_ref(keychain))
-            .class(ItemClass::key())
-            .key_class(KeyClass::private())
-            .application_label(&label)
-            .load_refs(true)
-            .limit(1)
-            .search();
-        match found {
-            Ok(results) => results
-                .into_iter()
-                .find_map(|r| match r {
-                    SearchResult::Ref(Reference::Key(key)) => Some(key),
-                    _ => None,
-                })
-                .map(KeychainKey::new)
-                .transpose(),
-            Err(e) if e.code() == ITEM_NOT_FOUND => Ok(None),
-            Err(e) => Err(backend("could not search the keychain for a key", e)),
-        }
-    }
-
-    fn all_keys(keychain: &SecKeychain) -> Result<Vec<SecKey>, PlatformError> {
-        Self::all_of(keychain, ItemClass::key(), "keys", |r| match r {
-            Reference::Key(key) => Some(key),
-            _ => None,
-        })
+        let found = sys::private_keys(keychain, Some(&label))
+            .map_err(|e| backend("could not search the keychain for a key", e))?;
+        found.into_iter().next().map(KeychainKey::new).transpose()
     }
 
     fn all_certificates(keychain: &SecKeychain) -> Result<Vec<SecCertificate>, PlatformError> {
@@ -504,17 +507,19 @@ impl KeychainStore {
     /// a keychain change and the index write).
     fn sweep(keychain: &SecKeychain, index: &Index) -> Result<(), PlatformError> {
         let keep_keys: Vec<Vec<u8>> = index.slots().filter_map(|s| hex::decode(&s.key).ok()).collect();
-        for key in Self::all_keys(keychain)? {
-            if key.application_label().is_some_and(|l| !keep_keys.contains(&l)) {
-                key.delete().map_err(|e| backend("could not delete a stray key", e))?;
+        let keys = sys::private_keys(keychain, None)
+            .map_err(|e| backend("could not list the keychain's keys", e))?;
+        for found in keys {
+            if !keep_keys.contains(&found.label) {
+                // Its public key shares the label and goes with it.
+                if let Some(public) = found.key.public_key() {
+                    public.delete().map_err(|e| backend("could not delete a stray public key", e))?;
+                }
+                found.key.delete().map_err(|e| backend("could not delete a stray key", e))?;
                 tracing::info!("deleted a key no identity refers to");
             }
         }
-        let keep_certs: Vec<Vec<u8>> = index
-            .slots()
-            .filter_map(|s| s.certificate_pem.as_deref())
-            .filter_map(|pem| CertificateInfo::from_pem(pem).ok().map(|c| c.der().to_vec()))
-            .collect();
+        let keep_certs: Vec<Vec<u8>> = index.slots().filter_map(Slot::certificate_der).collect();
         for cert in Self::all_certificates(keychain)? {
             if !keep_certs.contains(&cert.to_der()) {
                 cert.delete().map_err(|e| backend("could not delete a stray certificate", e))?;
@@ -525,19 +530,111 @@ impl KeychainStore {
     }
 
     fn delete_slot_items(keychain: &SecKeychain, slot: &Slot) -> Result<(), PlatformError> {
-        if let Some(pem) = &slot.certificate_pem
-            && let Ok(info) = CertificateInfo::from_pem(pem)
-        {
-            for cert in Self::all_certificates(keychain)? {
-                if cert.to_der() == info.der() {
-                    cert.delete().map_err(|e| backend("could not delete a certificate", e))?;
-                }
-            }
+        if let Some(der) = slot.certificate_der() {
+            Self::delete_certificates(keychain, std::slice::from_ref(&der))?;
+            Self::delete_login_copies(std::slice::from_ref(&der));
         }
         if let Some(key) = Self::find_key(keychain, &slot.key)? {
+            if let Some(public) = key.sec_key().public_key() {
+                public.delete().map_err(|e| backend("could not delete a public key", e))?;
+            }
             key.sec_key().delete().map_err(|e| backend("could not delete a key", e))?;
         }
         Ok(())
+    }
+
+    /// Deletes the certificates of `keychain` whose DER is one of `ders`; returns how many.
+    fn delete_certificates(keychain: &SecKeychain, ders: &[Vec<u8>]) -> Result<usize, PlatformError> {
+        let mut deleted = 0;
+        for cert in Self::all_certificates(keychain)? {
+            if ders.contains(&cert.to_der()) {
+                cert.delete().map_err(|e| backend("could not delete a certificate", e))?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes the copies of our certificates that setting a Safari identity preference put into
+    /// the login keychain (Security-61901, `SecIdentityImportToFileBackedKeychain`). Best effort:
+    /// a copy left behind is clutter, not a failure of the step that retires the identity.
+    fn delete_login_copies(ders: &[Vec<u8>]) -> usize {
+        let result = Self::login_keychain().and_then(|login| Self::delete_certificates(&login, ders));
+        match result {
+            Ok(deleted) => {
+                if deleted > 0 {
+                    tracing::info!(deleted, "deleted copies of our certificates from the login keychain");
+                }
+                deleted
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::util::error_chain(&e), "could not clean our certificates out of the login keychain");
+                0
+            }
+        }
+    }
+
+    /// Takes the keychain out of the user's search list and puts the list back as it was, so
+    /// that running Chrome and Edge forget the old certificate at once (see the module doc).
+    fn announce_new_identity(&self) {
+        let result = Self::search_list().and_then(|list| {
+            match keychain_list::with_removed(&list, &self.paths.keychain) {
+                Some(without) => Self::set_search_list(&without).and_then(|()| Self::set_search_list(&list)),
+                None => Ok(()),
+            }
+        });
+        if let Err(e) = result {
+            tracing::warn!(error = %crate::util::error_chain(&e), "could not tell running browsers about the new certificate");
+        }
+    }
+
+    /// A freshly generated key, once the keychain says it cannot leave it and it is found
+    /// under the application label computed from its public key; otherwise it is deleted and
+    /// refused.
+    fn checked_new_key(keychain: &SecKeychain, key: SecKey) -> Result<KeychainKey, PlatformError> {
+        let refuse = |key: &SecKey, why: PlatformError| {
+            if let Some(public) = key.public_key() {
+                let _ = public.delete();
+            }
+            if let Err(e) = key.delete() {
+                tracing::warn!(error = %e, "could not delete the refused key");
+            }
+            why
+        };
+        match sys::key_is_extractable(&key) {
+            Ok(false) => {}
+            Ok(true) => {
+                return Err(refuse(
+                    &key,
+                    PlatformError::Key {
+                        action: "refusing a key the keychain made extractable".into(),
+                        source: None,
+                    },
+                ));
+            }
+            Err(e) => {
+                return Err(refuse(
+                    &key,
+                    PlatformError::key("could not read whether the new key is extractable", e),
+                ));
+            }
+        }
+        let public = match public_point(&key) {
+            Ok(public) => public,
+            Err(e) => return Err(refuse(&key, e)),
+        };
+        let label = application_label_of(&public);
+        match sys::private_keys(keychain, Some(&label)) {
+            Ok(found) if !found.is_empty() => Ok(KeychainKey { key, public, label }),
+            Ok(_) => Err(refuse(
+                &key,
+                PlatformError::Key {
+                    action: "the new key is not found under the application label of its public key".into(),
+                    source: None,
+                },
+            )),
+            Err(e) => Err(refuse(&key, backend("could not search the keychain for the new key", e))),
+        }
     }
 
     fn identity_of(keychain: &SecKeychain, slot: &Slot) -> Result<Option<Identity>, PlatformError> {
@@ -565,18 +662,23 @@ impl KeychainStore {
         Ok(self.allowlist()?.0.effective(self.own_partition()))
     }
 
+    /// Writes the key's access: the partition list and the signing entry from the allowlist,
+    /// no export rights. Refused while the agent's own partition is unknown: a list without
+    /// it would lock the agent out of its own key.
     fn apply_partitions(&self, opened: &Opened, key: &KeychainKey) -> Result<(), PlatformError> {
-        let ids = self.effective_partitions()?;
-        if self.own_partition().is_none() {
-            tracing::warn!(
-                "the agent's own code signature is unknown; it may be asked for the keychain password"
-            );
-        }
+        let own = self.own_partition().ok_or(PlatformError::Unavailable {
+            what: "the agent's own code signature (codesign -dv on the running binary)",
+            hint: "the key's partition list is left as it is, since one without the agent would lock it out of its key; check that /usr/bin/codesign runs",
+        })?;
+        let (list, _) = self.allowlist()?;
+        let ids = list.effective(Some(own));
         let description =
             allowlist::encode_description(&ids).map_err(|e| backend("the partition list", e))?;
-        sys::set_key_partitions(key.sec_key(), &opened.password.0, &description)
-            .map_err(|e| backend("could not set the key's partition list (app allowlist)", e))?;
-        tracing::info!(partitions = %allowlist::render_list(&ids), "set the key's partition list");
+        let trusted = sys::trusted_applications(&list.signing_requirements(Some(own)))
+            .map_err(|e| backend("could not make the key's trusted applications (app allowlist)", e))?;
+        sys::set_key_access(key.sec_key(), &opened.password.0, &description, &trusted)
+            .map_err(|e| backend("could not set the key's access (app allowlist)", e))?;
+        tracing::info!(partitions = %allowlist::render_list(&ids), "set the key's partition list and signing entry");
         Ok(())
     }
 
@@ -610,6 +712,15 @@ impl KeychainStore {
         Ok(Some(out))
     }
 
+    /// Whether the current key could leave the keychain (keys made before the fix could).
+    fn current_key_extractable(&self) -> Result<Option<bool>, PlatformError> {
+        let Some(guard) = self.open(false)? else { return Ok(None) };
+        let Some(opened) = guard.as_ref() else { return Ok(None) };
+        let Some(slot) = self.load_index()?.current else { return Ok(None) };
+        let Some(key) = Self::find_key(&opened.keychain, &slot.key)? else { return Ok(None) };
+        sys::key_is_extractable(key.sec_key()).map(Some).map_err(|e| backend("the key's record", e))
+    }
+
     /// The keychain identity for a certificate the store holds (for identity preferences).
     pub(super) fn sec_identity(&self, certificate_pem: &str) -> Result<Option<SecIdentity>, PlatformError> {
         let Some(guard) = self.open(false)? else { return Ok(None) };
@@ -625,6 +736,12 @@ impl KeychainStore {
 }
 
 impl IdentityStore for KeychainStore {
+    fn unlock(&self) -> Result<bool, PlatformError> {
+        // Opening unlocks: SecKeychainUnlock with the stored password, in this process's
+        // security session, which is the one the user's browsers are in.
+        Ok(self.open(false)?.is_some())
+    }
+
     fn pending_key(&self) -> Result<Option<Arc<dyn KeySigner>>, PlatformError> {
         let index = self.load_index()?;
         let Some(slot) = index.pending else { return Ok(None) };
@@ -652,7 +769,7 @@ impl IdentityStore for KeychainStore {
         Self::sweep(&opened.keychain, &index)?;
         let key = sys::generate_p256_key(&opened.keychain, KEY_LABEL)
             .map_err(|e| PlatformError::key("could not generate a key in the device keychain", e))?;
-        let key = KeychainKey::new(key)?;
+        let key = Self::checked_new_key(&opened.keychain, key)?;
         self.apply_partitions(opened, &key)?;
         index.pending =
             Some(Slot { key: hex::encode(&key.label), certificate_pem: None, chain_pem: Vec::new() });
@@ -734,6 +851,7 @@ impl IdentityStore for KeychainStore {
         {
             Self::delete_slot_items(&opened.keychain, &older)?;
         }
+        self.announce_new_identity();
         Ok(())
     }
 
@@ -774,6 +892,15 @@ impl IdentityStore for KeychainStore {
 
     fn remove_all(&self) -> Result<Vec<String>, PlatformError> {
         let mut removed = Vec::new();
+        // A damaged index only means there are no copies to look for.
+        let ders: Vec<Vec<u8>> = self
+            .load_index()
+            .map(|i| i.slots().filter_map(Slot::certificate_der).collect())
+            .unwrap_or_default();
+        let copies = Self::delete_login_copies(&ders);
+        if copies > 0 {
+            removed.push(format!("{copies} copies of our certificates from the login keychain"));
+        }
         let mut guard = self.lock();
         *guard = None;
         if self.paths.keychain.exists() {
@@ -822,6 +949,19 @@ impl IdentityStore for KeychainStore {
             "agentPartition".to_owned(),
             self.own_partition().map_or_else(|| "unknown".to_owned(), ToString::to_string),
         );
+        if let Some(warning) = allowlist::own_partition_warning(self.own_partition()) {
+            details.insert("agentSignature".to_owned(), warning.to_owned());
+        }
+        if let Ok(Some(extractable)) = self.current_key_extractable() {
+            details.insert(
+                "keyExtractable".to_owned(),
+                if extractable {
+                    "yes: made by an agent before 0.5; `devicetrust-agent renew --force` replaces it with a key that cannot leave the keychain".to_owned()
+                } else {
+                    "no".to_owned()
+                },
+            );
+        }
         if let Ok(Some(partitions)) = self.current_partitions() {
             details.insert("keyPartitions".to_owned(), partitions.join(","));
         }

@@ -28,6 +28,7 @@ pub(crate) mod keychain_list;
 pub(crate) mod launch_agent;
 pub(crate) mod logging;
 pub(crate) mod profiles;
+pub(crate) mod safari;
 
 #[cfg(target_os = "macos")]
 mod backend;

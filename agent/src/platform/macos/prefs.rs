@@ -4,22 +4,22 @@
 //! user's own preference domains, each added only when no entry for its origin exists, and
 //! removed only when the agent recorded adding it; no other entry is touched. Whether the
 //! effective value is managed comes from `CFPreferencesAppValueIsForced`. Safari gets identity
-//! preferences for each origin pointing at the current identity. The agent's own managed preferences are read here too, forced values only.
+//! preferences for each origin pointing at the current identity, under the wildcard names its
+//! lookup finds ([`super::safari`] decides which; here they are read as stored, written and
+//! deleted). The agent's own managed preferences are read here too, forced values only.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-
-use security_framework::certificate::SecCertificate;
-use security_framework::identity::SecIdentity;
 
 use crate::autoselect::OurEntry;
 use crate::platform::{
     BrowserIntegration, BrowserStatus, BrowserTarget, Identity, PlatformError, Scope, WrittenEntries,
 };
 
-use super::browsers::{self, AUTO_SELECT_POLICY, CHROMIUM_BROWSERS, SAFARI_LIST, SafariOrigin};
+use super::browsers::{self, AUTO_SELECT_POLICY, CHROMIUM_BROWSERS, SAFARI_LIST};
 use super::config;
 use super::keychain::KeychainStore;
+use super::safari::{self, Existing, PointsAt, SafariOrigin};
 use super::{BUNDLE_ID, sys};
 
 /// The forced values of the agent's managed preferences domain, for the keys the agent knows.
@@ -51,14 +51,51 @@ impl MacBrowsers {
         target: &BrowserTarget<'_>,
         entries: &[OurEntry],
     ) -> Result<Vec<SafariOrigin>, PlatformError> {
-        browsers::safari_origins(target.cert_auth_domain, self.org_domain.as_deref(), entries)
+        safari::safari_origins(target.cert_auth_domain, self.org_domain.as_deref(), entries)
             .map_err(|e| backend("the browser target", e))
     }
 
-    fn our_certificate(&self) -> Option<SecCertificate> {
+    fn our_certificate(&self) -> Option<Vec<u8>> {
         let identity = crate::platform::IdentityStore::current(self.store.as_ref()).ok().flatten()?;
-        let sec_identity = self.store.sec_identity(&identity.certificate_pem).ok().flatten()?;
-        sec_identity.certificate().ok()
+        ca_client::cert::CertificateInfo::from_pem(&identity.certificate_pem).ok().map(|c| c.der().to_vec())
+    }
+
+    /// Every identity preference as stored, with what it points at: the certificate `ours`
+    /// (DER), another of the CA whose issuer CN is `issuer_cn`, or something else.
+    fn existing_preferences(
+        ours: Option<&[u8]>,
+        issuer_cn: &str,
+    ) -> Result<(Vec<Existing>, Vec<sys::PreferenceItem>), PlatformError> {
+        let items =
+            sys::identity_preferences().map_err(|e| backend("could not read the identity preferences", e))?;
+        let existing = items
+            .iter()
+            .map(|item| {
+                let points_at = match item.certificate.as_deref() {
+                    Some(der) if Some(der) == ours => PointsAt::Current,
+                    Some(der) if issued_by(der, issuer_cn) => PointsAt::OurCa,
+                    _ => PointsAt::Other,
+                };
+                Existing { name: item.name.clone(), points_at }
+            })
+            .collect();
+        Ok((existing, items))
+    }
+
+    /// Deletes the stored preferences named in `names`; returns a line per deletion.
+    fn delete_preferences(
+        items: &[sys::PreferenceItem],
+        names: &[String],
+    ) -> Result<Vec<String>, PlatformError> {
+        let mut done = Vec::new();
+        for item in items.iter().filter(|i| names.contains(&i.name)) {
+            match item.delete() {
+                Ok(()) => done.push(format!("the identity preference {:?} (Safari)", item.name)),
+                Err(e) if sys::is_not_found(&e) => {}
+                Err(e) => return Err(backend("could not remove an identity preference", e)),
+            }
+        }
+        Ok(done)
     }
 
     fn apply_safari(
@@ -72,58 +109,29 @@ impl MacBrowsers {
             .store
             .sec_identity(&identity.certificate_pem)?
             .ok_or(PlatformError::Missing("the identity in the device keychain"))?;
-        let cert = sec_identity.certificate().map_err(|e| backend("the identity's certificate", e))?;
-        let mut changes = Vec::new();
-        // Names of protected origins the CA dropped, while they still point at us.
+        let ours = ca_client::cert::CertificateInfo::from_pem(&identity.certificate_pem)
+            .map(|c| c.der().to_vec())
+            .map_err(|e| backend("the identity's certificate", e))?;
+        let (existing, items) = Self::existing_preferences(Some(&ours), issuer_cn)?;
         let recorded = written.get(SAFARI_LIST).cloned().unwrap_or_default();
-        // "Ours" is an identity of this CA: the current one, or one a renewal replaced
-        // (a name dropped in the apply of a renewal still points at the old identity).
-        let ours = |preferred: &SecIdentity| {
-            sys::identity_has_certificate(preferred, &cert) || issued_by(preferred, issuer_cn)
-        };
-        for name in browsers::safari_retired_names(&recorded, origins) {
-            let Some(preferred) = sys::preferred_identity(&name) else { continue };
-            if !ours(&preferred) {
-                continue;
-            }
-            match sys::set_preferred_identity(None, &name) {
-                Ok(()) => changes.push(format!("removed the identity preference for {name} (Safari)")),
-                Err(e) if sys::is_not_found(&e) => {}
-                Err(e) => return Err(backend("could not remove the identity preference", e)),
-            }
+        let plan = safari::plan_apply(origins, &recorded, &existing);
+        let mut changes: Vec<String> = Self::delete_preferences(&items, &plan.delete)?
+            .into_iter()
+            .map(|d| format!("removed {d}"))
+            .collect();
+        for name in &plan.left_alone {
+            changes.push(format!(
+                "left the identity preference for {name} alone: it names another identity (Safari)"
+            ));
         }
-        for (i, origin) in origins.iter().enumerate() {
-            for name in &origin.names {
-                match sys::preferred_identity(name) {
-                    Some(p) if sys::identity_has_certificate(&p, &cert) => continue,
-                    // A protected origin's name that someone pointed at another identity (a
-                    // smart card, say) is theirs: left alone, as Chrome's foreign entries are.
-                    // The cert-auth domain's names are ours by definition.
-                    Some(p) if i > 0 && !ours(&p) => {
-                        changes.push(format!(
-                            "left the identity preference for {name} alone: it names another identity (Safari)"
-                        ));
-                        continue;
-                    }
-                    _ => {}
-                }
-                Self::set_safari_name(&sec_identity, name, &mut changes)?;
-            }
+        for name in &plan.set {
+            sys::set_preferred_identity(&sec_identity, name)
+                .map_err(|e| backend("could not set the identity preference", e))?;
+            changes.push(format!("set the identity preference for {name} (Safari)"));
         }
         // The cert-auth domain's names are ours by definition; record the protected origins.
         written.insert(SAFARI_LIST.to_owned(), origins.iter().skip(1).map(|o| o.origin.clone()).collect());
         Ok(changes)
-    }
-
-    fn set_safari_name(
-        sec_identity: &SecIdentity,
-        name: &str,
-        changes: &mut Vec<String>,
-    ) -> Result<(), PlatformError> {
-        sys::set_preferred_identity(Some(sec_identity), name)
-            .map_err(|e| backend("could not set the identity preference", e))?;
-        changes.push(format!("set the identity preference for {name} (Safari)"));
-        Ok(())
     }
 
     fn apply_chromium(
@@ -209,26 +217,19 @@ impl BrowserIntegration for MacBrowsers {
                 browsers::chromium_status(browser, effective.as_ref(), forced, &entries)
             })
             .collect();
+        // What Safari's own lookup would pick, name by name in its order.
         let ours = self.our_certificate();
-        let found: Vec<(String, Vec<(String, bool)>)> = self
+        let (existing, _) = Self::existing_preferences(ours.as_deref(), target.issuer_common_name)?;
+        let found: Vec<(SafariOrigin, Option<(String, safari::Found)>)> = self
             .safari_origins(target, &entries)?
             .into_iter()
             .map(|origin| {
-                let names = origin
-                    .names
-                    .into_iter()
-                    .map(|name| {
-                        let matches = match (&ours, sys::preferred_identity(&name)) {
-                            (Some(cert), Some(preferred)) => sys::identity_has_certificate(&preferred, cert),
-                            _ => false,
-                        };
-                        (name, matches)
-                    })
-                    .collect();
-                (origin.origin, names)
+                let names = safari::lookup_names(&origin.url, Some(safari::SAFARI_APP_ID));
+                let pick = safari::safari_pick(&names, |name| safari::found_in(&existing, name));
+                (origin, pick)
             })
             .collect();
-        out.push(browsers::safari_status(&found));
+        out.push(safari::safari_status(&found));
         Ok(out)
     }
 
@@ -261,44 +262,21 @@ impl BrowserIntegration for MacBrowsers {
             }
         }
         let Some(target) = target else { return Ok(removed) };
-        // The preferences for the cert-auth origin and host name name our CA's own site, so any
-        // identity preference there is ours. The organisation wildcard and the protected
-        // origins' names may be shared with other tools: removed only while they point at our
-        // identity. A preference whose identity is already gone cannot be seen, so this runs
-        // before the keychain is deleted.
+        // Removed only while they point at an identity of ours, save the legacy names of our
+        // CA's own site. A preference whose certificate is already gone cannot be told from
+        // someone else's, so this runs before the keychain is deleted.
         let our_cert = self.our_certificate();
         let origins = self.safari_origins(target, &entries)?;
         let recorded = written.get(SAFARI_LIST).cloned().unwrap_or_default();
-        let mut names: Vec<(String, bool)> = Vec::new();
-        for (index, origin) in origins.iter().enumerate() {
-            for (position, name) in origin.names.iter().enumerate() {
-                names.push((name.clone(), index == 0 && position < 2));
-            }
-        }
-        names.extend(browsers::safari_retired_names(&recorded, &origins).into_iter().map(|n| (n, false)));
-        for (name, always_ours) in names {
-            let Some(preferred) = sys::preferred_identity(&name) else { continue };
-            let points_at_us =
-                our_cert.as_ref().is_some_and(|cert| sys::identity_has_certificate(&preferred, cert));
-            if !always_ours && !points_at_us {
-                continue;
-            }
-            match sys::set_preferred_identity(None, &name) {
-                Ok(()) => removed.push(format!("the identity preference for {name} (Safari)")),
-                Err(e) if sys::is_not_found(&e) => {}
-                Err(e) => return Err(backend("could not remove the identity preference", e)),
-            }
-        }
+        let (existing, items) = Self::existing_preferences(our_cert.as_deref(), target.issuer_common_name)?;
+        let names = safari::plan_remove(&origins, &recorded, &existing);
+        removed.extend(Self::delete_preferences(&items, &names)?);
         Ok(removed)
     }
 }
 
-/// Whether `identity`'s certificate was issued by the CA whose issuer CN is `issuer_cn`
-/// (what the browsers' filters match too).
-fn issued_by(identity: &SecIdentity, issuer_cn: &str) -> bool {
-    identity
-        .certificate()
-        .ok()
-        .and_then(|c| ca_client::cert::CertificateInfo::from_der(&c.to_der()).ok())
-        .is_some_and(|info| info.issuer_cn() == Some(issuer_cn))
+/// Whether the certificate `der` was issued by the CA whose issuer CN is `issuer_cn` (what the
+/// browsers' filters match too).
+fn issued_by(der: &[u8], issuer_cn: &str) -> bool {
+    ca_client::cert::CertificateInfo::from_der(der).is_ok_and(|info| info.issuer_cn() == Some(issuer_cn))
 }

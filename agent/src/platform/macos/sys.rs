@@ -2,14 +2,22 @@
 //! behind safe functions; the only module of the agent with `unsafe`.
 //!
 //! What it declares itself: key generation attributes (`kSecAttrIsExtractable`,
-//! `kSecAttrIsSensitive`, `kSecAttrAccess`), access objects and ACL entries (`SecAccessCreate`,
-//! `SecTrustedApplicationCreateFromPath`, `SecAccessCopyMatchingACLList`, `SecACLCopyContents`,
-//! `SecACLSetContents`), the partition-list change `SecKeychainItemSetAccessWithPassword`
-//! (exported by Security.framework and used by `security set-key-partition-list`, but absent
-//! from the public headers, so it is looked up with `dlsym` at run time instead of linked),
-//! identity preferences (`SecIdentitySetPreferred`, `SecIdentityCopyPreferred`), keychain
-//! deletion, and CFPreferences. Property-list values cross the boundary as XML, converted to
-//! and from [`plist::Value`], so no CF type leaks into the rest of the backend.
+//! `kSecAttrAccess`), key lookups that never copy a private key's attributes, the key's
+//! extractability read from its database record (`SecKeychainItemCopyAttributesAndData`),
+//! access objects and ACL entries (`SecAccessCreate`, `SecTrustedApplicationCreateFromPath`,
+//! `SecTrustedApplicationCreateFromRequirement`, `SecAccessCopyMatchingACLList`,
+//! `SecACLCopyContents`, `SecACLSetContents`, `SecACLUpdateAuthorizations`, `SecACLRemove`),
+//! the partition-list change `SecKeychainItemSetAccessWithPassword` (exported by
+//! Security.framework and used by `security set-key-partition-list`, but absent from the public
+//! headers, so it is looked up with `dlsym` at run time instead of linked), identity
+//! preferences (`SecIdentitySetPreferred`, and the `iprf` items themselves through
+//! `SecItemCopyMatching`), keychain deletion, and CFPreferences. Property-list values cross the
+//! boundary as XML, converted to and from [`plist::Value`], so no CF type leaks into the rest of
+//! the backend.
+//!
+//! Where a call's behaviour is not what its name suggests, the comment names the file of
+//! Apple's Security sources (apple-oss-distributions/Security, read at Security-61901) that
+//! shows it.
 #![allow(unsafe_code, reason = "the FFI boundary to Security.framework and CoreFoundation")]
 
 use std::ffi::{c_char, c_void};
@@ -32,34 +40,85 @@ use security_framework::certificate::SecCertificate;
 use security_framework::identity::SecIdentity;
 use security_framework::key::SecKey;
 use security_framework::os::macos::access::SecAccess;
+use security_framework::os::macos::code_signing::SecRequirement;
 use security_framework::os::macos::keychain::SecKeychain;
+use security_framework::os::macos::keychain_item::SecKeychainItem;
 use security_framework_sys::base::{
-    SecAccessRef, SecIdentityRef, SecKeyRef, SecKeychainItemRef, SecKeychainRef, errSecItemNotFound,
-    errSecSuccess,
+    SecAccessRef, SecIdentityRef, SecKeyRef, SecKeychainAttribute, SecKeychainAttributeList,
+    SecKeychainItemRef, SecKeychainRef, errSecItemNotFound, errSecSuccess,
 };
+use security_framework_sys::code_signing::SecRequirementRef;
 use security_framework_sys::item::{
-    kSecAttrAccount, kSecAttrIsPermanent, kSecAttrKeySizeInBits, kSecAttrKeyType,
-    kSecAttrKeyTypeECSECPrimeRandom, kSecAttrLabel, kSecAttrService, kSecClass, kSecClassGenericPassword,
-    kSecPrivateKeyAttrs, kSecPublicKeyAttrs, kSecUseKeychain, kSecValueData,
+    kSecAttrAccount, kSecAttrApplicationLabel, kSecAttrIsPermanent, kSecAttrKeyClass,
+    kSecAttrKeyClassPrivate, kSecAttrKeySizeInBits, kSecAttrKeyType, kSecAttrKeyTypeECSECPrimeRandom,
+    kSecAttrLabel, kSecAttrService, kSecClass, kSecClassGenericPassword, kSecClassKey, kSecMatchLimit,
+    kSecMatchLimitAll, kSecMatchSearchList, kSecPrivateKeyAttrs, kSecPublicKeyAttrs, kSecReturnAttributes,
+    kSecReturnRef, kSecUseKeychain, kSecValueData, kSecValueRef,
 };
 use security_framework_sys::key::SecKeyCreateRandomKey;
-use security_framework_sys::keychain_item::SecItemAdd;
+use security_framework_sys::keychain_item::{SecItemAdd, SecItemCopyMatching, SecKeychainItemDelete};
 
 type SecTrustedApplicationRef = *mut c_void;
 type SecACLRef = *mut c_void;
 type SecKeychainPromptSelector = u16;
+
+/// `SecKeychainAttributeInfo` (`SecKeychainItem.h`): which attributes to read, and as what.
+#[repr(C)]
+struct SecKeychainAttributeInfo {
+    count: u32,
+    tag: *mut u32,
+    format: *mut u32,
+}
+
+/// The key record's attribute numbers (`kSecKeyExtractable`, `kSecKeyNeverExtractable` in
+/// `SecKey.h`; the "Extractable" and "NeverExtractable" columns of
+/// `OSX/libsecurity_cdsa_utilities/lib/KeySchema.m4`).
+const KEY_ATTR_EXTRACTABLE: u32 = 16;
+const KEY_ATTR_NEVER_EXTRACTABLE: u32 = 17;
+/// `CSSM_DB_ATTRIBUTE_FORMAT_UINT32`.
+const FORMAT_UINT32: u32 = 2;
+/// The item type of identity preferences, the four characters `iprf`
+/// (`_SecIdentityCopyPreferenceMatchingName`, `OSX/libsecurity_keychain/lib/SecIdentity.cpp`).
+const IDENTITY_PREFERENCE_TYPE: i32 = i32::from_be_bytes(*b"iprf");
 type SetAccessWithPassword =
     unsafe extern "C" fn(SecKeychainItemRef, SecAccessRef, u32, *const c_void) -> OSStatus;
 
 #[link(name = "Security", kind = "framework")]
 unsafe extern "C" {
     static kSecAttrIsExtractable: CFStringRef;
-    static kSecAttrIsSensitive: CFStringRef;
     static kSecAttrAccess: CFStringRef;
+    static kSecAttrType: CFStringRef;
+    static kSecAttrGeneric: CFStringRef;
     static kSecACLAuthorizationPartitionID: CFStringRef;
     static kSecACLAuthorizationSign: CFStringRef;
     static kSecACLAuthorizationAny: CFStringRef;
     static kSecACLAuthorizationChangeACL: CFStringRef;
+    static kSecACLAuthorizationExportClear: CFStringRef;
+    static kSecACLAuthorizationExportWrapped: CFStringRef;
+
+    fn SecTrustedApplicationCreateFromRequirement(
+        description: *const c_char,
+        requirement: SecRequirementRef,
+        app: *mut SecTrustedApplicationRef,
+    ) -> OSStatus;
+    fn SecACLUpdateAuthorizations(acl: SecACLRef, authorizations: CFArrayRef) -> OSStatus;
+    fn SecACLRemove(acl: SecACLRef) -> OSStatus;
+    fn SecKeychainItemCopyAttributesAndData(
+        item: SecKeychainItemRef,
+        info: *mut SecKeychainAttributeInfo,
+        item_class: *mut u32,
+        attr_list: *mut *mut SecKeychainAttributeList,
+        length: *mut u32,
+        out_data: *mut *mut c_void,
+    ) -> OSStatus;
+    fn SecKeychainItemFreeAttributesAndData(
+        attr_list: *mut SecKeychainAttributeList,
+        data: *mut c_void,
+    ) -> OSStatus;
+    fn SecKeychainItemCopyFromPersistentReference(
+        persistent_ref: core_foundation::data::CFDataRef,
+        item: *mut SecKeychainItemRef,
+    ) -> OSStatus;
 
     fn SecTrustedApplicationCreateFromPath(
         path: *const c_char,
@@ -90,11 +149,6 @@ unsafe extern "C" {
         name: CFStringRef,
         key_usage: CFArrayRef,
     ) -> OSStatus;
-    fn SecIdentityCopyPreferred(
-        name: CFStringRef,
-        key_usage: CFArrayRef,
-        valid_issuers: CFArrayRef,
-    ) -> SecIdentityRef;
     fn SecKeychainDelete(keychain_or_array: SecKeychainRef) -> OSStatus;
 }
 
@@ -194,7 +248,6 @@ struct Keys {
     access: CFStringRef,
     is_permanent: CFStringRef,
     is_extractable: CFStringRef,
-    is_sensitive: CFStringRef,
     key_type: CFStringRef,
     key_type_ec: CFStringRef,
     key_size: CFStringRef,
@@ -204,6 +257,20 @@ struct Keys {
     sign: CFStringRef,
     any: CFStringRef,
     change_acl: CFStringRef,
+    export_clear: CFStringRef,
+    export_wrapped: CFStringRef,
+    class_key: CFStringRef,
+    key_class: CFStringRef,
+    key_class_private: CFStringRef,
+    application_label: CFStringRef,
+    search_list: CFStringRef,
+    return_ref: CFStringRef,
+    return_attributes: CFStringRef,
+    match_limit: CFStringRef,
+    match_limit_all: CFStringRef,
+    value_ref: CFStringRef,
+    item_type: CFStringRef,
+    generic: CFStringRef,
 }
 
 fn keys() -> Keys {
@@ -221,7 +288,6 @@ fn keys() -> Keys {
             access: kSecAttrAccess,
             is_permanent: kSecAttrIsPermanent,
             is_extractable: kSecAttrIsExtractable,
-            is_sensitive: kSecAttrIsSensitive,
             key_type: kSecAttrKeyType,
             key_type_ec: kSecAttrKeyTypeECSECPrimeRandom,
             key_size: kSecAttrKeySizeInBits,
@@ -231,21 +297,40 @@ fn keys() -> Keys {
             sign: kSecACLAuthorizationSign,
             any: kSecACLAuthorizationAny,
             change_acl: kSecACLAuthorizationChangeACL,
+            export_clear: kSecACLAuthorizationExportClear,
+            export_wrapped: kSecACLAuthorizationExportWrapped,
+            class_key: kSecClassKey,
+            key_class: kSecAttrKeyClass,
+            key_class_private: kSecAttrKeyClassPrivate,
+            application_label: kSecAttrApplicationLabel,
+            search_list: kSecMatchSearchList,
+            return_ref: kSecReturnRef,
+            return_attributes: kSecReturnAttributes,
+            match_limit: kSecMatchLimit,
+            match_limit_all: kSecMatchLimitAll,
+            value_ref: kSecValueRef,
+            item_type: kSecAttrType,
+            generic: kSecAttrGeneric,
         }
     }
 }
 
-/// An access object whose trusted-application list is only the calling executable, as the
-/// "allow only this app" default of Keychain Access. Used for the keychain password item.
-pub(super) fn access_for_this_app(descriptor: &str) -> Result<SecAccess, SysError> {
+/// The calling executable as a trusted application (its designated requirement, or for
+/// unsigned code a hash of the file).
+fn this_application() -> Result<CFType, SysError> {
     let mut app: SecTrustedApplicationRef = ptr::null_mut();
     // SAFETY: a NULL path means "the calling application"; `app` receives a +1 reference.
     check("SecTrustedApplicationCreateFromPath", unsafe {
         SecTrustedApplicationCreateFromPath(ptr::null(), &mut app)
     })?;
     // SAFETY: `app` is a valid, owned CF object returned just above.
-    let app = unsafe { CFType::wrap_under_create_rule(app as CFTypeRef) };
-    let trusted = CFArray::from_CFTypes(&[app]);
+    Ok(unsafe { CFType::wrap_under_create_rule(app as CFTypeRef) })
+}
+
+/// An access object whose trusted-application list is only the calling executable, as the
+/// "allow only this app" default of Keychain Access. Used for the keychain password item.
+pub(super) fn access_for_this_app(descriptor: &str) -> Result<SecAccess, SysError> {
+    let trusted = CFArray::from_CFTypes(&[this_application()?]);
     let descriptor = CFString::new(descriptor);
     let mut access: SecAccessRef = ptr::null_mut();
     // SAFETY: all arguments are valid CF objects kept alive for the call; `access` receives a
@@ -281,18 +366,20 @@ pub(super) fn add_generic_password(
     check("SecItemAdd", unsafe { SecItemAdd(query.as_concrete_TypeRef(), ptr::null_mut()) })
 }
 
-/// Generates an ECDSA P-256 key pair inside `keychain`: permanent, not extractable, sensitive,
-/// labelled `label`. The private key is returned; its bytes never exist outside the keychain.
+/// Generates an ECDSA P-256 key pair inside `keychain`: permanent, not extractable, labelled
+/// `label`. The private key is returned; its bytes never exist outside the keychain.
+///
+/// For a file keychain `SecKeyCreateRandomKey` takes the CDSA path (`GetKeyParameters` in
+/// `OSX/libsecurity_keychain/lib/SecKey.cpp`): it starts from `CSSM_KEYATTR_EXTRACTABLE` and
+/// clears it only when `kSecAttrIsExtractable` is false *in the top-level dictionary*; the same
+/// key inside `kSecPrivateKeyAttrs` is ignored, and `kSecAttrIsSensitive` is read nowhere. So
+/// the attribute goes at the top, and [`key_is_extractable`] checks the result.
 pub(super) fn generate_p256_key(keychain: &SecKeychain, label: &str) -> Result<SecKey, SysError> {
     let k = keys();
     let yes = CFBoolean::true_value().as_CFType();
     let no = CFBoolean::false_value().as_CFType();
     let private_attrs = CFDictionary::from_CFType_pairs(&[
         (cf_key(k.is_permanent), yes.clone()),
-        // The two attributes security-framework-sys does not declare: the private key can
-        // neither be exported in the clear nor wrapped out of the keychain.
-        (cf_key(k.is_extractable), no),
-        (cf_key(k.is_sensitive), yes.clone()),
         (cf_key(k.label), CFString::new(label).as_CFType()),
     ]);
     let public_attrs = CFDictionary::from_CFType_pairs(&[
@@ -303,6 +390,7 @@ pub(super) fn generate_p256_key(keychain: &SecKeychain, label: &str) -> Result<S
         (cf_key(k.key_type), cf_key(k.key_type_ec).as_CFType()),
         (cf_key(k.key_size), CFNumber::from(256i32).as_CFType()),
         (cf_key(k.use_keychain), keychain.as_CFType()),
+        (cf_key(k.is_extractable), no),
         (cf_key(k.private_attrs), private_attrs.as_CFType()),
         (cf_key(k.public_attrs), public_attrs.as_CFType()),
     ]);
@@ -321,6 +409,128 @@ pub(super) fn generate_p256_key(keychain: &SecKeychain, label: &str) -> Result<S
     }
     // SAFETY: a non-NULL result is an owned SecKeyRef.
     Ok(unsafe { SecKey::wrap_under_create_rule(key) })
+}
+
+/// Whether a private key in a file keychain can leave it, read from the key's database record
+/// (its "Extractable" and "NeverExtractable" attributes) without touching the key itself.
+///
+/// `SecKeyCopyAttributes` is not used for this or anything else on our private keys: for a
+/// CDSA key it calls `SecCDSAKeyCopyExternalRepresentation` (`SecKey.cpp`), which wraps the key
+/// out in the clear whenever the ACL lets it.
+pub(super) fn key_is_extractable(key: &SecKey) -> Result<bool, SysError> {
+    let mut tags = [KEY_ATTR_EXTRACTABLE, KEY_ATTR_NEVER_EXTRACTABLE];
+    let mut formats = [FORMAT_UINT32, FORMAT_UINT32];
+    let mut info =
+        SecKeychainAttributeInfo { count: 2, tag: tags.as_mut_ptr(), format: formats.as_mut_ptr() };
+    let mut list: *mut SecKeychainAttributeList = ptr::null_mut();
+    // SAFETY: `key` is a keychain item of a file keychain (a CDSA key is one); `info` points at
+    // two tags and two formats that outlive the call; NULL length and data pointers ask for the
+    // attributes only, never the key's data. `list` receives an allocation freed below.
+    check("SecKeychainItemCopyAttributesAndData", unsafe {
+        SecKeychainItemCopyAttributesAndData(
+            key.as_concrete_TypeRef() as SecKeychainItemRef,
+            &mut info,
+            ptr::null_mut(),
+            &mut list,
+            ptr::null_mut(),
+            ptr::null_mut(),
+        )
+    })?;
+    let mut values = [None, None];
+    if !list.is_null() {
+        // SAFETY: on success `list` points at a list of `count` attributes, each with `length`
+        // bytes at `data` (or NULL), valid until freed.
+        let attrs: &[SecKeychainAttribute] = unsafe {
+            let list = &*list;
+            if list.attr.is_null() { &[] } else { std::slice::from_raw_parts(list.attr, list.count as usize) }
+        };
+        for attr in attrs {
+            let value = (!attr.data.is_null() && attr.length as usize >= 4).then(|| {
+                // SAFETY: at least four readable bytes at `data`, which need not be aligned.
+                unsafe { ptr::read_unaligned(attr.data.cast::<u32>()) }
+            });
+            match attr.tag {
+                KEY_ATTR_EXTRACTABLE => values[0] = value,
+                KEY_ATTR_NEVER_EXTRACTABLE => values[1] = value,
+                _ => {}
+            }
+        }
+        // SAFETY: `list` came from SecKeychainItemCopyAttributesAndData and is freed once.
+        unsafe { SecKeychainItemFreeAttributesAndData(list, ptr::null_mut()) };
+    }
+    match values {
+        [Some(extractable), Some(never)] => Ok(extractable != 0 || never == 0),
+        _ => Err(SysError::Failed {
+            call: "SecKeychainItemCopyAttributesAndData",
+            message: "the key record has no extractable attributes".to_owned(),
+        }),
+    }
+}
+
+/// A private key found in a keychain, with its application label (the SHA-1 of its public
+/// key), read from the item's attributes and not from the key.
+pub(super) struct FoundKey {
+    /// The key.
+    pub key: SecKey,
+    /// `kSecAttrApplicationLabel`.
+    pub label: Vec<u8>,
+}
+
+fn dictionaries(result: CFTypeRef) -> Vec<CFDictionary<CFString, CFType>> {
+    if result.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: a non-NULL result of SecItemCopyMatching is an owned CF object.
+    let result = unsafe { CFType::wrap_under_create_rule(result) };
+    let Some(array) = result.downcast::<CFArray>() else { return Vec::new() };
+    array
+        .iter()
+        .filter_map(|item| {
+            // SAFETY: every element of a CFArray is a valid CF object; the get rule retains it.
+            let item = unsafe { CFType::wrap_under_get_rule(*item as CFTypeRef) };
+            let dict = item.downcast::<CFDictionary>()?;
+            // SAFETY: the dictionaries of a SecItem result are keyed by CFString attribute
+            // names and hold CF objects; the get rule retains it for the typed wrapper.
+            Some(unsafe { CFDictionary::wrap_under_get_rule(dict.as_concrete_TypeRef()) })
+        })
+        .collect()
+}
+
+/// The private keys of `keychain`, or only those whose application label is `label`, found by
+/// `SecItemCopyMatching` with references and attributes. That reads the items' database
+/// attributes only (`_CreateAttributesDictionaryFromKeyItem` in
+/// `OSX/libsecurity_keychain/lib/SecItem.cpp`), never the keys.
+pub(super) fn private_keys(keychain: &SecKeychain, label: Option<&[u8]>) -> Result<Vec<FoundKey>, SysError> {
+    let k = keys();
+    let yes = CFBoolean::true_value().as_CFType();
+    let mut pairs: Vec<(CFString, CFType)> = vec![
+        (cf_key(k.class), cf_key(k.class_key).as_CFType()),
+        (cf_key(k.key_class), cf_key(k.key_class_private).as_CFType()),
+        (cf_key(k.search_list), CFArray::from_CFTypes(std::slice::from_ref(keychain)).as_CFType()),
+        (cf_key(k.return_ref), yes.clone()),
+        (cf_key(k.return_attributes), yes),
+        (cf_key(k.match_limit), cf_key(k.match_limit_all).as_CFType()),
+    ];
+    if let Some(label) = label {
+        pairs.push((cf_key(k.application_label), CFData::from_buffer(label).as_CFType()));
+    }
+    let query = CFDictionary::from_CFType_pairs(&pairs);
+    let mut result: CFTypeRef = ptr::null();
+    // SAFETY: `query` is a valid dictionary; `result` receives a +1 CF object on success.
+    let status = unsafe { SecItemCopyMatching(query.as_concrete_TypeRef(), &mut result) };
+    if status == errSecItemNotFound {
+        return Ok(Vec::new());
+    }
+    check("SecItemCopyMatching", status)?;
+    let (value_ref, app_label) = (cf_key(k.value_ref), cf_key(k.application_label));
+    Ok(dictionaries(result)
+        .iter()
+        .filter_map(|d| {
+            let key = d.find(&value_ref)?.downcast::<SecKey>()?;
+            let label = d.find(&app_label)?.downcast::<CFData>()?.bytes().to_vec();
+            Some(FoundKey { key, label })
+        })
+        .collect())
 }
 
 /// Deletes a keychain file and removes it from every search list.
@@ -412,21 +622,71 @@ fn set_access_with_password() -> Result<SetAccessWithPassword, SysError> {
     Ok(unsafe { std::mem::transmute::<*mut c_void, SetAccessWithPassword>(symbol) })
 }
 
-/// Sets a private key's partition list to the hex `description` (see
-/// [`super::allowlist::encode_description`]) and lets any application ask it to sign, the
-/// partition list being what restricts which ones; authorised with the keychain password,
-/// exactly as `security set-key-partition-list -S ... -k <password>` does but without the
-/// password ever reaching an argument vector.
-pub(super) fn set_key_partitions(
+/// A trusted application for each code requirement (code signing requirement language), for
+/// the signing ACL entry.
+pub(super) fn trusted_applications(requirements: &[String]) -> Result<Vec<CFType>, SysError> {
+    let mut out = Vec::with_capacity(requirements.len() + 1);
+    out.push(this_application()?);
+    for text in requirements {
+        let requirement: SecRequirement = text.parse().map_err(|e: SecError| SysError::Failed {
+            call: "SecRequirementCreateWithString",
+            message: format!("{text}: {}", e.message().unwrap_or_default()),
+        })?;
+        let mut app: SecTrustedApplicationRef = ptr::null_mut();
+        // SAFETY: `requirement` is valid for the call; a NULL description is the documented
+        // default ("csreq://", `OSX/libsecurity_keychain/lib/SecTrustedApplication.cpp`); `app`
+        // receives a +1 reference.
+        check("SecTrustedApplicationCreateFromRequirement", unsafe {
+            SecTrustedApplicationCreateFromRequirement(
+                ptr::null(),
+                requirement.as_concrete_TypeRef(),
+                &mut app,
+            )
+        })?;
+        // SAFETY: success means `app` is a valid, owned CF object.
+        out.push(unsafe { CFType::wrap_under_create_rule(app as CFTypeRef) });
+    }
+    Ok(out)
+}
+
+fn update_authorizations(acl: &CFType, tags: &[CFString]) -> Result<(), SysError> {
+    let tags = CFArray::from_CFTypes(tags);
+    // SAFETY: `acl` is a valid SecACLRef of the access being edited; `tags` a CFArray of the
+    // framework's authorization constants.
+    check("SecACLUpdateAuthorizations", unsafe {
+        SecACLUpdateAuthorizations(acl.as_CFTypeRef() as SecACLRef, tags.as_concrete_TypeRef())
+    })
+}
+
+fn remove_acl(acl: &CFType) -> Result<(), SysError> {
+    // SAFETY: `acl` is a valid SecACLRef of the access being edited.
+    check("SecACLRemove", unsafe { SecACLRemove(acl.as_CFTypeRef() as SecACLRef) })
+}
+
+/// Rewrites a private key's access, authorised with the keychain password exactly as
+/// `security set-key-partition-list -S ... -k <password>` does, but without the password ever
+/// reaching an argument vector:
+///
+/// * the partition list becomes the hex `description` (see
+///   [`super::allowlist::encode_description`]);
+/// * the entry that grants signing (at generation the "limited" entry of `Access::makeStandard`,
+///   `OSX/libsecurity_keychain/lib/Access.cpp`: decrypt, sign, MAC, derive, export in the clear,
+///   export wrapped) grants signing alone, to `trusted` ([`trusted_applications`]) only;
+/// * every other entry loses export in the clear and export wrapped (one left with nothing
+///   is removed: an empty authorization set means "everything", `ACL::authorizes`).
+///
+/// securityd checks both the ACL and the partition list (`SecurityServerAcl::validate`,
+/// `securityd/src/acls.cpp`), so an app must pass both to sign, and nobody may export.
+pub(super) fn set_key_access(
     key: &SecKey,
     keychain_password: &[u8],
     description: &str,
+    trusted: &[CFType],
 ) -> Result<(), SysError> {
     let item = key.as_concrete_TypeRef() as SecKeychainItemRef;
     let access = copy_access(item)?;
     let k = keys();
-    let (partition_tag, sign_tag) = (k.partition_id, k.sign);
-    let partition_acls = matching_acls(&access, partition_tag);
+    let partition_acls = matching_acls(&access, k.partition_id);
     if partition_acls.is_empty() {
         return Err(SysError::Failed {
             call: "SecAccessCopyMatchingACLList",
@@ -437,18 +697,42 @@ pub(super) fn set_key_partitions(
         let contents = acl_contents(acl)?;
         set_acl_contents(acl, contents.apps.as_ref(), description, contents.selector)?;
     }
-    // Only the entry that grants signing (with decrypt, derive and the like) is opened to any
-    // application; an entry that also grants everything (`Any`) or changing the ACL itself
-    // stays as it is.
-    let (any, change_acl) = (cf_key(k.any), cf_key(k.change_acl));
-    for acl in &matching_acls(&access, sign_tag) {
+    let (sign, any, change_acl) = (cf_key(k.sign), cf_key(k.any), cf_key(k.change_acl));
+    let (export_clear, export_wrapped) = (cf_key(k.export_clear), cf_key(k.export_wrapped));
+    let trusted = CFArray::from_CFTypes(trusted);
+    let mut signing_entries = 0;
+    for acl in &matching_acls(&access, k.sign) {
         let tags = acl_authorizations(acl);
-        if !tags.contains(&cf_key(sign_tag)) || tags.contains(&any) || tags.contains(&change_acl) {
+        // The owner entry (change ACL) and an "any" entry are not the signing entry.
+        if !tags.contains(&sign) || tags.contains(&any) || tags.contains(&change_acl) {
             continue;
         }
+        update_authorizations(acl, std::slice::from_ref(&sign))?;
         let contents = acl_contents(acl)?;
         let keep = contents.description.unwrap_or_default();
-        set_acl_contents(acl, None, &keep, contents.selector)?;
+        set_acl_contents(acl, Some(&trusted), &keep, contents.selector)?;
+        signing_entries += 1;
+    }
+    if signing_entries == 0 {
+        return Err(SysError::Failed {
+            call: "SecAccessCopyMatchingACLList",
+            message: "the key has no signing entry".to_owned(),
+        });
+    }
+    for tag in [k.export_clear, k.export_wrapped] {
+        for acl in &matching_acls(&access, tag) {
+            let tags = acl_authorizations(acl);
+            if tags.contains(&change_acl) {
+                continue;
+            }
+            let rest: Vec<CFString> =
+                tags.into_iter().filter(|t| *t != export_clear && *t != export_wrapped).collect();
+            if rest.is_empty() || rest.contains(&any) {
+                remove_acl(acl)?;
+            } else {
+                update_authorizations(acl, &rest)?;
+            }
+        }
     }
     let set = set_access_with_password()?;
     let len = u32::try_from(keychain_password.len()).map_err(|_| SysError::Failed {
@@ -471,30 +755,83 @@ pub(super) fn key_partition_descriptions(key: &SecKey) -> Result<Vec<String>, Sy
         .collect()
 }
 
-/// Points the identity preference `name` at `identity`, or deletes it with `None`.
-pub(super) fn set_preferred_identity(identity: Option<&SecIdentity>, name: &str) -> Result<(), SysError> {
+/// Points the identity preference `name` at `identity`. Only ever called with names that are
+/// not URLs (wildcards): a URL-form name would be stored as `"<url> (<the agent's app id>)"`
+/// (`SecIdentityCopyPerAppNameForName`, `OSX/libsecurity_keychain/lib/SecIdentity.cpp`), which
+/// no browser looks up. On Security-61901 this also copies the certificate into the login
+/// keychain (`SecIdentityImportToFileBackedKeychain`); the store removes those copies.
+pub(super) fn set_preferred_identity(identity: &SecIdentity, name: &str) -> Result<(), SysError> {
     let name = CFString::new(name);
-    let identity = identity.map_or(ptr::null_mut(), |i| i.as_concrete_TypeRef());
-    // SAFETY: valid or NULL identity (NULL deletes the preference), a valid name, and no key
-    // usage restriction.
+    // SAFETY: a valid identity, a valid name, and no key usage restriction.
     check("SecIdentitySetPreferred", unsafe {
-        SecIdentitySetPreferred(identity, name.as_concrete_TypeRef(), ptr::null())
+        SecIdentitySetPreferred(identity.as_concrete_TypeRef(), name.as_concrete_TypeRef(), ptr::null())
     })
 }
 
-/// The identity the preference `name` points at; `None` when there is no preference or its
-/// identity no longer exists.
-pub(super) fn preferred_identity(name: &str) -> Option<SecIdentity> {
-    let name = CFString::new(name);
-    // SAFETY: a valid name and no usage or issuer filters; the result is +1 or NULL.
-    let identity = unsafe { SecIdentityCopyPreferred(name.as_concrete_TypeRef(), ptr::null(), ptr::null()) };
-    // SAFETY: a non-NULL result is an owned SecIdentityRef.
-    (!identity.is_null()).then(|| unsafe { SecIdentity::wrap_under_create_rule(identity) })
+/// One identity preference item: a generic password of type `iprf` whose service is the name
+/// a lookup matches exactly, and whose generic attribute is a persistent reference to the
+/// certificate (`SecIdentitySetPreference`, `SecIdentity.cpp`).
+pub(super) struct PreferenceItem {
+    /// The name (service) exactly as stored, app-id suffix included.
+    pub name: String,
+    /// The DER of the certificate it points at; `None` when that certificate is gone.
+    pub certificate: Option<Vec<u8>>,
+    item: SecKeychainItem,
 }
 
-/// Whether `identity`'s certificate is `certificate`.
-pub(super) fn identity_has_certificate(identity: &SecIdentity, certificate: &SecCertificate) -> bool {
-    identity.certificate().is_ok_and(|c| c.to_der() == certificate.to_der())
+impl PreferenceItem {
+    /// Deletes the item.
+    pub(super) fn delete(&self) -> Result<(), SysError> {
+        // SAFETY: `item` is a valid keychain item reference kept alive by `self`.
+        check("SecKeychainItemDelete", unsafe { SecKeychainItemDelete(self.item.as_concrete_TypeRef()) })
+    }
+}
+
+fn certificate_of(persistent_ref: &CFData) -> Option<Vec<u8>> {
+    let mut item: SecKeychainItemRef = ptr::null_mut();
+    // SAFETY: `persistent_ref` is a valid CFData; `item` receives a +1 reference on success.
+    let status = unsafe {
+        SecKeychainItemCopyFromPersistentReference(persistent_ref.as_concrete_TypeRef(), &mut item)
+    };
+    if status != errSecSuccess || item.is_null() {
+        return None;
+    }
+    // SAFETY: success means `item` is an owned CF object; downcast checks its type.
+    let item = unsafe { CFType::wrap_under_create_rule(item as CFTypeRef) };
+    item.downcast::<SecCertificate>().map(|c| c.to_der())
+}
+
+/// Every identity preference item in the user's search list, read as stored: no app-id
+/// rewriting (which `SecIdentityCopyPreferred` applies to URL-form names with the caller's own
+/// id), so the agent sees the names Safari's lookup would match.
+pub(super) fn identity_preferences() -> Result<Vec<PreferenceItem>, SysError> {
+    let k = keys();
+    let yes = CFBoolean::true_value().as_CFType();
+    let query = CFDictionary::from_CFType_pairs(&[
+        (cf_key(k.class), cf_key(k.class_generic_password).as_CFType()),
+        (cf_key(k.item_type), CFNumber::from(IDENTITY_PREFERENCE_TYPE).as_CFType()),
+        (cf_key(k.return_ref), yes.clone()),
+        (cf_key(k.return_attributes), yes),
+        (cf_key(k.match_limit), cf_key(k.match_limit_all).as_CFType()),
+    ]);
+    let mut result: CFTypeRef = ptr::null();
+    // SAFETY: `query` is a valid dictionary; `result` receives a +1 CF object on success.
+    let status = unsafe { SecItemCopyMatching(query.as_concrete_TypeRef(), &mut result) };
+    if status == errSecItemNotFound {
+        return Ok(Vec::new());
+    }
+    check("SecItemCopyMatching", status)?;
+    let (value_ref, service, generic) = (cf_key(k.value_ref), cf_key(k.service), cf_key(k.generic));
+    Ok(dictionaries(result)
+        .iter()
+        .filter_map(|d| {
+            let item = d.find(&value_ref)?.downcast::<SecKeychainItem>()?;
+            let name = d.find(&service)?.downcast::<CFString>()?.to_string();
+            let certificate =
+                d.find(&generic).and_then(|g| g.downcast::<CFData>()).and_then(|g| certificate_of(&g));
+            Some(PreferenceItem { name, certificate, item })
+        })
+        .collect())
 }
 
 /// Is `status` "not found"?
