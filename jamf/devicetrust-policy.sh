@@ -6,8 +6,12 @@
 #   $3  user name (empty at a check-in with nobody logged in)
 # and the policy's script parameters (label them in Settings > Computer Management > Scripts):
 #   $4  CA URL; leave empty when the agent profile sets ca_url
-#   $5  enrollment token; better left empty with the token in the agent profile. When given,
-#       it reaches the agent on stdin and never on its command line.
+#   $5  enrollment token; better left empty with the token in the agent profile
+#       (`devicetrust-agent profile agent --token-file ...`). Jamf Pro passes script parameters
+#       on this script's own command line, so while it runs a token given here is in its argv,
+#       readable by root and by root-level tools (EDR, process auditing), and it is kept in
+#       the policy's definition on the Jamf Pro server. This script hands it to the agent on
+#       stdin, so it never reaches the agent's command line or its logs.
 #   $6..$11  passed through unchanged to `devicetrust-agent jamf` (e.g. verbose)
 #
 # The agent finds the console user, installs its LaunchAgent and enrolls in that user's

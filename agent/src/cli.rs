@@ -91,9 +91,13 @@ pub(crate) enum Command {
 /// `profile <kind>`: which profile, for which CA.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ProfileArgs {
-    /// agent, chrome, edge, browsers or icloud-keychain.
+    /// agent, chrome, edge, browsers, login-items or icloud-keychain.
     #[arg(value_enum)]
     pub(crate) kind: crate::mobileconfig::ProfileKind,
+    /// For the login-items profile: the TeamIdentifier the agent is signed with, which the
+    /// rule then also requires.
+    #[arg(long, value_name = "TEAMID")]
+    pub(crate) team_id: Option<String>,
     /// PEM roots trusted for the CA's TLS while fetching its metadata (default: the
     /// configuration's `ca_bundle`, else the system's roots).
     #[arg(long, value_name = "PATH")]

@@ -1,7 +1,8 @@
 //! Configuration profiles (`.mobileconfig`) that an MDM such as Jamf Pro installs on Macs: the
 //! agent's managed settings, Chrome's and Edge's mandatory `AutoSelectCertificateForUrls` (one
 //! entry per origin: the cert-auth domain, then each protected origin of the CA's metadata
-//! that passes the origin check), and iCloud Keychain sync off.
+//! that passes the origin check), Managed Login Items for the agent's LaunchAgent (macOS 13+),
+//! and iCloud Keychain sync off.
 //!
 //! Only property lists are built here, so this module runs and is tested on every platform, and
 //! the example profiles in `policies/` are generated and checked by its tests.
@@ -52,6 +53,11 @@ pub(crate) const AGENT_DOMAIN: &str = "com.devicetrust.agent";
 pub(crate) const CHROME_DOMAIN: &str = "com.google.Chrome";
 /// Microsoft Edge's managed preferences domain on macOS.
 pub(crate) const EDGE_DOMAIN: &str = "com.microsoft.Edge";
+/// The payload type of Apple's Managed Login Items payload (apple/device-management,
+/// `mdm/profiles/com.apple.servicemanagement.yaml`; macOS 13+, device channel, MDM only).
+pub(crate) const LOGIN_ITEMS_PAYLOAD_TYPE: &str = "com.apple.servicemanagement";
+/// The agent's LaunchAgent label, which the Managed Login Items rule matches.
+const LAUNCH_AGENT_LABEL: &str = "com.devicetrust.agent";
 /// The payload type of Apple's Restrictions payload.
 pub(crate) const RESTRICTIONS_PAYLOAD_TYPE: &str = "com.apple.applicationaccess";
 /// The Chrome and Edge policy that picks a client certificate without asking the user.
@@ -64,7 +70,7 @@ pub(crate) const IDENTIFIER_PREFIX: &str = "com.devicetrust.profile";
 const UUID_NAMESPACE: &[u8] = b"devicetrust mobileconfig v1";
 
 /// Which profile to build. The CLI spells them `agent`, `chrome`, `edge`, `browsers`,
-/// `icloud-keychain`.
+/// `login-items`, `icloud-keychain`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub(crate) enum ProfileKind {
     /// The agent's settings in the managed preferences domain `com.devicetrust.agent`.
@@ -79,18 +85,24 @@ pub(crate) enum ProfileKind {
     /// Chrome's and Edge's, in one profile.
     #[value(name = "browsers")]
     BrowsersAutoSelect,
-    /// iCloud Keychain sync off, so the device keychain stays on this Mac.
+    /// Managed Login Items: the agent's LaunchAgent is on and the user cannot switch it off
+    /// in Login Items (macOS 13+).
+    #[value(name = "login-items")]
+    LoginItems,
+    /// iCloud Keychain sync off (for organisations that want it; the agent's own items are in
+    /// file keychains, which never sync).
     #[value(name = "icloud-keychain")]
     KeychainSyncOff,
 }
 
 impl ProfileKind {
     /// Every kind, in the order the CLI lists them.
-    pub(crate) const ALL: [Self; 5] = [
+    pub(crate) const ALL: [Self; 6] = [
         Self::AgentSettings,
         Self::ChromeAutoSelect,
         Self::EdgeAutoSelect,
         Self::BrowsersAutoSelect,
+        Self::LoginItems,
         Self::KeychainSyncOff,
     ];
 
@@ -101,6 +113,7 @@ impl ProfileKind {
             Self::ChromeAutoSelect => "chrome",
             Self::EdgeAutoSelect => "edge",
             Self::BrowsersAutoSelect => "browsers",
+            Self::LoginItems => "login-items",
             Self::KeychainSyncOff => "icloud-keychain",
         }
     }
@@ -113,6 +126,7 @@ impl ProfileKind {
             Self::ChromeAutoSelect => "chrome-autoselect.mobileconfig",
             Self::EdgeAutoSelect => "edge-autoselect.mobileconfig",
             Self::BrowsersAutoSelect => "browsers-autoselect.mobileconfig",
+            Self::LoginItems => "login-items.mobileconfig",
             Self::KeychainSyncOff => "icloud-keychain-sync-off.mobileconfig",
         }
     }
@@ -128,6 +142,7 @@ impl ProfileKind {
             Self::ChromeAutoSelect => "DeviceTrust: Chrome certificate selection",
             Self::EdgeAutoSelect => "DeviceTrust: Edge certificate selection",
             Self::BrowsersAutoSelect => "DeviceTrust: Chrome and Edge certificate selection",
+            Self::LoginItems => "DeviceTrust: agent login item",
             Self::KeychainSyncOff => "DeviceTrust: iCloud Keychain sync off",
         }
     }
@@ -155,7 +170,9 @@ impl FromStr for ProfileKind {
 #[non_exhaustive]
 pub(crate) enum ProfileError {
     /// The profile kind is not one of ours.
-    #[error("unknown profile kind {given:?}; expected one of agent, chrome, edge, browsers, icloud-keychain")]
+    #[error(
+        "unknown profile kind {given:?}; expected one of agent, chrome, edge, browsers, login-items, icloud-keychain"
+    )]
     UnknownKind {
         /// The name as given.
         given: String,
@@ -187,6 +204,12 @@ pub(crate) enum ProfileError {
     InvalidAllowlistEntry {
         /// The entry as given.
         entry: String,
+    },
+    /// Not a TeamIdentifier (ten upper-case letters and digits).
+    #[error("the team id {value:?} is not a TeamIdentifier (ten upper-case letters and digits)")]
+    InvalidTeamId {
+        /// The value as given.
+        value: String,
     },
     /// Zero days would never renew.
     #[error("renew_before_days must be at least 1")]
@@ -242,6 +265,10 @@ pub(crate) struct ProfileInputs {
     pub allowlist: Option<Vec<String>>,
     /// `PayloadOrganization`, shown to users in System Settings; `None` leaves it out.
     pub organization: Option<String>,
+    /// The TeamIdentifier the agent is signed with: the Managed Login Items rule then also
+    /// requires it, so that no other program can take the agent's label. `None` matches the
+    /// label alone.
+    pub team_id: Option<String>,
 }
 
 impl ProfileInputs {
@@ -259,6 +286,7 @@ impl ProfileInputs {
             org_domain: None,
             allowlist: None,
             organization: None,
+            team_id: None,
         }
     }
 }
@@ -277,6 +305,7 @@ impl fmt::Debug for ProfileInputs {
             .field("org_domain", &self.org_domain)
             .field("allowlist", &self.allowlist)
             .field("organization", &self.organization)
+            .field("team_id", &self.team_id)
             .finish()
     }
 }
@@ -292,6 +321,7 @@ pub(crate) fn render(kind: ProfileKind, inputs: &ProfileInputs) -> Result<Vec<u8
             auto_select_payload(kind, &checked, Browser::Chrome),
             auto_select_payload(kind, &checked, Browser::Edge),
         ],
+        ProfileKind::LoginItems => vec![login_items_payload(kind, &checked)],
         ProfileKind::KeychainSyncOff => vec![keychain_sync_off_payload(kind, &checked)],
     };
     let profile = profile_dict(kind, &checked, payloads);
@@ -387,6 +417,11 @@ impl<'a> Checked<'a> {
             .find(|entry| entry.is_empty() || entry.chars().any(|c| c.is_whitespace() || c.is_control()))
         {
             return Err(ProfileError::InvalidAllowlistEntry { entry: entry.clone() });
+        }
+        if let Some(team) = &inputs.team_id
+            && !(team.len() == 10 && team.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()))
+        {
+            return Err(ProfileError::InvalidTeamId { value: team.clone() });
         }
         if inputs.renew_before_days == Some(0) {
             return Err(ProfileError::ZeroRenewBeforeDays);
@@ -494,6 +529,28 @@ fn auto_select_payload(kind: ProfileKind, checked: &Checked<'_>, browser: Browse
     Value::Dictionary(dict)
 }
 
+fn login_items_payload(kind: ProfileKind, checked: &Checked<'_>) -> Value {
+    let mut dict = payload_dict(
+        kind,
+        checked,
+        "login-items",
+        LOGIN_ITEMS_PAYLOAD_TYPE,
+        "Managed Login Items: DeviceTrust agent",
+    );
+    let mut rule = Dictionary::new();
+    rule.insert("RuleType".into(), string("Label"));
+    rule.insert("RuleValue".into(), string(LAUNCH_AGENT_LABEL));
+    rule.insert(
+        "Comment".into(),
+        string("The DeviceTrust agent's LaunchAgent: renews the device certificate at login and daily"),
+    );
+    if let Some(team) = &checked.inputs.team_id {
+        rule.insert("TeamIdentifier".into(), string(team.clone()));
+    }
+    dict.insert("Rules".into(), Value::Array(vec![Value::Dictionary(rule)]));
+    Value::Dictionary(dict)
+}
+
 fn keychain_sync_off_payload(kind: ProfileKind, checked: &Checked<'_>) -> Value {
     let mut dict = payload_dict(
         kind,
@@ -520,8 +577,11 @@ fn profile_dict(kind: ProfileKind, checked: &Checked<'_>, payloads: Vec<Value>) 
                 patterns.join(", ")
             )
         }
+        ProfileKind::LoginItems => format!(
+            "Keeps the DeviceTrust agent's LaunchAgent ({LAUNCH_AGENT_LABEL}) switched on in Login Items, so that the device certificate renews. macOS 13 or later; install it through the MDM (it cannot be installed by hand)."
+        ),
         ProfileKind::KeychainSyncOff => {
-            "Keeps this Mac's keychains, and the device certificate's key, out of iCloud Keychain.".to_owned()
+            "Turns off iCloud Keychain sync on this Mac. The DeviceTrust device key and its keychain password are in file keychains, which never sync; this profile is for organisations that want no keychain item to leave the Mac.".to_owned()
         }
     };
     let mut dict = Dictionary::new();
@@ -726,6 +786,13 @@ mod tests {
                     check_auto_select(payload_of(&payloads, CHROME_DOMAIN), &EXAMPLE_ENTRIES);
                     check_auto_select(payload_of(&payloads, EDGE_DOMAIN), &EXAMPLE_ENTRIES);
                 }
+                ProfileKind::LoginItems => {
+                    assert_eq!(payloads.len(), 1);
+                    let rules = payload_of(&payloads, LOGIN_ITEMS_PAYLOAD_TYPE)
+                        .get("Rules")
+                        .and_then(Value::as_array);
+                    assert_eq!(rules.map(Vec::len), Some(1));
+                }
                 ProfileKind::KeychainSyncOff => {
                     assert_eq!(payloads.len(), 1);
                     let restrictions = payload_of(&payloads, RESTRICTIONS_PAYLOAD_TYPE);
@@ -770,6 +837,38 @@ mod tests {
     }
 
     /// The macOS backend reads the agent payload's keys with the names and types written here.
+    /// The Managed Login Items rule matches the agent's label, and its team when given (keys
+    /// from apple/device-management `com.apple.servicemanagement.yaml`).
+    #[test]
+    fn login_items_rule_table() {
+        let cases: &[(&str, Option<&str>, Result<Option<&str>, ()>)] = &[
+            ("ok/label-only", None, Ok(None)),
+            ("ok/label-and-team", Some("ABCDE12345"), Ok(Some("ABCDE12345"))),
+            ("fail/lowercase-team", Some("abcde12345"), Err(())),
+            ("fail/short-team", Some("ABC"), Err(())),
+        ];
+        for (name, team, want) in cases {
+            let inputs = ProfileInputs { team_id: team.map(str::to_owned), ..example_inputs() };
+            let rendered = render(ProfileKind::LoginItems, &inputs);
+            let Ok(want) = want else {
+                assert!(matches!(rendered, Err(ProfileError::InvalidTeamId { .. })), "{name}");
+                continue;
+            };
+            let profile = parse(&rendered.unwrap());
+            check_common(ProfileKind::LoginItems, &profile);
+            let payloads = payloads(&profile);
+            let rules = payload_of(&payloads, LOGIN_ITEMS_PAYLOAD_TYPE)
+                .get("Rules")
+                .and_then(Value::as_array)
+                .expect("Rules is an array");
+            assert_eq!(rules.len(), 1, "{name}");
+            let rule = rules[0].as_dictionary().expect("a rule is a dictionary");
+            assert_eq!(get_str(rule, "RuleType"), "Label", "{name}");
+            assert_eq!(get_str(rule, "RuleValue"), crate::platform::macos::launch_agent::LABEL, "{name}");
+            assert_eq!(rule.get("TeamIdentifier").and_then(Value::as_string), *want, "{name}");
+        }
+    }
+
     #[test]
     fn agent_payload_reads_back_as_macos_configuration() {
         let inputs = ProfileInputs {
@@ -958,7 +1057,7 @@ mod tests {
     #[test]
     fn uuids_are_unique_stable_and_per_ca() {
         let first = all_uuids(&example_inputs());
-        assert_eq!(first.len(), 11, "5 profiles, 6 payloads");
+        assert_eq!(first.len(), 13, "6 profiles, 7 payloads");
         assert_eq!(first.iter().collect::<HashSet<_>>().len(), first.len(), "unique: {first:?}");
         assert_eq!(all_uuids(&example_inputs()), first, "stable for the same input");
         for uuid in &first {

@@ -36,6 +36,13 @@ impl Agent {
 
     /// `uninstall [--system]`.
     pub(crate) fn uninstall(&self, system: bool, out: &mut dyn Write) -> Result<(), AgentError> {
+        if system && cfg!(target_os = "macos") {
+            writeln!(
+                out,
+                "nothing to remove: on macOS the system-wide browser settings are the MDM's configuration profiles; remove them in the MDM"
+            )?;
+            return Ok(());
+        }
         if system {
             let metadata = self.metadata_for_system();
             let target = metadata.as_ref().and_then(|m| target_of(m).ok());

@@ -423,7 +423,10 @@ pub fn run(cli: &Cli, stdin: &mut dyn BufRead, out: &mut dyn Write) -> ExitCode 
         Command::Install { system } => open(cli, true).and_then(|agent| agent.install(*system, out)),
         // A user's uninstall must work without a CA, and the system one uses it only to learn
         // which origins to remove.
-        Command::Uninstall { system } => open(cli, *system).and_then(|agent| agent.uninstall(*system, out)),
+        // On macOS the system scope is the MDM's profiles: nothing to fetch the metadata for.
+        Command::Uninstall { system } => {
+            open(cli, *system && !cfg!(target_os = "macos")).and_then(|agent| agent.uninstall(*system, out))
+        }
         // The macOS-only subcommands speak in the Jamf policy log's terms (see their modules).
         #[cfg(target_os = "macos")]
         Command::Jamf(args) => return jamf::run(args, cli.config.as_deref(), stdin, out),

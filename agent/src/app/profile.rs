@@ -28,6 +28,7 @@ pub(super) fn profile(
         warn_skipped_origins(&target);
     }
     let mut inputs = ProfileInputs::from_metadata(&metadata, &url);
+    inputs.team_id.clone_from(&args.team_id);
     if let Some(path) = &args.token_file {
         let token = crate::token::read_token(
             &crate::token::TokenSource::File(path.clone()),

@@ -150,6 +150,13 @@ pub(crate) fn chromium_status(
     BrowserStatus { browser: browser.to_owned(), present, managed: forced, detail, origins }
 }
 
+/// The browsers (status names) among `browsers` that keep the old certificate until they are
+/// restarted: not Chrome and Edge, which switch when the keychain search list changes (see
+/// `notify`); `browsers`, the name used when the list is unknown, stands for all of them.
+pub(crate) fn needing_restart(browsers: &[String]) -> Vec<String> {
+    browsers.iter().filter(|b| !matches!(b.as_str(), "chrome" | "edge")).cloned().collect()
+}
+
 /// The AppleScript that tells the user to restart browsers after a renewal; `browsers` are
 /// the status names (`chrome`, `edge`, `safari`). Only fixed text and sanitised names reach it.
 pub(crate) fn restart_notification_script(browsers: &[String]) -> String {
@@ -322,6 +329,14 @@ mod tests {
             partial.detail.as_deref(),
             Some("AutoSelectCertificateForUrls has no entry for https://[*.]apps.example.com")
         );
+    }
+
+    #[test]
+    fn only_safari_needs_a_restart() {
+        let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(needing_restart(&names(&["chrome", "edge", "safari"])), names(&["safari"]), "ok/safari");
+        assert!(needing_restart(&names(&["chrome", "edge"])).is_empty(), "ok/chromium-switches-itself");
+        assert_eq!(needing_restart(&names(&["browsers"])), names(&["browsers"]), "ok/unknown-kept");
     }
 
     #[test]

@@ -4,15 +4,24 @@
 //! When the agent itself runs as that job (launchd sets `XPC_SERVICE_NAME` to the label), a
 //! bootout would kill it half-way through its work, so then the file is updated or removed
 //! and launchd picks the change up at the next login.
+//!
+//! A bootout is followed by a wait until launchd has let the label go, and a bootstrap that
+//! fails while it drains is retried, both bounded ([`super::launchd_wait`]). `status` also says
+//! when the user switched the job off in Login Items ([`super::btm`]).
 
 use std::path::{Path, PathBuf};
 
+use super::btm::{self, LoginItem};
 use super::launch_agent::{self, DailyTime, LABEL, LaunchAgentSpec};
+use super::launchd_wait::{self, Attempt};
 use crate::platform::{PlatformError, ScheduleSpec, Scheduler, SchedulerStatus};
 use crate::util::exec;
 use crate::util::files;
 
 const LAUNCHCTL: &str = "/bin/launchctl";
+const SFLTOOL: &str = "/usr/bin/sfltool";
+/// `sfltool dumpbtm` reads a database; it has no business taking longer.
+const SFLTOOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The per-user LaunchAgent.
 #[derive(Debug)]
@@ -39,27 +48,100 @@ impl LaunchAgentScheduler {
             .map_err(|e| PlatformError::backend("could not run launchctl", e))
     }
 
+    /// Whether launchd has the job: `print` succeeds, or says it cannot find it (113). Any other
+    /// failure is an error, so that a wait for the job to go cannot mistake it for gone.
     fn loaded(&self) -> Result<bool, PlatformError> {
-        Ok(Self::launchctl(&["print", &self.service()])?.success())
+        let out = Self::launchctl(&["print", &self.service()])?;
+        match out.code() {
+            0 => Ok(true),
+            launchd_wait::NOT_FOUND => Ok(false),
+            _ if out.stderr.contains("Could not find service") => Ok(false),
+            _ => Err(PlatformError::Command {
+                program: format!("{LAUNCHCTL} print"),
+                status: out.status_text(),
+                stderr: out.stderr_tail(),
+            }),
+        }
     }
 
     fn running_as_the_job() -> bool {
         std::env::var("XPC_SERVICE_NAME").is_ok_and(|name| name == LABEL)
     }
 
+    /// Boots the job out and waits until launchd has let its label go; `Ok(false)` when it
+    /// was not loaded.
     fn bootout(&self) -> Result<bool, PlatformError> {
         if !self.loaded()? {
             return Ok(false);
         }
         let out = Self::launchctl(&["bootout", &self.service()])?;
-        if !out.success() {
+        // A bootout that fails because the job went away meanwhile did its work.
+        if !out.success() && self.loaded()? && !launchd_wait::is_transient(out.code(), &out.stderr) {
             return Err(PlatformError::Command {
                 program: format!("{LAUNCHCTL} bootout"),
                 status: out.status_text(),
                 stderr: out.stderr_tail(),
             });
         }
+        let gone = launchd_wait::wait_until(
+            launchd_wait::DRAIN_POLLS,
+            launchd_wait::DRAIN_INTERVAL,
+            &mut std::thread::sleep,
+            || self.loaded().map(|loaded| !loaded),
+        )?;
+        if !gone {
+            return Err(PlatformError::Command {
+                program: format!("{LAUNCHCTL} bootout"),
+                status: "the job is still loaded 10 seconds later".to_owned(),
+                stderr: out.stderr_tail(),
+            });
+        }
         Ok(true)
+    }
+
+    /// Loads the plist, retrying while launchd still drains an earlier instance of the label.
+    fn bootstrap(&self, plist: &Path) -> Result<(), PlatformError> {
+        let plist_arg = plist.to_string_lossy().into_owned();
+        launchd_wait::retry(
+            launchd_wait::BOOTSTRAP_ATTEMPTS,
+            launchd_wait::BOOTSTRAP_INTERVAL,
+            &mut std::thread::sleep,
+            || {
+                let out = match Self::launchctl(&["bootstrap", &self.domain(), &plist_arg]) {
+                    Ok(out) => out,
+                    Err(e) => return Attempt::Fail(e),
+                };
+                if out.success() {
+                    return Attempt::Done(());
+                }
+                let error = PlatformError::Command {
+                    program: format!("{LAUNCHCTL} bootstrap"),
+                    status: out.status_text(),
+                    stderr: out.stderr_tail(),
+                };
+                if !launchd_wait::is_transient(out.code(), &out.stderr) {
+                    return Attempt::Fail(error);
+                }
+                // 37 can also mean another bootstrap of the label got there first.
+                match self.loaded() {
+                    Ok(true) => Attempt::Done(()),
+                    Ok(false) => Attempt::Retry(error),
+                    Err(e) => Attempt::Fail(e),
+                }
+            },
+        )
+    }
+
+    /// Whether the user switched the job off in Login Items; `None` when that cannot be told
+    /// (macOS before 13, or `sfltool` refused).
+    fn login_item(&self) -> Option<LoginItem> {
+        let out = exec::run(Path::new(SFLTOOL), &["dumpbtm"], None, SFLTOOL_TIMEOUT).ok()?;
+        if !out.success() {
+            tracing::debug!(stderr = %out.stderr_tail(), "sfltool dumpbtm failed");
+            return None;
+        }
+        let url = format!("file://{}", self.plist().display());
+        btm::login_item(&out.stdout, self.uid, LABEL, &url)
     }
 }
 
@@ -100,15 +182,7 @@ impl Scheduler for LaunchAgentScheduler {
         if loaded {
             self.bootout()?;
         }
-        let plist_arg = plist.to_string_lossy().into_owned();
-        let out = Self::launchctl(&["bootstrap", &self.domain(), &plist_arg])?;
-        if !out.success() {
-            return Err(PlatformError::Command {
-                program: format!("{LAUNCHCTL} bootstrap"),
-                status: out.status_text(),
-                stderr: out.stderr_tail(),
-            });
-        }
+        self.bootstrap(&plist)?;
         changes.push(format!("loaded the launch agent into {}", self.domain()));
         Ok(changes)
     }
@@ -135,11 +209,16 @@ impl Scheduler for LaunchAgentScheduler {
         let plist = self.plist();
         let installed = plist.exists();
         let loaded = installed && self.loaded()?;
-        let detail = match (installed, loaded) {
+        let mut detail = match (installed, loaded) {
             (true, true) => format!("{} (loaded in {})", plist.display(), self.domain()),
             (true, false) => format!("{} (not loaded; it loads at the next login)", plist.display()),
             (false, _) => format!("no launch agent at {}", plist.display()),
         };
+        if installed && self.login_item() == Some(LoginItem::Disabled) {
+            detail.push_str(
+                "; switched off in System Settings > General > Login Items, so it runs neither at login nor daily: switch it on there, or deploy the profile from `devicetrust-agent profile login-items` with the MDM",
+            );
+        }
         Ok(SchedulerStatus { installed, detail })
     }
 }

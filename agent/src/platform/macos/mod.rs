@@ -19,6 +19,7 @@
 
 pub(crate) mod allowlist;
 pub(crate) mod browsers;
+pub(crate) mod btm;
 pub(crate) mod codesign;
 pub(crate) mod config;
 pub(crate) mod console;
@@ -26,6 +27,7 @@ pub(crate) mod ioreg;
 pub(crate) mod jamf;
 pub(crate) mod keychain_list;
 pub(crate) mod launch_agent;
+pub(crate) mod launchd_wait;
 pub(crate) mod logging;
 pub(crate) mod profiles;
 pub(crate) mod safari;
