@@ -47,6 +47,7 @@ use security_framework::os::macos::passwords::find_generic_password;
 use serde::{Deserialize, Serialize};
 
 use super::allowlist::{self, Allowlist, PartitionId, Source};
+use super::sys::KeyKind;
 use super::{KEYCHAIN_FILE_NAME, PASSWORD_ACCOUNT, PASSWORD_SERVICE, keychain_list, sys};
 use crate::platform::{BoxError, Identity, IdentityStore, PlatformError, StoreDescription, StoreSnapshot};
 use crate::util::exec;
@@ -465,7 +466,7 @@ impl KeychainStore {
             location: label_hex.to_owned(),
             reason: e.to_string(),
         })?;
-        let found = sys::private_keys(keychain, Some(&label))
+        let found = sys::keychain_keys(keychain, KeyKind::Private, Some(&label))
             .map_err(|e| backend("could not search the keychain for a key", e))?;
         found.into_iter().next().map(KeychainKey::new).transpose()
     }
@@ -507,16 +508,12 @@ impl KeychainStore {
     /// a keychain change and the index write).
     fn sweep(keychain: &SecKeychain, index: &Index) -> Result<(), PlatformError> {
         let keep_keys: Vec<Vec<u8>> = index.slots().filter_map(|s| hex::decode(&s.key).ok()).collect();
-        let keys = sys::private_keys(keychain, None)
-            .map_err(|e| backend("could not list the keychain's keys", e))?;
-        for found in keys {
-            if !keep_keys.contains(&found.label) {
-                // Its public key shares the label and goes with it.
-                if let Some(public) = found.key.public_key() {
-                    public.delete().map_err(|e| backend("could not delete a stray public key", e))?;
-                }
+        for kind in [KeyKind::Private, KeyKind::Public] {
+            let keys = sys::keychain_keys(keychain, kind, None)
+                .map_err(|e| backend("could not list the keychain's keys", e))?;
+            for found in keys.iter().filter(|f| !keep_keys.contains(&f.label)) {
                 found.key.delete().map_err(|e| backend("could not delete a stray key", e))?;
-                tracing::info!("deleted a key no identity refers to");
+                tracing::info!(?kind, "deleted a key no identity refers to");
             }
         }
         let keep_certs: Vec<Vec<u8>> = index.slots().filter_map(Slot::certificate_der).collect();
@@ -534,11 +531,22 @@ impl KeychainStore {
             Self::delete_certificates(keychain, std::slice::from_ref(&der))?;
             Self::delete_login_copies(std::slice::from_ref(&der));
         }
-        if let Some(key) = Self::find_key(keychain, &slot.key)? {
-            if let Some(public) = key.sec_key().public_key() {
-                public.delete().map_err(|e| backend("could not delete a public key", e))?;
+        let label = hex::decode(&slot.key).map_err(|e| PlatformError::Corrupt {
+            what: "a key reference in the keychain index",
+            location: slot.key.clone(),
+            reason: e.to_string(),
+        })?;
+        Self::delete_keys(keychain, &label)
+    }
+
+    /// Deletes the private and the public key whose application label is `label`.
+    fn delete_keys(keychain: &SecKeychain, label: &[u8]) -> Result<(), PlatformError> {
+        for kind in [KeyKind::Private, KeyKind::Public] {
+            let keys = sys::keychain_keys(keychain, kind, Some(label))
+                .map_err(|e| backend("could not search the keychain for a key", e))?;
+            for found in keys {
+                found.key.delete().map_err(|e| backend("could not delete a key", e))?;
             }
-            key.sec_key().delete().map_err(|e| backend("could not delete a key", e))?;
         }
         Ok(())
     }
@@ -624,7 +632,7 @@ impl KeychainStore {
             Err(e) => return Err(refuse(&key, e)),
         };
         let label = application_label_of(&public);
-        match sys::private_keys(keychain, Some(&label)) {
+        match sys::keychain_keys(keychain, KeyKind::Private, Some(&label)) {
             Ok(found) if !found.is_empty() => Ok(KeychainKey { key, public, label }),
             Ok(_) => Err(refuse(
                 &key,
@@ -712,6 +720,27 @@ impl KeychainStore {
         Ok(Some(out))
     }
 
+    /// Takes the export rights off the current key when its access still grants them (written
+    /// by an older agent): a read of its ACL, and a rewrite only when due. A failure is logged;
+    /// it must not stop the run that unlocked the keychain.
+    fn fix_stale_access(&self, opened: &Opened) {
+        let result = (|| {
+            let Some(slot) = self.load_index()?.current else { return Ok(false) };
+            let Some(key) = Self::find_key(&opened.keychain, &slot.key)? else { return Ok(false) };
+            if !sys::key_grants_export(key.sec_key()).map_err(|e| backend("the key's access", e))? {
+                return Ok(false);
+            }
+            self.apply_partitions(opened, &key).map(|()| true)
+        })();
+        match result {
+            Ok(true) => tracing::info!("took the export rights off the device key's access"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %crate::util::error_chain(&e), "could not update the device key's access")
+            }
+        }
+    }
+
     /// Whether the current key could leave the keychain (keys made before the fix could).
     fn current_key_extractable(&self) -> Result<Option<bool>, PlatformError> {
         let Some(guard) = self.open(false)? else { return Ok(None) };
@@ -739,7 +768,11 @@ impl IdentityStore for KeychainStore {
     fn unlock(&self) -> Result<bool, PlatformError> {
         // Opening unlocks: SecKeychainUnlock with the stored password, in this process's
         // security session, which is the one the user's browsers are in.
-        Ok(self.open(false)?.is_some())
+        let Some(guard) = self.open(false)? else { return Ok(false) };
+        if let Some(opened) = guard.as_ref() {
+            self.fix_stale_access(opened);
+        }
+        Ok(true)
     }
 
     fn pending_key(&self) -> Result<Option<Arc<dyn KeySigner>>, PlatformError> {

@@ -50,10 +50,10 @@ use security_framework_sys::base::{
 use security_framework_sys::code_signing::SecRequirementRef;
 use security_framework_sys::item::{
     kSecAttrAccount, kSecAttrApplicationLabel, kSecAttrIsPermanent, kSecAttrKeyClass,
-    kSecAttrKeyClassPrivate, kSecAttrKeySizeInBits, kSecAttrKeyType, kSecAttrKeyTypeECSECPrimeRandom,
-    kSecAttrLabel, kSecAttrService, kSecClass, kSecClassGenericPassword, kSecClassKey, kSecMatchLimit,
-    kSecMatchLimitAll, kSecMatchSearchList, kSecPrivateKeyAttrs, kSecPublicKeyAttrs, kSecReturnAttributes,
-    kSecReturnRef, kSecUseKeychain, kSecValueData, kSecValueRef,
+    kSecAttrKeyClassPrivate, kSecAttrKeyClassPublic, kSecAttrKeySizeInBits, kSecAttrKeyType,
+    kSecAttrKeyTypeECSECPrimeRandom, kSecAttrLabel, kSecAttrService, kSecClass, kSecClassGenericPassword,
+    kSecClassKey, kSecMatchLimit, kSecMatchLimitAll, kSecMatchSearchList, kSecPrivateKeyAttrs,
+    kSecPublicKeyAttrs, kSecReturnAttributes, kSecReturnRef, kSecUseKeychain, kSecValueData, kSecValueRef,
 };
 use security_framework_sys::key::SecKeyCreateRandomKey;
 use security_framework_sys::keychain_item::{SecItemAdd, SecItemCopyMatching, SecKeychainItemDelete};
@@ -262,6 +262,7 @@ struct Keys {
     class_key: CFStringRef,
     key_class: CFStringRef,
     key_class_private: CFStringRef,
+    key_class_public: CFStringRef,
     application_label: CFStringRef,
     search_list: CFStringRef,
     return_ref: CFStringRef,
@@ -302,6 +303,7 @@ fn keys() -> Keys {
             class_key: kSecClassKey,
             key_class: kSecAttrKeyClass,
             key_class_private: kSecAttrKeyClassPrivate,
+            key_class_public: kSecAttrKeyClassPublic,
             application_label: kSecAttrApplicationLabel,
             search_list: kSecMatchSearchList,
             return_ref: kSecReturnRef,
@@ -467,8 +469,9 @@ pub(super) fn key_is_extractable(key: &SecKey) -> Result<bool, SysError> {
     }
 }
 
-/// A private key found in a keychain, with its application label (the SHA-1 of its public
-/// key), read from the item's attributes and not from the key.
+/// A key found in a keychain, with its application label (the SHA-1 of its public key, shared
+/// by the private and the public key's records, `KeyItem.cpp`), read from the item's
+/// attributes and not from the key.
 pub(super) struct FoundKey {
     /// The key.
     pub key: SecKey,
@@ -496,16 +499,33 @@ fn dictionaries(result: CFTypeRef) -> Vec<CFDictionary<CFString, CFType>> {
         .collect()
 }
 
-/// The private keys of `keychain`, or only those whose application label is `label`, found by
-/// `SecItemCopyMatching` with references and attributes. That reads the items' database
-/// attributes only (`_CreateAttributesDictionaryFromKeyItem` in
+/// Which keys [`keychain_keys`] finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum KeyKind {
+    /// Private keys.
+    Private,
+    /// Public keys.
+    Public,
+}
+
+/// The private (or public) keys of `keychain`, or only those whose application label is
+/// `label`, found by `SecItemCopyMatching` with references and attributes. That reads the
+/// items' database attributes only (`_CreateAttributesDictionaryFromKeyItem` in
 /// `OSX/libsecurity_keychain/lib/SecItem.cpp`), never the keys.
-pub(super) fn private_keys(keychain: &SecKeychain, label: Option<&[u8]>) -> Result<Vec<FoundKey>, SysError> {
+pub(super) fn keychain_keys(
+    keychain: &SecKeychain,
+    kind: KeyKind,
+    label: Option<&[u8]>,
+) -> Result<Vec<FoundKey>, SysError> {
     let k = keys();
     let yes = CFBoolean::true_value().as_CFType();
+    let key_class = match kind {
+        KeyKind::Private => k.key_class_private,
+        KeyKind::Public => k.key_class_public,
+    };
     let mut pairs: Vec<(CFString, CFType)> = vec![
         (cf_key(k.class), cf_key(k.class_key).as_CFType()),
-        (cf_key(k.key_class), cf_key(k.key_class_private).as_CFType()),
+        (cf_key(k.key_class), cf_key(key_class).as_CFType()),
         (cf_key(k.search_list), CFArray::from_CFTypes(std::slice::from_ref(keychain)).as_CFType()),
         (cf_key(k.return_ref), yes.clone()),
         (cf_key(k.return_attributes), yes),
@@ -672,8 +692,9 @@ fn remove_acl(acl: &CFType) -> Result<(), SysError> {
 /// * the entry that grants signing (at generation the "limited" entry of `Access::makeStandard`,
 ///   `OSX/libsecurity_keychain/lib/Access.cpp`: decrypt, sign, MAC, derive, export in the clear,
 ///   export wrapped) grants signing alone, to `trusted` ([`trusted_applications`]) only;
-/// * every other entry loses export in the clear and export wrapped (one left with nothing
-///   is removed: an empty authorization set means "everything", `ACL::authorizes`).
+/// * every other entry but the owner's loses export in the clear and export wrapped (one that
+///   granted everything keeps signing; one left with nothing is removed: an empty authorization
+///   set means "everything", `ACL::authorizes`).
 ///
 /// securityd checks both the ACL and the partition list (`SecurityServerAcl::validate`,
 /// `securityd/src/acls.cpp`), so an app must pass both to sign, and nobody may export.
@@ -725,9 +746,14 @@ pub(super) fn set_key_access(
             if tags.contains(&change_acl) {
                 continue;
             }
-            let rest: Vec<CFString> =
-                tags.into_iter().filter(|t| *t != export_clear && *t != export_wrapped).collect();
-            if rest.is_empty() || rest.contains(&any) {
+            // An entry granting everything ("any") keeps signing only; one left with nothing
+            // goes (an empty set would mean "everything" again).
+            let rest: Vec<CFString> = if tags.contains(&any) {
+                vec![sign.clone()]
+            } else {
+                tags.into_iter().filter(|t| *t != export_clear && *t != export_wrapped).collect()
+            };
+            if rest.is_empty() {
                 remove_acl(acl)?;
             } else {
                 update_authorizations(acl, &rest)?;
@@ -744,6 +770,18 @@ pub(super) fn set_key_access(
     check("SecKeychainItemSetAccessWithPassword", unsafe {
         set(item, access.as_concrete_TypeRef(), len, keychain_password.as_ptr().cast())
     })
+}
+
+/// Whether any ACL entry of the key but the owner's still grants an export (a key whose access
+/// an agent before 0.5 wrote, or someone changed): [`set_key_access`] is due.
+pub(super) fn key_grants_export(key: &SecKey) -> Result<bool, SysError> {
+    let access = copy_access(key.as_concrete_TypeRef() as SecKeychainItemRef)?;
+    let k = keys();
+    let change_acl = cf_key(k.change_acl);
+    Ok([k.export_clear, k.export_wrapped]
+        .into_iter()
+        .flat_map(|tag| matching_acls(&access, tag))
+        .any(|acl| !acl_authorizations(&acl).contains(&change_acl)))
 }
 
 /// The descriptions of a key's partition-list ACL entries (hex plists).
