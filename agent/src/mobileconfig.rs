@@ -260,7 +260,7 @@ pub(crate) struct ProfileInputs {
     /// `*.<org_domain>`. A DNS name such as `example.com`; `None` leaves it out.
     pub org_domain: Option<String>,
     /// The agent's `allowlist` (macOS): the apps that may use the key without a prompt
-    /// (`apple-tool:`, `apple:`, `teamid:<TeamIdentifier>`), replacing the built-in list;
+    /// (`apple:`, `teamid:<TeamIdentifier>`; `apple-tool:`, `/usr/bin/security`, only on purpose), replacing the built-in list;
     /// `None` leaves it out.
     pub allowlist: Option<Vec<String>>,
     /// `PayloadOrganization`, shown to users in System Settings; `None` leaves it out.
