@@ -70,11 +70,10 @@ struct SecKeychainAttributeInfo {
     format: *mut u32,
 }
 
-/// The key record's attribute numbers (`kSecKeyExtractable`, `kSecKeyNeverExtractable` in
-/// `SecKey.h`; the "Extractable" and "NeverExtractable" columns of
-/// `OSX/libsecurity_cdsa_utilities/lib/KeySchema.m4`).
+/// The key record's attribute number `kSecKeyExtractable` (`SecKey.h`; the "Extractable" column
+/// of `OSX/libsecurity_cdsa_utilities/lib/KeySchema.m4`, written from the key's header by
+/// `OSX/libsecurity_sd_cspdl/lib/SDKey.cpp`).
 const KEY_ATTR_EXTRACTABLE: u32 = 16;
-const KEY_ATTR_NEVER_EXTRACTABLE: u32 = 17;
 /// `CSSM_DB_ATTRIBUTE_FORMAT_UINT32`.
 const FORMAT_UINT32: u32 = 2;
 /// The item type of identity preferences, the four characters `iprf`
@@ -414,19 +413,19 @@ pub(super) fn generate_p256_key(keychain: &SecKeychain, label: &str) -> Result<S
 }
 
 /// Whether a private key in a file keychain can leave it, read from the key's database record
-/// (its "Extractable" and "NeverExtractable" attributes) without touching the key itself.
+/// (its "Extractable" attribute) without touching the key itself.
 ///
 /// `SecKeyCopyAttributes` is not used for this or anything else on our private keys: for a
 /// CDSA key it calls `SecCDSAKeyCopyExternalRepresentation` (`SecKey.cpp`), which wraps the key
 /// out in the clear whenever the ACL lets it.
 pub(super) fn key_is_extractable(key: &SecKey) -> Result<bool, SysError> {
-    let mut tags = [KEY_ATTR_EXTRACTABLE, KEY_ATTR_NEVER_EXTRACTABLE];
-    let mut formats = [FORMAT_UINT32, FORMAT_UINT32];
+    let mut tags = [KEY_ATTR_EXTRACTABLE];
+    let mut formats = [FORMAT_UINT32];
     let mut info =
-        SecKeychainAttributeInfo { count: 2, tag: tags.as_mut_ptr(), format: formats.as_mut_ptr() };
+        SecKeychainAttributeInfo { count: 1, tag: tags.as_mut_ptr(), format: formats.as_mut_ptr() };
     let mut list: *mut SecKeychainAttributeList = ptr::null_mut();
     // SAFETY: `key` is a keychain item of a file keychain (a CDSA key is one); `info` points at
-    // two tags and two formats that outlive the call; NULL length and data pointers ask for the
+    // one tag and one format that outlive the call; NULL length and data pointers ask for the
     // attributes only, never the key's data. `list` receives an allocation freed below.
     check("SecKeychainItemCopyAttributesAndData", unsafe {
         SecKeychainItemCopyAttributesAndData(
@@ -438,7 +437,7 @@ pub(super) fn key_is_extractable(key: &SecKey) -> Result<bool, SysError> {
             ptr::null_mut(),
         )
     })?;
-    let mut values = [None, None];
+    let mut extractable = None;
     if !list.is_null() {
         // SAFETY: on success `list` points at a list of `count` attributes, each with `length`
         // bytes at `data` (or NULL), valid until freed.
@@ -451,20 +450,18 @@ pub(super) fn key_is_extractable(key: &SecKey) -> Result<bool, SysError> {
                 // SAFETY: at least four readable bytes at `data`, which need not be aligned.
                 unsafe { ptr::read_unaligned(attr.data.cast::<u32>()) }
             });
-            match attr.tag {
-                KEY_ATTR_EXTRACTABLE => values[0] = value,
-                KEY_ATTR_NEVER_EXTRACTABLE => values[1] = value,
-                _ => {}
+            if attr.tag == KEY_ATTR_EXTRACTABLE {
+                extractable = value;
             }
         }
         // SAFETY: `list` came from SecKeychainItemCopyAttributesAndData and is freed once.
         unsafe { SecKeychainItemFreeAttributesAndData(list, ptr::null_mut()) };
     }
-    match values {
-        [Some(extractable), Some(never)] => Ok(extractable != 0 || never == 0),
-        _ => Err(SysError::Failed {
+    match extractable {
+        Some(value) => Ok(value != 0),
+        None => Err(SysError::Failed {
             call: "SecKeychainItemCopyAttributesAndData",
-            message: "the key record has no extractable attributes".to_owned(),
+            message: "the key record has no extractable attribute".to_owned(),
         }),
     }
 }
