@@ -56,8 +56,9 @@ pub(crate) const EDGE_DOMAIN: &str = "com.microsoft.Edge";
 /// The payload type of Apple's Managed Login Items payload (apple/device-management,
 /// `mdm/profiles/com.apple.servicemanagement.yaml`; macOS 13+, device channel, MDM only).
 pub(crate) const LOGIN_ITEMS_PAYLOAD_TYPE: &str = "com.apple.servicemanagement";
-/// The agent's LaunchAgent label, which the Managed Login Items rule matches.
-const LAUNCH_AGENT_LABEL: &str = "com.devicetrust.agent";
+/// The agent's LaunchAgent label, which the Managed Login Items rule matches: the agent's
+/// bundle identifier, like its preferences domain (`platform::macos::launch_agent::LABEL`).
+const LAUNCH_AGENT_LABEL: &str = AGENT_DOMAIN;
 /// The payload type of Apple's Restrictions payload.
 pub(crate) const RESTRICTIONS_PAYLOAD_TYPE: &str = "com.apple.applicationaccess";
 /// The Chrome and Edge policy that picks a client certificate without asking the user.
