@@ -287,6 +287,9 @@ async fn read_capped(response: &mut reqwest::Response, url: &Url) -> Result<Vec<
 fn transport_error(error: &reqwest::Error, url: &Url) -> ClientError {
     let url_text = url.to_string();
     if let Some(tls) = find_rustls_error(error) {
+        if let Some(reason) = untrusted_server_reason(tls) {
+            return ClientError::UntrustedServer { url: url_text, reason };
+        }
         return ClientError::Tls { url: url_text, reason: tls.to_string() };
     }
     if error.is_timeout() {
@@ -303,6 +306,31 @@ fn transport_error(error: &reqwest::Error, url: &Url) -> ClientError {
 
 /// The first rustls error in the chain. tokio-rustls wraps it in an `io::Error`, whose
 /// `source()` skips the wrapped error, so `io::Error::get_ref` is looked into as well.
+/// Why the server's certificate was refused, in words that say what to change; `None` for a
+/// TLS failure that is not about the server's certificate.
+pub(crate) fn untrusted_server_reason(error: &rustls::Error) -> Option<String> {
+    use rustls::CertificateError as Cert;
+    let rustls::Error::InvalidCertificate(cert) = error else { return None };
+    Some(match cert {
+        Cert::UnknownIssuer => "its certificate is not issued by a CA the client trusts: set ca_bundle to \
+             the PEM of the CA that issued the server certificate (without ca_bundle, the system's roots)"
+            .to_owned(),
+        Cert::Other(other) if matches!(other.0.downcast_ref::<webpki::Error>(), Some(webpki::Error::CaUsedAsEndEntity)) => {
+            "it presents a CA certificate as its own (a self-signed server certificate); the client accepts a \
+             server certificate issued by a CA in ca_bundle, not that CA itself"
+                .to_owned()
+        }
+        Cert::NotValidForName | Cert::NotValidForNameContext { .. } => {
+            format!("{cert}: use the host name the server certificate names in the url")
+        }
+        Cert::Expired | Cert::ExpiredContext { .. } => format!("{cert}: the server needs a current certificate"),
+        Cert::NotValidYet | Cert::NotValidYetContext { .. } => {
+            format!("{cert}: check this machine's clock")
+        }
+        other => format!("its certificate was refused: {other}"),
+    })
+}
+
 fn find_rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = current {
@@ -366,6 +394,51 @@ mod tests {
             let error = CaClient::new(options).expect_err(name);
             assert!(matches!(error, ClientError::InvalidConfiguration { .. }), "{name}: {error:?}");
             assert!(!error.to_string().contains("secret"), "{name}");
+        }
+    }
+
+    /// Each server-certificate refusal says what to change; other TLS failures stay TLS
+    /// failures (a refused client certificate, an alert).
+    #[test]
+    fn untrusted_server_reason_table() {
+        use rustls::{CertificateError, Error, OtherError};
+        let ca_as_leaf = Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
+            webpki::Error::CaUsedAsEndEntity,
+        ))));
+        let cases: Vec<(&str, Error, Option<&str>)> = vec![
+            (
+                "ok/unknown-issuer",
+                Error::InvalidCertificate(CertificateError::UnknownIssuer),
+                Some("set ca_bundle"),
+            ),
+            ("ok/self-signed", ca_as_leaf, Some("self-signed server certificate")),
+            (
+                "ok/wrong-name",
+                Error::InvalidCertificate(CertificateError::NotValidForName),
+                Some("host name"),
+            ),
+            ("ok/expired", Error::InvalidCertificate(CertificateError::Expired), Some("current certificate")),
+            ("ok/not-yet", Error::InvalidCertificate(CertificateError::NotValidYet), Some("clock")),
+            (
+                "fail/an-alert-is-not-about-the-server",
+                Error::AlertReceived(rustls::AlertDescription::BadCertificate),
+                None,
+            ),
+            ("fail/a-signing-failure", Error::General("could not sign".into()), None),
+        ];
+        for (name, error, want) in cases {
+            let got = untrusted_server_reason(&error);
+            match want {
+                None => assert_eq!(got, None, "{name}"),
+                Some(part) => {
+                    let got = got.unwrap_or_else(|| panic!("{name}: not classified"));
+                    assert!(got.contains(part), "{name}: {got}");
+                    assert!(
+                        !got.contains("Other(") && !got.contains("OtherError"),
+                        "{name}: debug output: {got}"
+                    );
+                }
+            }
         }
     }
 }

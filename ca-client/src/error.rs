@@ -52,6 +52,17 @@ pub enum ClientError {
         /// rustls's reason.
         reason: String,
     },
+    /// The server's certificate was refused: it does not chain to the trusted roots (the
+    /// pinned bundle, else the system's), is self-signed, is for another name, or is out of
+    /// its validity. A configuration matter, so not retried: waiting does not change which
+    /// certificate the server presents or which roots the client trusts.
+    #[error("the server at {url} is not trusted: {reason}")]
+    UntrustedServer {
+        /// The endpoint.
+        url: String,
+        /// Why, in words that say what to change.
+        reason: String,
+    },
     /// The connection failed after it was made (reset, closed early, protocol error).
     #[error("the exchange with {url} failed: {reason}")]
     Transport {
@@ -121,8 +132,10 @@ impl ClientError {
             | Self::Transport { .. }
             | Self::BodyTooLarge { .. }
             | Self::Malformed { .. } => Reaction::RetryLater,
-            // Both are mistakes in how the agent built the call; repeating it cannot help.
-            Self::InvalidConfiguration { .. } | Self::NoClientIdentity { .. } => Reaction::Fail,
+            // Mistakes in how the client is set up or built the call; repeating it cannot help.
+            Self::InvalidConfiguration { .. }
+            | Self::NoClientIdentity { .. }
+            | Self::UntrustedServer { .. } => Reaction::Fail,
         }
     }
 

@@ -75,12 +75,15 @@ async fn checks() {
     let error = guarded(CaClient::new(unpinned).expect("client").metadata(Platform::Macos))
         .await
         .expect_err("fail/unpinned-unknown-ca");
-    assert!(matches!(error, ClientError::Tls { .. }), "fail/unpinned-unknown-ca: {error:?}");
+    assert!(matches!(error, ClientError::UntrustedServer { .. }), "fail/unpinned-unknown-ca: {error:?}");
 
     // Pinned to ca.pem: the platform's other-ca no longer counts.
     let pinned = options_for(other.addr).with_pinned_roots(fixture("ca.pem"));
     let error = guarded(CaClient::new(pinned).expect("client").metadata(Platform::Macos))
         .await
         .expect_err("fail/pinned-ignores-platform-roots");
-    assert!(matches!(error, ClientError::Tls { .. }), "fail/pinned-ignores-platform-roots: {error:?}");
+    assert!(
+        matches!(error, ClientError::UntrustedServer { .. }),
+        "fail/pinned-ignores-platform-roots: {error:?}"
+    );
 }

@@ -115,6 +115,31 @@ fn ca_down_exits_5_and_leaves_the_identity_untouched() {
     assert!(fresh.current_identity().is_some());
 }
 
+/// A CA whose TLS certificate is outside the configured `ca_bundle` is configuration, not an
+/// outage: exit 2 with a message that names `ca_bundle`, recorded for `status` without a
+/// backoff, and the run after the fix enrolls at once.
+#[test]
+fn a_server_outside_ca_bundle_is_a_configuration_error_without_backoff() {
+    let ca = DevCa::start();
+    let agent = AgentHome::new(&ca, "E2E-UNTRUSTED-0001");
+    let token = ca.info().enrollment_token.clone();
+    let wrong_bundle = agent.home.join("other-ca.pem");
+    std::fs::write(&wrong_bundle, LookAlike::new().pem).expect("a bundle of another CA");
+    agent.point_at(&ca.info().url, &wrong_bundle);
+
+    let refused = agent.run_with_token(&["run", "--token-stdin"], &token);
+    refused.expect_code(2);
+    assert!(refused.stderr.contains("ca_bundle"), "the message says what to set:\n{refused}");
+    assert!(!refused.stderr.contains("Other("), "no debug output:\n{refused}");
+    let status = agent.status_json();
+    assert!(status["renewal"]["lastError"].is_string(), "recorded: {status:#}");
+    assert!(status["renewal"]["nextAttempt"].is_null(), "no backoff: {status:#}");
+
+    agent.point_at(&ca.info().url, &ca.info().ca_bundle);
+    agent.run_with_token(&["run", "--token-stdin"], &token).expect_code(0);
+    assert!(agent.current_identity().is_some(), "enrolled at the first run after the fix");
+}
+
 /// A look-alike issuing CA: same subject CN as the real one, another key.
 struct LookAlike {
     key: KeyPair,

@@ -148,6 +148,11 @@ impl Agent {
                     until: rfc3339(until),
                     failures: state.backoff.failures,
                     last_error: state.backoff.last_error.clone().unwrap_or_else(|| "unknown".to_owned()),
+                    try_now: if current.is_some() {
+                        AgentError::TRY_RENEW_NOW
+                    } else {
+                        AgentError::TRY_ENROLL_NOW
+                    },
                 },
                 Blocked::ReenrollRequired => AgentError::ReenrollRequired {
                     serial: current.as_ref().map(|c| c.info.serial_number().to_owned()).unwrap_or_default(),
@@ -289,6 +294,20 @@ impl Agent {
         now: DateTime<Utc>,
         error: &(dyn std::error::Error + 'static),
     ) {
+        // A failure that waiting cannot cure (a wrong token, a server certificate outside
+        // ca_bundle) is recorded for `status` but starts no backoff: the run after the fix
+        // goes ahead at once.
+        if find_client_error(error).is_some_and(|e| !e.is_retryable()) {
+            state.backoff = state.backoff.after_permanent_failure(now, error_chain(error));
+            tracing::warn!(
+                failures = state.backoff.failures,
+                "attempt failed; not retried until something changes"
+            );
+            if let Err(e) = self.state.save(state) {
+                tracing::error!(error = %e, "could not record the failure");
+            }
+            return;
+        }
         let retry_after = find_client_error(error).and_then(ClientError::retry_after);
         let mut next = state.backoff.after_failure(now, Jitter(rand::random()), error_chain(error));
         if let (Some(wait), Some(at)) =

@@ -87,7 +87,7 @@ pub(crate) enum AgentError {
     /// A recent failure; automatic attempts wait.
     #[error(
         "waiting until {until} after {failures} failed attempt(s) (last error: {last_error}); \
-         `renew --force` tries now"
+         {try_now} tries now"
     )]
     BackingOff {
         /// The earliest next attempt.
@@ -96,6 +96,9 @@ pub(crate) enum AgentError {
         failures: u32,
         /// The last failure's message.
         last_error: String,
+        /// The command that tries at once in this state ([`AgentError::TRY_RENEW_NOW`] or
+        /// [`AgentError::TRY_ENROLL_NOW`]).
+        try_now: &'static str,
     },
     /// The certificate is past its notAfter; its files are kept for diagnosis.
     #[error(
@@ -171,6 +174,8 @@ pub(crate) fn exit_for_client_error(e: &ClientError) -> Exit {
         Some(ErrorCode::CertificateRevoked) => Exit::Revoked,
         Some(ErrorCode::CertificateExpired | ErrorCode::ClientCertificateRequired) => Exit::Expired,
         Some(ErrorCode::InvalidToken) => Exit::Usage,
+        // Which server certificate the agent accepts is configuration (`ca_bundle`).
+        _ if matches!(e, ClientError::UntrustedServer { .. }) => Exit::Usage,
         _ => match e.reaction() {
             Reaction::RetryLater | Reaction::RetryNextRun => Exit::CaUnavailable,
             Reaction::Reenroll => Exit::Expired,
@@ -181,6 +186,13 @@ pub(crate) fn exit_for_client_error(e: &ClientError) -> Exit {
 }
 
 impl AgentError {
+    /// What tries at once on an enrolled device: a forced renewal ignores the backoff.
+    pub(crate) const TRY_RENEW_NOW: &'static str = "`devicetrust-agent renew --force`";
+    /// What tries at once on a device that is not enrolled yet: an explicit enrollment is an
+    /// operator's request, which does not back off.
+    pub(crate) const TRY_ENROLL_NOW: &'static str =
+        "`devicetrust-agent enroll` (with --token-stdin, --token-file or DEVICETRUST_ENROLLMENT_TOKEN)";
+
     /// The exit code this error ends the process with.
     pub(crate) fn exit(&self) -> Exit {
         match self {
@@ -435,6 +447,9 @@ pub fn run(cli: &Cli, stdin: &mut dyn BufRead, out: &mut dyn Write) -> ExitCode 
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`status | head -1`): the output is nobody's any more, and
+        // whatever the command did is done. Quiet, like any Unix filter.
+        Err(AgentError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("devicetrust-agent: error: {e}");
             let mut cause = std::error::Error::source(&e);

@@ -857,6 +857,12 @@ fn exit_codes_for_ca_errors() {
         ("fail/csr", refused(ErrorCode::InvalidCsr), Exit::Failure),
         ("fail/down", ClientError::Connect { url: "u".into(), reason: "r".into() }, Exit::CaUnavailable),
         ("fail/garbage", ClientError::Malformed { status: 200, reason: "r".into() }, Exit::CaUnavailable),
+        ("fail/tls-handshake", ClientError::Tls { url: "u".into(), reason: "r".into() }, Exit::CaUnavailable),
+        (
+            "fail/untrusted-server-is-configuration",
+            ClientError::UntrustedServer { url: "u".into(), reason: "set ca_bundle".into() },
+            Exit::Usage,
+        ),
     ];
     for (name, error, exit) in table {
         assert_eq!(exit_for_client_error(&error), exit, "{name}");
@@ -880,4 +886,74 @@ fn ok_every_run_unlocks_the_store_first() {
     let (result, _) = output(|o| h.agent().renew(true, o));
     assert!(result.is_err());
     assert_eq!(h.logged("unlock"), before + 2, "so did renew");
+}
+
+/// The hint of a waiting run names a command that does what it says in that state, and that
+/// command goes ahead: `enroll` before there is an identity, `renew --force` after.
+#[test]
+fn ok_the_backoff_hint_names_a_command_that_tries_now() {
+    let h = Harness::new();
+    h.ca.knobs().down = true;
+    let (result, _) = output(|o| h.agent().run(token(), o));
+    assert_eq!(exit_of(&result), Exit::CaUnavailable, "the first enrollment attempt fails");
+    let (result, _) = output(|o| h.agent().run(token(), o));
+    let Err(waiting @ AgentError::BackingOff { .. }) = result else { panic!("not waiting: {result:?}") };
+    let hint = waiting.to_string();
+    assert!(hint.contains("`devicetrust-agent enroll`"), "names enroll: {hint}");
+    assert!(!hint.contains("renew --force"), "renew cannot help before enrollment: {hint}");
+
+    h.ca.knobs().down = false;
+    let (result, out) = output(|o| h.agent().enroll(token(), o));
+    result.expect("the hinted command enrolls at once");
+    assert!(out.contains("enrolled"), "{out}");
+
+    h.clock.set(late());
+    h.ca.knobs().down = true;
+    let (result, _) = output(|o| h.agent().run(None, o));
+    assert_eq!(exit_of(&result), Exit::CaUnavailable);
+    let (result, _) = output(|o| h.agent().run(None, o));
+    let Err(waiting @ AgentError::BackingOff { .. }) = result else { panic!("not waiting: {result:?}") };
+    assert!(waiting.to_string().contains("`devicetrust-agent renew --force`"), "{waiting}");
+    h.ca.knobs().down = false;
+    let (result, _) = output(|o| h.agent().renew(true, o));
+    result.expect("the hinted command renews at once");
+}
+
+/// A wrong token is the admin's to fix: exit 2, recorded for `status`, and no backoff, so the
+/// run after the fix enrolls at once.
+#[test]
+fn fail_a_wrong_token_starts_no_backoff() {
+    let h = Harness::new();
+    let (result, _) = output(|o| h.agent().run(Some(Secret::new("not-the-token".into())), o));
+    assert_eq!(exit_of(&result), Exit::Usage, "{result:?}");
+    let state = h.agent().state.load().expect("state");
+    assert_eq!(state.backoff.failures, 1, "recorded");
+    assert!(state.backoff.last_error.as_deref().is_some_and(|e| e.contains("invalid_token")), "{state:?}");
+    assert_eq!(state.backoff.next_attempt, None, "no wait");
+    let (result, _) = output(|o| h.agent().run(token(), o));
+    result.expect("the next run, with the right token, enrolls at once");
+}
+
+/// A writer whose reader is gone, or that fails otherwise.
+struct FailingOutput(std::io::ErrorKind);
+
+impl std::io::Write for FailingOutput {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(self.0.into())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Err(self.0.into())
+    }
+}
+
+/// `status | true`: a closed pipe ends the output quietly with 0; any other write failure is
+/// still an error.
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    use clap::Parser as _;
+    let cli = Cli::try_parse_from(["devicetrust-agent", "version"]).expect("cli");
+    let exit = run(&cli, &mut std::io::empty(), &mut FailingOutput(std::io::ErrorKind::BrokenPipe));
+    assert_eq!(exit, std::process::ExitCode::SUCCESS, "ok/broken-pipe");
+    let exit = run(&cli, &mut std::io::empty(), &mut FailingOutput(std::io::ErrorKind::StorageFull));
+    assert_eq!(exit, Exit::Failure.into(), "fail/disk-full");
 }

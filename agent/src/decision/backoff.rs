@@ -67,6 +67,18 @@ impl BackoffState {
         }
     }
 
+    /// The state after a failure at `now` that waiting cannot cure (a wrong token, a server
+    /// certificate the agent does not trust): recorded, but with no wait, so that the next
+    /// attempt after the fix goes ahead at once.
+    pub(crate) fn after_permanent_failure(&self, now: DateTime<Utc>, error: impl Into<String>) -> Self {
+        Self {
+            failures: self.failures.saturating_add(1),
+            last_attempt: Some(now),
+            last_error: Some(error.into()),
+            next_attempt: None,
+        }
+    }
+
     /// The state after a success at `now`: no failures, no waiting.
     pub(crate) fn after_success(now: DateTime<Utc>) -> Self {
         Self { failures: 0, last_attempt: Some(now), last_error: None, next_attempt: None }

@@ -144,8 +144,11 @@ async fn fail_a_server_outside_the_pinned_bundle_is_refused() {
     )
     .await;
     let error = guarded(client_for(&server).metadata(Platform::Macos)).await.expect_err("refused");
-    assert!(matches!(&error, ClientError::Tls { reason, .. } if reason.contains("certificate")), "{error:?}");
-    assert_eq!(error.reaction(), Reaction::RetryLater);
+    assert!(
+        matches!(&error, ClientError::UntrustedServer { reason, .. } if reason.contains("ca_bundle")),
+        "{error:?}"
+    );
+    assert_eq!(error.reaction(), Reaction::Fail, "a configuration matter: no backoff");
     assert!(server.recorded().is_empty(), "no request crossed the refused handshake");
 
     // The control: pinning the server's own CA works.
@@ -163,7 +166,7 @@ async fn fail_without_a_pin_the_test_ca_is_not_trusted() {
     match CaClient::new(options) {
         Ok(client) => {
             let error = guarded(client.metadata(Platform::Macos)).await.expect_err("platform roots");
-            assert!(matches!(error, ClientError::Tls { .. }), "{error:?}");
+            assert!(matches!(error, ClientError::UntrustedServer { .. }), "{error:?}");
         }
         // A machine with no platform roots at all refuses to build a client that trusts nothing.
         Err(error) => assert!(matches!(error, ClientError::InvalidConfiguration { .. }), "{error:?}"),
