@@ -31,5 +31,8 @@ if [ ! -f tests/js/node_modules/.package-lock.json ] \
   npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 fi
 
-# `test-hooks` compiles the crash hook into the agent so that its crash tests run too.
+# `test-hooks` compiles the crash hook into the agent so that its crash tests run too. That
+# build goes into a target directory of its own, so that `target/debug/devicetrust-agent`
+# (what `cargo build`, the quick start and `install` use) is never the hooked binary.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/test-hooks"
 exec cargo test --workspace --locked --features agent/test-hooks "$@"

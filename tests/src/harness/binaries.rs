@@ -7,8 +7,10 @@
 //! `cargo test --workspace`: cargo has released its build lock by the time tests run.
 //!
 //! The agent is built with the crash-test hook (`DEVICETRUST_TEST_ABORT_AT`), which does
-//! nothing unless that variable names a step. Because `target/debug/devicetrust-agent` is
-//! rewritten by every `cargo build` of the agent, with or without the feature, both
+//! nothing unless that variable names a step. `scripts/test.sh` runs the tests in a target
+//! directory of their own (`target/test-hooks`), so that the hooked agent never stands in
+//! `target/debug/` for a user's build. Because `<target>/debug/devicetrust-agent` is still
+//! rewritten by every `cargo build` of the agent there, with or without the feature, both
 //! binaries are copied right after the build into `<target>/devicetrust-e2e/`, and the
 //! agent copy is checked to contain the hook.
 //!
