@@ -62,11 +62,13 @@ pub(crate) enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML or has unknown keys or wrong types.
-    #[error("the configuration file {path} is invalid: {message}")]
+    #[error("the configuration file {path} is invalid at {location}: {message}")]
     Parse {
         /// The file.
         path: PathBuf,
-        /// The parser's message.
+        /// `line L, column C` (1-based), or `an unknown place` when the parser gave none.
+        location: String,
+        /// The parser's message (it names the key).
         message: String,
     },
     /// A value is out of range or malformed.
@@ -144,11 +146,13 @@ impl Loaded {
 
     fn where_to_set(&self) -> String {
         match (&self.path, self.trust) {
-            (Some(path), _) => path.display().to_string(),
-            (None, Trust::RootOnly) => format!("{SYSTEM_CONFIG}, or pass --config"),
-            (None, Trust::User) => {
-                format!("{SYSTEM_CONFIG} or ~/.config/devicetrust/agent.toml, or pass --config")
+            (Some(path), _) => format!("{}, or pass --ca-url URL", path.display()),
+            (None, Trust::RootOnly) => {
+                format!("{SYSTEM_CONFIG} (or a file passed with --config), or pass --ca-url URL")
             }
+            (None, Trust::User) => format!(
+                "{SYSTEM_CONFIG} or ~/.config/devicetrust/agent.toml (or a file passed with --config), or pass --ca-url URL"
+            ),
         }
     }
 
@@ -245,8 +249,13 @@ pub(crate) fn load(
     std::fs::metadata(&path).map_err(read_error)?;
     let checked = trust.resolve("the configuration file", &path)?;
     let text = std::fs::read_to_string(&checked).map_err(read_error)?;
-    let mut config: Config = toml::from_str(&text)
-        .map_err(|e| ConfigError::Parse { path: path.clone(), message: e.message().to_owned() })?;
+    let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.clone(),
+        location: e
+            .span()
+            .map_or_else(|| "an unknown place".to_owned(), |span| line_and_column(&text, span.start)),
+        message: e.message().trim().to_owned(),
+    })?;
     // An absolute path names the same file whatever the working directory of a timer run.
     let path = std::path::absolute(&path).unwrap_or(path);
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -276,6 +285,14 @@ pub(crate) fn default_candidates(trust: Trust) -> Vec<PathBuf> {
     let xdg = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from);
     let home = std::env::var_os("HOME").map(PathBuf::from);
     candidates(trust, xdg.as_deref(), home.as_deref())
+}
+
+/// `line L, column C` (1-based, columns in characters) of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> String {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {column}")
 }
 
 #[cfg(test)]
@@ -324,6 +341,24 @@ mod tests {
             .expect("ok/first-existing");
         assert_eq!(picked.path, Some(second));
         assert!(!picked.explicit);
+    }
+
+    /// A parse error points at the file, the line and column, and names the key.
+    #[test]
+    fn fail_parse_errors_point_at_the_line() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let path =
+            write(temp.path(), "c.toml", "# comment\nrenew_before_days = 10\nca_ulr = \"https://x\"\n");
+        let error = load(Some(&path), &[], Trust::User).expect_err("unknown key");
+        let text = error.to_string();
+        assert!(text.contains(&path.display().to_string()), "the file: {text}");
+        assert!(text.contains("line 3, column 1"), "the place: {text}");
+        assert!(text.contains("ca_ulr"), "the key: {text}");
+        assert_eq!(line_and_column("a\nbé c", 6), "line 2, column 4", "columns count characters");
+
+        let none = Loaded { config: Config::default(), path: None, explicit: false, trust: Trust::User };
+        let missing = none.require_ca_url().expect_err("no ca_url").to_string();
+        assert!(missing.contains("--ca-url"), "names the flag: {missing}");
     }
 
     #[test]

@@ -32,7 +32,8 @@ pub struct Cli {
 enum Command {
     /// Run the CA described by a TOML configuration file.
     Serve {
-        /// The configuration file (see config.example.toml).
+        /// The configuration file; every key is explained in `ca-server/config.example.toml`
+        /// of the source tree (a safe starting point to copy), and in `docs/jamf.md`.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },

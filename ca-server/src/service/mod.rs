@@ -262,6 +262,28 @@ impl CaBuilder {
     pub async fn build(self) -> Result<Arc<Ca>, SetupError> {
         let config = self.config;
         config.validate()?;
+        // Everything that only reads (tokens, the MDM's settings and secret, TLS files, the
+        // relying parties) is loaded before anything is created: a missing token file must
+        // not leave a new data directory with a freshly generated issuing CA behind it.
+        let enrollment_token = config.tokens.enrollment.load("enrollment token")?;
+        let admin_token = config.tokens.admin.load("admin token")?;
+        if enrollment_token.same_as(&admin_token) {
+            return Err(SetupError::SameTokens);
+        }
+        let mdm = match self.mdm {
+            Some(mdm) => mdm,
+            None => mdm::from_settings(&config.mdm).map_err(SetupError::Mdm)?,
+        };
+        let tls_main_files = (
+            tls::load_chain(&config.server.tls.certificate)?,
+            tls::load_key(&config.server.tls.private_key)?,
+        );
+        let tls_cert_auth_files = match config.cert_auth.as_ref().and_then(|l| l.tls.as_ref()) {
+            Some(files) => Some((tls::load_chain(&files.certificate)?, tls::load_key(&files.private_key)?)),
+            None => None,
+        };
+        let relying_parties = RelyingParties::load(&config.relying_party)?;
+
         let data_dir = &config.server.data_dir;
         fsutil::create_private_dir(data_dir).map_err(SetupError::DataDir)?;
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
@@ -281,7 +303,6 @@ impl CaBuilder {
                 format!("{}{}", config.server.cert_auth_domain.trim_end_matches('/'), crate::api::OCSP_PATH)
             })),
         };
-        let relying_parties = RelyingParties::load(&config.relying_party)?;
         let assertions = AssertionSigner::load(
             &config.relying_party.assertion_keys,
             data_dir,
@@ -309,17 +330,6 @@ impl CaBuilder {
             );
         }
 
-        let enrollment_token = config.tokens.enrollment.load("enrollment token")?;
-        let admin_token = config.tokens.admin.load("admin token")?;
-        if enrollment_token.same_as(&admin_token) {
-            return Err(SetupError::SameTokens);
-        }
-
-        let mdm = match self.mdm {
-            Some(mdm) => mdm,
-            None => mdm::from_settings(&config.mdm).map_err(SetupError::Mdm)?,
-        };
-
         let store: Arc<dyn Store> = match self.store {
             Some(store) => store,
             None => match &config.store {
@@ -334,17 +344,9 @@ impl CaBuilder {
         };
 
         let verifier = IssuedCertVerifier::new(authority.certificate_der().clone(), clock.clone())?;
-        let tls_main = tls::server_config(
-            tls::load_chain(&config.server.tls.certificate)?,
-            tls::load_key(&config.server.tls.private_key)?,
-            verifier.clone(),
-        )?;
-        let tls_cert_auth = match config.cert_auth.as_ref().and_then(|l| l.tls.as_ref()) {
-            Some(files) => tls::server_config(
-                tls::load_chain(&files.certificate)?,
-                tls::load_key(&files.private_key)?,
-                verifier,
-            )?,
+        let tls_main = tls::server_config(tls_main_files.0, tls_main_files.1, verifier.clone())?;
+        let tls_cert_auth = match tls_cert_auth_files {
+            Some((chain, key)) => tls::server_config(chain, key, verifier)?,
             None => tls_main.clone(),
         };
 

@@ -124,3 +124,43 @@ fn the_command_line_documents_its_exit_codes() {
     bad_list.expect_code(1);
     assert!(bad_list.stdout.is_empty(), "no ready line when startup fails: {bad_list}");
 }
+
+/// `serve` validates everything it only reads before it creates anything: a missing token
+/// file leaves no data directory and no generated issuing CA behind, and the error names the
+/// resolved path.
+#[tokio::test]
+async fn a_missing_token_file_creates_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = r#"
+        [server]
+        listen = "127.0.0.1:0"
+        cert_auth_domain = "https://devicetrust.example.com:8443"
+        data_dir = "data"
+        tls = { certificate = "tls.pem", private_key = "tls.key" }
+
+        [tokens]
+        enrollment = { file = "secrets/enrollment-token" }
+        admin = { file = "secrets/admin-token" }
+
+        [mdm]
+        kind = "allow_all"
+        "#;
+    std::fs::write(dir.path().join("config.toml"), toml).expect("write config");
+    let config = Config::load(&dir.path().join("config.toml")).expect("the file parses");
+    let error = ca_server::Ca::builder(config).build().await.map(|_| ()).expect_err("no token file");
+    let text = format!("{error:#}");
+    let chain = {
+        let mut parts = vec![error.to_string()];
+        let mut cause = std::error::Error::source(&error);
+        while let Some(c) = cause {
+            parts.push(c.to_string());
+            cause = c.source();
+        }
+        parts.join(": ")
+    };
+    assert!(
+        chain.contains(&dir.path().join("secrets/enrollment-token").display().to_string()),
+        "the resolved path: {text} / {chain}"
+    );
+    assert!(!dir.path().join("data").exists(), "no data directory was created");
+}
