@@ -23,7 +23,8 @@ use crate::token::Secret;
 impl Agent {
     /// `enroll`.
     pub(crate) fn enroll(&self, token: Option<Secret>, out: &mut dyn Write) -> Result<(), AgentError> {
-        self.cycle(Intent::Enroll, token.as_ref(), out)
+        self.cycle(Intent::Enroll, token.as_ref(), out)?;
+        self.ensure_scheduled(out)
     }
 
     /// `run`.

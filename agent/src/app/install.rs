@@ -6,7 +6,7 @@ use std::io::Write;
 
 use ca_client::protocol::Metadata;
 
-use super::{Agent, AgentError, error_chain, target_of, warn_skipped_origins};
+use super::{Agent, AgentError, Current, error_chain, target_of, warn_skipped_origins};
 use crate::platform::{PlatformError, ScheduleSpec, Scope, WrittenEntries};
 
 impl Agent {
@@ -84,6 +84,45 @@ impl Agent {
         }
     }
 
+    /// Installs (or refreshes) the scheduled run of this binary; a line per change.
+    fn install_schedule(&self, current: Option<&Current>) -> Result<Vec<String>, AgentError> {
+        // The scheduler runs the binary itself, not a symbolic link to it that someone might
+        // repoint (`/usr/local/bin/devicetrust-agent` on a Mac).
+        let program = std::env::current_exe()
+            .and_then(std::fs::canonicalize)
+            .map_err(|e| PlatformError::io("could not find", "the agent binary", e))?;
+        let config = if self.config.explicit { self.config.path.as_deref() } else { None };
+        let spec = ScheduleSpec {
+            program: &program,
+            config,
+            device_offset: self.device_offset(current).to_std().unwrap_or_default(),
+        };
+        Ok(self.platform.scheduler.install(&spec)?)
+    }
+
+    /// After an `enroll`: a device is only working with its scheduled run (renewal, revocation
+    /// checks), so one that has none gets it, as `install` would (after a revocation removed it,
+    /// say). A failure here does not undo the enrollment; it says what to run.
+    pub(crate) fn ensure_scheduled(&self, out: &mut dyn Write) -> Result<(), AgentError> {
+        if self.platform.scheduler.status().is_ok_and(|s| s.installed) {
+            return Ok(());
+        }
+        let current = self.current()?;
+        match self.install_schedule(current.as_ref()) {
+            Ok(lines) => {
+                for line in lines {
+                    writeln!(out, "{line}")?;
+                }
+            }
+            Err(e) => writeln!(
+                out,
+                "the scheduled run is not installed ({}); `devicetrust-agent install` installs it",
+                error_chain(&e)
+            )?,
+        }
+        Ok(())
+    }
+
     /// `install [--system]`.
     ///
     /// With `--system` the metadata is fetched now when a CA is configured, else taken from
@@ -122,12 +161,6 @@ impl Agent {
             report_changes(&lines, out)?;
             return Ok(());
         }
-        // The scheduler runs the binary itself, not a symbolic link to it that someone might
-        // repoint (`/usr/local/bin/devicetrust-agent` on a Mac).
-        let program = std::env::current_exe()
-            .and_then(std::fs::canonicalize)
-            .map_err(|e| PlatformError::io("could not find", "the agent binary", e))?;
-        let config = if self.config.explicit { self.config.path.as_deref() } else { None };
         self.unlock_store();
         let current = self.current()?;
         // Checked before the scheduler is touched, so that a bad target writes nothing.
@@ -144,12 +177,7 @@ impl Agent {
             }
             None => None,
         };
-        let spec = ScheduleSpec {
-            program: &program,
-            config,
-            device_offset: self.device_offset(current.as_ref()).to_std().unwrap_or_default(),
-        };
-        let mut lines = self.platform.scheduler.install(&spec)?;
+        let mut lines = self.install_schedule(current.as_ref())?;
         if let (Some(current), Some(target)) = (&current, &target) {
             warn_skipped_origins(target);
             let _lock = self.state.lock()?;

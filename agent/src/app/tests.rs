@@ -141,7 +141,8 @@ impl BrowserIntegration for FakeBrowsers {
 #[derive(Debug)]
 struct FakeScheduler {
     log: Log,
-    installed: Mutex<bool>,
+    /// Shared across agents, like the user's real timer.
+    installed: Arc<Mutex<bool>>,
 }
 
 impl Scheduler for FakeScheduler {
@@ -235,6 +236,8 @@ struct Harness {
     browsers_fail: Arc<std::sync::atomic::AtomicBool>,
     mdm: MdmEnrollment,
     crash: Option<Step>,
+    /// Whether the fake timer is installed, across agents.
+    scheduled: Arc<Mutex<bool>>,
 }
 
 impl Harness {
@@ -251,6 +254,7 @@ impl Harness {
             browsers_fail: Arc::default(),
             mdm: MdmEnrollment::Unknown,
             crash: None,
+            scheduled: Arc::default(),
         }
     }
 
@@ -282,7 +286,7 @@ impl Harness {
                 list: self.list.clone(),
                 fail: self.browsers_fail.clone(),
             }),
-            scheduler: Box::new(FakeScheduler { log: self.log.clone(), installed: Mutex::new(false) }),
+            scheduler: Box::new(FakeScheduler { log: self.log.clone(), installed: self.scheduled.clone() }),
             notifier: Box::new(FakeNotifier { log: self.log.clone() }),
             clock: self.clock.clone(),
         };
@@ -472,10 +476,16 @@ fn ok_revocation_uninstalls_then_reenrollment_works() {
 
     let (result, _) = output(|o| h.agent().run(None, o));
     assert_eq!(exit_of(&result), Exit::NotEnrolled, "nothing left; a token is needed");
+    let schedules = h.logged("schedule");
     let (result, out) = output(|o| h.agent().enroll(token(), o));
     result.expect("re-enroll");
     assert!(out.starts_with("enrolled"), "{out}");
     assert_ne!(h.serial().as_deref(), Some(serial.as_str()));
+    assert_eq!(h.logged("schedule"), schedules + 1, "re-enrolling restores the timer the revocation removed");
+    assert!(out.contains("installed the timer"), "and says so: {out}");
+    let (result, _) = output(|o| h.agent().enroll(token(), o));
+    result.expect("enroll again: nothing to do");
+    assert_eq!(h.logged("schedule"), schedules + 1, "an installed timer is left as it is");
     assert_eq!(crate::app::status::gather(&h.agent()).state, crate::app::status::State::Enrolled);
 }
 
