@@ -317,12 +317,17 @@ impl Agent {
         decision::schedule::device_offset(&udid)
     }
 
+    /// The device's serial number: the configured one, else the platform's.
+    pub(crate) fn device_serial(&self) -> Result<String, PlatformError> {
+        match &self.config.config.device_serial {
+            Some(serial) => Ok(serial.trim().to_owned()),
+            None => self.platform.device.serial_number(),
+        }
+    }
+
     fn enrollee(&self) -> Result<Enrollee, AgentError> {
         let device = &self.platform.device;
-        let serial = match &self.config.config.device_serial {
-            Some(serial) => serial.trim().to_owned(),
-            None => device.serial_number().map_err(AgentError::DeviceFacts)?,
-        };
+        let serial = self.device_serial().map_err(AgentError::DeviceFacts)?;
         Ok(Enrollee {
             device: DeviceInfo {
                 udid: self.device_udid().map_err(AgentError::DeviceFacts)?,

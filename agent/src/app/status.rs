@@ -167,6 +167,9 @@ pub(super) struct StatusReport {
     /// The scheduled run (plain output only; not part of the JSON contract).
     #[serde(skip)]
     pub schedule: Option<String>,
+    /// The device as the CA's admin looks it up: UDID and serial number (plain output only).
+    #[serde(skip)]
+    pub device: Option<String>,
 }
 
 /// How to print.
@@ -201,6 +204,11 @@ pub(super) fn gather(agent: &Agent) -> StatusReport {
             error: None,
         },
         schedule: agent.platform.scheduler.status().ok().map(|s| s.detail),
+        device: match (agent.device_udid(), agent.device_serial()) {
+            (Ok(udid), Ok(serial)) => Some(format!("UDID {udid}, serial {serial}")),
+            (Ok(udid), Err(_)) => Some(format!("UDID {udid}, serial unknown")),
+            (Err(e), _) => Some(format!("unknown ({})", error_chain(&e))),
+        },
     };
     if let Err(e) = fill(agent, now, &mut report) {
         report.state = State::Error;
@@ -332,6 +340,9 @@ pub(super) fn render(report: &StatusReport, format: Format, out: &mut dyn Write)
 fn plain_lines(report: &StatusReport) -> Vec<(String, String)> {
     let or = |v: &Option<String>, none: &str| v.clone().unwrap_or_else(|| none.to_owned());
     let mut lines = vec![("State".to_owned(), report.state.as_str().to_owned())];
+    if let Some(device) = &report.device {
+        lines.push(("Device".to_owned(), device.clone()));
+    }
     if let Some(e) = &report.store.error {
         lines.push(("Error".to_owned(), e.clone()));
     }
@@ -348,15 +359,29 @@ fn plain_lines(report: &StatusReport) -> Vec<(String, String)> {
     lines.push(("Renewal due".to_owned(), or(&report.renewal.due_at, "-")));
     lines.push(("Last attempt".to_owned(), or(&report.renewal.last_attempt, "never")));
     lines.push(("Last error".to_owned(), or(&report.renewal.last_error, "none")));
-    lines.push(("Next attempt".to_owned(), or(&report.renewal.next_attempt, "when due")));
+    // Only when one is planned: a backoff's end, not a placeholder.
+    if let Some(next) = &report.renewal.next_attempt {
+        lines.push(("Next attempt".to_owned(), next.clone()));
+    }
     lines.push(("CA".to_owned(), or(&report.ca.url, "not configured")));
+    // What puts a missing setting back: the per-user one is `install`'s, once there is an
+    // identity to point at.
+    let fix = match report.state {
+        State::NotEnrolled | State::Revoked => None,
+        _ => Some("`devicetrust-agent install` puts it in place"),
+    };
     for (name, b) in &report.browsers {
-        let mut value = String::from(if b.present { "in place" } else { "missing" });
+        let mut value = String::from(if b.present { "in place" } else { "not in place" });
         if b.managed {
             value.push_str(", managed");
         }
         if let Some(detail) = &b.detail {
             value.push_str(&format!(" ({detail})"));
+        }
+        if !b.present
+            && let Some(fix) = fix
+        {
+            value.push_str(&format!("; {fix}"));
         }
         lines.push((format!("Browser {name}"), value));
     }

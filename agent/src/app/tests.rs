@@ -967,3 +967,31 @@ fn a_closed_pipe_ends_output_quietly() {
     let exit = run(&cli, &mut std::io::empty(), &mut FailingOutput(std::io::ErrorKind::StorageFull));
     assert_eq!(exit, Exit::Failure.into(), "fail/disk-full");
 }
+
+/// The plain `status` guides: the device as the CA's admin looks it up, a next attempt only
+/// when one is planned, and for a setting that is not in place the command that puts it back.
+#[test]
+fn status_plain_output_guides() {
+    let plain = |h: &Harness| {
+        let report = crate::app::status::gather(&h.agent());
+        output(|o| crate::app::status::render(&report, crate::app::status::Format::Plain, o)).1
+    };
+    let h = Harness::new();
+    let text = plain(&h);
+    assert!(text.contains("UDID UDID-1, serial SER-1"), "ok/device: {text}");
+    assert!(!text.contains("Next attempt"), "ok/nothing-planned: {text}");
+
+    let (result, _) = output(|o| h.enroll_with(o));
+    result.expect("enroll");
+    // As if someone took the setting out: the fake browser reads its state from the log.
+    h.log.lock().expect("log").push("remove User (by hand)".into());
+    let text = plain(&h);
+    assert!(text.contains("not in place"), "fail/missing-entry: {text}");
+    assert!(text.contains("`devicetrust-agent install` puts it in place"), "the fix is named: {text}");
+
+    h.ca.knobs().down = true;
+    h.clock.set(late());
+    let (result, _) = output(|o| h.agent().run(None, o));
+    assert!(result.is_err());
+    assert!(plain(&h).contains("Next attempt"), "ok/backoff-planned");
+}
