@@ -33,13 +33,21 @@ fn main() -> ExitCode {
     agent::run(&cli, &mut std::io::stdin().lock(), &mut std::io::stdout().lock())
 }
 
-fn init_logging(verbose: u8) {
+/// The log filter without `DEVICETRUST_LOG`. A person at a terminal reads each command's
+/// result on stdout and its error once; the log adds warnings only, unless asked with -v. A
+/// timer or launchd writes stderr to a file, where the info lines are the record.
+fn default_filter(verbose: u8, stderr_is_terminal: bool) -> &'static str {
     // -v is about the agent's own decisions; the TLS and HTTP stacks join only at -vv.
-    let default = match verbose {
-        0 => "info",
-        1 => "info,agent=debug,ca_client=debug",
+    match (verbose, stderr_is_terminal) {
+        (0, true) => "warn",
+        (0, false) => "info",
+        (1, _) => "info,agent=debug,ca_client=debug",
         _ => "debug,agent=trace,ca_client=trace",
-    };
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = default_filter(verbose, std::io::stderr().is_terminal());
     let filter = tracing_subscriber::EnvFilter::try_from_env("DEVICETRUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let stderr = tracing_subscriber::fmt::layer()
@@ -51,4 +59,17 @@ fn init_logging(verbose: u8) {
     #[cfg(target_os = "macos")]
     let registry = registry.with(agent::oslog_layer());
     registry.init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_filter;
+
+    #[test]
+    fn quiet_at_a_terminal_unless_asked() {
+        assert_eq!(default_filter(0, true), "warn", "ok/terminal");
+        assert_eq!(default_filter(0, false), "info", "ok/log-file");
+        assert!(default_filter(1, true).contains("agent=debug"), "ok/verbose");
+        assert!(default_filter(2, false).contains("trace"), "ok/very-verbose");
+    }
 }

@@ -300,7 +300,7 @@ impl Agent {
         // goes ahead at once.
         if find_client_error(error).is_some_and(|e| !e.is_retryable()) {
             state.backoff = state.backoff.after_permanent_failure(now, error_chain(error));
-            tracing::warn!(
+            tracing::info!(
                 failures = state.backoff.failures,
                 "attempt failed; not retried until something changes"
             );
@@ -318,7 +318,7 @@ impl Agent {
             // The CA asked for a longer wait than the backoff: honour it.
             next.next_attempt = Some(now + wait.min(decision::backoff::CAP));
         }
-        tracing::warn!(
+        tracing::info!(
             failures = next.failures,
             next_attempt = %next.next_attempt.map(rfc3339).unwrap_or_default(),
             "attempt failed; backing off"
