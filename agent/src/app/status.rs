@@ -170,6 +170,10 @@ pub(super) struct StatusReport {
     /// The device as the CA's admin looks it up: UDID and serial number (plain output only).
     #[serde(skip)]
     pub device: Option<String>,
+    /// After a revocation made the agent uninstall: which certificate and when (plain output
+    /// only).
+    #[serde(skip)]
+    pub revoked: Option<String>,
 }
 
 /// How to print.
@@ -209,6 +213,7 @@ pub(super) fn gather(agent: &Agent) -> StatusReport {
             (Ok(udid), Err(_)) => Some(format!("UDID {udid}, serial unknown")),
             (Err(e), _) => Some(format!("unknown ({})", error_chain(&e))),
         },
+        revoked: None,
     };
     if let Err(e) = fill(agent, now, &mut report) {
         report.state = State::Error;
@@ -246,6 +251,13 @@ fn fill(agent: &Agent, now: DateTime<Utc>, report: &mut StatusReport) -> Result<
     let current = if snapshot.current { agent.current()? } else { None };
     let Some(current) = current else {
         report.state = if state.revoked.is_some() { State::Revoked } else { State::NotEnrolled };
+        report.revoked = state.revoked.as_ref().map(|r| {
+            format!(
+                "certificate {} revoked by the CA; everything was uninstalled at {}; enroll again with a token",
+                r.serial_number,
+                rfc3339(r.uninstalled_at)
+            )
+        });
         return Ok(());
     };
     report.store.identity = true;
@@ -357,7 +369,12 @@ fn plain_lines(report: &StatusReport) -> Vec<(String, String)> {
         ));
     }
     lines.push(("Renewal due".to_owned(), or(&report.renewal.due_at, "-")));
-    lines.push(("Last attempt".to_owned(), or(&report.renewal.last_attempt, "never")));
+    if let Some(revoked) = &report.revoked {
+        lines.push(("Revoked".to_owned(), revoked.clone()));
+    }
+    if report.revoked.is_none() || report.renewal.last_attempt.is_some() {
+        lines.push(("Last attempt".to_owned(), or(&report.renewal.last_attempt, "never")));
+    }
     lines.push(("Last error".to_owned(), or(&report.renewal.last_error, "none")));
     // Only when one is planned: a backoff's end, not a placeholder.
     if let Some(next) = &report.renewal.next_attempt {

@@ -473,6 +473,9 @@ fn ok_revocation_uninstalls_then_reenrollment_works() {
 
     let report = crate::app::status::gather(&h.agent());
     assert_eq!(report.state, crate::app::status::State::Revoked);
+    let (_, text) = output(|o| crate::app::status::render(&report, crate::app::status::Format::Plain, o));
+    assert!(text.contains(&format!("certificate {serial} revoked by the CA")), "says when: {text}");
+    assert!(!text.contains("Last attempt:        never"), "{text}");
 
     let (result, _) = output(|o| h.agent().run(None, o));
     assert_eq!(exit_of(&result), Exit::NotEnrolled, "nothing left; a token is needed");
