@@ -90,7 +90,7 @@ pub(crate) enum ConfigError {
         where_: String,
     },
     /// The CA bundle cannot be read.
-    #[error("could not read the ca bundle {path}")]
+    #[error("could not read the CA bundle {path}")]
     Bundle {
         /// The bundle file.
         path: PathBuf,
@@ -194,7 +194,7 @@ impl Loaded {
     pub(crate) fn read_bundle(&self, path: &Path) -> Result<Vec<u8>, ConfigError> {
         let bundle_error = |source| ConfigError::Bundle { path: path.to_owned(), source };
         std::fs::metadata(path).map_err(bundle_error)?;
-        let checked = self.trust.resolve("the ca bundle", path)?;
+        let checked = self.trust.resolve("the CA bundle", path)?;
         std::fs::read(checked).map_err(bundle_error)
     }
 
@@ -333,7 +333,7 @@ mod tests {
         assert_eq!(none.renew_before().expect("default"), TimeDelta::days(30));
         assert!(
             matches!(none.require_ca_url(), Err(ConfigError::Missing { key: "ca_url", .. })),
-            "ca_url is required by commands that talk to the ca"
+            "ca_url is required by commands that talk to the CA"
         );
 
         let second = write(temp.path(), "user.toml", "renew_before_days = 10\n");

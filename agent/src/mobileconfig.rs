@@ -179,17 +179,17 @@ pub(crate) enum ProfileError {
         given: String,
     },
     /// The CA URL is not https; the agent sends its enrollment token there.
-    #[error("the ca url {url} must use https")]
+    #[error("the CA url {url} must use https")]
     CaUrlNotHttps {
         /// The URL as given.
         url: String,
     },
     /// The cert-auth domain or the issuer CN from the CA's metadata cannot form a browser entry.
-    #[error("the ca metadata cannot configure browsers: {0}")]
+    #[error("the CA metadata cannot configure browsers: {0}")]
     AutoSelect(#[from] AutoSelectError),
     /// The CA bundle must be a path on the Mac, and relative paths depend on the working
     /// directory of whoever runs the agent.
-    #[error("the ca bundle path {path:?} must be absolute")]
+    #[error("the CA bundle path {path:?} must be absolute")]
     CaBundleNotAbsolute {
         /// The path as given.
         path: String,

@@ -65,7 +65,7 @@ pub enum CertError {
         now: DateTime<Utc>,
     },
     /// No given issuer certificate issued it.
-    #[error("the certificate was not issued by any of the given ca certificates")]
+    #[error("the certificate was not issued by any of the given CA certificates")]
     UnknownIssuer,
     /// Its extended key usage does not allow client authentication.
     #[error("the certificate is not valid for tls client authentication")]
@@ -302,7 +302,7 @@ pub fn verify_issued_by(
         .map(|der| {
             webpki::anchor_from_trusted_cert(der)
                 .map(|anchor| anchor.to_owned())
-                .map_err(|e| CertError::Parse { reason: format!("ca certificate: {e}") })
+                .map_err(|e| CertError::Parse { reason: format!("CA certificate: {e}") })
         })
         .collect::<Result<Vec<_>, _>>()?;
 

@@ -133,14 +133,14 @@ impl CaClient {
         let invalid = |reason: String| ClientError::InvalidConfiguration { reason };
         let base_url = options.base_url;
         if base_url.scheme() != "https" {
-            return Err(invalid(format!("the ca url must use https, not {}", base_url.scheme())));
+            return Err(invalid(format!("the CA url must use https, not {}", base_url.scheme())));
         }
         if base_url.cannot_be_a_base() || base_url.host().is_none() {
-            return Err(invalid("the ca url has no host".to_owned()));
+            return Err(invalid("the CA url has no host".to_owned()));
         }
         if !base_url.username().is_empty() || base_url.password().is_some() {
             // Credentials in a URL end up in logs and error messages.
-            return Err(invalid("the ca url must not contain credentials".to_owned()));
+            return Err(invalid("the CA url must not contain credentials".to_owned()));
         }
         let has_identity = identity.is_some();
         let tls = tls::client_config(options.pinned_roots_pem.as_deref(), identity)

@@ -18,7 +18,7 @@ use crate::protocol::{ErrorCode, Reaction};
 #[non_exhaustive]
 pub enum ClientError {
     /// The CA refused with a contract error body.
-    #[error("the ca refused the request with http {status} {code}: {message}")]
+    #[error("the CA refused the request with HTTP {status} {code}: {message}")]
     Ca {
         /// The HTTP status.
         status: u16,
@@ -83,7 +83,7 @@ pub enum ClientError {
     /// answer came from something that does not follow the contract right now (a proxy, a
     /// half-deployed CA), and a retry with the same key is safe because enrollment is
     /// idempotent per key.
-    #[error("malformed answer with http {status}: {reason}")]
+    #[error("malformed answer with HTTP {status}: {reason}")]
     Malformed {
         /// The HTTP status.
         status: u16,

@@ -33,13 +33,13 @@ use crate::signer::{KeyAlgorithm, KeySigner};
 #[non_exhaustive]
 pub enum TlsError {
     /// The pinned bundle holds no usable certificate.
-    #[error("the pinned ca bundle is not usable: {reason}")]
+    #[error("the pinned CA bundle is not usable: {reason}")]
     PinnedRoots {
         /// What is wrong.
         reason: String,
     },
     /// No pinned bundle was given and the platform offers no trust roots.
-    #[error("no pinned ca bundle and no platform trust roots could be loaded: {reason}")]
+    #[error("no pinned CA bundle and no platform trust roots could be loaded: {reason}")]
     NoPlatformRoots {
         /// What the platform said.
         reason: String,

@@ -100,7 +100,7 @@ impl Agent {
         if matches!(decision, Decision::Enroll | Decision::Renew(_)) {
             // Asked only when it matters: on macOS it runs `profiles`.
             inputs.mdm = self.platform.device.mdm_enrollment().unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "the local mdm enrollment check failed; leaving it to the ca");
+                tracing::warn!(error = %e, "the local MDM enrollment check failed; leaving it to the CA");
                 MdmEnrollment::Unknown
             });
             decision = decision::decide_at(&inputs, now);
@@ -132,7 +132,7 @@ impl Agent {
                 }
                 match status_error {
                     Some(source) => {
-                        Err(AgentError::Ca { action: "check the certificate's status at the ca", source })
+                        Err(AgentError::Ca { action: "check the certificate's status at the CA", source })
                     }
                     None => Ok(()),
                 }
@@ -184,7 +184,7 @@ impl Agent {
                 }
             },
             Ok(status) => {
-                tracing::warn!(asked = serial, answered = %status.serial_number, "the ca answered about another certificate; ignoring it");
+                tracing::warn!(asked = serial, answered = %status.serial_number, "the CA answered about another certificate; ignoring it");
                 return Ok(Some(ClientError::Malformed {
                     status: 200,
                     reason: "the status is about another certificate".to_owned(),
@@ -194,12 +194,12 @@ impl Agent {
                 Reaction::Uninstall => Verdict::Revoked,
                 Reaction::Reenroll => Verdict::ReenrollRequired,
                 _ => {
-                    tracing::warn!(error = %error_chain(&e), "could not check the certificate's status at the ca");
+                    tracing::warn!(error = %error_chain(&e), "could not check the certificate's status at the CA");
                     return Ok(Some(e));
                 }
             },
         };
-        tracing::debug!(?verdict, serial, "the ca's view of the certificate");
+        tracing::debug!(?verdict, serial, "the CA's view of the certificate");
         let record = CaStatusRecord { serial_number: serial.to_owned(), verdict, checked_at: now };
         if state
             .ca_status
@@ -231,7 +231,7 @@ impl Agent {
         let fresh = match self.fetch_metadata(ca, now) {
             Ok(metadata) => metadata,
             Err(e) => {
-                tracing::warn!(error = %error_chain(&e), "could not refresh the ca metadata; using the cached copy");
+                tracing::warn!(error = %error_chain(&e), "could not refresh the CA metadata; using the cached copy");
                 return Ok(());
             }
         };
@@ -239,7 +239,7 @@ impl Agent {
             (m.cert_auth_domain.clone(), m.issuer_common_name.clone(), m.protected_origins.clone())
         };
         if cached.is_none_or(|c| told(&c.metadata) != told(&fresh)) {
-            tracing::info!("the ca changed what browsers are told; applying it");
+            tracing::info!("the CA changed what browsers are told; applying it");
             // The fresh copy is cached already: should the apply fail or be cut short, the
             // browsers must count as behind, so that the next run's catch-up applies it again.
             state.browsers_serial = None;
@@ -258,7 +258,7 @@ impl Agent {
         now: DateTime<Utc>,
     ) -> Result<Metadata, AgentError> {
         self.fetch_metadata(ca, now).map_err(|source| {
-            let err = AgentError::Ca { action: "fetch the ca metadata", source };
+            let err = AgentError::Ca { action: "fetch the CA metadata", source };
             self.record_failure(state, now, &err);
             err
         })
@@ -284,7 +284,7 @@ impl Agent {
             metadata: metadata.clone(),
         };
         if let Err(e) = self.state.save_metadata(&cached) {
-            tracing::warn!(error = %e, "could not cache the ca metadata");
+            tracing::warn!(error = %e, "could not cache the CA metadata");
         }
         Ok(metadata)
     }
@@ -457,7 +457,7 @@ impl Agent {
         let target = match target_of(metadata) {
             Ok(target) => target,
             Err(e) => {
-                tracing::warn!(error = %e, "the ca metadata cannot configure the browsers; nothing was written");
+                tracing::warn!(error = %e, "the CA metadata cannot configure the browsers; nothing was written");
                 return Ok(());
             }
         };
@@ -494,7 +494,7 @@ impl Agent {
         now: DateTime<Utc>,
         out: &mut dyn Write,
     ) -> Result<(), AgentError> {
-        tracing::warn!(serial, "the ca revoked the certificate; uninstalling");
+        tracing::warn!(serial, "the CA revoked the certificate; uninstalling");
         let (removed, incomplete) = self.remove_user_artifacts(metadata, &state.autoselect_written);
         // Kept while a removal failed, so that the next run can still tell our entries.
         let autoselect_written =

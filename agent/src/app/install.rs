@@ -69,16 +69,16 @@ impl Agent {
     fn metadata_for_system(&self) -> Option<Metadata> {
         if self.ca.is_some() {
             match self.ca().and_then(|ca| {
-                ca.metadata().map_err(|source| AgentError::Ca { action: "fetch the ca metadata", source })
+                ca.metadata().map_err(|source| AgentError::Ca { action: "fetch the CA metadata", source })
             }) {
                 Ok(metadata) => return Some(metadata),
-                Err(e) => tracing::warn!(error = %error_chain(&e), "using the cached ca metadata"),
+                Err(e) => tracing::warn!(error = %error_chain(&e), "using the cached CA metadata"),
             }
         }
         match self.state.load_metadata() {
             Ok(cached) => cached.map(|c| c.metadata),
             Err(e) => {
-                tracing::warn!(error = %error_chain(&e), "not using the cached ca metadata");
+                tracing::warn!(error = %error_chain(&e), "not using the cached CA metadata");
                 None
             }
         }
@@ -134,7 +134,7 @@ impl Agent {
                 Ok(ca) => {
                     let metadata = ca
                         .metadata()
-                        .map_err(|source| AgentError::Ca { action: "fetch the ca metadata", source })?;
+                        .map_err(|source| AgentError::Ca { action: "fetch the CA metadata", source })?;
                     let url = self.config.config.ca_url.clone().unwrap_or_default();
                     (metadata, format!("fetched from {url}"))
                 }

@@ -82,7 +82,7 @@ pub(crate) enum AgentError {
     )]
     NoToken,
     /// The device's own check says it is not MDM-enrolled.
-    #[error("this device reports no mdm enrollment, so the ca would refuse it")]
+    #[error("this device reports no MDM enrollment, so the CA would refuse it")]
     DeviceNotManaged,
     /// A recent failure; automatic attempts wait.
     #[error(
@@ -112,14 +112,14 @@ pub(crate) enum AgentError {
     },
     /// The CA no longer accepts the certificate.
     #[error(
-        "the ca no longer accepts certificate {serial}; run `devicetrust-agent uninstall`, then enroll again"
+        "the CA no longer accepts certificate {serial}; run `devicetrust-agent uninstall`, then enroll again"
     )]
     ReenrollRequired {
         /// Its serial.
         serial: String,
     },
     /// The CA revoked the certificate; the agent uninstalled.
-    #[error("the ca revoked certificate {serial}; everything was uninstalled{}", incomplete_suffix(.incomplete))]
+    #[error("the CA revoked certificate {serial}; everything was uninstalled{}", incomplete_suffix(.incomplete))]
     Revoked {
         /// The revoked certificate.
         serial: String,
@@ -134,7 +134,7 @@ pub(crate) enum AgentError {
     Profile(#[from] crate::mobileconfig::ProfileError),
     /// The CA's metadata names a browser target the agent refuses to write: a
     /// `certAuthDomain` that is not a safe https origin, or an unusable issuer CN.
-    #[error("the ca metadata {from} cannot configure browsers")]
+    #[error("the CA metadata {from} cannot configure browsers")]
     BrowserTarget {
         /// Where the metadata came from.
         from: String,
@@ -143,7 +143,7 @@ pub(crate) enum AgentError {
         source: AutoSelectError,
     },
     /// `install --system` as root has no CA to ask and a cache root may not use.
-    #[error("install --system needs the ca's metadata fetched now: set ca_url in {config} or pass --ca-url")]
+    #[error("install --system needs the CA's metadata fetched now: set ca_url in {config} or pass --ca-url")]
     NoTrustedMetadata {
         /// The configuration file to set `ca_url` in.
         config: String,
@@ -266,7 +266,7 @@ impl Agent {
         match &self.ca {
             Some(ca) => Ok(ca.as_ref()),
             None => Err(self.config.require_ca_url().err().map_or_else(
-                || AgentError::Platform(PlatformError::Missing("the ca client")),
+                || AgentError::Platform(PlatformError::Missing("the CA client")),
                 AgentError::Config,
             )),
         }
@@ -368,7 +368,7 @@ impl Agent {
                 let os_version = platform.device.os_version().unwrap_or_else(|_| "unknown".to_owned());
                 let options = client_options(&config, url, config.ca_bundle()?, &os_version)?;
                 let remote = crate::https_ca::HttpsCa::new(options)
-                    .map_err(|source| AgentError::Ca { action: "set up the ca client", source })?;
+                    .map_err(|source| AgentError::Ca { action: "set up the CA client", source })?;
                 Some(Box::new(remote))
             }
             _ => None,

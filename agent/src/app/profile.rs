@@ -21,9 +21,9 @@ pub(super) fn profile(
         None => config.ca_bundle()?,
     };
     let remote = crate::https_ca::HttpsCa::new(client_options(config, url.clone(), roots, "unknown")?)
-        .map_err(|source| AgentError::Ca { action: "set up the ca client", source })?;
+        .map_err(|source| AgentError::Ca { action: "set up the CA client", source })?;
     let metadata =
-        remote.metadata().map_err(|source| AgentError::Ca { action: "fetch the ca's metadata", source })?;
+        remote.metadata().map_err(|source| AgentError::Ca { action: "fetch the CA's metadata", source })?;
     if let Ok(target) = target_of(&metadata) {
         warn_skipped_origins(&target);
     }

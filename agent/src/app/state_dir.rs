@@ -165,9 +165,9 @@ impl StateDir {
         if self.trust == Trust::RootOnly && std::fs::symlink_metadata(&path).is_err() {
             return Ok(None);
         }
-        let checked = self.trust.resolve("the cached ca metadata", &path)?;
+        let checked = self.trust.resolve("the cached CA metadata", &path)?;
         let Some(bytes) = files::read_optional(&checked)? else { return Ok(None) };
-        parse_json(&path, &bytes, "the cached ca metadata").map(Some)
+        parse_json(&path, &bytes, "the cached CA metadata").map(Some)
     }
 
     /// Replaces the cached metadata.
@@ -196,7 +196,7 @@ impl StateDir {
     /// returns a line per removed state file.
     pub(crate) fn remove_all(&self) -> Result<Vec<String>, PlatformError> {
         let mut removed = Vec::new();
-        for (name, what) in [(STATE, "agent state"), (METADATA, "cached ca metadata")] {
+        for (name, what) in [(STATE, "agent state"), (METADATA, "cached CA metadata")] {
             let path = self.dir.join(name);
             if files::remove_file_if_exists(&path)? {
                 removed.push(format!("{what} {}", path.display()));

@@ -362,7 +362,7 @@ fn ok_enroll_and_run_nothing_due() {
     let (result, out) = output(|o| h.agent().run(None, o));
     result.expect("run");
     assert_eq!(out, "", "a quiet run prints nothing");
-    assert_eq!(h.requests(), before + 1, "run asks the ca about the certificate, nothing else");
+    assert_eq!(h.requests(), before + 1, "run asks the CA about the certificate, nothing else");
 
     let (result, out) = output(|o| h.agent().enroll(token(), o));
     result.expect("enroll again");

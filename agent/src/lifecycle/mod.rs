@@ -89,7 +89,7 @@ pub(crate) enum Rejection {
     #[error("it is not for the pending key")]
     WrongKey,
     /// It does not chain to the CA's certificates.
-    #[error("it does not chain to the ca: {0}")]
+    #[error("it does not chain to the CA: {0}")]
     Untrusted(String),
     /// It names another device.
     #[error("it names device {found:?}, not {expected:?}")]
@@ -124,7 +124,7 @@ pub(crate) enum LifecycleError {
     #[error("could not create the certificate request")]
     Csr(#[source] CsrError),
     /// The CA issued a certificate the agent does not accept; nothing was switched.
-    #[error("the certificate from the ca was not accepted: {0}")]
+    #[error("the certificate from the CA was not accepted: {0}")]
     Rejected(#[source] Rejection),
     /// Renewal without a current identity.
     #[error("there is no identity to renew")]

@@ -110,7 +110,7 @@ fn install_system_under_sudo_e_reads_neither_the_users_config_nor_their_cache() 
         &out,
         "user cache",
         &[
-            "refusing to use the cached ca metadata",
+            "refusing to use the cached CA metadata",
             &cache.display().to_string(),
             &format!("owner uid {NOBODY}"),
             "is not owned by root",
@@ -172,7 +172,7 @@ fn a_config_or_bundle_root_does_not_own_is_refused() {
     assert_refused(
         &install(&with_users_bundle),
         "fail/users-ca-bundle",
-        &["refusing to use the ca bundle", "is not owned by root"],
+        &["refusing to use the CA bundle", "is not owned by root"],
     );
     policy.assert_unchanged("refused configurations");
     assert_eq!(ca.requests(), 0, "no refused configuration reached the CA");

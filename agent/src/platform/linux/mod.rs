@@ -230,7 +230,7 @@ impl BrowserIntegration for LinuxBrowsers {
             Scope::System => {
                 let wanted = target
                     .wanted()
-                    .map_err(|e| PlatformError::backend("the ca's browser target is unusable", e))?;
+                    .map_err(|e| PlatformError::backend("the CA's browser target is unusable", e))?;
                 let patterns: Vec<&str> = wanted.entries.iter().map(OurEntry::pattern).collect();
                 let mut lines = Vec::new();
                 for policy in &self.policies {
@@ -254,7 +254,7 @@ impl BrowserIntegration for LinuxBrowsers {
     fn status(&self, target: &BrowserTarget<'_>) -> Result<Vec<BrowserStatus>, PlatformError> {
         let mut out = vec![self.nss_status()];
         let wanted =
-            target.wanted().map_err(|e| PlatformError::backend("the ca's browser target is unusable", e))?;
+            target.wanted().map_err(|e| PlatformError::backend("the CA's browser target is unusable", e))?;
         for policy in &self.policies {
             let name = policy.browser().name().to_owned();
             out.push(match policy.status(&wanted.entries) {

@@ -103,8 +103,8 @@ impl DeviceFacts for MacDevice {
     fn mdm_enrollment(&self) -> Result<MdmEnrollment, PlatformError> {
         let out = tool_stdout(PROFILES, &["status", "-type", "enrollment"])?;
         let status = profiles::parse(&out)
-            .map_err(|e| PlatformError::backend("could not read the mdm enrollment from profiles", e))?;
-        tracing::debug!(via_dep = status.via_dep, enrolled = status.mdm_enrolled, "mdm enrollment");
+            .map_err(|e| PlatformError::backend("could not read the MDM enrollment from profiles", e))?;
+        tracing::debug!(via_dep = status.via_dep, enrolled = status.mdm_enrolled, "MDM enrollment");
         Ok(status.enrollment())
     }
 }
