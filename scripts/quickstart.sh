@@ -147,9 +147,13 @@ device_udid = "QUICKSTART-$(hostname | tr -c 'A-Za-z0-9-\n' '-')"
 device_serial = "QUICKSTART0001"
 EOF
 
+# No session bus either: `enroll` installs the scheduled run, and its systemctl --user must
+# not reach your own user manager (it finds none under $work/run and leaves the timer's
+# files in the demo home).
 agent() {
-  HOME=$home XDG_DATA_HOME=$home/.local/share XDG_CONFIG_HOME=$home/.config \
-    XDG_RUNTIME_DIR=$work/run "$bin/devicetrust-agent" --config "$work/agent.toml" "$@"
+  env -u DBUS_SESSION_BUS_ADDRESS HOME="$home" XDG_DATA_HOME="$home/.local/share" \
+    XDG_CONFIG_HOME="$home/.config" XDG_RUNTIME_DIR="$work/run" \
+    "$bin/devicetrust-agent" --config "$work/agent.toml" "$@"
 }
 
 say "enrolling (HOME=$home; the token goes in on stdin)"
