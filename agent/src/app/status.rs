@@ -349,6 +349,17 @@ pub(super) fn render(report: &StatusReport, format: Format, out: &mut dyn Write)
     Ok(())
 }
 
+/// What puts a browser setting in place: the per-user one is `install`'s; a managed one
+/// (system-wide policy) is `install --system`'s as root on Linux, and the MDM's profile on a
+/// Mac, where the agent writes no system-wide setting.
+pub(super) fn browser_fix(managed: bool) -> &'static str {
+    match (managed, cfg!(target_os = "macos")) {
+        (false, _) => "`devicetrust-agent install` puts it in place",
+        (true, false) => "`sudo devicetrust-agent install --system` puts it in place",
+        (true, true) => "the MDM's profile from `devicetrust-agent profile browsers` puts it in place",
+    }
+}
+
 fn plain_lines(report: &StatusReport) -> Vec<(String, String)> {
     let or = |v: &Option<String>, none: &str| v.clone().unwrap_or_else(|| none.to_owned());
     let mut lines = vec![("State".to_owned(), report.state.as_str().to_owned())];
@@ -381,12 +392,8 @@ fn plain_lines(report: &StatusReport) -> Vec<(String, String)> {
         lines.push(("Next attempt".to_owned(), next.clone()));
     }
     lines.push(("CA".to_owned(), or(&report.ca.url, "not configured")));
-    // What puts a missing setting back: the per-user one is `install`'s, once there is an
-    // identity to point at.
-    let fix = match report.state {
-        State::NotEnrolled | State::Revoked => None,
-        _ => Some("`devicetrust-agent install` puts it in place"),
-    };
+    // What puts a missing setting back, once there is an identity to point at.
+    let enrolled = !matches!(report.state, State::NotEnrolled | State::Revoked);
     for (name, b) in &report.browsers {
         let mut value = String::from(if b.present { "in place" } else { "not in place" });
         if b.managed {
@@ -395,10 +402,8 @@ fn plain_lines(report: &StatusReport) -> Vec<(String, String)> {
         if let Some(detail) = &b.detail {
             value.push_str(&format!(" ({detail})"));
         }
-        if !b.present
-            && let Some(fix) = fix
-        {
-            value.push_str(&format!("; {fix}"));
+        if !b.present && enrolled {
+            value.push_str(&format!("; {}", browser_fix(b.managed)));
         }
         lines.push((format!("Browser {name}"), value));
     }

@@ -991,6 +991,9 @@ fn status_plain_output_guides() {
     let text = plain(&h);
     assert!(text.contains("not in place"), "fail/missing-entry: {text}");
     assert!(text.contains("`devicetrust-agent install` puts it in place"), "the fix is named: {text}");
+    // A managed (system-wide) setting is not `install`'s to fix.
+    assert!(crate::app::status::browser_fix(true).contains("--system") || cfg!(target_os = "macos"));
+    assert!(!crate::app::status::browser_fix(true).contains("`devicetrust-agent install` puts"));
 
     h.ca.knobs().down = true;
     h.clock.set(late());
