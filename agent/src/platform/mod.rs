@@ -145,6 +145,12 @@ impl PlatformError {
         Self::Key { action: action.into(), source: Some(source.into()) }
     }
 
+    /// A [`PlatformError::Command`]: `program` ran and failed as `out` shows.
+    #[cfg_attr(not(target_os = "macos"), allow(dead_code, reason = "only the macOS backend uses it"))]
+    pub(crate) fn command(program: impl Into<String>, out: &crate::util::exec::Output) -> Self {
+        Self::Command { program: program.into(), status: out.status_text(), stderr: out.stderr_tail() }
+    }
+
     /// An [`PlatformError::Io`] for `path`.
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io { action, path: path.into(), source }

@@ -22,11 +22,7 @@ pub(super) fn tool_stdout(program: &str, args: &[&str]) -> Result<String, Platfo
     let out = exec::run(Path::new(program), args, None, exec::DEFAULT_TIMEOUT)
         .map_err(|e| PlatformError::backend(format!("could not run {program}"), e))?;
     if !out.success() {
-        return Err(PlatformError::Command {
-            program: program.to_owned(),
-            status: out.status_text(),
-            stderr: out.stderr_tail(),
-        });
+        return Err(PlatformError::command(program, &out));
     }
     Ok(out.stdout)
 }

@@ -417,11 +417,7 @@ impl KeychainStore {
             exec::run(Path::new(SECURITY), &["list-keychains", "-d", "user"], None, exec::DEFAULT_TIMEOUT)
                 .map_err(|e| backend("could not read the keychain search list", e))?;
         if !out.success() {
-            return Err(PlatformError::Command {
-                program: SECURITY.to_owned(),
-                status: out.status_text(),
-                stderr: out.stderr_tail(),
-            });
+            return Err(PlatformError::command(SECURITY, &out));
         }
         Ok(keychain_list::parse(&out.stdout))
     }
@@ -432,15 +428,7 @@ impl KeychainStore {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = exec::run(Path::new(SECURITY), &args, None, exec::DEFAULT_TIMEOUT)
             .map_err(|e| backend("could not set the keychain search list", e))?;
-        if out.success() {
-            Ok(())
-        } else {
-            Err(PlatformError::Command {
-                program: SECURITY.to_owned(),
-                status: out.status_text(),
-                stderr: out.stderr_tail(),
-            })
-        }
+        if out.success() { Ok(()) } else { Err(PlatformError::command(SECURITY, &out)) }
     }
 
     fn ensure_in_search_list(&self) -> Result<(), PlatformError> {
@@ -858,11 +846,7 @@ impl IdentityStore for KeychainStore {
             && let Some(opened) = guard.as_ref()
             && let Ok(info) = CertificateInfo::from_pem(&pem)
         {
-            for cert in Self::all_certificates(&opened.keychain)? {
-                if cert.to_der() == info.der() {
-                    cert.delete().map_err(|e| backend("could not delete the discarded certificate", e))?;
-                }
-            }
+            Self::delete_certificates(&opened.keychain, &[info.der().to_vec()])?;
         }
         Ok(())
     }

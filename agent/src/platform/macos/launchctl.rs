@@ -56,11 +56,7 @@ impl LaunchAgentScheduler {
             0 => Ok(true),
             launchd_wait::NOT_FOUND => Ok(false),
             _ if out.stderr.contains("Could not find service") => Ok(false),
-            _ => Err(PlatformError::Command {
-                program: format!("{LAUNCHCTL} print"),
-                status: out.status_text(),
-                stderr: out.stderr_tail(),
-            }),
+            _ => Err(PlatformError::command(format!("{LAUNCHCTL} print"), &out)),
         }
     }
 
@@ -77,11 +73,7 @@ impl LaunchAgentScheduler {
         let out = Self::launchctl(&["bootout", &self.service()])?;
         // A bootout that fails because the job went away meanwhile did its work.
         if !out.success() && self.loaded()? && !launchd_wait::is_transient(out.code(), &out.stderr) {
-            return Err(PlatformError::Command {
-                program: format!("{LAUNCHCTL} bootout"),
-                status: out.status_text(),
-                stderr: out.stderr_tail(),
-            });
+            return Err(PlatformError::command(format!("{LAUNCHCTL} bootout"), &out));
         }
         let gone = launchd_wait::wait_until(
             launchd_wait::DRAIN_POLLS,
@@ -114,11 +106,7 @@ impl LaunchAgentScheduler {
                 if out.success() {
                     return Attempt::Done(());
                 }
-                let error = PlatformError::Command {
-                    program: format!("{LAUNCHCTL} bootstrap"),
-                    status: out.status_text(),
-                    stderr: out.stderr_tail(),
-                };
+                let error = PlatformError::command(format!("{LAUNCHCTL} bootstrap"), &out);
                 if !launchd_wait::is_transient(out.code(), &out.stderr) {
                     return Attempt::Fail(error);
                 }

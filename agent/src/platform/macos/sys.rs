@@ -476,6 +476,30 @@ pub(super) struct FoundKey {
     pub label: Vec<u8>,
 }
 
+/// Every item matching `pairs`, as dictionaries of its attributes with its reference under
+/// `kSecValueRef` (`SecItemCopyMatching` with references, attributes and no limit); none found
+/// is an empty list.
+fn copy_matching(
+    mut pairs: Vec<(CFString, CFType)>,
+) -> Result<Vec<CFDictionary<CFString, CFType>>, SysError> {
+    let k = keys();
+    let yes = CFBoolean::true_value().as_CFType();
+    pairs.extend([
+        (cf_key(k.return_ref), yes.clone()),
+        (cf_key(k.return_attributes), yes),
+        (cf_key(k.match_limit), cf_key(k.match_limit_all).as_CFType()),
+    ]);
+    let query = CFDictionary::from_CFType_pairs(&pairs);
+    let mut result: CFTypeRef = ptr::null();
+    // SAFETY: `query` is a valid dictionary; `result` receives a +1 CF object on success.
+    let status = unsafe { SecItemCopyMatching(query.as_concrete_TypeRef(), &mut result) };
+    if status == errSecItemNotFound {
+        return Ok(Vec::new());
+    }
+    check("SecItemCopyMatching", status)?;
+    Ok(dictionaries(result))
+}
+
 fn dictionaries(result: CFTypeRef) -> Vec<CFDictionary<CFString, CFType>> {
     if result.is_null() {
         return Vec::new();
@@ -515,7 +539,6 @@ pub(super) fn keychain_keys(
     label: Option<&[u8]>,
 ) -> Result<Vec<FoundKey>, SysError> {
     let k = keys();
-    let yes = CFBoolean::true_value().as_CFType();
     let key_class = match kind {
         KeyKind::Private => k.key_class_private,
         KeyKind::Public => k.key_class_public,
@@ -524,23 +547,12 @@ pub(super) fn keychain_keys(
         (cf_key(k.class), cf_key(k.class_key).as_CFType()),
         (cf_key(k.key_class), cf_key(key_class).as_CFType()),
         (cf_key(k.search_list), CFArray::from_CFTypes(std::slice::from_ref(keychain)).as_CFType()),
-        (cf_key(k.return_ref), yes.clone()),
-        (cf_key(k.return_attributes), yes),
-        (cf_key(k.match_limit), cf_key(k.match_limit_all).as_CFType()),
     ];
     if let Some(label) = label {
         pairs.push((cf_key(k.application_label), CFData::from_buffer(label).as_CFType()));
     }
-    let query = CFDictionary::from_CFType_pairs(&pairs);
-    let mut result: CFTypeRef = ptr::null();
-    // SAFETY: `query` is a valid dictionary; `result` receives a +1 CF object on success.
-    let status = unsafe { SecItemCopyMatching(query.as_concrete_TypeRef(), &mut result) };
-    if status == errSecItemNotFound {
-        return Ok(Vec::new());
-    }
-    check("SecItemCopyMatching", status)?;
     let (value_ref, app_label) = (cf_key(k.value_ref), cf_key(k.application_label));
-    Ok(dictionaries(result)
+    Ok(copy_matching(pairs)?
         .iter()
         .filter_map(|d| {
             let key = d.find(&value_ref)?.downcast::<SecKey>()?;
@@ -841,23 +853,12 @@ fn certificate_of(persistent_ref: &CFData) -> Option<Vec<u8>> {
 /// id), so the agent sees the names Safari's lookup would match.
 pub(super) fn identity_preferences() -> Result<Vec<PreferenceItem>, SysError> {
     let k = keys();
-    let yes = CFBoolean::true_value().as_CFType();
-    let query = CFDictionary::from_CFType_pairs(&[
+    let pairs = vec![
         (cf_key(k.class), cf_key(k.class_generic_password).as_CFType()),
         (cf_key(k.item_type), CFNumber::from(IDENTITY_PREFERENCE_TYPE).as_CFType()),
-        (cf_key(k.return_ref), yes.clone()),
-        (cf_key(k.return_attributes), yes),
-        (cf_key(k.match_limit), cf_key(k.match_limit_all).as_CFType()),
-    ]);
-    let mut result: CFTypeRef = ptr::null();
-    // SAFETY: `query` is a valid dictionary; `result` receives a +1 CF object on success.
-    let status = unsafe { SecItemCopyMatching(query.as_concrete_TypeRef(), &mut result) };
-    if status == errSecItemNotFound {
-        return Ok(Vec::new());
-    }
-    check("SecItemCopyMatching", status)?;
+    ];
     let (value_ref, service, generic) = (cf_key(k.value_ref), cf_key(k.service), cf_key(k.generic));
-    Ok(dictionaries(result)
+    Ok(copy_matching(pairs)?
         .iter()
         .filter_map(|d| {
             let item = d.find(&value_ref)?.downcast::<SecKeychainItem>()?;
