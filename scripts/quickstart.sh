@@ -11,8 +11,8 @@
 # certificate (auth_request, docs/relying-parties.md), so the app opens with the device's
 # identity; an OpenID Connect sign-in (curl and python3 playing the identity provider) gets
 # an ID token with the device claim (docs/identity-providers.md); and once an administrator
-# has revoked the device, the app refuses the same request and the sign-in is denied. Last,
-# it shows the CA's event log and stops everything it started.
+# has revoked the device (devicetrust-ca admin), the app refuses the same request and the
+# sign-in is denied. Last, it shows the CA's event log and stops everything it started.
 #
 # Nothing of yours is touched: the agent runs with HOME and XDG_* pointing into a
 # temporary directory, so its identity store, its NSS database (~/.pki/nssdb) and its
@@ -20,7 +20,7 @@
 # enrollment and admin tokens and the relying-party secret reach the programs on stdin or in
 # 0600 files, never on a command line; the device's key is used where the agent keeps it.
 #
-# Needs cargo (https://rustup.rs), python3 (the CA's JSON line, the events),
+# Needs cargo (https://rustup.rs), python3 (the CA's JSON line, the sign-in),
 # certutil/pk12util (Debian: libnss3-tools) for the NSS import step, nginx and curl. As root
 # with apt-get, missing Debian packages are installed (Debian's nginx package also starts its
 # own service on port 80); otherwise the script names them.
@@ -369,10 +369,16 @@ for name in ("iss", "aud", "sub", "acr", "amr", "device"):
     print("  {:<7} {}".format(name, json.dumps(claims[name])))
 ' "$oidc_issuer" "$ca_bundle" "$location" "$(ca_field oidcClientSecretFile)" "$work/pkce.verifier"
 
-say "revoking the device (POST /api/v1/admin/devices/$udid/revoke, admin token in a header from stdin)"
-ca_field adminToken | sed 's/^/Authorization: Bearer /' |
-  curl -sS --cacert "$ca_bundle" -H @- -X POST "$ca_url/api/v1/admin/devices/$udid/revoke"
-echo
+# The administrator's side: devicetrust-ca admin, with the admin token from its 0600 file.
+admin() {
+  "$bin/devicetrust-ca" admin --url "$ca_url" --ca-bundle "$ca_bundle" --token-file "$(ca_field adminTokenFile)" "$@"
+}
+
+say "what the CA knows of the device: devicetrust-ca admin devices show $udid"
+admin devices show "$udid"
+
+say "revoking the device: devicetrust-ca admin devices revoke $udid"
+admin devices revoke "$udid"
 
 say "the same request with the device's certificate, after the revocation"
 curl -sS --cacert "$ca_bundle" --cert "$cert" --key "$key" -D "$work/refused.h" -o "$work/refused.b" "$app"
@@ -389,27 +395,7 @@ q = urllib.parse.parse_qs(urllib.parse.urlsplit(sys.argv[1]).query)
 print("back to the identity provider with error=" + q["error"][0] + ": " + q["error_description"][0])' "$location"
 case $location in *"error=access_denied"*) ;; *) echo "error: the sign-in was not denied: $location" >&2; exit 1 ;; esac
 
-say "the CA's event log (GET /api/v1/admin/events, admin token in a header)"
-# shellcheck disable=SC2016 # the Python program is single-quoted on purpose
-ca_field adminToken | python3 -c '
-import json, ssl, sys, urllib.request
-url, bundle = sys.argv[1], sys.argv[2]
-token = sys.stdin.readline().strip()
-request = urllib.request.Request(url + "/api/v1/admin/events?limit=100",
-                                 headers={"Authorization": "Bearer " + token})
-context = ssl.create_default_context(cafile=bundle)
-with urllib.request.urlopen(request, context=context) as response:
-    events = json.load(response)["events"]
-row = "{:>3}  {:<24}  {:<34}  {:<7}  {:<10}  {}"
-print(row.format("id", "published", "eventType", "outcome", "user", "serialNumber / reason"))
-for e in events:
-    detail = e.get("serialNumber") or ""
-    if e.get("reason"):
-        detail = (detail + " " + e["reason"]).strip()
-    if e.get("clientId"):
-        detail = (detail + " (openid connect client " + e["clientId"] + ")").strip()
-    print(row.format(e["id"], e["published"][:23], e["eventType"], e["outcome"],
-                     e.get("user") or "-", detail))
-' "$ca_url" "$ca_bundle"
+say "the CA's event log: devicetrust-ca admin events --since 1h"
+admin events --since 1h
 
 say "done: nginx, the demo app and the CA stop now; $work is removed (KEEP=1 keeps it). Your own files were not touched."

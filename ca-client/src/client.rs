@@ -57,6 +57,10 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// The `User-Agent` header (see [`user_agent`]).
     pub user_agent: String,
+    /// How the caller's user sets the trusted roots (`ca_bundle` in the agent's
+    /// configuration, `--ca-bundle` for a command line), named in the message of a refused
+    /// server certificate.
+    pub trust_setting: &'static str,
 }
 
 impl fmt::Debug for ClientOptions {
@@ -70,6 +74,7 @@ impl fmt::Debug for ClientOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("timeout", &self.timeout)
             .field("user_agent", &self.user_agent)
+            .field("trust_setting", &self.trust_setting)
             .finish()
     }
 }
@@ -85,6 +90,7 @@ impl ClientOptions {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: DEFAULT_TIMEOUT,
             user_agent: user_agent(env!("CARGO_PKG_VERSION"), Platform::current(), "unknown"),
+            trust_setting: "ca_bundle",
         }
     }
 
@@ -97,9 +103,10 @@ impl ClientOptions {
 
 /// The client of one CA.
 pub struct CaClient {
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     base_url: Url,
     has_identity: bool,
+    trust_setting: &'static str,
 }
 
 impl fmt::Debug for CaClient {
@@ -154,7 +161,7 @@ impl CaClient {
             .user_agent(options.user_agent)
             .build()
             .map_err(|e| invalid(format!("could not build the http client: {}", error_chain(&e))))?;
-        Ok(Self { http, base_url, has_identity })
+        Ok(Self { http, base_url, has_identity, trust_setting: options.trust_setting })
     }
 
     /// The CA's base URL.
@@ -217,11 +224,11 @@ impl CaClient {
         if self.has_identity { Ok(()) } else { Err(ClientError::NoClientIdentity { endpoint }) }
     }
 
-    fn endpoint(&self, path: &str) -> Url {
+    pub(crate) fn endpoint(&self, path: &str) -> Url {
         endpoint(&self.base_url, path)
     }
 
-    fn post_json(&self, url: &Url, body: &impl Serialize) -> Result<RequestBuilder, ClientError> {
+    pub(crate) fn post_json(&self, url: &Url, body: &impl Serialize) -> Result<RequestBuilder, ClientError> {
         // Serialized here rather than by reqwest so that a failure is ours to describe.
         let bytes = serde_json::to_vec(body).map_err(|e| ClientError::InvalidConfiguration {
             reason: format!("the request cannot be encoded: {e}"),
@@ -233,17 +240,17 @@ impl CaClient {
             .body(bytes))
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         builder: RequestBuilder,
         url: &Url,
     ) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, Vec<u8>), ClientError> {
         let started = std::time::Instant::now();
         let mut response =
-            builder.header(ACCEPT, "application/json").send().await.map_err(|e| transport_error(&e, url))?;
+            builder.header(ACCEPT, "application/json").send().await.map_err(|e| self.transport_error(&e, url))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = read_capped(&mut response, url).await;
+        let body = self.read_capped(&mut response, url).await;
         tracing::debug!(
             url = %url,
             status = status.as_u16(),
@@ -265,15 +272,16 @@ fn endpoint(base: &Url, path: &str) -> Url {
     url
 }
 
+impl CaClient {
 /// Reads the body, refusing it as soon as it is known to exceed [`MAX_RESPONSE_BODY`]: from
 /// `Content-Length` before reading anything, else while chunks stream in.
-async fn read_capped(response: &mut reqwest::Response, url: &Url) -> Result<Vec<u8>, ClientError> {
+async fn read_capped(&self, response: &mut reqwest::Response, url: &Url) -> Result<Vec<u8>, ClientError> {
     let too_large = || ClientError::BodyTooLarge { url: url.to_string(), limit: MAX_RESPONSE_BODY };
     if response.content_length().is_some_and(|len| len > MAX_RESPONSE_BODY as u64) {
         return Err(too_large());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| transport_error(&e, url))? {
+    while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(&e, url))? {
         if body.len() + chunk.len() > MAX_RESPONSE_BODY {
             return Err(too_large());
         }
@@ -284,10 +292,10 @@ async fn read_capped(response: &mut reqwest::Response, url: &Url) -> Result<Vec<
 
 /// Classifies a reqwest failure. TLS is checked first: a refused certificate surfaces as a
 /// connect error too, and "tls" says more.
-fn transport_error(error: &reqwest::Error, url: &Url) -> ClientError {
+fn transport_error(&self, error: &reqwest::Error, url: &Url) -> ClientError {
     let url_text = url.to_string();
     if let Some(tls) = find_rustls_error(error) {
-        if let Some(reason) = untrusted_server_reason(tls) {
+        if let Some(reason) = untrusted_server_reason(tls, self.trust_setting) {
             return ClientError::UntrustedServer { url: url_text, reason };
         }
         return ClientError::Tls { url: url_text, reason: tls.to_string() };
@@ -303,22 +311,23 @@ fn transport_error(error: &reqwest::Error, url: &Url) -> ClientError {
     }
     ClientError::Transport { url: url_text, reason: error_chain(error) }
 }
+}
 
-/// The first rustls error in the chain. tokio-rustls wraps it in an `io::Error`, whose
-/// `source()` skips the wrapped error, so `io::Error::get_ref` is looked into as well.
 /// Why the server's certificate was refused, in words that say what to change; `None` for a
 /// TLS failure that is not about the server's certificate.
-pub(crate) fn untrusted_server_reason(error: &rustls::Error) -> Option<String> {
+pub(crate) fn untrusted_server_reason(error: &rustls::Error, setting: &str) -> Option<String> {
     use rustls::CertificateError as Cert;
     let rustls::Error::InvalidCertificate(cert) = error else { return None };
     Some(match cert {
-        Cert::UnknownIssuer => "its certificate is not issued by a CA the client trusts: set ca_bundle to \
-             the PEM of the CA that issued the server certificate (without ca_bundle, the system's roots)"
-            .to_owned(),
+        Cert::UnknownIssuer => format!(
+            "its certificate is not issued by a CA the client trusts: set {setting} to the PEM of the CA \
+             that issued the server certificate (without {setting}, the system's roots)"
+        ),
         Cert::Other(other) if matches!(other.0.downcast_ref::<webpki::Error>(), Some(webpki::Error::CaUsedAsEndEntity)) => {
-            "it presents a CA certificate as its own (a self-signed server certificate); the client accepts a \
-             server certificate issued by a CA in ca_bundle, not that CA itself"
-                .to_owned()
+            format!(
+                "it presents a CA certificate as its own (a self-signed server certificate); the client accepts \
+                 a server certificate issued by a CA in {setting}, not that CA itself"
+            )
         }
         Cert::NotValidForName | Cert::NotValidForNameContext { .. } => {
             format!("{cert}: use the host name the server certificate names in the url")
@@ -331,6 +340,8 @@ pub(crate) fn untrusted_server_reason(error: &rustls::Error) -> Option<String> {
     })
 }
 
+/// The first rustls error in the chain. tokio-rustls wraps it in an `io::Error`, whose
+/// `source()` skips the wrapped error, so `io::Error::get_ref` is looked into as well.
 fn find_rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = current {
@@ -427,7 +438,7 @@ mod tests {
             ("fail/a-signing-failure", Error::General("could not sign".into()), None),
         ];
         for (name, error, want) in cases {
-            let got = untrusted_server_reason(&error);
+            let got = untrusted_server_reason(&error, "ca_bundle");
             match want {
                 None => assert_eq!(got, None, "{name}"),
                 Some(part) => {

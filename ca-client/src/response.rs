@@ -74,6 +74,18 @@ pub fn interpret_certificate_status(
     parse_success(status, headers, body, &[StatusCode::OK])
 }
 
+/// Interprets an answer whose success is JSON of type `T` with one of the `expected`
+/// statuses (the admin API's answers): any other success status is
+/// [`ClientError::Malformed`], an error status [`interpret_error`]'s error.
+pub fn interpret_json<T: DeserializeOwned>(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    expected: &[StatusCode],
+) -> Result<T, ClientError> {
+    parse_success(status, headers, body, expected)
+}
+
 /// The error for an answer that is not a success: the CA's contract error when the body is
 /// one, else [`ClientError::UnexpectedStatus`].
 pub fn interpret_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ClientError {

@@ -150,6 +150,8 @@ impl DevEnvironment {
             "certAuthDomain": self.config.server.cert_auth_domain,
             "enrollmentToken": self.enrollment_token.expose(),
             "adminToken": self.admin_token.expose(),
+            // For `devicetrust-ca admin --token-file`.
+            "adminTokenFile": self.data_dir.join(ADMIN_TOKEN_FILE),
             "caBundle": self.ca_bundle,
             "issuerCertificate": self.issuer_certificate,
             "dataDir": self.data_dir,

@@ -139,6 +139,8 @@ pub(super) struct BindResponse {
 #[derive(Debug, Deserialize)]
 pub(super) struct EventsQuery {
     after: Option<i64>,
+    /// RFC 3339, e.g. `2026-12-01T09:00:00Z`.
+    since: Option<chrono::DateTime<chrono::Utc>>,
     limit: Option<u32>,
 }
 
@@ -161,7 +163,7 @@ pub(super) async fn events(
         if !(1..=EVENTS_MAX_LIMIT).contains(&limit) {
             return Err(ApiError::InvalidRequest(format!("`limit` must be 1 to {EVENTS_MAX_LIMIT}")));
         }
-        ca.events(after, limit).await
+        ca.events(after, query.since, limit).await
     }
     .await;
     match result {

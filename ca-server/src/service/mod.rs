@@ -811,8 +811,8 @@ impl Ca {
     }
 
     /// The system log after `after`.
-    pub async fn events(&self, after: i64, limit: u32) -> Result<Vec<Event>, ApiError> {
-        Ok(self.store.events(after, limit).await?)
+    pub async fn events(&self, after: i64, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<Event>, ApiError> {
+        Ok(self.store.events(after, since, limit).await?)
     }
 
     /// The configured relying parties.

@@ -393,8 +393,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The device and all its certificates, oldest first.
     async fn device(&self, udid: &str) -> Result<Option<DeviceRecord>, StoreError>;
 
-    /// Events with an id above `after`, oldest first, at most `limit`.
-    async fn events(&self, after: i64, limit: u32) -> Result<Vec<Event>, StoreError>;
+    /// Events with an id above `after`, oldest first, at most `limit`; with `since`, only
+    /// from the first event published at or after it on (by id: an event committed a little
+    /// out of clock order next to that one is still listed, none is skipped).
+    async fn events(&self, after: i64, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<Event>, StoreError>;
 
     /// Appends one event (refusals).
     async fn record(&self, event: NewEvent) -> Result<(), StoreError>;

@@ -1067,13 +1067,18 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn events(&self, after: i64, limit: u32) -> Result<Vec<Event>, StoreError> {
+    async fn events(&self, after: i64, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<Event>, StoreError> {
+        // `since` becomes a lower bound on the id through the `events_published` index, so
+        // that paging stays by id alone.
         let rows = sqlx::query_as::<_, EventDb>(
             "SELECT id, published_ms, event_type, outcome, user_name, device_udid, serial, reason, client_id \
-             FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+             FROM events WHERE id > ?1 \
+             AND (?3 IS NULL OR id >= (SELECT COALESCE(MIN(id), 9223372036854775807) FROM events WHERE published_ms >= ?3)) \
+             ORDER BY id LIMIT ?2",
         )
         .bind(after)
         .bind(i64::from(limit))
+        .bind(since.map(ms))
         .fetch_all(&self.reader)
         .await
         .map_err(query_error("read events"))?;
@@ -1270,7 +1275,7 @@ mod tests {
                 other => panic!("{n}: {other:?}"),
             }
         }
-        let issues = store.events(0, 1000).await.expect("events");
+        let issues = store.events(0, None, 1000).await.expect("events");
         assert_eq!(issues.iter().filter(|e| e.event_type == EventType::Issue).count(), 40);
         store.close().await;
     }
@@ -1290,7 +1295,7 @@ mod tests {
             client_id: None,
         };
         store.record(event.clone()).await.expect("record");
-        assert_eq!(store.events(0, 10).await.expect("events").len(), 1);
+        assert_eq!(store.events(0, None, 10).await.expect("events").len(), 1);
         store.close().await;
         assert!(matches!(store.record(event).await, Err(StoreError::Closed)));
     }

@@ -178,7 +178,7 @@ async fn wrong_tokens_block_their_address() {
     // ...another address is not.
     assert_eq!(enroll_from_second_host(&ca, 43).await, 201);
     // Read the log in-process: the admin API would refuse this blocked address too.
-    let recorded = ca.ca.events(0, 1000).await.expect("events");
+    let recorded = ca.ca.events(0, None, 1000).await.expect("events");
     assert_eq!(recorded.iter().filter(|e| e.outcome == Outcome::Failure).count(), 0);
     // Every refusal, 401 or 429, is counted: 300 wrong tokens and the blocked right one.
     assert_eq!(ca.ca.metrics().snapshot().unauthenticated_refusals, 301);
@@ -363,7 +363,7 @@ async fn the_migration_merges_case_variants_and_fan_out() {
     let kept = store.certificate_by_serial("04").await.expect("read").expect("kept");
     assert_eq!(fanned.superseded_at, Some(kept.issued_at), "the grace period does not start again");
     assert_eq!(device.created_at.timestamp_millis(), now - 3 * day, "the earliest creation is kept");
-    let events = store.events(0, 10).await.expect("events");
+    let events = store.events(0, None, 10).await.expect("events");
     assert_eq!(events[0].device.as_ref().map(|d| d.udid.as_str()), Some("ABCD-0001"));
     let revoked = store
         .revoke(ca_server::store::RevokeTarget::Device("ABCD-0001"), chrono::Utc::now())

@@ -5,6 +5,7 @@
 //! provider checked against its specifications.
 
 mod admin;
+mod admin_cli;
 mod config;
 mod enroll;
 mod failures;

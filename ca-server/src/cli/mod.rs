@@ -1,7 +1,9 @@
-//! The command line: `devicetrust-ca serve --config FILE` and `devicetrust-ca dev`.
+//! The command line: `devicetrust-ca serve --config FILE`, `devicetrust-ca dev`, and
+//! `devicetrust-ca admin ...` ([`admin`]: a running CA's administration API).
 //!
-//! Exit codes: 0 after a clean shutdown (SIGINT or SIGTERM), 1 when the CA cannot start or
-//! fails while running (the error chain is printed on stderr), 2 for a usage error.
+//! Exit codes of `serve` and `dev`: 0 after a clean shutdown (SIGINT or SIGTERM), 1 when the
+//! CA cannot start or fails while running (the error chain is printed on stderr), 2 for a
+//! usage error. `admin` has its own (see [`admin`]).
 //! Secrets are never taken from arguments: tokens come from files or the environment as
 //! the configuration says.
 
@@ -13,6 +15,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
+
+mod admin;
 
 use crate::config::Config;
 use crate::dev::{self, DevOptions};
@@ -37,6 +41,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Ask a running CA: a device's certificates, revocation, the event log.
+    Admin(admin::AdminArgs),
     /// Run a local CA for trying it out and for tests: generates whatever is missing in the
     /// data directory and prints one JSON line with the URL, tokens and files on stdout.
     Dev {
@@ -78,7 +84,8 @@ pub fn main() -> ExitCode {
     // only, whatever umask it was started with.
     #[cfg(unix)]
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    init_logging();
+    // The admin commands print their results; their log is for -v-like debugging only.
+    init_logging(if matches!(cli.command, Command::Admin(_)) { "warn" } else { "info" });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -87,7 +94,7 @@ pub fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -95,9 +102,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -108,10 +115,12 @@ fn init_logging() {
         .init();
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Register the handlers before serving, so that a signal during startup is not lost.
     let shutdown = shutdown_signal().context("cannot install signal handlers")?;
     match cli.command {
+        // Its own exit codes and messages.
+        Command::Admin(args) => return Ok(admin::run(args, shutdown).await),
         Command::Serve { config } => {
             let config = Config::load(&config)?;
             if config.mdm == MdmSettings::AllowAll {
@@ -184,7 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             server::serve_listeners(listeners, ca, shutdown).await?;
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
