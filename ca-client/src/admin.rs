@@ -36,7 +36,9 @@ pub struct AdminClient {
 
 impl fmt::Debug for AdminClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AdminClient").field("base_url", &self.client.base_url().as_str()).finish_non_exhaustive()
+        f.debug_struct("AdminClient")
+            .field("base_url", &self.client.base_url().as_str())
+            .finish_non_exhaustive()
     }
 }
 
@@ -105,7 +107,8 @@ impl AdminClient {
     }
 
     async fn call<T: serde::de::DeserializeOwned>(&self, method: Method, url: Url) -> Result<T, ClientError> {
-        let builder = self.client.http.request(method, url.clone()).header(AUTHORIZATION, self.authorization.clone());
+        let builder =
+            self.client.http.request(method, url.clone()).header(AUTHORIZATION, self.authorization.clone());
         let (status, headers, body) = self.client.send(builder, &url).await?;
         response::interpret_json(status, &headers, &body, &[StatusCode::OK])
     }

@@ -246,8 +246,11 @@ impl CaClient {
         url: &Url,
     ) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, Vec<u8>), ClientError> {
         let started = std::time::Instant::now();
-        let mut response =
-            builder.header(ACCEPT, "application/json").send().await.map_err(|e| self.transport_error(&e, url))?;
+        let mut response = builder
+            .header(ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e, url))?;
         let status = response.status();
         let headers = response.headers().clone();
         let body = self.read_capped(&mut response, url).await;
@@ -273,44 +276,44 @@ fn endpoint(base: &Url, path: &str) -> Url {
 }
 
 impl CaClient {
-/// Reads the body, refusing it as soon as it is known to exceed [`MAX_RESPONSE_BODY`]: from
-/// `Content-Length` before reading anything, else while chunks stream in.
-async fn read_capped(&self, response: &mut reqwest::Response, url: &Url) -> Result<Vec<u8>, ClientError> {
-    let too_large = || ClientError::BodyTooLarge { url: url.to_string(), limit: MAX_RESPONSE_BODY };
-    if response.content_length().is_some_and(|len| len > MAX_RESPONSE_BODY as u64) {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(&e, url))? {
-        if body.len() + chunk.len() > MAX_RESPONSE_BODY {
+    /// Reads the body, refusing it as soon as it is known to exceed [`MAX_RESPONSE_BODY`]: from
+    /// `Content-Length` before reading anything, else while chunks stream in.
+    async fn read_capped(&self, response: &mut reqwest::Response, url: &Url) -> Result<Vec<u8>, ClientError> {
+        let too_large = || ClientError::BodyTooLarge { url: url.to_string(), limit: MAX_RESPONSE_BODY };
+        if response.content_length().is_some_and(|len| len > MAX_RESPONSE_BODY as u64) {
             return Err(too_large());
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// Classifies a reqwest failure. TLS is checked first: a refused certificate surfaces as a
-/// connect error too, and "tls" says more.
-fn transport_error(&self, error: &reqwest::Error, url: &Url) -> ClientError {
-    let url_text = url.to_string();
-    if let Some(tls) = find_rustls_error(error) {
-        if let Some(reason) = untrusted_server_reason(tls, self.trust_setting) {
-            return ClientError::UntrustedServer { url: url_text, reason };
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(&e, url))? {
+            if body.len() + chunk.len() > MAX_RESPONSE_BODY {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
         }
-        return ClientError::Tls { url: url_text, reason: tls.to_string() };
+        Ok(body)
     }
-    if error.is_timeout() {
-        return ClientError::Timeout { url: url_text };
+
+    /// Classifies a reqwest failure. TLS is checked first: a refused certificate surfaces as a
+    /// connect error too, and "tls" says more.
+    fn transport_error(&self, error: &reqwest::Error, url: &Url) -> ClientError {
+        let url_text = url.to_string();
+        if let Some(tls) = find_rustls_error(error) {
+            if let Some(reason) = untrusted_server_reason(tls, self.trust_setting) {
+                return ClientError::UntrustedServer { url: url_text, reason };
+            }
+            return ClientError::Tls { url: url_text, reason: tls.to_string() };
+        }
+        if error.is_timeout() {
+            return ClientError::Timeout { url: url_text };
+        }
+        if error.is_connect() {
+            return ClientError::Connect { url: url_text, reason: error_chain(error) };
+        }
+        if error.is_builder() {
+            return ClientError::InvalidConfiguration { reason: error_chain(error) };
+        }
+        ClientError::Transport { url: url_text, reason: error_chain(error) }
     }
-    if error.is_connect() {
-        return ClientError::Connect { url: url_text, reason: error_chain(error) };
-    }
-    if error.is_builder() {
-        return ClientError::InvalidConfiguration { reason: error_chain(error) };
-    }
-    ClientError::Transport { url: url_text, reason: error_chain(error) }
-}
 }
 
 /// Why the server's certificate was refused, in words that say what to change; `None` for a
@@ -323,7 +326,9 @@ pub(crate) fn untrusted_server_reason(error: &rustls::Error, setting: &str) -> O
             "its certificate is not issued by a CA the client trusts: set {setting} to the PEM of the CA \
              that issued the server certificate (without {setting}, the system's roots)"
         ),
-        Cert::Other(other) if matches!(other.0.downcast_ref::<webpki::Error>(), Some(webpki::Error::CaUsedAsEndEntity)) => {
+        Cert::Other(other)
+            if matches!(other.0.downcast_ref::<webpki::Error>(), Some(webpki::Error::CaUsedAsEndEntity)) =>
+        {
             format!(
                 "it presents a CA certificate as its own (a self-signed server certificate); the client accepts \
                  a server certificate issued by a CA in {setting}, not that CA itself"
@@ -332,7 +337,9 @@ pub(crate) fn untrusted_server_reason(error: &rustls::Error, setting: &str) -> O
         Cert::NotValidForName | Cert::NotValidForNameContext { .. } => {
             format!("{cert}: use the host name the server certificate names in the url")
         }
-        Cert::Expired | Cert::ExpiredContext { .. } => format!("{cert}: the server needs a current certificate"),
+        Cert::Expired | Cert::ExpiredContext { .. } => {
+            format!("{cert}: the server needs a current certificate")
+        }
         Cert::NotValidYet | Cert::NotValidYetContext { .. } => {
             format!("{cert}: check this machine's clock")
         }

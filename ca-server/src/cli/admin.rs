@@ -33,13 +33,25 @@ const DEFAULT_SINCE: &str = "1h";
     configuration (token, --ca-bundle, --url), 3 no such device.")]
 pub(super) struct AdminArgs {
     /// The CA's URL, e.g. https://devicetrust.example.com:8443 (its [server] public_url).
-    #[arg(long, value_name = "URL", env = "DEVICETRUST_CA_URL", global = true, help_heading = "Connection and output")]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "DEVICETRUST_CA_URL",
+        global = true,
+        help_heading = "Connection and output"
+    )]
     url: Option<Url>,
     /// PEM file of the CA certificate(s) the CA's TLS certificate chains to, when that is not
     /// publicly trusted (`devicetrust-ca dev` prints it as caBundle).
-    #[arg(long, value_name = "PEM", env = "DEVICETRUST_CA_BUNDLE", global = true, help_heading = "Connection and output")]
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "DEVICETRUST_CA_BUNDLE",
+        global = true,
+        help_heading = "Connection and output"
+    )]
     ca_bundle: Option<PathBuf>,
-    /// File holding the admin token (the CA's [tokens] admin_file); without it, the
+    /// File holding the admin token (the CA's [tokens] admin file); without it, the
     /// environment variable DEVICETRUST_ADMIN_TOKEN.
     #[arg(long, value_name = "PATH", global = true, help_heading = "Connection and output")]
     token_file: Option<PathBuf>,
@@ -136,7 +148,7 @@ impl AdminError {
     fn message(&self) -> String {
         match self {
             Self::Client(ClientError::Ca { code: ErrorCode::InvalidToken, .. }) => {
-                "the CA refused the admin token: pass --token-file with the file the CA's [tokens] admin_file \
+                "the CA refused the admin token: pass --token-file with the file of the CA's [tokens] admin \
                  names, or set DEVICETRUST_ADMIN_TOKEN to its content"
                     .to_owned()
             }
@@ -196,15 +208,26 @@ async fn run_inner(args: AdminArgs, shutdown: impl Future<Output = ()>) -> Resul
                 return Err(AdminError::Config("--limit must be at least 1".to_owned()));
             }
             let printer = EventPrinter { json, header_done: false };
-            events(&client, EventsQuery { after, since, limit: None }, limit, follow, printer, &mut out, shutdown)
-                .await
+            events(
+                &client,
+                EventsQuery { after, since, limit: None },
+                limit,
+                follow,
+                printer,
+                &mut out,
+                shutdown,
+            )
+            .await
         }
     }
 }
 
 fn connect(args: &AdminArgs) -> Result<AdminClient, AdminError> {
     let url = args.url.clone().ok_or_else(|| {
-        AdminError::Config("no CA URL: pass --url https://HOST:PORT (the CA's public_url) or set DEVICETRUST_CA_URL".to_owned())
+        AdminError::Config(
+            "no CA URL: pass --url https://HOST:PORT (the CA's public_url) or set DEVICETRUST_CA_URL"
+                .to_owned(),
+        )
     })?;
     let token = admin_token(args.token_file.as_deref(), std::env::var("DEVICETRUST_ADMIN_TOKEN").ok())?;
     let mut options = ClientOptions::new(url);
@@ -231,7 +254,7 @@ fn admin_token(file: Option<&Path>, from_env: Option<String>) -> Result<String, 
         (None, Some(value)) => value.trim().to_owned(),
         (None, None) => {
             return Err(AdminError::Config(
-                "no admin token: pass --token-file PATH (the file the CA's [tokens] admin_file names) or set \
+                "no admin token: pass --token-file PATH (the file of the CA's [tokens] admin) or set \
                  DEVICETRUST_ADMIN_TOKEN"
                     .to_owned(),
             ));
@@ -393,13 +416,11 @@ fn event_cells(event: &Event) -> [String; 8] {
 
 /// A refusal's reason and the OpenID Connect client a sign-in was for, or `-`.
 fn detail(event: &Event) -> String {
-    let parts: Vec<String> = [
-        event.reason.clone(),
-        event.client_id.as_ref().map(|id| format!("client {id}")),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let parts: Vec<String> =
+        [event.reason.clone(), event.client_id.as_ref().map(|id| format!("client {id}"))]
+            .into_iter()
+            .flatten()
+            .collect();
     if parts.is_empty() { "-".to_owned() } else { parts.join(", ") }
 }
 
@@ -453,7 +474,8 @@ fn device_text(record: &DeviceRecord) -> String {
         .collect();
     text.push('\n');
     for cells in std::iter::once(headers.map(str::to_owned)).chain(rows) {
-        let line: Vec<String> = cells.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        let line: Vec<String> =
+            cells.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
         text.push_str(line.join("  ").trim_end());
         text.push('\n');
     }

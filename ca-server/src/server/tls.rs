@@ -60,6 +60,79 @@ pub enum TlsError {
     /// The client-certificate verifier could not be built.
     #[error("cannot build the client-certificate verifier")]
     Verifier(#[source] rustls::server::VerifierBuilderError),
+    /// No listener's certificate is valid for the cert-auth domain's host, so browsers could
+    /// never complete a handshake there.
+    #[error(
+        "no listener serves cert_auth_domain {domain}: {certificates} not valid for {host} (it names {names}); \
+         set server.cert_auth_domain to a name a certificate covers, or give [cert_auth] a certificate for {host}"
+    )]
+    NotForDomain {
+        /// The configured cert-auth domain.
+        domain: String,
+        /// Its host.
+        host: String,
+        /// The certificate files checked, for the message.
+        certificates: String,
+        /// The names those certificates cover, for the message.
+        names: String,
+    },
+}
+
+/// Checks that one of `leaves` (the certificate of each listener that serves the cert-auth
+/// domain, with its file) is valid for `domain`'s host, as a browser would check it.
+///
+/// The port is not compared: behind a TCP load balancer the public port differs from the
+/// listen port, and the certificate is what a browser checks.
+pub fn check_serves_domain(
+    domain: &url::Url,
+    leaves: &[(&Path, &CertificateDer<'_>)],
+) -> Result<(), TlsError> {
+    let host = match domain.host() {
+        Some(url::Host::Domain(name)) => name.to_owned(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        None => String::new(),
+    };
+    let server_name = rustls_pki_types::ServerName::try_from(host.as_str()).ok();
+    let valid = |leaf: &CertificateDer<'_>| {
+        let Some(name) = &server_name else { return false };
+        webpki::EndEntityCert::try_from(leaf)
+            .is_ok_and(|cert| cert.verify_is_valid_for_subject_name(name).is_ok())
+    };
+    if leaves.iter().any(|(_, leaf)| valid(leaf)) {
+        return Ok(());
+    }
+    let mut names: Vec<String> = Vec::new();
+    for (_, leaf) in leaves {
+        if let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf)
+            && let Ok(Some(san)) = cert.subject_alternative_name()
+        {
+            for name in &san.value.general_names {
+                match name {
+                    x509_parser::extensions::GeneralName::DNSName(dns) => names.push((*dns).to_owned()),
+                    x509_parser::extensions::GeneralName::IPAddress(bytes) => {
+                        if let Ok(v4) = <[u8; 4]>::try_from(*bytes) {
+                            names.push(std::net::Ipv4Addr::from(v4).to_string());
+                        } else if let Ok(v6) = <[u8; 16]>::try_from(*bytes) {
+                            names.push(std::net::Ipv6Addr::from(v6).to_string());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    names.dedup();
+    let certificates: Vec<String> = leaves.iter().map(|(path, _)| path.display().to_string()).collect();
+    Err(TlsError::NotForDomain {
+        domain: domain.as_str().trim_end_matches('/').to_owned(),
+        host,
+        certificates: match certificates.as_slice() {
+            [one] => format!("the certificate in {one} is"),
+            many => format!("the certificates in {} are", many.join(" and ")),
+        },
+        names: if names.is_empty() { "no name".to_owned() } else { names.join(", ") },
+    })
 }
 
 /// The crypto provider every TLS configuration of the CA uses.

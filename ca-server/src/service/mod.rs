@@ -100,6 +100,29 @@ pub enum SetupError {
     Tls(#[from] TlsError),
 }
 
+/// Refuses a cert-auth domain that no listener's certificate is valid for: the main
+/// listener serves every endpoint, and the `[cert_auth]` listener (with its own certificate
+/// or the main one) the browser-facing ones.
+fn check_cert_auth_domain(
+    config: &Config,
+    main_chain: &[rustls::pki_types::CertificateDer<'static>],
+    cert_auth_chain: Option<&Vec<rustls::pki_types::CertificateDer<'static>>>,
+) -> Result<(), SetupError> {
+    let domain = url::Url::parse(&config.server.cert_auth_domain).map_err(|e| {
+        SetupError::Config(ConfigError::Invalid { setting: "server.cert_auth_domain", reason: e.to_string() })
+    })?;
+    let mut leaves = Vec::new();
+    if let Some(leaf) = main_chain.first() {
+        leaves.push((config.server.tls.certificate.as_path(), leaf));
+    }
+    if let (Some(files), Some(leaf)) =
+        (config.cert_auth.as_ref().and_then(|l| l.tls.as_ref()), cert_auth_chain.and_then(|c| c.first()))
+    {
+        leaves.push((files.certificate.as_path(), leaf));
+    }
+    Ok(tls::check_serves_domain(&domain, &leaves)?)
+}
+
 /// A client certificate presented in the TLS handshake (already verified to chain to the
 /// issuing CA), as the HTTP layer hands it to the handlers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,6 +305,7 @@ impl CaBuilder {
             Some(files) => Some((tls::load_chain(&files.certificate)?, tls::load_key(&files.private_key)?)),
             None => None,
         };
+        check_cert_auth_domain(&config, &tls_main_files.0, tls_cert_auth_files.as_ref().map(|f| &f.0))?;
         let relying_parties = RelyingParties::load(&config.relying_party)?;
 
         let data_dir = &config.server.data_dir;
@@ -811,7 +835,12 @@ impl Ca {
     }
 
     /// The system log after `after`.
-    pub async fn events(&self, after: i64, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<Event>, ApiError> {
+    pub async fn events(
+        &self,
+        after: i64,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<Event>, ApiError> {
         Ok(self.store.events(after, since, limit).await?)
     }
 

@@ -396,7 +396,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Events with an id above `after`, oldest first, at most `limit`; with `since`, only
     /// from the first event published at or after it on (by id: an event committed a little
     /// out of clock order next to that one is still listed, none is skipped).
-    async fn events(&self, after: i64, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<Event>, StoreError>;
+    async fn events(
+        &self,
+        after: i64,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError>;
 
     /// Appends one event (refusals).
     async fn record(&self, event: NewEvent) -> Result<(), StoreError>;

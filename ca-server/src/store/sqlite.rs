@@ -1067,7 +1067,12 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn events(&self, after: i64, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<Event>, StoreError> {
+    async fn events(
+        &self,
+        after: i64,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
         // `since` becomes a lower bound on the id through the `events_published` index, so
         // that paging stays by id alone.
         let rows = sqlx::query_as::<_, EventDb>(

@@ -104,10 +104,13 @@ Nothing to revoke: device 564D2C3F-0B5A-4F6B-9C1D-000000000007 has no unexpired,
     ca.enroll_ok(&bob.request(&p256())).await;
     let users = run_admin(&ca, &["--json", "users", "revoke", "bob"]).await;
     users.expect_success();
-    assert_data_eq!(users.stdout.clone(), str![[r#"
+    assert_data_eq!(
+        users.stdout.clone(),
+        str![[r#"
 {"revoked":1}
 
-"#]]);
+"#]]
+    );
     ca.stop().await;
 }
 
@@ -184,7 +187,8 @@ async fn ok_events_follow_prints_new_events_until_interrupted() {
         seen.push(serde_json::from_str::<Event>(&line).expect("json").event_type);
     }
     assert_eq!(seen, [EventType::Enroll, EventType::Issue]);
-    let status = tokio::task::spawn_blocking(move || follower.stop(Duration::from_secs(10))).await.expect("join");
+    let status =
+        tokio::task::spawn_blocking(move || follower.stop(Duration::from_secs(10))).await.expect("join");
     assert_eq!(status.code(), Some(0), "SIGTERM ends --follow cleanly: {status:?}");
     ca.stop().await;
 }
@@ -221,7 +225,12 @@ async fn fail_each_mistake_exits_with_its_code_and_says_what_to_set() {
         ),
         (
             "fail/unknown-device",
-            admin(&ca.env.url, Some(bundle), Some(&token), &["devices", "show", "564D2C3F-0B5A-4F6B-9C1D-00000000FFFF"]),
+            admin(
+                &ca.env.url,
+                Some(bundle),
+                Some(&token),
+                &["devices", "show", "564D2C3F-0B5A-4F6B-9C1D-00000000FFFF"],
+            ),
             3,
             "error: the CA has no device 564D2C3F-0B5A-4F6B-9C1D-00000000FFFF",
         ),

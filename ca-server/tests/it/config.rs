@@ -163,3 +163,74 @@ async fn a_missing_token_file_creates_nothing() {
     );
     assert!(!dir.path().join("data").exists(), "no data directory was created");
 }
+
+/// A cert-auth domain no listener's certificate covers is refused before anything is
+/// created; another port on a covered name is fine (a load balancer in front), and so is a
+/// `[cert_auth]` listener whose own certificate covers it.
+#[tokio::test]
+async fn a_cert_auth_domain_no_certificate_covers_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write_secret = |name: &str, content: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    };
+    for (name, host) in [("main", "ca.example.com"), ("browser", "devicetrust.example.com")] {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec![host.to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).expect("write");
+        write_secret(&format!("{name}.key"), &key.serialize_pem());
+    }
+    write_secret("enrollment-token", "enrollment-token-0123456789");
+    write_secret("admin-token", "admin-token-0123456789abcdef");
+    let config = |domain: &str, cert_auth: &str| {
+        let toml = format!(
+            r#"
+            [server]
+            listen = "127.0.0.1:0"
+            cert_auth_domain = "{domain}"
+            data_dir = "data"
+            tls = {{ certificate = "main.pem", private_key = "main.key" }}
+            {cert_auth}
+            [tokens]
+            enrollment = {{ file = "enrollment-token" }}
+            admin = {{ file = "admin-token" }}
+
+            [mdm]
+            kind = "allow_all"
+            "#
+        );
+        std::fs::write(dir.path().join("config.toml"), toml).expect("write config");
+        Config::load(&dir.path().join("config.toml")).expect("the file parses")
+    };
+    let own_listener = "[cert_auth]\nlisten = \"127.0.0.1:0\"\ntls = { certificate = \"browser.pem\", private_key = \"browser.key\" }\n";
+    let cases = [
+        ("fail/no-certificate-covers", "https://devicetrust.example.com:8443", "", false),
+        ("ok/main-certificate-another-port", "https://ca.example.com", "", true),
+        ("ok/own-listener-certificate", "https://devicetrust.example.com:9443", own_listener, true),
+    ];
+    for (name, domain, cert_auth, ok) in cases {
+        let result = ca_server::Ca::builder(config(domain, cert_auth)).build().await.map(|_| ());
+        match (result, ok) {
+            (Ok(()), true) => {}
+            (Err(error), false) => {
+                let message = error.to_string();
+                let main = dir.path().join("main.pem").display().to_string();
+                for part in [
+                    "no listener serves cert_auth_domain https://devicetrust.example.com:8443",
+                    main.as_str(),
+                    "not valid for devicetrust.example.com (it names ca.example.com)",
+                    "set server.cert_auth_domain",
+                ] {
+                    assert!(message.contains(part), "{name}: {part:?} in {message}");
+                }
+                assert!(!dir.path().join("data").exists(), "{name}: nothing was created");
+            }
+            (result, _) => panic!("{name}: {result:?}"),
+        }
+    }
+}

@@ -41,7 +41,12 @@ impl Store for BrokenStore {
     async fn device(&self, _: &str) -> Result<Option<DeviceRecord>, StoreError> {
         Err(broken())
     }
-    async fn events(&self, _: i64, _: Option<chrono::DateTime<chrono::Utc>>, _: u32) -> Result<Vec<Event>, StoreError> {
+    async fn events(
+        &self,
+        _: i64,
+        _: Option<chrono::DateTime<chrono::Utc>>,
+        _: u32,
+    ) -> Result<Vec<Event>, StoreError> {
         Err(broken())
     }
     async fn record(&self, _: NewEvent) -> Result<(), StoreError> {

@@ -75,7 +75,7 @@ async fn requests_without_a_token_write_nothing() {
         config.limits.requests_per_minute_per_address = 100_000;
     })
     .await;
-    let before = ca.database_bytes();
+    let before = ca.database_bytes().await;
     let long = "A".repeat(8_000);
     let names = [
         "%3Cscript%3Ealert(1)%3C%2Fscript%3E",
@@ -97,7 +97,7 @@ async fn requests_without_a_token_write_nothing() {
     }
     assert_eq!(events(&ca).await, [], "nothing unauthenticated is recorded");
     assert_eq!(ca.ca.metrics().snapshot().unauthenticated_refusals, 400, "but every refusal is counted");
-    let grown = ca.database_bytes().saturating_sub(before);
+    let grown = ca.database_bytes().await.saturating_sub(before);
     assert!(grown < 64 * 1024, "the database grew by {grown} bytes");
 
     // A path over the 16 KiB buffer is refused by the HTTP layer, before any handler.
