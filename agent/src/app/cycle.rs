@@ -436,8 +436,13 @@ impl Agent {
         )?;
         self.apply_user_browsers(&metadata, state, out)?;
         let statuses = target_of(&metadata).ok().and_then(|t| self.platform.browsers.status(&t).ok());
+        // Only browsers that hold the identity and are installed can present the old one.
         let names = match statuses {
-            Some(statuses) => statuses.into_iter().map(|s| s.browser).collect(),
+            Some(statuses) => statuses
+                .into_iter()
+                .filter(|s| s.present && s.installed != Some(false))
+                .map(|s| s.browser)
+                .collect(),
             None => vec!["browsers".to_owned()],
         };
         self.platform.notifier.browser_restart_needed(&names);
@@ -495,12 +500,15 @@ impl Agent {
         out: &mut dyn Write,
     ) -> Result<(), AgentError> {
         tracing::warn!(serial, "the CA revoked the certificate; uninstalling");
-        let (removed, incomplete) = self.remove_user_artifacts(metadata, &state.autoselect_written);
+        let (removal, incomplete) = self.remove_user_artifacts(metadata, &state.autoselect_written);
         // Kept while a removal failed, so that the next run can still tell our entries.
         let autoselect_written =
             if incomplete.is_empty() { WrittenEntries::new() } else { state.autoselect_written.clone() };
-        for line in &removed {
+        for line in &removal.removed {
             writeln!(out, "removed {line}")?;
+        }
+        for note in &removal.notes {
+            writeln!(out, "{note}")?;
         }
         // Keep the verdict (so that an incomplete removal is finished by the next run) and a
         // marker for `status`; drop everything else.

@@ -7,31 +7,39 @@ use std::io::Write;
 use ca_client::protocol::Metadata;
 
 use super::{Agent, AgentError, Current, error_chain, target_of, warn_skipped_origins};
-use crate::platform::{PlatformError, ScheduleSpec, Scope, WrittenEntries};
+use crate::platform::{PlatformError, Removal, ScheduleSpec, Scope, WrittenEntries};
 
 impl Agent {
     /// Removes the user's artifacts: browser settings, identities, the scheduled run.
-    /// Returns the removed items and the failures.
+    /// Returns what was removed (with the notes of steps that could not do everything) and
+    /// the failures.
     pub(super) fn remove_user_artifacts(
         &self,
         metadata: Option<&Metadata>,
         written: &WrittenEntries,
-    ) -> (Vec<String>, Vec<String>) {
+    ) -> (Removal, Vec<String>) {
         let target = metadata.and_then(|m| target_of(m).ok());
-        let mut removed = Vec::new();
+        let mut removal = Removal::default();
         let mut failed = Vec::new();
-        let steps: [(&str, Result<Vec<String>, PlatformError>); 3] = [
-            ("browser settings", self.platform.browsers.remove(Scope::User, target.as_ref(), written)),
-            ("identities", self.platform.store.remove_all()),
+        let as_removal = |lines: Vec<String>| Removal { removed: lines, notes: Vec::new() };
+        let steps: [(&str, Result<Removal, PlatformError>); 3] = [
+            (
+                "browser settings",
+                self.platform.browsers.remove(Scope::User, target.as_ref(), written).map(as_removal),
+            ),
+            ("identities", self.platform.store.remove_all().map(as_removal)),
             ("scheduled run", self.platform.scheduler.uninstall()),
         ];
         for (what, result) in steps {
             match result {
-                Ok(lines) => removed.extend(lines),
+                Ok(step) => {
+                    removal.removed.extend(step.removed);
+                    removal.notes.extend(step.notes);
+                }
                 Err(e) => failed.push(format!("{what}: {}", error_chain(&e))),
             }
         }
-        (removed, failed)
+        (removal, failed)
     }
 
     /// `uninstall [--system]`.
@@ -55,14 +63,17 @@ impl Agent {
         // A corrupt cache or state must not block an uninstall.
         let cached = self.state.load_metadata().ok().flatten();
         let written = self.state.load().map(|s| s.autoselect_written).unwrap_or_default();
-        let (mut removed, failed) =
+        let (mut removal, failed) =
             self.remove_user_artifacts(cached.as_ref().map(|c| &c.metadata), &written);
         // The state holds the record of the entries the agent wrote: after a failure it stays,
         // so that `uninstall` run again still knows what to remove.
         if failed.is_empty() {
-            removed.extend(self.state.remove_all()?);
+            removal.removed.extend(self.state.remove_all()?);
         }
-        report_removed(&removed, out)?;
+        report_removed(&removal.removed, out)?;
+        for note in &removal.notes {
+            writeln!(out, "{note}")?;
+        }
         if failed.is_empty() { Ok(()) } else { Err(AgentError::Incomplete(failed)) }
     }
 

@@ -96,6 +96,9 @@ pub(super) struct BrowserReport {
     pub present: bool,
     /// It is managed policy.
     pub managed: bool,
+    /// Whether the browser is installed, when that is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub installed: Option<bool>,
     /// Where, or why not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -244,7 +247,12 @@ fn fill(agent: &Agent, now: DateTime<Utc>, report: &mut StatusReport) -> Result<
         for s in statuses {
             report.browsers.insert(
                 s.browser,
-                BrowserReport { present: s.present, managed: s.managed, detail: s.detail },
+                BrowserReport {
+                    present: s.present,
+                    managed: s.managed,
+                    installed: s.installed,
+                    detail: s.detail,
+                },
             );
         }
     }
@@ -295,8 +303,11 @@ pub(super) fn origin_reports(
         .entries
         .iter()
         .map(|entry| {
+            // A browser that is not installed presents nothing anywhere: it neither counts
+            // against an origin nor for it.
             let browsers: BTreeMap<String, autoselect::Status> = statuses
                 .iter()
+                .filter(|s| s.installed != Some(false))
                 .filter_map(|s| {
                     let found = s.origins.iter().find(|o| o.origin == entry.pattern())?;
                     Some((s.browser.clone(), found.entry))
@@ -395,6 +406,12 @@ fn plain_lines(report: &StatusReport) -> Vec<(String, String)> {
     // What puts a missing setting back, once there is an identity to point at.
     let enrolled = !matches!(report.state, State::NotEnrolled | State::Revoked);
     for (name, b) in &report.browsers {
+        if b.installed == Some(false) {
+            // Nothing to fix: a setting for it is harmless and is used once it is installed.
+            let setting = if b.present { "; its setting is in place for when it is" } else { "" };
+            lines.push((format!("Browser {name}"), format!("not installed{setting}")));
+            continue;
+        }
         let mut value = String::from(if b.present { "in place" } else { "not in place" });
         if b.managed {
             value.push_str(", managed");

@@ -111,6 +111,7 @@ impl BrowserIntegration for FakeBrowsers {
             browser: "fakebrowser".into(),
             present,
             managed: false,
+            installed: None,
             detail: None,
             origins,
         }])
@@ -151,10 +152,13 @@ impl Scheduler for FakeScheduler {
         *self.installed.lock().expect("installed") = true;
         Ok(vec!["installed the timer".into()])
     }
-    fn uninstall(&self) -> Result<Vec<String>, PlatformError> {
+    fn uninstall(&self) -> Result<crate::platform::Removal, PlatformError> {
         self.log.lock().expect("log").push("unschedule".into());
         let was = std::mem::replace(&mut *self.installed.lock().expect("installed"), false);
-        Ok(if was { vec!["timer".into()] } else { Vec::new() })
+        Ok(crate::platform::Removal {
+            removed: if was { vec!["timer".into()] } else { Vec::new() },
+            notes: Vec::new(),
+        })
     }
     fn status(&self) -> Result<SchedulerStatus, PlatformError> {
         let installed = *self.installed.lock().expect("installed");
@@ -972,7 +976,8 @@ fn a_closed_pipe_ends_output_quietly() {
 }
 
 /// The plain `status` guides: the device as the CA's admin looks it up, a next attempt only
-/// when one is planned, and for a setting that is not in place the command that puts it back.
+/// when one is planned, for a setting that is not in place the command that puts it back,
+/// and nothing to fix for a browser that is not installed.
 #[test]
 fn status_plain_output_guides() {
     let plain = |h: &Harness| {
@@ -994,6 +999,21 @@ fn status_plain_output_guides() {
     // A managed (system-wide) setting is not `install`'s to fix.
     assert!(crate::app::status::browser_fix(true).contains("--system") || cfg!(target_os = "macos"));
     assert!(!crate::app::status::browser_fix(true).contains("`devicetrust-agent install` puts"));
+
+    // A browser that is not installed has nothing to fix.
+    let mut report = crate::app::status::gather(&h.agent());
+    report.browsers.insert(
+        "chrome".into(),
+        crate::app::status::BrowserReport {
+            present: false,
+            managed: false,
+            installed: Some(false),
+            detail: None,
+        },
+    );
+    let text = output(|o| crate::app::status::render(&report, crate::app::status::Format::Plain, o)).1;
+    let line = text.lines().find(|l| l.starts_with("Browser chrome:")).expect("a chrome line");
+    assert!(line.ends_with(" not installed"), "ok/not-installed: {line}");
 
     h.ca.knobs().down = true;
     h.clock.set(late());

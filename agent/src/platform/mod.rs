@@ -372,6 +372,10 @@ pub(crate) struct BrowserStatus {
     pub present: bool,
     /// The setting is managed (mandatory policy) rather than a user preference.
     pub managed: bool,
+    /// Whether the browser is installed: `None` when that is not known or does not apply
+    /// (the NSS database is not a browser). An uninstalled browser's missing setting is
+    /// nothing to fix, and it is never asked to restart.
+    pub installed: Option<bool>,
     /// Where it is or why it is not, for people.
     pub detail: Option<String>,
     /// Each origin's entry, for browsers that are told per origin (empty for the NSS
@@ -428,12 +432,22 @@ pub(crate) struct SchedulerStatus {
     pub detail: String,
 }
 
+/// What an uninstall step removed, and what the user should know about what it could not do
+/// (a service manager it could not reach), each a line for people.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Removal {
+    /// One line per removed item (printed after `removed `).
+    pub removed: Vec<String>,
+    /// Whole sentences, printed as they are.
+    pub notes: Vec<String>,
+}
+
 /// Runs `devicetrust-agent run` at login and daily (systemd user timer, LaunchAgent).
 pub(crate) trait Scheduler: Send + Sync + fmt::Debug {
     /// Installs (or refreshes) the periodic run for the current user; a line per change.
     fn install(&self, spec: &ScheduleSpec<'_>) -> Result<Vec<String>, PlatformError>;
-    /// Removes it; a line per removed item; nothing to remove is success.
-    fn uninstall(&self) -> Result<Vec<String>, PlatformError>;
+    /// Removes it; nothing to remove is success.
+    fn uninstall(&self) -> Result<Removal, PlatformError>;
     /// Whether it is installed.
     fn status(&self) -> Result<SchedulerStatus, PlatformError>;
 }
@@ -441,22 +455,9 @@ pub(crate) trait Scheduler: Send + Sync + fmt::Debug {
 /// Tells the user what needs their action.
 pub(crate) trait Notifier: Send + Sync + fmt::Debug {
     /// A renewal replaced the certificate: running browsers may keep presenting the old one
-    /// until restarted.
+    /// until restarted. `browsers` are the status names of those that hold the identity and
+    /// are installed; the backend tells the user about the ones that are running.
     fn browser_restart_needed(&self, browsers: &[String]);
-}
-
-#[cfg_attr(target_os = "macos", allow(dead_code, reason = "only the Linux backend uses it"))]
-/// A notifier that only logs (enough on Linux, the fallback elsewhere).
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct LogNotifier;
-
-impl Notifier for LogNotifier {
-    fn browser_restart_needed(&self, browsers: &[String]) {
-        tracing::warn!(
-            browsers = %browsers.join(", "),
-            "the certificate was renewed; restart running browsers so that they present the new one"
-        );
-    }
 }
 
 /// What a backend needs to know to open.

@@ -54,6 +54,30 @@ impl Browser {
         }
     }
 
+    /// Where the distributions' packages put the browser's program (Debian's and Ubuntu's
+    /// `chromium`, the snap, Google's own package): any of them means it is installed.
+    pub(crate) const fn executables(self) -> &'static [&'static str] {
+        match self {
+            Self::Chromium => &["/usr/bin/chromium", "/usr/bin/chromium-browser", "/snap/bin/chromium"],
+            Self::Chrome => {
+                &["/opt/google/chrome/chrome", "/usr/bin/google-chrome", "/usr/bin/google-chrome-stable"]
+            }
+        }
+    }
+
+    /// The process name (`/proc/PID/comm`) of the browser's main program.
+    pub(crate) const fn process_name(self) -> &'static str {
+        match self {
+            Self::Chromium => "chromium",
+            Self::Chrome => "chrome",
+        }
+    }
+
+    /// Whether any of [`Browser::executables`] exists.
+    pub(crate) fn installed(self) -> bool {
+        self.executables().iter().any(|path| std::path::Path::new(path).exists())
+    }
+
     /// Where the browser reads managed (mandatory) policy on Linux.
     pub(crate) fn system_dir(self) -> PathBuf {
         PathBuf::from(match self {

@@ -26,9 +26,9 @@ use ca_client::signer::{KeySigner as _, SoftwareKey};
 use crate::autoselect::{self, OurEntry};
 use crate::platform::file_store::FileIdentityStore;
 use crate::platform::{
-    BrowserIntegration, BrowserStatus, BrowserTarget, DeviceFacts, Identity, IdentityStore as _, LogNotifier,
-    MdmEnrollment, Platform, PlatformError, PlatformOptions, ScheduleSpec, Scheduler, SchedulerStatus, Scope,
-    SystemClock,
+    BrowserIntegration, BrowserStatus, BrowserTarget, DeviceFacts, Identity, IdentityStore as _,
+    MdmEnrollment, Notifier, Platform, PlatformError, PlatformOptions, Removal, ScheduleSpec, Scheduler,
+    SchedulerStatus, Scope, SystemClock,
 };
 use crate::platform::{OriginStatus, WrittenEntries};
 use crate::util::error_chain;
@@ -76,9 +76,79 @@ pub(crate) fn open(options: &PlatformOptions) -> Result<Platform, PlatformError>
             policies: ManagedPolicy::all_system(),
         }),
         scheduler: Box::new(LinuxScheduler { units: UserUnits::from_env() }),
-        notifier: Box::new(LogNotifier),
+        notifier: Box::new(LinuxNotifier {
+            proc_root: PathBuf::from("/proc"),
+            uid: nix::unistd::getuid().as_raw(),
+        }),
         clock: Arc::new(SystemClock),
     })
+}
+
+/// Tells the user, in the log (stderr at a terminal, the journal under systemd), which of
+/// their running browsers to restart after a renewal.
+#[derive(Debug)]
+struct LinuxNotifier {
+    proc_root: PathBuf,
+    uid: u32,
+}
+
+impl Notifier for LinuxNotifier {
+    fn browser_restart_needed(&self, browsers: &[String]) {
+        let running = running_browsers(&self.proc_root, self.uid, &restart_candidates(browsers));
+        if running.is_empty() {
+            tracing::info!("no running browser holds the old certificate; nothing to restart");
+            return;
+        }
+        let names: Vec<&str> = running.iter().map(|b| b.name()).collect();
+        tracing::warn!(
+            "the certificate was renewed; restart {} so that it presents the new one",
+            names.join(" and ")
+        );
+    }
+}
+
+/// The browsers that present the identity: on Linux the Chromium family reads it from the
+/// NSS database (`nssdb`); `browsers` stands for an unknown list. The policy entries alone
+/// hold no certificate.
+fn restart_candidates(holding: &[String]) -> Vec<chromium_policy::Browser> {
+    if holding.iter().any(|b| b == NSS_NAME || b == "browsers") {
+        chromium_policy::Browser::ALL.to_vec()
+    } else {
+        Vec::new()
+    }
+}
+
+/// Those of `candidates` with a process of user `uid` under `proc_root` (`/proc`), by the
+/// process name in `comm`. Unreadable entries (processes that ended, other users') are
+/// skipped; the scan is bounded by the number of processes.
+fn running_browsers(
+    proc_root: &Path,
+    uid: u32,
+    candidates: &[chromium_policy::Browser],
+) -> Vec<chromium_policy::Browser> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut running = Vec::new();
+    if candidates.is_empty() {
+        return running;
+    }
+    let Ok(entries) = std::fs::read_dir(proc_root) else { return running };
+    for entry in entries.flatten() {
+        let is_pid = entry.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+        if !is_pid || entry.metadata().map_or(true, |m| m.uid() != uid) {
+            continue;
+        }
+        let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) else { continue };
+        if let Some(browser) = candidates.iter().find(|b| b.process_name() == comm.trim_end())
+            && !running.contains(browser)
+        {
+            running.push(*browser);
+            if running.len() == candidates.len() {
+                break;
+            }
+        }
+    }
+    running.sort_by_key(|b| b.name());
+    running
 }
 
 /// Device facts from the system files (`/etc/machine-id`, DMI, `os-release`).
@@ -166,6 +236,7 @@ impl LinuxBrowsers {
             browser: NSS_NAME.to_owned(),
             present: false,
             managed: false,
+            installed: None,
             detail: None,
             origins: Vec::new(),
         };
@@ -267,6 +338,7 @@ impl BrowserIntegration for LinuxBrowsers {
                         .map(|(origin, entry)| OriginStatus { origin: origin.clone(), entry: *entry })
                         .collect(),
                     managed: status.managed,
+                    installed: Some(policy.browser().installed()),
                     detail: Some(match (&status.effective_file, status.in_sync) {
                         (Some(file), true) => format!("policy in {}", file.display()),
                         (Some(file), false) => {
@@ -279,6 +351,7 @@ impl BrowserIntegration for LinuxBrowsers {
                     browser: name,
                     present: false,
                     managed: false,
+                    installed: Some(policy.browser().installed()),
                     detail: Some(error_chain(&e)),
                     origins: Vec::new(),
                 },
@@ -364,15 +437,24 @@ impl Scheduler for LinuxScheduler {
         Ok(lines)
     }
 
-    fn uninstall(&self) -> Result<Vec<String>, PlatformError> {
+    fn uninstall(&self) -> Result<Removal, PlatformError> {
         let report = self
             .units()?
             .uninstall()
             .map_err(|e| PlatformError::backend("could not remove the systemd user timer", e))?;
+        let mut removal = Removal {
+            removed: report.removed.iter().map(|p| p.display().to_string()).collect(),
+            notes: Vec::new(),
+        };
         if let Some(reason) = &report.manager_unreachable {
-            tracing::warn!(%reason, "the systemd user manager could not be told; the unit files are removed anyway");
+            // Said as a result line, not a log line: it is what the user needs to know.
+            removal.notes.push(format!(
+                "the systemd user manager is not reachable ({reason}), so it was not told; with the unit \
+                 files gone nothing starts at the next login, and a timer already loaded in a running \
+                 session stops when that session ends"
+            ));
         }
-        Ok(report.removed.iter().map(|p| p.display().to_string()).collect())
+        Ok(removal)
     }
 
     fn status(&self) -> Result<SchedulerStatus, PlatformError> {
@@ -392,6 +474,39 @@ impl Scheduler for LinuxScheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only the Chromium family presents the NSS identity, and only a running process of the
+    /// same user needs a restart.
+    #[test]
+    fn running_browsers_table() {
+        use chromium_policy::Browser;
+        let names = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(restart_candidates(&names(&["nssdb", "chromium"])), Browser::ALL, "ok/nss-holds-it");
+        assert_eq!(restart_candidates(&names(&["browsers"])), Browser::ALL, "ok/unknown-list");
+        assert!(
+            restart_candidates(&names(&["chromium", "chrome"])).is_empty(),
+            "ok/policy-alone-holds-nothing"
+        );
+
+        let proc_root = tempfile::tempdir().expect("tempdir");
+        let process = |pid: &str, comm: &str| {
+            let dir = proc_root.path().join(pid);
+            std::fs::create_dir(&dir).expect("mkdir");
+            std::fs::write(dir.join("comm"), format!("{comm}\n")).expect("comm");
+        };
+        process("100", "bash");
+        process("101", "chromium");
+        process("102", "chromium");
+        process("self", "chrome"); // not a pid
+        let me = nix::unistd::getuid().as_raw();
+        assert_eq!(running_browsers(proc_root.path(), me, &Browser::ALL), [Browser::Chromium], "ok/running");
+        assert!(running_browsers(proc_root.path(), me, &[Browser::Chrome]).is_empty(), "ok/not-running");
+        assert!(
+            running_browsers(proc_root.path(), me.wrapping_add(1), &Browser::ALL).is_empty(),
+            "ok/another-user"
+        );
+        assert!(running_browsers(Path::new("/nonexistent"), me, &Browser::ALL).is_empty(), "fail/no-proc");
+    }
 
     #[test]
     fn data_dir_table() {

@@ -97,18 +97,19 @@ impl Systemctl for SystemctlCommand {
             Ok(out) => {
                 let text = out.diagnostics();
                 // systemctl's wording when it has no user bus or manager to connect to.
-                let unreachable = [
+                let needles = [
                     "Failed to connect to bus",
                     "Failed to connect to user scope bus",
                     "No medium found",
                     "$DBUS_SESSION_BUS_ADDRESS",
                     "XDG_RUNTIME_DIR",
                     "System has not been booted with systemd",
-                ]
-                .iter()
-                .any(|needle| text.contains(needle));
-                Err(if unreachable {
-                    SystemctlFailure::Unreachable(text)
+                ];
+                // The line that says why, not what systemctl did before it failed (its
+                // "Removed ..." lines).
+                let why = text.lines().find(|line| needles.iter().any(|needle| line.contains(needle)));
+                Err(if let Some(why) = why {
+                    SystemctlFailure::Unreachable(why.trim().to_owned())
                 } else {
                     SystemctlFailure::Failed(text)
                 })
@@ -618,10 +619,20 @@ mod tests {
         // A stand-in that answers the way systemctl does without a user bus.
         let tmp = tempfile::tempdir().unwrap();
         let fake = tmp.path().join("systemctl");
-        fs::write(&fake, "#!/bin/sh\necho 'Failed to connect to bus: No medium found' >&2\nexit 1\n")
-            .unwrap();
+        // `disable` reports the links it removed before it fails to reach the manager.
+        fs::write(
+            &fake,
+            "#!/bin/sh\necho 'Removed \"/x/timers.target.wants/devicetrust-agent.timer\".' >&2\n\
+             echo 'Failed to connect to bus: No medium found' >&2\nexit 1\n",
+        )
+        .unwrap();
         fs::set_permissions(&fake, Permissions::from_mode(0o755)).unwrap();
         let systemctl = SystemctlCommand { program: fake, ..Default::default() };
-        assert!(matches!(systemctl.user(&["daemon-reload"]), Err(SystemctlFailure::Unreachable(_))));
+        match systemctl.user(&["disable", "--now"]) {
+            Err(SystemctlFailure::Unreachable(why)) => {
+                assert_eq!(why, "Failed to connect to bus: No medium found", "only the line that says why");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -147,7 +147,19 @@ pub(crate) fn chromium_status(
         });
     }
     let detail = (!problems.is_empty()).then(|| problems.join("; "));
-    BrowserStatus { browser: browser.to_owned(), present, managed: forced, detail, origins }
+    BrowserStatus { browser: browser.to_owned(), present, managed: forced, installed: None, detail, origins }
+}
+
+/// Where a browser's application bundle is, system-wide and in the user's own
+/// `~/Applications` (`home`): either means it is installed. Safari always is.
+pub(crate) fn app_bundles(browser: &str, home: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let app = match browser {
+        "chrome" => "Google Chrome.app",
+        "edge" => "Microsoft Edge.app",
+        "safari" => "Safari.app",
+        _ => return Vec::new(),
+    };
+    vec![std::path::Path::new("/Applications").join(app), home.join("Applications").join(app)]
 }
 
 /// The browsers (status names) among `browsers` that keep the old certificate until they are
@@ -157,18 +169,21 @@ pub(crate) fn needing_restart(browsers: &[String]) -> Vec<String> {
     browsers.iter().filter(|b| !matches!(b.as_str(), "chrome" | "edge")).cloned().collect()
 }
 
+/// A browser's application name (also its process name) for a status name; an unknown name
+/// keeps only letters, digits and spaces.
+pub(crate) fn display_name(browser: &str) -> String {
+    match browser {
+        "chrome" => "Google Chrome".to_owned(),
+        "edge" => "Microsoft Edge".to_owned(),
+        "safari" => "Safari".to_owned(),
+        other => other.chars().filter(|c| c.is_ascii_alphanumeric() || *c == ' ').collect(),
+    }
+}
+
 /// The AppleScript that tells the user to restart browsers after a renewal; `browsers` are
 /// the status names (`chrome`, `edge`, `safari`). Only fixed text and sanitised names reach it.
 pub(crate) fn restart_notification_script(browsers: &[String]) -> String {
-    let names: Vec<String> = browsers
-        .iter()
-        .map(|b| match b.as_str() {
-            "chrome" => "Google Chrome".to_owned(),
-            "edge" => "Microsoft Edge".to_owned(),
-            "safari" => "Safari".to_owned(),
-            other => other.chars().filter(|c| c.is_ascii_alphanumeric() || *c == ' ').collect(),
-        })
-        .collect();
+    let names: Vec<String> = browsers.iter().map(|b| display_name(b)).collect();
     let which = if names.is_empty() { "your browser".to_owned() } else { names.join(", ") };
     format!(
         "display notification \"Your device certificate was renewed. Restart {which} to keep access.\" with title \"DeviceTrust\""
@@ -337,6 +352,26 @@ mod tests {
         assert_eq!(needing_restart(&names(&["chrome", "edge", "safari"])), names(&["safari"]), "ok/safari");
         assert!(needing_restart(&names(&["chrome", "edge"])).is_empty(), "ok/chromium-switches-itself");
         assert_eq!(needing_restart(&names(&["browsers"])), names(&["browsers"]), "ok/unknown-kept");
+    }
+
+    #[test]
+    fn app_bundles_table() {
+        let home = std::path::Path::new("/Users/alice");
+        assert_eq!(
+            app_bundles("chrome", home),
+            [
+                std::path::PathBuf::from("/Applications/Google Chrome.app"),
+                std::path::PathBuf::from("/Users/alice/Applications/Google Chrome.app")
+            ],
+            "ok/chrome"
+        );
+        assert_eq!(
+            app_bundles("edge", home)[0],
+            std::path::Path::new("/Applications/Microsoft Edge.app"),
+            "ok/edge"
+        );
+        assert!(app_bundles("nssdb", home).is_empty(), "ok/not-an-app");
+        assert_eq!(display_name("edge"), "Microsoft Edge", "ok/display-name");
     }
 
     #[test]

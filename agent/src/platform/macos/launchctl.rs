@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use super::btm::{self, LoginItem};
 use super::launch_agent::{self, DailyTime, LABEL, LaunchAgentSpec};
 use super::launchd_wait::{self, Attempt};
-use crate::platform::{PlatformError, ScheduleSpec, Scheduler, SchedulerStatus};
+use crate::platform::{PlatformError, Removal, ScheduleSpec, Scheduler, SchedulerStatus};
 use crate::util::exec;
 use crate::util::files;
 
@@ -175,10 +175,13 @@ impl Scheduler for LaunchAgentScheduler {
         Ok(changes)
     }
 
-    fn uninstall(&self) -> Result<Vec<String>, PlatformError> {
+    fn uninstall(&self) -> Result<Removal, PlatformError> {
         let mut removed = Vec::new();
+        let mut notes = Vec::new();
         if Self::running_as_the_job() {
-            tracing::info!("running as the launch agent: it stays loaded until logout, without its file");
+            notes.push(format!(
+                "running as the launch agent {LABEL}: it stays loaded until logout, without its file, and does not start again"
+            ));
         } else if self.bootout()? {
             removed.push(format!("the launch agent {LABEL} from {}", self.domain()));
         }
@@ -190,7 +193,7 @@ impl Scheduler for LaunchAgentScheduler {
         if files::remove_dir_all_if_exists(&logs)? {
             removed.push(logs.display().to_string());
         }
-        Ok(removed)
+        Ok(Removal { removed, notes })
     }
 
     fn status(&self) -> Result<SchedulerStatus, PlatformError> {

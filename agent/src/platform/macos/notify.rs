@@ -15,6 +15,22 @@ use crate::platform::Notifier;
 use crate::util::exec;
 
 const OSASCRIPT: &str = "/usr/bin/osascript";
+const PGREP: &str = "/usr/bin/pgrep";
+
+/// Whether this user runs `browser` (a status name), by its process name with `pgrep -x -U`
+/// (exit 0: found, 1: none). When that cannot be told (`browsers`, the unknown list, or a
+/// failing `pgrep`), it counts as running: a needless reminder beats a silent stale one.
+fn is_running(browser: &str) -> bool {
+    if browser == "browsers" {
+        return true;
+    }
+    let uid = nix::unistd::getuid().as_raw().to_string();
+    let name = super::browsers::display_name(browser);
+    match exec::run(Path::new(PGREP), &["-x", "-U", &uid, &name], None, exec::DEFAULT_TIMEOUT) {
+        Ok(out) if out.status.code() == Some(1) => false,
+        Ok(_) | Err(_) => true,
+    }
+}
 
 /// Notifies through Notification Center and the log.
 #[derive(Debug, Default)]
@@ -22,13 +38,16 @@ pub(super) struct MacNotifier;
 
 impl Notifier for MacNotifier {
     fn browser_restart_needed(&self, browsers: &[String]) {
-        let browsers = super::browsers::needing_restart(browsers);
+        let browsers: Vec<String> =
+            super::browsers::needing_restart(browsers).into_iter().filter(|b| is_running(b)).collect();
         if browsers.is_empty() {
+            tracing::info!("no running browser holds the old certificate; nothing to restart");
             return;
         }
+        let names: Vec<String> = browsers.iter().map(|b| super::browsers::display_name(b)).collect();
         tracing::warn!(
-            browsers = %browsers.join(", "),
-            "the certificate was renewed; restart running browsers so that they present the new one"
+            "the certificate was renewed; restart {} so that it presents the new one",
+            names.join(" and ")
         );
         let at_console = match (facts::console_user_and_uid(), facts::this_user()) {
             (Ok(Some((console, _))), Ok(me)) => console == me.name,

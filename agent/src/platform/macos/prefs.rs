@@ -214,7 +214,10 @@ impl BrowserIntegration for MacBrowsers {
             .map(|(browser, domain)| {
                 let effective = sys::app_value(AUTO_SELECT_POLICY, domain);
                 let forced = sys::app_value_is_forced(AUTO_SELECT_POLICY, domain);
-                browsers::chromium_status(browser, effective.as_ref(), forced, &entries)
+                let mut status = browsers::chromium_status(browser, effective.as_ref(), forced, &entries);
+                status.installed = std::env::home_dir()
+                    .map(|home| browsers::app_bundles(browser, &home).iter().any(|app| app.exists()));
+                status
             })
             .collect();
         // What Safari's own lookup would pick, name by name in its order.

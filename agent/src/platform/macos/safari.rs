@@ -244,6 +244,8 @@ pub(crate) fn safari_status(origins: &[(SafariOrigin, Option<(String, Found)>)])
         present: !origins.is_empty() && problems.is_empty(),
         // Identity preferences are per user; there is no managed form.
         managed: false,
+        // Part of macOS.
+        installed: Some(true),
         detail: (!problems.is_empty()).then(|| problems.join("; ")),
         origins: origins
             .iter()
