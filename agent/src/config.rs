@@ -148,7 +148,18 @@ impl Loaded {
         match (&self.path, self.trust) {
             (Some(path), _) => format!("{}, or pass --ca-url URL", path.display()),
             (None, Trust::RootOnly) => {
-                format!("{SYSTEM_CONFIG} (or a file passed with --config), or pass --ca-url URL")
+                let mut text =
+                    format!("{SYSTEM_CONFIG} (or a file passed with --config), or pass --ca-url URL");
+                // A user's own file is not read as root (anyone could have written it): say so
+                // when there is one, rather than let it look ignored for no reason.
+                let xdg = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from);
+                let home = std::env::var_os("HOME").map(PathBuf::from);
+                if let Some(user) = user_config_path(xdg.as_deref(), home.as_deref())
+                    && user.exists()
+                {
+                    text.push_str(&format!(" (as root the agent does not read {})", user.display()));
+                }
+                text
             }
             (None, Trust::User) => format!(
                 "{SYSTEM_CONFIG} or ~/.config/devicetrust/agent.toml (or a file passed with --config), or pass --ca-url URL"

@@ -194,7 +194,9 @@ impl Agent {
                 Reaction::Uninstall => Verdict::Revoked,
                 Reaction::Reenroll => Verdict::ReenrollRequired,
                 _ => {
-                    tracing::warn!(error = %error_chain(&e), "could not check the certificate's status at the CA");
+                    // Info, not a warning: when nothing else is to be done the run ends with
+                    // this error, which is then reported (once); a renewal goes ahead anyway.
+                    tracing::info!(error = %error_chain(&e), "could not check the certificate's status at the CA");
                     return Ok(Some(e));
                 }
             },
@@ -499,7 +501,7 @@ impl Agent {
         now: DateTime<Utc>,
         out: &mut dyn Write,
     ) -> Result<(), AgentError> {
-        tracing::warn!(serial, "the CA revoked the certificate; uninstalling");
+        tracing::info!(serial, "the CA revoked the certificate; uninstalling");
         let (removal, incomplete) = self.remove_user_artifacts(metadata, &state.autoselect_written);
         // Kept while a removal failed, so that the next run can still tell our entries.
         let autoselect_written =

@@ -367,8 +367,9 @@ impl Agent {
             Some(url) if needs_ca => {
                 let os_version = platform.device.os_version().unwrap_or_else(|_| "unknown".to_owned());
                 let options = client_options(&config, url, config.ca_bundle()?, &os_version)?;
-                let remote = crate::https_ca::HttpsCa::new(options)
-                    .map_err(|source| AgentError::Ca { action: "set up the CA client", source })?;
+                let remote =
+                    crate::https_ca::HttpsCa::new(options, crate::https_ca::HttpsCa::terminal_progress())
+                        .map_err(|source| AgentError::Ca { action: "set up the CA client", source })?;
                 Some(Box::new(remote))
             }
             _ => None,

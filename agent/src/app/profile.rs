@@ -20,8 +20,11 @@ pub(super) fn profile(
         Some(path) => Some(config.read_bundle(path)?),
         None => config.ca_bundle()?,
     };
-    let remote = crate::https_ca::HttpsCa::new(client_options(config, url.clone(), roots, "unknown")?)
-        .map_err(|source| AgentError::Ca { action: "set up the CA client", source })?;
+    let remote = crate::https_ca::HttpsCa::new(
+        client_options(config, url.clone(), roots, "unknown")?,
+        crate::https_ca::HttpsCa::terminal_progress(),
+    )
+    .map_err(|source| AgentError::Ca { action: "set up the CA client", source })?;
     let metadata =
         remote.metadata().map_err(|source| AgentError::Ca { action: "fetch the CA's metadata", source })?;
     if let Ok(target) = target_of(&metadata) {
