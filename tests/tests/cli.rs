@@ -117,3 +117,85 @@ fn the_sixth_unbound_certificate_is_refused_with_exit_4() {
     agent.run_with_token(&["enroll", "--token-stdin"], token).expect_code(0);
     assert!(agent.current_identity().is_some());
 }
+
+/// What a person reads, as golden output: each command prints its result once on standard
+/// output (the log goes to standard error), `run` with nothing to do prints nothing, and
+/// `status` shows the device as the CA's admin looks it up.
+#[test]
+fn ok_each_command_prints_its_result_once() {
+    use snapbox::{assert_data_eq, str};
+    let ca = DevCa::start();
+    let agent = AgentHome::new(&ca, "E2E-GOLDEN");
+    let token = ca.info().enrollment_token.as_str();
+
+    let enrolled = agent.run_with_token(&["enroll", "--token-stdin"], token);
+    enrolled.expect_code(0);
+    assert_data_eq!(
+        enrolled.stdout.clone(),
+        str![[r#"
+enrolled: certificate [..] valid until [..]Z
+imported the identity into the nss database [..]/home/.pki/nssdb
+wrote [..]/home/.config/systemd/user/devicetrust-agent.service
+wrote [..]/home/.config/systemd/user/devicetrust-agent.timer
+the user manager is not reachable ([..]); the timer starts at the next login
+
+"#]]
+    );
+
+    let run = agent.run(&["run"]);
+    run.expect_code(0);
+    assert_eq!(run.stdout, "", "run with nothing to do prints nothing");
+
+    let renew = agent.run(&["renew"]);
+    renew.expect_code(0);
+    assert_data_eq!(renew.stdout.clone(), str![[r#"
+nothing to do: renewal is due at [..]Z
+
+"#]]);
+
+    let status = agent.run(&["status"]);
+    status.expect_code(0);
+    assert_data_eq!(
+        status.stdout.clone(),
+        str![[r#"
+State:            enrolled
+Device:           UDID E2E-GOLDEN, serial SER-E2E-GOLDEN
+Serial:           [..]
+Subject:          Device Trust
+Issuer:           [..]
+Valid from:       [..]Z
+Valid until:      [..]Z (364 days left)
+Renewal due:      [..]Z
+Last attempt:     [..]Z
+Last error:       none
+CA:               https://127.0.0.1:[..]
+...
+Browser nssdb:    in place (current identity in [..]/home/.pki/nssdb)
+Origin:           https://127.0.0.1:[..]
+Store:            files at [..]/home/.local/share/devicetrust
+Store keyFile:    [..]/key.pem
+Schedule:         systemd user timer in [..]/home/.config/systemd/user
+
+"#]]
+    );
+    assert!(!status.stdout.contains('\u{1b}'), "no colour when piped");
+
+    let uninstalled = agent.run(&["uninstall"]);
+    uninstalled.expect_code(0);
+    assert_data_eq!(
+        uninstalled.stdout.clone(),
+        str![[r#"
+removed 1 certificate(s) and 1 key(s) from the nss database [..]/home/.pki/nssdb
+...
+removed [..]/home/.config/systemd/user/devicetrust-agent.service
+removed [..]/home/.config/systemd/user/devicetrust-agent.timer
+...
+the systemd user manager is not reachable ([..]), so it was not told; [..]
+
+"#]]
+    );
+    assert_data_eq!(agent.run(&["uninstall"]).stdout, str![[r#"
+nothing to remove
+
+"#]]);
+}
