@@ -148,10 +148,13 @@ the user manager is not reachable ([..]); the timer starts at the next login
 
     let renew = agent.run(&["renew"]);
     renew.expect_code(0);
-    assert_data_eq!(renew.stdout.clone(), str![[r#"
+    assert_data_eq!(
+        renew.stdout.clone(),
+        str![[r#"
 nothing to do: renewal is due at [..]Z
 
-"#]]);
+"#]]
+    );
 
     let status = agent.run(&["status"]);
     status.expect_code(0);
@@ -194,8 +197,11 @@ the systemd user manager is not reachable ([..]), so it was not told; [..]
 
 "#]]
     );
-    assert_data_eq!(agent.run(&["uninstall"]).stdout, str![[r#"
+    assert_data_eq!(
+        agent.run(&["uninstall"]).stdout,
+        str![[r#"
 nothing to remove
 
-"#]]);
+"#]]
+    );
 }

@@ -541,7 +541,9 @@ mod tests {
         let empty = dir.path().join("empty");
         std::fs::write(&empty, "\n").unwrap();
         let missing = dir.path().join("missing");
-        let cases: [(&str, Option<&Path>, Option<&str>, Result<&str, &str>); 5] = [
+        // Name, --token-file, DEVICETRUST_ADMIN_TOKEN, the token or the start of the error.
+        type Case<'a> = (&'a str, Option<&'a Path>, Option<&'a str>, Result<&'a str, &'a str>);
+        let cases: [Case<'_>; 5] = [
             ("ok/file-first-line", Some(&file), None, Ok("s3cret")),
             ("ok/file-before-environment", Some(&file), Some("other"), Ok("s3cret")),
             ("ok/environment", None, Some(" env-token "), Ok("env-token")),
