@@ -14,7 +14,9 @@ use url::Url;
 
 use crate::client::{CaClient, ClientOptions};
 use crate::error::ClientError;
-use crate::protocol::{DeviceRecord, Event, EventsResponse, RevokeResponse, paths};
+use crate::protocol::{
+    BindRequest, BindResponse, DeviceRecord, Event, EventsResponse, RevokeResponse, paths,
+};
 use crate::response;
 
 /// Which events to read: those after an id, from a point in time, and how many at most.
@@ -60,22 +62,27 @@ impl AdminClient {
 
     /// `GET /api/v1/admin/devices/{udid}`: the device and every certificate issued to it.
     pub async fn device(&self, udid: &str) -> Result<DeviceRecord, ClientError> {
-        let url = self.url(&["devices", udid]);
-        self.call(Method::GET, url).await
+        self.call(Method::GET, self.url(&["devices", udid])).await
     }
 
     /// `POST /api/v1/admin/devices/{udid}/revoke`: revokes every unexpired certificate of the
     /// device and returns how many that was.
     pub async fn revoke_device(&self, udid: &str) -> Result<u64, ClientError> {
-        let url = self.url(&["devices", udid, "revoke"]);
-        Ok(self.call::<RevokeResponse>(Method::POST, url).await?.revoked)
+        Ok(self.call::<RevokeResponse>(Method::POST, self.url(&["devices", udid, "revoke"])).await?.revoked)
     }
 
     /// `POST /api/v1/admin/users/{user}/revoke`: revokes every unexpired certificate of the
     /// user and returns how many that was.
     pub async fn revoke_user(&self, user: &str) -> Result<u64, ClientError> {
-        let url = self.url(&["users", user, "revoke"]);
-        Ok(self.call::<RevokeResponse>(Method::POST, url).await?.revoked)
+        Ok(self.call::<RevokeResponse>(Method::POST, self.url(&["users", user, "revoke"])).await?.revoked)
+    }
+
+    /// `POST /api/v1/admin/certificates/{serial}/bind`: vouches that the certificate belongs
+    /// to `user`, binding it to them at once.
+    pub async fn bind(&self, serial: &str, user: &str) -> Result<BindResponse, ClientError> {
+        let url = self.url(&["certificates", serial, "bind"]);
+        let builder = self.client.post_json(&url, &BindRequest { user: user.to_owned() })?;
+        self.send(builder, &url).await
     }
 
     /// `GET /api/v1/admin/events`: one page of the system log, oldest first.
@@ -106,10 +113,19 @@ impl AdminClient {
         url
     }
 
+    /// A call without a body.
     async fn call<T: serde::de::DeserializeOwned>(&self, method: Method, url: Url) -> Result<T, ClientError> {
-        let builder =
-            self.client.http.request(method, url.clone()).header(AUTHORIZATION, self.authorization.clone());
-        let (status, headers, body) = self.client.send(builder, &url).await?;
+        self.send(self.client.http.request(method, url.clone()), &url).await
+    }
+
+    /// Sends `builder` with the token; a 200 with `T` is the only success.
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        builder: reqwest::RequestBuilder,
+        url: &Url,
+    ) -> Result<T, ClientError> {
+        let builder = builder.header(AUTHORIZATION, self.authorization.clone());
+        let (status, headers, body) = self.client.send(builder, url).await?;
         response::interpret_json(status, &headers, &body, &[StatusCode::OK])
     }
 }

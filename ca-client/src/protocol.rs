@@ -243,6 +243,26 @@ pub struct RevokeResponse {
     pub revoked: u64,
 }
 
+/// `POST /api/v1/admin/certificates/{serial}/bind` request: the user the admin vouches for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BindRequest {
+    /// The user the certificate is bound to.
+    pub user: String,
+}
+
+/// `POST /api/v1/admin/certificates/{serial}/bind` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BindResponse {
+    /// Serial number, lowercase hex.
+    pub serial_number: String,
+    /// State at the CA after the call (`bound`).
+    pub state: CertificateState,
+    /// The user it is bound to.
+    pub bound_user: Option<String>,
+}
+
 /// One certificate in an admin device record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -7,7 +7,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use ca_client::protocol::{EventType, EventsResponse, RevokeResponse};
+use ca_client::protocol::{BindRequest, BindResponse, EventType, EventsResponse, RevokeResponse};
 use serde::Deserialize;
 
 use super::{Client, address, bearer, json_response, read_json, refuse, truncate};
@@ -98,11 +98,6 @@ pub(super) async fn device(
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct BindRequest {
-    user: String,
-}
-
 /// `POST /api/v1/admin/certificates/{serial}/bind`: the admin vouches that a certificate
 /// belongs to `user`. Browsers cannot bind to anyone but the enrolling user.
 pub(super) async fn bind(
@@ -126,14 +121,6 @@ pub(super) async fn bind(
         ),
         Err(error) => refuse(&ca, &context, error).await,
     }
-}
-
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct BindResponse {
-    serial_number: String,
-    state: ca_client::protocol::CertificateState,
-    bound_user: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

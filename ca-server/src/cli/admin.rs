@@ -1,14 +1,15 @@
 //! `devicetrust-ca admin`: a running CA's administration API from the command line, so that
 //! an administrator never writes curl lines: a device's record, revocation of a device or a
-//! user, and the event log (once or followed).
+//! user, binding a certificate to its user, and the event log (once or followed).
 //!
 //! Output is a table for people and, with `--json`, the API's JSON for scripts (one object
 //! per line for events, so `--follow` streams). The admin token comes from `--token-file` or
 //! `DEVICETRUST_ADMIN_TOKEN`, never from an argument.
 //!
-//! Exit codes: 0 done; 1 the CA could not be reached or failed (try again later); 2 a usage
-//! or configuration problem (no token, a refused token, an untrusted server certificate, an
-//! unreadable file); 3 the device is not known to the CA.
+//! Exit codes: 0 done; 1 the CA could not be reached, failed or refused the request (a
+//! certificate already bound to someone else); 2 a usage or configuration problem (no token,
+//! a refused token, an untrusted server certificate, an unreadable file); 3 the device or
+//! certificate is not known to the CA.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -30,9 +31,10 @@ const DEFAULT_SINCE: &str = "1h";
 /// Talk to a running CA's administration API.
 #[derive(Debug, Args)]
 #[command(after_help = "Exit codes: 0 done, 1 the CA could not be reached or failed, 2 usage or \
-    configuration (token, --ca-bundle, --url), 3 no such device.")]
+    configuration (token, --ca-bundle, --url), 3 no such device or certificate.")]
 pub(super) struct AdminArgs {
-    /// The CA's URL, e.g. https://devicetrust.example.com:8443 (its [server] public_url).
+    /// The CA's URL, the one agents use as ca_url (its main listener), e.g.
+    /// https://devicetrust.example.com:8443.
     #[arg(
         long,
         value_name = "URL",
@@ -70,6 +72,9 @@ enum AdminCommand {
     /// Users' certificates.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// One certificate, by its serial number.
+    #[command(subcommand)]
+    Certificates(CertificatesCommand),
     /// The CA's event log: enrollments, issuance, renewals, revocations, refusals.
     Events {
         /// Start at the first event published at or after WHEN: a time (RFC 3339, e.g.
@@ -113,6 +118,19 @@ enum UsersCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum CertificatesCommand {
+    /// Vouch that a certificate belongs to a user: it is bound to them at once, as its first
+    /// use at the cert-auth domain or an OpenID Connect sign-in would (docs/identity-providers.md).
+    Bind {
+        /// The certificate's serial number (hex, as `devices show` prints it).
+        serial: String,
+        /// The user it belongs to.
+        #[arg(long, value_name = "USER")]
+        user: String,
+    },
+}
+
 /// Why an admin command failed, with the exit code it maps to.
 #[derive(Debug, thiserror::Error)]
 enum AdminError {
@@ -122,9 +140,9 @@ enum AdminError {
     /// The CA answered with an error or could not be reached.
     #[error(transparent)]
     Client(#[from] ClientError),
-    /// No such device.
-    #[error("the CA has no device {0}")]
-    NoDevice(String),
+    /// No such device or certificate.
+    #[error("the CA has no {0}")]
+    NotFound(String),
     /// Standard output is gone or failing.
     #[error("cannot write the output: {0}")]
     Output(std::io::Error),
@@ -134,7 +152,7 @@ impl AdminError {
     fn exit_code(&self) -> u8 {
         match self {
             Self::Config(_) => 2,
-            Self::NoDevice(_) => 3,
+            Self::NotFound(_) => 3,
             Self::Output(_) => 1,
             Self::Client(error) => match error {
                 ClientError::InvalidConfiguration { .. } | ClientError::UntrustedServer { .. } => 2,
@@ -153,7 +171,7 @@ impl AdminError {
                     .to_owned()
             }
             Self::Client(error @ (ClientError::Connect { .. } | ClientError::Timeout { .. })) => {
-                format!("{error} (is the CA running, and is --url its public_url?)")
+                format!("{error} (is the CA running, and is --url the URL agents use as ca_url?)")
             }
             other => other.to_string(),
         }
@@ -179,7 +197,7 @@ async fn run_inner(args: AdminArgs, shutdown: impl Future<Output = ()>) -> Resul
     let mut out = Output::stdout();
     match args.command {
         AdminCommand::Devices(DevicesCommand::Show { udid }) => {
-            let record = client.device(&udid).await.map_err(|e| not_found_as(e, &udid))?;
+            let record = client.device(&udid).await.map_err(|e| not_found_as(e, Missing::Device(&udid)))?;
             if json { out.json(&record) } else { out.text(&device_text(&record)) }
         }
         AdminCommand::Devices(DevicesCommand::Revoke { udid }) => {
@@ -196,6 +214,22 @@ async fn run_inner(args: AdminArgs, shutdown: impl Future<Output = ()>) -> Resul
                 out.json(&serde_json::json!({ "revoked": revoked }))
             } else {
                 out.text(&revoked_text(revoked, &format!("user {user}")))
+            }
+        }
+        AdminCommand::Certificates(CertificatesCommand::Bind { serial, user }) => {
+            let bound = client
+                .bind(&serial, &user)
+                .await
+                .map_err(|e| not_found_as(e, Missing::Certificate(&serial)))?;
+            if json {
+                out.json(&bound)
+            } else {
+                out.text(&format!(
+                    "Certificate {} is {}, bound to {}.\n",
+                    bound.serial_number,
+                    bound.state,
+                    bound.bound_user.as_deref().unwrap_or("nobody")
+                ))
             }
         }
         AdminCommand::Events { since, after, limit, follow } => {
@@ -225,7 +259,7 @@ async fn run_inner(args: AdminArgs, shutdown: impl Future<Output = ()>) -> Resul
 fn connect(args: &AdminArgs) -> Result<AdminClient, AdminError> {
     let url = args.url.clone().ok_or_else(|| {
         AdminError::Config(
-            "no CA URL: pass --url https://HOST:PORT (the CA's public_url) or set DEVICETRUST_CA_URL"
+            "no CA URL: pass --url https://HOST:PORT (the URL agents use as ca_url) or set DEVICETRUST_CA_URL"
                 .to_owned(),
         )
     })?;
@@ -266,10 +300,19 @@ fn admin_token(file: Option<&Path>, from_env: Option<String>) -> Result<String, 
     Ok(token)
 }
 
-fn not_found_as(error: ClientError, udid: &str) -> AdminError {
+/// What a command looked up, for its `not_found` message.
+enum Missing<'a> {
+    Device(&'a str),
+    Certificate(&'a str),
+}
+
+fn not_found_as(error: ClientError, missing: Missing<'_>) -> AdminError {
     match &error {
         ClientError::Ca { code: ErrorCode::Unknown(code), .. } if code == "not_found" => {
-            AdminError::NoDevice(udid.to_owned())
+            AdminError::NotFound(match missing {
+                Missing::Device(udid) => format!("device {udid}"),
+                Missing::Certificate(serial) => format!("certificate {serial}"),
+            })
         }
         _ => AdminError::Client(error),
     }

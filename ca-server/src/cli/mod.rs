@@ -1,9 +1,11 @@
 //! The command line: `devicetrust-ca serve --config FILE`, `devicetrust-ca dev`, and
-//! `devicetrust-ca admin ...` ([`admin`]: a running CA's administration API).
+//! `devicetrust-ca admin ...` (a running CA's administration API, in the private `admin`
+//! module).
 //!
 //! Exit codes of `serve` and `dev`: 0 after a clean shutdown (SIGINT or SIGTERM), 1 when the
 //! CA cannot start or fails while running (the error chain is printed on stderr), 2 for a
-//! usage error. `admin` has its own (see [`admin`]).
+//! usage error. `admin` has its own: 0 done, 1 the CA could not be reached or failed, 2 usage
+//! or configuration, 3 no such device.
 //! Secrets are never taken from arguments: tokens come from files or the environment as
 //! the configuration says.
 

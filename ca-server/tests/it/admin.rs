@@ -192,7 +192,22 @@ async fn events_carry_the_contract_types_and_page_by_id() {
     let ids: Vec<_> = page.events.iter().map(|e| e.id).collect();
     assert_eq!(ids, [all[3].id, all[4].id]);
 
-    for bad in ["limit=0", "limit=1001", "after=-1", "limit=x"] {
+    // `since` starts at the first event published at or after it, and pages by id from there.
+    let since = |time: &str, after: i64| {
+        let ca = &ca;
+        let path = format!("/api/v1/admin/events?since={time}&after={after}");
+        async move {
+            let page: ca_client::protocol::EventsResponse =
+                ca.admin_get(&path).await.json().await.expect("json");
+            page.events.iter().map(|e| e.id).collect::<Vec<_>>()
+        }
+    };
+    let every: Vec<_> = all.iter().map(|e| e.id).collect();
+    assert_eq!(since("2000-01-01T00:00:00Z", 0).await, every, "ok/since-the-past");
+    assert_eq!(since("2000-01-01T00:00:00Z", all[2].id).await, every[3..], "ok/since-and-after");
+    assert_eq!(since("2999-01-01T00:00:00Z", 0).await, Vec::<i64>::new(), "ok/since-the-future");
+
+    for bad in ["limit=0", "limit=1001", "after=-1", "limit=x", "since=yesterday"] {
         expect_error(ca.admin_get(&format!("/api/v1/admin/events?{bad}")).await, 400, "invalid_request")
             .await;
     }

@@ -48,7 +48,7 @@ fn token_file(ca: &TestCa) -> std::path::PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ok_devices_show_revoke_and_users_revoke_print_tables_and_json() {
+async fn ok_devices_show_revoke_bind_and_users_revoke_print_tables_and_json() {
     let ca = TestCa::start().await;
     let device = Device::new(7);
     ca.enroll_ok(&device.request(&p256())).await;
@@ -101,7 +101,18 @@ Nothing to revoke: device 564D2C3F-0B5A-4F6B-9C1D-000000000007 has no unexpired,
 
     let mut bob = Device::new(8);
     bob.user = "bob".into();
-    ca.enroll_ok(&bob.request(&p256())).await;
+    let bobs = ca.enroll_ok(&bob.request(&p256())).await;
+    let bound = run_admin(&ca, &["certificates", "bind", &bobs.serial_number, "--user", "bob"]).await;
+    bound.expect_success();
+    assert_eq!(bound.stdout, format!("Certificate {} is bound, bound to bob.\n", bobs.serial_number));
+    let other = run_admin(&ca, &["certificates", "bind", &bobs.serial_number, "--user", "carol"]).await;
+    assert_eq!(other.code(), Some(1), "{other:?}");
+    assert!(other.stderr.contains("certificate_bound_to_other_user"), "{}", other.stderr);
+    let unknown = run_admin(&ca, &["certificates", "bind", "00ff", "--user", "bob"]).await;
+    assert_eq!(
+        (unknown.code(), unknown.stderr.as_str()),
+        (Some(3), "error: the CA has no certificate 00ff\n")
+    );
     let users = run_admin(&ca, &["--json", "users", "revoke", "bob"]).await;
     users.expect_success();
     assert_data_eq!(
@@ -238,7 +249,7 @@ async fn fail_each_mistake_exits_with_its_code_and_says_what_to_set() {
             "fail/unreachable",
             admin(&unreachable, Some(bundle), Some(&token), &["events"]),
             1,
-            "(is the CA running, and is --url its public_url?)",
+            "(is the CA running, and is --url the URL agents use as ca_url?)",
         ),
         (
             "fail/bad-since",
