@@ -30,35 +30,24 @@ const DEFAULT_SINCE: &str = "1h";
 
 /// Talk to a running CA's administration API.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Connection and output")]
 #[command(after_help = "Exit codes: 0 done, 1 the CA could not be reached or failed, 2 usage or \
     configuration (token, --ca-bundle, --url), 3 no such device or certificate.")]
 pub(super) struct AdminArgs {
     /// The CA's URL, the one agents use as ca_url (its main listener), e.g.
     /// https://devicetrust.example.com:8443.
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "DEVICETRUST_CA_URL",
-        global = true,
-        help_heading = "Connection and output"
-    )]
+    #[arg(long, value_name = "URL", env = "DEVICETRUST_CA_URL", global = true)]
     url: Option<Url>,
     /// PEM file of the CA certificate(s) the CA's TLS certificate chains to, when that is not
     /// publicly trusted (`devicetrust-ca dev` prints it as caBundle).
-    #[arg(
-        long,
-        value_name = "PEM",
-        env = "DEVICETRUST_CA_BUNDLE",
-        global = true,
-        help_heading = "Connection and output"
-    )]
+    #[arg(long, value_name = "PEM", env = "DEVICETRUST_CA_BUNDLE", global = true)]
     ca_bundle: Option<PathBuf>,
     /// File holding the admin token (the CA's [tokens] admin file); without it, the
     /// environment variable DEVICETRUST_ADMIN_TOKEN.
-    #[arg(long, value_name = "PATH", global = true, help_heading = "Connection and output")]
+    #[arg(long, value_name = "PATH", global = true)]
     token_file: Option<PathBuf>,
     /// Print the API's JSON instead of tables (events: one object per line).
-    #[arg(long, global = true, help_heading = "Connection and output")]
+    #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
     command: AdminCommand,
