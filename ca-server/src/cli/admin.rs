@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ca_client::protocol::{DeviceRecord, ErrorCode, Event, Outcome};
+use ca_client::protocol::{DeviceRecord, ErrorCode, Event, Outcome, RevokeResponse};
 use ca_client::{AdminClient, ClientError, ClientOptions, EventsQuery};
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
@@ -155,8 +155,8 @@ impl AdminError {
     fn message(&self) -> String {
         match self {
             Self::Client(ClientError::Ca { code: ErrorCode::InvalidToken, .. }) => {
-                "the CA refused the admin token: pass --token-file with the file of the CA's [tokens] admin \
-                 names, or set DEVICETRUST_ADMIN_TOKEN to its content"
+                "the CA refused the admin token: pass --token-file with the file the CA's [tokens] admin \
+                 setting names, or set DEVICETRUST_ADMIN_TOKEN to its content"
                     .to_owned()
             }
             Self::Client(error @ (ClientError::Connect { .. } | ClientError::Timeout { .. })) => {
@@ -192,7 +192,7 @@ async fn run_inner(args: AdminArgs, shutdown: impl Future<Output = ()>) -> Resul
         AdminCommand::Devices(DevicesCommand::Revoke { udid }) => {
             let revoked = client.revoke_device(&udid).await?;
             if json {
-                out.json(&serde_json::json!({ "revoked": revoked }))
+                out.json(&RevokeResponse { revoked })
             } else {
                 out.text(&revoked_text(revoked, &format!("device {udid}")))
             }
@@ -200,7 +200,7 @@ async fn run_inner(args: AdminArgs, shutdown: impl Future<Output = ()>) -> Resul
         AdminCommand::Users(UsersCommand::Revoke { user }) => {
             let revoked = client.revoke_user(&user).await?;
             if json {
-                out.json(&serde_json::json!({ "revoked": revoked }))
+                out.json(&RevokeResponse { revoked })
             } else {
                 out.text(&revoked_text(revoked, &format!("user {user}")))
             }
