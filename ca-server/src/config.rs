@@ -138,6 +138,11 @@ impl Config {
             MdmSettings::AllowAll => {}
         }
         // The SQLite path is relative to the data directory, not to the file.
+        if let StoreSettings::Postgres(postgres) = &mut self.store
+            && let Some(path) = &mut postgres.password_file
+        {
+            fix(path);
+        }
     }
 
     /// Checks ranges and combinations serde cannot express.
@@ -219,6 +224,23 @@ impl Config {
         }
         self.relying_party.validate()?;
         self.oidc.validate()?;
+        if let StoreSettings::Postgres(postgres) = &self.store {
+            postgres.validate()?;
+            // Replicas behind one load balancer must sign with the same keys: a key each
+            // replica generated in its own data directory would make every other replica's
+            // certificates, assertions and ID tokens unverifiable.
+            let shared = "with a PostgreSQL store every replica must use the same key: set it to a file \
+                          that each replica reads (docs/operations.md)";
+            if self.ca.certificate.is_none() {
+                return invalid("ca.certificate", shared);
+            }
+            if self.relying_party.assertion_keys.is_empty() {
+                return invalid("relying_party.assertion_keys", shared);
+            }
+            if !self.oidc.clients.is_empty() && self.oidc.signing_keys.is_empty() {
+                return invalid("oidc.signing_keys", shared);
+            }
+        }
         if let Some(learn_more) = &self.server.learn_more_url
             && !matches!(
                 url::Url::parse(learn_more).map(|u| u.scheme().to_owned()).as_deref(),
@@ -576,25 +598,132 @@ impl Default for LimitSettings {
     }
 }
 
-/// `[store]`, chosen by `kind`.
+/// `[store]`: SQLite in the data directory (the default), or PostgreSQL when `url` is set
+/// (what several replicas share).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(try_from = "RawStore")]
 #[non_exhaustive]
 pub enum StoreSettings {
     /// `kind = "sqlite"`.
     Sqlite {
         /// `path` (default `devicetrust-ca.sqlite3`): relative to the data directory.
-        #[serde(default = "default_sqlite_path")]
         path: PathBuf,
         /// `read_connections` (default 4).
-        #[serde(default = "default_read_connections")]
         read_connections: u32,
     },
+    /// `kind = "postgres"`, or just `url = "postgres://..."`.
+    Postgres(PostgresSettings),
+}
+
+/// `[store]` with `url`: a PostgreSQL database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PostgresSettings {
+    /// `url`: `postgres://USER@HOST[:PORT]/DATABASE[?sslmode=...]`, without a password.
+    pub url: String,
+    /// `password_file`: the role's password (mode 0600); none for peer, trust or
+    /// certificate authentication.
+    pub password_file: Option<PathBuf>,
+    /// `max_connections` (default 16): the pool of this replica.
+    pub max_connections: u32,
+    /// `acquire_timeout_secs` (default 5): how long a request waits for a pooled
+    /// connection (or for the database to come back) before it is answered 503.
+    pub acquire_timeout_secs: u64,
+    /// `statement_timeout_secs` (default 10): the database ends a statement that runs
+    /// longer, so that a stuck query cannot hold a connection and its locks.
+    pub statement_timeout_secs: u64,
+}
+
+/// `[store]` as written, before `kind` is settled.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    kind: Option<String>,
+    path: Option<PathBuf>,
+    read_connections: Option<u32>,
+    url: Option<String>,
+    password_file: Option<PathBuf>,
+    max_connections: Option<u32>,
+    acquire_timeout_secs: Option<u64>,
+    statement_timeout_secs: Option<u64>,
+}
+
+impl TryFrom<RawStore> for StoreSettings {
+    type Error = String;
+
+    fn try_from(raw: RawStore) -> Result<Self, String> {
+        let kind = raw.kind.as_deref().unwrap_or(if raw.url.is_some() { "postgres" } else { "sqlite" });
+        match kind {
+            "sqlite" => {
+                if raw.url.is_some()
+                    || raw.password_file.is_some()
+                    || raw.max_connections.is_some()
+                    || raw.acquire_timeout_secs.is_some()
+                    || raw.statement_timeout_secs.is_some()
+                {
+                    return Err("url, password_file, max_connections, acquire_timeout_secs and \
+                                statement_timeout_secs are PostgreSQL settings; kind is \"sqlite\""
+                        .into());
+                }
+                Ok(Self::Sqlite {
+                    path: raw.path.unwrap_or_else(default_sqlite_path),
+                    read_connections: raw.read_connections.unwrap_or_else(default_read_connections),
+                })
+            }
+            "postgres" => {
+                if raw.path.is_some() || raw.read_connections.is_some() {
+                    return Err("path and read_connections are SQLite settings; PostgreSQL takes url".into());
+                }
+                let url = raw.url.ok_or("kind \"postgres\" needs url = \"postgres://USER@HOST/DATABASE\"")?;
+                Ok(Self::Postgres(PostgresSettings {
+                    url,
+                    password_file: raw.password_file,
+                    max_connections: raw.max_connections.unwrap_or(16),
+                    acquire_timeout_secs: raw.acquire_timeout_secs.unwrap_or(5),
+                    statement_timeout_secs: raw.statement_timeout_secs.unwrap_or(10),
+                }))
+            }
+            other => Err(format!("unknown kind {other:?}: \"sqlite\" or \"postgres\"")),
+        }
+    }
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
         Self::Sqlite { path: default_sqlite_path(), read_connections: default_read_connections() }
+    }
+}
+
+impl PostgresSettings {
+    /// Checks the URL: a PostgreSQL URL with a database and no password in it (a password
+    /// belongs in `password_file`, not in a file that is copied around and shown).
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |reason: &str| Err(ConfigError::Invalid { setting: "store.url", reason: reason.to_owned() });
+        let url = match url::Url::parse(&self.url) {
+            Ok(url) => url,
+            Err(e) => return invalid(&e.to_string()),
+        };
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return invalid("must be a postgres:// URL");
+        }
+        if url.password().is_some() || url.query_pairs().any(|(k, _)| k == "password") {
+            return invalid("must not hold the password; put it in store.password_file (mode 0600)");
+        }
+        if url.path().trim_start_matches('/').is_empty() {
+            return invalid("must name the database: postgres://USER@HOST/DATABASE");
+        }
+        let positive = [
+            ("store.max_connections", u64::from(self.max_connections)),
+            ("store.acquire_timeout_secs", self.acquire_timeout_secs),
+            ("store.statement_timeout_secs", self.statement_timeout_secs),
+        ];
+        for (setting, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid { setting, reason: "must be at least 1".into() });
+            }
+        }
+        Ok(())
     }
 }
 

@@ -202,6 +202,8 @@ impl ApiError {
         match self {
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
+            // The database is away (restarting, failing over): worth trying again.
+            Self::Store(e) if e.is_unavailable() => 503,
             other => other.code().map_or(500, |c| c.http_status()),
         }
     }

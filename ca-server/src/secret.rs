@@ -101,6 +101,18 @@ impl SecretSource {
     }
 }
 
+/// Reads a password (any length, surrounding whitespace removed) from a file that should
+/// be mode 0600; `what` names it in errors ("PostgreSQL password").
+pub fn read_password_file(path: &Path, what: &'static str) -> Result<SecretString, SecretError> {
+    warn_if_readable_by_others(path, what);
+    let raw = std::fs::read_to_string(path).map_err(|source| SecretError::Read {
+        what,
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(SecretString::new(raw.trim()))
+}
+
 #[cfg(unix)]
 fn warn_if_readable_by_others(path: &Path, what: &'static str) {
     use std::os::unix::fs::PermissionsExt as _;

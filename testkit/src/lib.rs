@@ -1,7 +1,8 @@
 //! What every crate's tests share: child processes that cannot outlive the test and whose
 //! failures show the command, how it ended, its stdout and its stderr ([`run`],
 //! [`run_bounded`], [`Guard`]), the one spawner of `devicetrust-ca dev` ([`DevCaCommand`]),
-//! the one fake CA ([`fake_ca::FakeCa`]), and a port that is sure to refuse connections
+//! the one fake CA ([`fake_ca::FakeCa`]), a throwaway PostgreSQL cluster
+//! ([`postgres::PgCluster`]), and a port that is sure to refuse connections
 //! ([`RefusedPort`]).
 //!
 //! The process half needs Unix process groups; on Linux it reaps with `waitid`, which keeps
@@ -10,6 +11,8 @@
 #[cfg(unix)]
 mod dev_ca;
 pub mod fake_ca;
+#[cfg(unix)]
+pub mod postgres;
 #[cfg(unix)]
 mod process;
 mod refused;

@@ -43,6 +43,7 @@ use crate::server::limits::AddressGuard;
 pub(crate) use crate::server::limits::Metrics;
 use crate::server::tls::{self, IssuedCertVerifier, TlsError};
 use crate::store::Standing;
+use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{
     AuthOutcome, Authentication, CertificateRow, EnrollOutcome, Enrollment, NewEvent, RenewOutcome, Renewal,
@@ -307,6 +308,14 @@ impl CaBuilder {
         };
         check_cert_auth_domain(&config, &tls_main_files.0, tls_cert_auth_files.as_ref().map(|f| &f.0))?;
         let relying_parties = RelyingParties::load(&config.relying_party)?;
+        let store_password = match &config.store {
+            StoreSettings::Postgres(pg) => pg
+                .password_file
+                .as_deref()
+                .map(|path| crate::secret::read_password_file(path, "PostgreSQL password"))
+                .transpose()?,
+            _ => None,
+        };
 
         let data_dir = &config.server.data_dir;
         fsutil::create_private_dir(data_dir).map_err(SetupError::DataDir)?;
@@ -364,6 +373,16 @@ impl CaBuilder {
                             .await?,
                     )
                 }
+                StoreSettings::Postgres(pg) => Arc::new(
+                    PostgresStore::open(&PostgresOptions {
+                        url: pg.url.clone(),
+                        password: store_password,
+                        max_connections: pg.max_connections,
+                        acquire_timeout: StdDuration::from_secs(pg.acquire_timeout_secs),
+                        statement_timeout: StdDuration::from_secs(pg.statement_timeout_secs),
+                    })
+                    .await?,
+                ),
             },
         };
 

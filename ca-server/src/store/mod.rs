@@ -6,9 +6,12 @@
 //! store's answer is the one that counts. Success events are written in the same
 //! transaction as the change they describe, so the log never disagrees with the data.
 //!
-//! [`sqlite::SqliteStore`] is the embedded default. The trait speaks in protocol types and
-//! plain values (no SQL types) so that a PostgreSQL store can implement it later.
+//! [`sqlite::SqliteStore`] is the embedded default; [`postgres::PostgresStore`] is what
+//! several replicas share. The trait speaks in protocol types and plain values (no SQL
+//! types); the rows both read back and their conversions live in one private module.
 
+pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use std::fmt;
@@ -33,6 +36,29 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The database was migrated by a newer version of the CA: this one does not know
+    /// every migration applied to it, so it refuses to run against it.
+    #[error(
+        "the database at {location} has migration {version}, which this devicetrust-ca does not know: \
+         a newer version migrated it; run that version (or newer) here too"
+    )]
+    SchemaTooNew {
+        /// The database (a path, or a URL without its password).
+        location: String,
+        /// The unknown migration.
+        version: i64,
+    },
+    /// The database cannot be reached right now (connection refused or lost, no pooled
+    /// connection free in time, the server shutting down or in recovery). Clients see 503:
+    /// trying again later can work.
+    #[error("the database is unavailable while trying to {operation}")]
+    Unavailable {
+        /// What the store was doing.
+        operation: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The store has been closed.
     #[error("the store is closed")]
     Closed,
@@ -53,6 +79,13 @@ pub enum StoreError {
         /// The value.
         value: String,
     },
+}
+
+impl StoreError {
+    /// Whether the database is unreachable for now (503) rather than failing (500).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
 }
 
 /// A certificate as stored.

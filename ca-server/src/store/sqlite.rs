@@ -31,14 +31,10 @@
 //! issuance from waiting on an fsync per batch.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr as _;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ca_client::protocol::{
-    CertificateRecord, CertificateState, DeviceInfo, DeviceRecord, DeviceRef, Event, EventType, Outcome,
-    Platform,
-};
+use ca_client::protocol::{CertificateState, DeviceInfo, DeviceRecord, Event, EventType, Outcome, Platform};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -47,11 +43,15 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions as _, Connection as _};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{
-    AuthOutcome, Authentication, CertificateRow, CodeGrant, CodeRow, EnrollOutcome, Enrollment, NewCode,
-    NewEvent, Redemption, RenewOutcome, Renewal, RevokeTarget, Standing, Store, StoreError,
+use super::rows::{
+    CertDb, CodeDb, DeviceDb, EventDb, RenewProbe, count, device_record, ms, new_row, outcome_str,
+    query_error, revoked_entry, select_certificates, select_code, success,
 };
-use crate::authority::{Issued, RevocationReason, RevokedEntry};
+use super::{
+    AuthOutcome, Authentication, CertificateRow, CodeRow, EnrollOutcome, Enrollment, NewCode, NewEvent,
+    Redemption, RenewOutcome, Renewal, RevokeTarget, Standing, Store, StoreError,
+};
+use crate::authority::{Issued, RevokedEntry};
 
 /// Default number of read connections.
 pub const DEFAULT_READ_CONNECTIONS: u32 = 4;
@@ -142,157 +142,6 @@ enum Done {
     Shutdown,
 }
 
-/// `SELECT <certificate columns> [, extra columns] FROM certificates c JOIN devices d <rest>`.
-macro_rules! select_certificates {
-    ($rest:literal) => {
-        select_certificates!("", $rest)
-    };
-    ($extra:literal, $rest:literal) => {
-        concat!(
-            "SELECT c.serial, c.device_udid, d.serial_number AS device_serial_number, c.user_name, c.bound_user, ",
-            "c.spki_sha256, c.fingerprint, c.state, c.not_before_ms, c.not_after_ms, c.issued_at_ms, c.revoked_at_ms, ",
-            "c.superseded_by, c.superseded_at_ms, c.certificate_pem",
-            $extra,
-            " FROM certificates c JOIN devices d ON d.udid = c.device_udid ",
-            $rest
-        )
-    };
-}
-
-#[derive(sqlx::FromRow)]
-struct CertDb {
-    serial: String,
-    device_udid: String,
-    device_serial_number: String,
-    user_name: String,
-    bound_user: Option<String>,
-    spki_sha256: String,
-    fingerprint: String,
-    state: String,
-    not_before_ms: i64,
-    not_after_ms: i64,
-    issued_at_ms: i64,
-    revoked_at_ms: Option<i64>,
-    superseded_by: Option<String>,
-    superseded_at_ms: Option<i64>,
-    certificate_pem: String,
-}
-
-impl TryFrom<CertDb> for CertificateRow {
-    type Error = StoreError;
-
-    fn try_from(db: CertDb) -> Result<Self, StoreError> {
-        Ok(Self {
-            state: CertificateState::from_str(&db.state)
-                .map_err(|_| StoreError::Corrupt { what: "certificate state", value: db.state.clone() })?,
-            not_before: from_ms(db.not_before_ms)?,
-            not_after: from_ms(db.not_after_ms)?,
-            issued_at: from_ms(db.issued_at_ms)?,
-            revoked_at: db.revoked_at_ms.map(from_ms).transpose()?,
-            superseded_at: db.superseded_at_ms.map(from_ms).transpose()?,
-            serial: db.serial,
-            device_udid: db.device_udid,
-            device_serial_number: db.device_serial_number,
-            user: db.user_name,
-            bound_user: db.bound_user,
-            spki_sha256: db.spki_sha256,
-            fingerprint: db.fingerprint,
-            superseded_by: db.superseded_by,
-            certificate_pem: db.certificate_pem,
-        })
-    }
-}
-
-/// What a renewal needs to know about the presented certificate, in one query.
-#[derive(sqlx::FromRow)]
-struct RenewProbe {
-    #[sqlx(flatten)]
-    old: CertDb,
-    existing_serial: Option<String>,
-    unbound: i64,
-    lineage: String,
-    tip_bound_user: Option<String>,
-}
-
-#[derive(sqlx::FromRow)]
-struct EventDb {
-    id: i64,
-    published_ms: i64,
-    event_type: String,
-    outcome: String,
-    user_name: Option<String>,
-    device_udid: Option<String>,
-    serial: Option<String>,
-    reason: Option<String>,
-    client_id: Option<String>,
-}
-
-#[derive(sqlx::FromRow)]
-struct CodeDb {
-    client_id: String,
-    redirect_uri: String,
-    code_challenge: String,
-    nonce: Option<String>,
-    login_hint: Option<String>,
-    serial: String,
-    auth_time_ms: i64,
-    expires_at_ms: i64,
-    redeemed_at_ms: Option<i64>,
-    replayed_at_ms: Option<i64>,
-}
-
-const SELECT_CODE: &str = "SELECT client_id, redirect_uri, code_challenge, nonce, login_hint, serial, auth_time_ms, \
-     expires_at_ms, redeemed_at_ms, replayed_at_ms FROM oidc_codes WHERE code_sha256 = ?1";
-
-impl CodeDb {
-    fn grant(self) -> Result<CodeGrant, StoreError> {
-        Ok(CodeGrant {
-            client_id: self.client_id,
-            redirect_uri: self.redirect_uri,
-            code_challenge: self.code_challenge,
-            nonce: self.nonce,
-            login_hint: self.login_hint,
-            serial: self.serial,
-            auth_time: from_ms(self.auth_time_ms)?,
-            expires_at: from_ms(self.expires_at_ms)?,
-        })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct DeviceDb {
-    udid: String,
-    serial_number: String,
-    display_name: String,
-    os_version: String,
-    platform: String,
-    created_at_ms: i64,
-}
-
-fn from_ms(ms: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_millis(ms)
-        .ok_or(StoreError::Corrupt { what: "timestamp", value: ms.to_string() })
-}
-
-fn ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn query_error(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |e| StoreError::Query { operation, source: Box::new(e) }
-}
-
-fn outcome_str(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Success => "SUCCESS",
-        Outcome::Failure => "FAILURE",
-    }
-}
-
-fn count(n: i64) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
-}
-
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the database, and starts the writer.
     pub async fn open(options: &SqliteOptions) -> Result<Self, StoreError> {
@@ -317,10 +166,16 @@ impl SqliteStore {
             .connect()
             .await
             .map_err(open_err)?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&mut writer)
-            .await
-            .map_err(|e| StoreError::Open { path: options.path.clone(), source: Box::new(e) })?;
+        match sqlx::migrate!("./migrations/sqlite").run_direct(&mut writer).await {
+            Ok(()) => {}
+            Err(sqlx::migrate::MigrateError::VersionMissing(version)) => {
+                return Err(StoreError::SchemaTooNew {
+                    location: options.path.display().to_string(),
+                    version,
+                });
+            }
+            Err(e) => return Err(StoreError::Open { path: options.path.clone(), source: Box::new(e) }),
+        }
         let checkpoint_conn = connect.clone().connect().await.map_err(open_err)?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.read_connections.max(1))
@@ -537,49 +392,6 @@ async fn insert_events(conn: &mut SqliteConnection, events: &[NewEvent]) -> Resu
         query.execute(&mut *conn).await.map_err(query_error("record an event"))?;
     }
     Ok(())
-}
-
-fn success(event_type: EventType, row: &CertificateRow, user: &str, now: DateTime<Utc>) -> NewEvent {
-    NewEvent {
-        published: now,
-        event_type,
-        outcome: Outcome::Success,
-        user: Some(user.to_owned()),
-        udid: Some(row.device_udid.clone()),
-        serial: Some(row.serial.clone()),
-        reason: None,
-        client_id: None,
-    }
-}
-
-/// The row a just-inserted certificate has, without reading it back.
-#[allow(clippy::too_many_arguments)]
-fn new_row(
-    cert: &Issued,
-    udid: &str,
-    device_serial_number: &str,
-    user: &str,
-    bound_user: Option<&str>,
-    state: CertificateState,
-    now: DateTime<Utc>,
-) -> CertificateRow {
-    CertificateRow {
-        serial: cert.serial.clone(),
-        device_udid: udid.to_owned(),
-        device_serial_number: device_serial_number.to_owned(),
-        user: user.to_owned(),
-        bound_user: bound_user.map(str::to_owned),
-        spki_sha256: cert.spki_sha256.clone(),
-        fingerprint: cert.fingerprint.clone(),
-        state,
-        not_before: cert.not_before,
-        not_after: cert.not_after,
-        issued_at: now,
-        revoked_at: None,
-        superseded_by: None,
-        superseded_at: None,
-        certificate_pem: cert.pem.clone(),
-    }
 }
 
 async fn existing(conn: &mut SqliteConnection, serial: &str) -> Result<CertificateRow, StoreError> {
@@ -891,7 +703,7 @@ async fn redeem_code(
     client_id: &str,
     now: DateTime<Utc>,
 ) -> Result<Redemption, StoreError> {
-    let row = sqlx::query_as::<_, CodeDb>(SELECT_CODE)
+    let row = sqlx::query_as::<_, CodeDb>(select_code!("WHERE code_sha256 = ?1"))
         .bind(code_sha256)
         .fetch_optional(&mut *conn)
         .await
@@ -1037,34 +849,7 @@ impl Store for SqliteStore {
         .fetch_all(&mut *conn)
         .await
         .map_err(query_error("read a device's certificates"))?;
-        let mut certificates = Vec::with_capacity(rows.len());
-        for row in rows {
-            let row = CertificateRow::try_from(row)?;
-            certificates.push(CertificateRecord {
-                serial_number: row.serial,
-                state: row.state,
-                user: row.user,
-                bound_user: row.bound_user,
-                spki_sha256: row.spki_sha256,
-                not_before: row.not_before,
-                not_after: row.not_after,
-                revoked_at: row.revoked_at,
-            });
-        }
-        let platform = match device.platform.as_str() {
-            "macos" => Platform::Macos,
-            "linux" => Platform::Linux,
-            other => return Err(StoreError::Corrupt { what: "platform", value: other.to_owned() }),
-        };
-        Ok(Some(DeviceRecord {
-            udid: device.udid,
-            serial_number: device.serial_number,
-            display_name: device.display_name,
-            os_version: device.os_version,
-            platform,
-            created_at: from_ms(device.created_at_ms)?,
-            certificates,
-        }))
+        device_record(device, rows).map(Some)
     }
 
     async fn events(
@@ -1087,31 +872,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(query_error("read events"))?;
-        rows.into_iter()
-            .map(|row| {
-                let event_type = EventType::from_str(&row.event_type)
-                    .map_err(|_| StoreError::Corrupt { what: "event type", value: row.event_type.clone() })?;
-                let outcome = match row.outcome.as_str() {
-                    "SUCCESS" => Outcome::Success,
-                    "FAILURE" => Outcome::Failure,
-                    other => {
-                        return Err(StoreError::Corrupt { what: "event outcome", value: other.to_owned() });
-                    }
-                };
-                Ok(Event {
-                    id: row.id,
-                    published: from_ms(row.published_ms)?,
-                    event_type,
-                    display_message: event_type.display_message().to_owned(),
-                    outcome,
-                    user: row.user_name,
-                    device: row.device_udid.map(|udid| DeviceRef { udid }),
-                    serial_number: row.serial,
-                    reason: row.reason,
-                    client_id: row.client_id,
-                })
-            })
-            .collect()
+        rows.into_iter().map(Event::try_from).collect()
     }
 
     async fn record(&self, event: NewEvent) -> Result<(), StoreError> {
@@ -1143,7 +904,7 @@ impl Store for SqliteStore {
     }
 
     async fn code(&self, code_sha256: &str) -> Result<Option<CodeRow>, StoreError> {
-        let row = sqlx::query_as::<_, CodeDb>(SELECT_CODE)
+        let row = sqlx::query_as::<_, CodeDb>(select_code!("WHERE code_sha256 = ?1"))
             .bind(code_sha256)
             .fetch_optional(&self.reader)
             .await
@@ -1171,29 +932,8 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(query_error("list revoked certificates"))?;
-        // A superseded certificate stopped being acceptable one grace period after its
-        // successor was issued: that is its revocation time.
         let grace = now - superseded_cutoff;
-        rows.into_iter()
-            .map(|(serial, state, revoked_at, superseded_at)| {
-                Ok(if state == "revoked" {
-                    RevokedEntry {
-                        serial,
-                        revoked_at: from_ms(revoked_at.unwrap_or_default())?,
-                        reason: RevocationReason::PrivilegeWithdrawn,
-                    }
-                } else {
-                    RevokedEntry {
-                        serial,
-                        revoked_at: superseded_at
-                            .map(from_ms)
-                            .transpose()?
-                            .map_or(superseded_cutoff, |at| at + grace),
-                        reason: RevocationReason::Superseded,
-                    }
-                })
-            })
-            .collect()
+        rows.into_iter().map(|row| revoked_entry(row, superseded_cutoff, grace)).collect()
     }
 
     async fn close(&self) {
@@ -1282,61 +1022,6 @@ mod tests {
         }
         let issues = store.events(0, None, 1000).await.expect("events");
         assert_eq!(issues.iter().filter(|e| e.event_type == EventType::Issue).count(), 40);
-        store.close().await;
-    }
-
-    #[tokio::test]
-    async fn closed_store_refuses_writes() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open_path(&dir.path().join("db.sqlite3")).await.expect("open");
-        let event = NewEvent {
-            published: Utc::now(),
-            event_type: EventType::Enroll,
-            outcome: Outcome::Failure,
-            user: None,
-            udid: None,
-            serial: None,
-            reason: Some("invalid_token".into()),
-            client_id: None,
-        };
-        store.record(event.clone()).await.expect("record");
-        assert_eq!(store.events(0, None, 10).await.expect("events").len(), 1);
-        store.close().await;
-        assert!(matches!(store.record(event).await, Err(StoreError::Closed)));
-    }
-
-    #[tokio::test]
-    async fn codes_redeem_once_for_their_client_and_are_purged_after_their_time() {
-        use crate::store::{CodeGrant, NewCode, Redemption};
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open_path(&dir.path().join("db.sqlite3")).await.expect("open");
-        let now = Utc::now();
-        let code = |hash: &str, purge_after: DateTime<Utc>| NewCode {
-            code_sha256: hash.to_owned(),
-            grant: CodeGrant {
-                client_id: "okta".into(),
-                redirect_uri: "https://idp.example.com/cb".into(),
-                code_challenge: "c".into(),
-                nonce: None,
-                login_hint: None,
-                serial: "0a".into(),
-                auth_time: now,
-                expires_at: now,
-            },
-            purge_after,
-        };
-        store.insert_code(code("kept", now + chrono::Duration::seconds(60)), now).await.expect("insert");
-        // Purging comes before inserting: a row already past its time is kept until the next.
-        store.insert_code(code("old", now - chrono::Duration::seconds(1)), now).await.expect("insert");
-        assert!(matches!(store.redeem_code("kept", "other", now).await, Ok(Redemption::Unknown)));
-        assert!(matches!(store.redeem_code("kept", "okta", now).await, Ok(Redemption::First(_))));
-        assert!(matches!(store.redeem_code("kept", "okta", now).await, Ok(Redemption::Replayed(_))));
-        assert!(store.code("kept").await.expect("read").is_some_and(|row| row.replayed));
-        // The next insertion deletes what is past its time, and nothing else.
-        assert!(store.code("old").await.expect("read").is_some(), "only insertions purge");
-        store.insert_code(code("new", now + chrono::Duration::seconds(60)), now).await.expect("insert");
-        assert!(store.code("old").await.expect("read").is_none(), "purged");
-        assert!(store.code("kept").await.expect("read").is_some());
         store.close().await;
     }
 }

@@ -18,4 +18,5 @@ mod oidc;
 mod process;
 mod relying_party;
 mod renew;
+mod store;
 mod tls;

@@ -1,0 +1,758 @@
+//! The PostgreSQL store (sqlx), which several CA replicas share.
+//!
+//! Every operation is one transaction on a pooled connection, in PostgreSQL's default
+//! READ COMMITTED isolation, where each statement sees everything committed before it
+//! started. The invariants hold across replicas because the transactions that could break
+//! them are serialised by the database, not by the process:
+//!
+//! - **Per device.** Enrollment, renewal, binding at first use and revocation first take a
+//!   transaction-scoped advisory lock on the device's UDID ([`lock_device`]) and only then
+//!   read what they decide on (the idempotency key, the unbound count, the lineage's active
+//!   certificate, the presented certificate's state). Two replicas enrolling the same
+//!   device therefore run one after the other: the second sees the first's certificate and
+//!   answers with it, so 32 identical enrollments issue one certificate, the unbound limit
+//!   is never passed, and a renewal never leaves two active successors. A transaction holds
+//!   at most one device lock, except a user's revocation, which takes its devices' locks in
+//!   sorted order: no two transactions can wait for each other in a cycle.
+//! - **Authorization codes** are redeemed under a row lock (`SELECT ... FOR UPDATE`): the
+//!   first redemption wins on every replica.
+//! - **Event ids never skip.** A sequence would hand out ids in the order transactions
+//!   *ask*, not the order they *commit*: a reader could see id 11 while the transaction
+//!   holding 10 is still open, move its cursor past 10 and never see it. So an event's id
+//!   is its transaction's id (`pg_current_xact_id()`, 64 bits, never reused) times
+//!   [`EVENTS_PER_TRANSACTION`] plus the event's ordinal in its transaction, and
+//!   [`Store::events`] returns only events of transactions older than the oldest one still
+//!   running (`pg_snapshot_xmin(pg_current_snapshot())`). Every transaction that can still
+//!   commit has an id at or above that bound, so each of its events gets an id above every
+//!   id a reader has been given. Ids are increasing but not dense. `docs/protocol.md` says
+//!   the same to clients.
+//!
+//! Connection failures (the database restarting, failing over, or out of connections) are
+//! [`StoreError::Unavailable`], which clients see as 503; the pool reconnects on its own, so
+//! the CA recovers without a restart.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ca_client::protocol::{CertificateState, DeviceInfo, DeviceRecord, Event, EventType, Outcome, Platform};
+use chrono::{DateTime, Utc};
+use sqlx::ConnectOptions as _;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+
+use super::rows::{
+    CertDb, CodeDb, DeviceDb, EventDb, RenewProbe, count, device_record, ms, new_row, outcome_str,
+    revoked_entry, select_certificates, select_code, success,
+};
+use super::{
+    AuthOutcome, Authentication, CertificateRow, CodeRow, EnrollOutcome, Enrollment, NewCode, NewEvent,
+    Redemption, RenewOutcome, Renewal, RevokeTarget, Standing, Store, StoreError,
+};
+use crate::authority::{Issued, RevokedEntry};
+use crate::secret::SecretString;
+
+/// Event ids per transaction: an event's id is its transaction id times this, plus its
+/// ordinal. 2^20 keeps ids below 2^53 (exact in JSON numbers everywhere) for the first 2^33
+/// transactions of the database: decades at thousands of transactions per second.
+pub const EVENTS_PER_TRANSACTION: i64 = 1 << 20;
+
+/// The first of the two keys of every device lock (`pg_advisory_xact_lock(int, int)`), so
+/// that the CA's locks stay apart from any other application's on the same database.
+const DEVICE_LOCK_CLASS: i32 = 0x4454_4456; // "DTDV"
+
+/// Options of the PostgreSQL store.
+#[derive(Clone)]
+pub struct PostgresOptions {
+    /// `postgres://USER@HOST[:PORT]/DATABASE[?...]`, without a password.
+    pub url: String,
+    /// The role's password, if it has one.
+    pub password: Option<SecretString>,
+    /// The pool of this replica.
+    pub max_connections: u32,
+    /// How long an operation waits for a connection before it is [`StoreError::Unavailable`].
+    pub acquire_timeout: Duration,
+    /// The server ends a statement that runs longer.
+    pub statement_timeout: Duration,
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("url", &self.url)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The PostgreSQL store.
+#[derive(Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects, applies the migrations this version has (replicas starting together take
+    /// turns: sqlx holds an advisory lock while it migrates) and refuses a database migrated
+    /// by a newer version.
+    pub async fn open(options: &PostgresOptions) -> Result<Self, StoreError> {
+        let location = options.url.clone();
+        let open_err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+            path: location.clone().into(),
+            source,
+        };
+        let mut connect: PgConnectOptions =
+            options.url.parse().map_err(|e: sqlx::Error| open_err(Box::new(e)))?;
+        if let Some(password) = &options.password {
+            connect = connect.password(password.expose());
+        }
+        let statement_timeout = format!("{}ms", options.statement_timeout.as_millis());
+        connect = connect
+            .application_name("devicetrust-ca")
+            .options([("statement_timeout", statement_timeout.as_str())])
+            // A statement per request is logged at debug only: the pool's own log of slow
+            // statements is enough at info.
+            .log_statements(tracing::log::LevelFilter::Debug)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .min_connections(0)
+            .acquire_timeout(options.acquire_timeout)
+            // A connection the database closed (a restart) is found out before use.
+            .test_before_acquire(true)
+            .connect_lazy_with(connect);
+        migrate(&pool, &location).await?;
+        Ok(Self { pool })
+    }
+
+    async fn begin(
+        &self,
+        operation: &'static str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        self.pool.begin().await.map_err(query_error(operation))
+    }
+}
+
+async fn migrate(pool: &PgPool, location: &str) -> Result<(), StoreError> {
+    let migrator = sqlx::migrate!("./migrations/postgres");
+    match migrator.run(pool).await {
+        Ok(()) => Ok(()),
+        Err(sqlx::migrate::MigrateError::VersionMissing(version)) => {
+            Err(StoreError::SchemaTooNew { location: location.to_owned(), version })
+        }
+        Err(e) => Err(StoreError::Open { path: location.into(), source: Box::new(e) }),
+    }
+}
+
+/// A query error, or [`StoreError::Unavailable`] when the database could not be reached or
+/// is going away (connection errors, pool timeouts, SQLSTATE class 08, shutdown and
+/// recovery 57P0x, too many connections 53300, serialization and deadlock 40001/40P01).
+fn query_error(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| {
+        let unavailable = match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                code.starts_with("08")
+                    || code.starts_with("57P0")
+                    || matches!(&*code, "53300" | "40001" | "40P01")
+            }),
+            sqlx::Error::Protocol(_) => true,
+            _ => false,
+        };
+        if unavailable {
+            StoreError::Unavailable { operation, source: Box::new(e) }
+        } else {
+            StoreError::Query { operation, source: Box::new(e) }
+        }
+    }
+}
+
+/// Takes the device's lock until the transaction ends. Everything that decides on a
+/// device's certificates reads after this, so it sees what the previous holder committed.
+async fn lock_device(conn: &mut PgConnection, udid: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(DEVICE_LOCK_CLASS)
+        .bind(udid)
+        .execute(conn)
+        .await
+        .map_err(query_error("lock a device"))?;
+    Ok(())
+}
+
+/// The device a stored certificate belongs to, read without a lock (a certificate never
+/// moves to another device, so this is safe to lock on).
+async fn device_of(conn: &mut PgConnection, serial: &str) -> Result<Option<String>, StoreError> {
+    sqlx::query_scalar("SELECT device_udid FROM certificates WHERE serial = $1")
+        .bind(serial)
+        .fetch_optional(conn)
+        .await
+        .map_err(query_error("read a certificate's device"))
+}
+
+async fn certificate_by_serial(
+    conn: &mut PgConnection,
+    serial: &str,
+) -> Result<Option<CertificateRow>, StoreError> {
+    sqlx::query_as::<_, CertDb>(select_certificates!("WHERE c.serial = $1"))
+        .bind(serial)
+        .fetch_optional(conn)
+        .await
+        .map_err(query_error("read a certificate"))?
+        .map(CertificateRow::try_from)
+        .transpose()
+}
+
+async fn existing(conn: &mut PgConnection, serial: &str) -> Result<CertificateRow, StoreError> {
+    certificate_by_serial(conn, serial).await?.ok_or_else(|| StoreError::Corrupt {
+        what: "certificate found by key but not by serial",
+        value: serial.to_owned(),
+    })
+}
+
+/// Appends `events` in one statement, with ids from the transaction's id (see the module
+/// documentation). A transaction calls this once at most, so ordinals start at 0.
+async fn insert_events(conn: &mut PgConnection, events: &[NewEvent]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    if i64::try_from(events.len()).map_or(true, |n| n > EVENTS_PER_TRANSACTION) {
+        return Err(StoreError::Corrupt {
+            what: "events in one transaction",
+            value: events.len().to_string(),
+        });
+    }
+    let column = |f: fn(&NewEvent) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(
+        "INSERT INTO events (id, published_ms, event_type, outcome, user_name, device_udid, serial, reason, client_id) \
+         SELECT pg_current_xact_id()::text::bigint * $1 + t.ordinal - 1, \
+                t.published_ms, t.event_type, t.outcome, t.user_name, t.device_udid, t.serial, t.reason, t.client_id \
+         FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[]) \
+           WITH ORDINALITY AS t(published_ms, event_type, outcome, user_name, device_udid, serial, reason, client_id, ordinal)",
+    )
+    .bind(EVENTS_PER_TRANSACTION)
+    .bind(events.iter().map(|e| ms(e.published)).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| outcome_str(e.outcome)).collect::<Vec<_>>())
+    .bind(column(|e| e.user.clone()))
+    .bind(column(|e| e.udid.clone()))
+    .bind(column(|e| e.serial.clone()))
+    .bind(column(|e| e.reason.clone()))
+    .bind(column(|e| e.client_id.clone()))
+    .execute(conn)
+    .await
+    .map_err(query_error("record an event"))?;
+    Ok(())
+}
+
+/// Stores a new certificate (and its device, and the two success events) in one statement.
+#[allow(clippy::too_many_arguments)]
+async fn insert_certificate(
+    conn: &mut PgConnection,
+    cert: &Issued,
+    udid: &str,
+    user: &str,
+    bound_user: Option<&str>,
+    state: CertificateState,
+    renewed_from: Option<&str>,
+    lineage: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO certificates (serial, device_udid, user_name, bound_user, spki_sha256, fingerprint, state, \
+         not_before_ms, not_after_ms, issued_at_ms, renewed_from, lineage, certificate_pem) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(&cert.serial)
+    .bind(udid)
+    .bind(user)
+    .bind(bound_user)
+    .bind(&cert.spki_sha256)
+    .bind(&cert.fingerprint)
+    .bind(state.as_str())
+    .bind(ms(cert.not_before))
+    .bind(ms(cert.not_after))
+    .bind(ms(now))
+    .bind(renewed_from)
+    .bind(lineage)
+    .bind(&cert.pem)
+    .execute(conn)
+    .await
+    .map_err(query_error("store a certificate"))?;
+    Ok(())
+}
+
+fn issue_events(kind: EventType, cert: &Issued, udid: &str, user: &str, now: DateTime<Utc>) -> [NewEvent; 2] {
+    let event = |event_type| NewEvent {
+        published: now,
+        event_type,
+        outcome: Outcome::Success,
+        user: Some(user.to_owned()),
+        udid: Some(udid.to_owned()),
+        serial: Some(cert.serial.clone()),
+        reason: None,
+        client_id: None,
+    };
+    [event(kind), event(EventType::Issue)]
+}
+
+async fn enroll(conn: &mut PgConnection, e: &Enrollment<'_>) -> Result<EnrollOutcome, StoreError> {
+    let (device, cert, user, now) = (e.device, e.certificate, e.user, e.now);
+    lock_device(conn, &device.udid).await?;
+    let (existing_serial, unbound): (Option<String>, i64) = sqlx::query_as(
+        "SELECT \
+           (SELECT serial FROM certificates WHERE device_udid = $1 AND spki_sha256 = $2 \
+              AND state IN ('unbound', 'bound') AND not_after_ms > $3 ORDER BY issued_at_ms DESC, seq DESC LIMIT 1), \
+           (SELECT COUNT(*) FROM certificates WHERE device_udid = $1 AND state = 'unbound' AND not_after_ms > $3)",
+    )
+    .bind(&device.udid)
+    .bind(&cert.spki_sha256)
+    .bind(ms(now))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(query_error("check idempotency and the unbound count"))?;
+    if let Some(serial) = existing_serial {
+        let row = existing(conn, &serial).await?;
+        insert_events(conn, &[success(EventType::Enroll, &row, user, now)]).await?;
+        return Ok(EnrollOutcome::Existing(row));
+    }
+    if count(unbound) >= e.max_unbound {
+        return Ok(EnrollOutcome::LimitReached);
+    }
+    upsert_device(conn, device, e.platform, now).await?;
+    insert_certificate(
+        conn,
+        cert,
+        &device.udid,
+        user,
+        None,
+        CertificateState::Unbound,
+        None,
+        &cert.serial,
+        now,
+    )
+    .await?;
+    insert_events(conn, &issue_events(EventType::Enroll, cert, &device.udid, user, now)).await?;
+    Ok(EnrollOutcome::Issued(new_row(
+        cert,
+        &device.udid,
+        &device.serial_number,
+        user,
+        None,
+        CertificateState::Unbound,
+        now,
+    )))
+}
+
+async fn upsert_device(
+    conn: &mut PgConnection,
+    device: &DeviceInfo,
+    platform: Platform,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO devices (udid, serial_number, display_name, os_version, platform, created_at_ms, updated_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6) \
+         ON CONFLICT (udid) DO UPDATE SET serial_number = excluded.serial_number, \
+         display_name = excluded.display_name, os_version = excluded.os_version, \
+         platform = excluded.platform, updated_at_ms = excluded.updated_at_ms",
+    )
+    .bind(&device.udid)
+    .bind(&device.serial_number)
+    .bind(&device.display_name)
+    .bind(&device.os_version)
+    .bind(platform.as_str())
+    .bind(ms(now))
+    .execute(conn)
+    .await
+    .map_err(query_error("store a device"))?;
+    Ok(())
+}
+
+async fn renew(conn: &mut PgConnection, r: &Renewal<'_>) -> Result<RenewOutcome, StoreError> {
+    let (cert, now) = (r.certificate, r.now);
+    let Some(udid) = device_of(conn, r.presented_serial).await? else {
+        return Ok(RenewOutcome::Unknown);
+    };
+    lock_device(conn, &udid).await?;
+    // The same probe as SQLite's: the presented certificate, an active certificate of the
+    // device for the new key, the unbound count outside this lineage, and the binding of the
+    // lineage's active certificate. Read under the lock, so it is the latest.
+    let probe = sqlx::query_as::<_, RenewProbe>(select_certificates!(
+        ", (SELECT x.serial FROM certificates x WHERE x.device_udid = c.device_udid AND x.spki_sha256 = $2 \
+              AND x.state IN ('unbound', 'bound') AND x.not_after_ms > $3 \
+              ORDER BY x.issued_at_ms DESC, x.seq DESC LIMIT 1) AS existing_serial, \
+            (SELECT COUNT(*) FROM certificates y WHERE y.device_udid = c.device_udid AND y.state = 'unbound' \
+              AND y.not_after_ms > $3 AND y.lineage != c.lineage) AS unbound, \
+            c.lineage AS lineage, \
+            (SELECT t.bound_user FROM certificates t WHERE t.device_udid = c.device_udid \
+              AND t.lineage = c.lineage AND t.state = 'bound' ORDER BY t.issued_at_ms DESC, t.seq DESC LIMIT 1) \
+              AS tip_bound_user",
+        "WHERE c.serial = $1"
+    ))
+    .bind(r.presented_serial)
+    .bind(&cert.spki_sha256)
+    .bind(ms(now))
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(query_error("read a presented certificate"))?;
+    let Some(probe) = probe else {
+        return Ok(RenewOutcome::Unknown);
+    };
+    let old = CertificateRow::try_from(probe.old)?;
+    if old.state == CertificateState::Revoked {
+        return Ok(RenewOutcome::Revoked(old));
+    }
+    if old.is_expired(now) {
+        return Ok(RenewOutcome::Expired(old));
+    }
+    if old.is_superseded_before(r.superseded_cutoff) {
+        return Ok(RenewOutcome::Superseded(old));
+    }
+    if let Some(serial) = probe.existing_serial {
+        let row = existing(conn, &serial).await?;
+        insert_events(conn, &[success(EventType::Renew, &row, &old.user, now)]).await?;
+        return Ok(RenewOutcome::Existing(row));
+    }
+    // As in SQLite: the successor keeps the lineage's current binding and takes the
+    // lineage's slot.
+    let bound_user = probe.tip_bound_user.or_else(|| old.bound_user.clone());
+    let state = if bound_user.is_some() { CertificateState::Bound } else { CertificateState::Unbound };
+    if state == CertificateState::Unbound && count(probe.unbound) >= r.max_unbound {
+        return Ok(RenewOutcome::LimitReached);
+    }
+    insert_certificate(
+        conn,
+        cert,
+        &old.device_udid,
+        &old.user,
+        bound_user.as_deref(),
+        state,
+        Some(&old.serial),
+        &probe.lineage,
+        now,
+    )
+    .await?;
+    sqlx::query(
+        "UPDATE certificates SET state = 'superseded', superseded_by = $1, superseded_at_ms = $2 \
+         WHERE device_udid = $3 AND lineage = $4 AND state IN ('unbound', 'bound') AND serial != $1",
+    )
+    .bind(&cert.serial)
+    .bind(ms(now))
+    .bind(&old.device_udid)
+    .bind(&probe.lineage)
+    .execute(&mut *conn)
+    .await
+    .map_err(query_error("supersede a lineage"))?;
+    insert_events(conn, &issue_events(EventType::Renew, cert, &old.device_udid, &old.user, now)).await?;
+    Ok(RenewOutcome::Issued(new_row(
+        cert,
+        &old.device_udid,
+        &old.device_serial_number,
+        &old.user,
+        bound_user.as_deref(),
+        state,
+        now,
+    )))
+}
+
+async fn authenticate(conn: &mut PgConnection, a: &Authentication<'_>) -> Result<AuthOutcome, StoreError> {
+    let now = a.now;
+    let Some(udid) = device_of(conn, a.serial).await? else {
+        return Ok(AuthOutcome::Unknown);
+    };
+    // Binding changes what a renewal of the device copies, so it takes the device's lock.
+    // A read-only check (no binding possible) does not need it.
+    if a.bind {
+        lock_device(conn, &udid).await?;
+    }
+    let Some(mut row) = certificate_by_serial(conn, a.serial).await? else {
+        return Ok(AuthOutcome::Unknown);
+    };
+    let (owner, unbound) = match row.standing(a.bind_user, a.required_user, a.superseded_cutoff, now) {
+        Standing::Revoked => return Ok(AuthOutcome::Revoked(row)),
+        Standing::Expired => return Ok(AuthOutcome::Expired(row)),
+        Standing::Superseded => return Ok(AuthOutcome::Superseded(row)),
+        Standing::OtherUser => return Ok(AuthOutcome::OtherUser(row)),
+        Standing::Trusted { owner, unbound } => (owner, unbound),
+    };
+    if a.bind && unbound {
+        // First use binds; a superseded certificate records the user but stays superseded.
+        if row.state == CertificateState::Unbound {
+            row.state = CertificateState::Bound;
+        }
+        row.bound_user = Some(owner.clone());
+        sqlx::query("UPDATE certificates SET state = $1, bound_user = $2 WHERE serial = $3")
+            .bind(row.state.as_str())
+            .bind(&row.bound_user)
+            .bind(&row.serial)
+            .execute(&mut *conn)
+            .await
+            .map_err(query_error("bind a certificate"))?;
+    }
+    let event = NewEvent {
+        client_id: a.client_id.map(str::to_owned),
+        ..success(EventType::Authenticate, &row, &owner, now)
+    };
+    insert_events(conn, &[event]).await?;
+    Ok(AuthOutcome::Trusted(row))
+}
+
+async fn revoke(
+    conn: &mut PgConnection,
+    target: RevokeTarget<'_>,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, StoreError> {
+    let (user, udid) = match target {
+        RevokeTarget::User(user) => (Some(user), None),
+        RevokeTarget::Device(udid) => (None, Some(udid)),
+    };
+    // Lock every device concerned first (sorted, so that two revocations cannot deadlock),
+    // so that a renewal in flight on another replica either finishes before (and its
+    // successor is revoked here) or starts after (and sees the revocation).
+    let mut devices: Vec<String> = match udid {
+        Some(udid) => vec![udid.to_owned()],
+        None => sqlx::query_scalar(
+            "SELECT DISTINCT device_udid FROM certificates WHERE (user_name = $1 OR bound_user = $1) \
+             AND state != 'revoked' AND not_after_ms > $2",
+        )
+        .bind(user)
+        .bind(ms(now))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(query_error("find a user's devices"))?,
+    };
+    devices.sort();
+    for device in &devices {
+        lock_device(conn, device).await?;
+    }
+    let mut revoked: Vec<(String, String, String)> = sqlx::query_as(
+        "UPDATE certificates SET state = 'revoked', revoked_at_ms = $1 \
+         WHERE (user_name = $2 OR bound_user = $2 OR device_udid = $3) AND state != 'revoked' AND not_after_ms > $1 \
+         RETURNING serial, device_udid, user_name",
+    )
+    .bind(ms(now))
+    .bind(user)
+    .bind(udid)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(query_error("revoke certificates"))?;
+    revoked.sort();
+    let events: Vec<_> = revoked
+        .iter()
+        .map(|(serial, udid, user)| NewEvent {
+            published: now,
+            event_type: EventType::Revoke,
+            outcome: Outcome::Success,
+            user: Some(user.clone()),
+            udid: Some(udid.clone()),
+            serial: Some(serial.clone()),
+            reason: None,
+            client_id: None,
+        })
+        .collect();
+    insert_events(conn, &events).await?;
+    Ok(revoked.into_iter().map(|(serial, _, _)| serial).collect())
+}
+
+/// Codes deleted per insertion at most (as in SQLite).
+const PURGE_BATCH: i64 = 64;
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn certificate_by_serial(&self, serial: &str) -> Result<Option<CertificateRow>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(query_error("open a connection"))?;
+        certificate_by_serial(&mut conn, serial).await
+    }
+
+    async fn enroll(&self, enrollment: Enrollment<'_>) -> Result<EnrollOutcome, StoreError> {
+        let mut tx = self.begin("begin an enrollment").await?;
+        let outcome = enroll(&mut tx, &enrollment).await?;
+        tx.commit().await.map_err(query_error("commit an enrollment"))?;
+        Ok(outcome)
+    }
+
+    async fn renew(&self, renewal: Renewal<'_>) -> Result<RenewOutcome, StoreError> {
+        let mut tx = self.begin("begin a renewal").await?;
+        let outcome = renew(&mut tx, &renewal).await?;
+        tx.commit().await.map_err(query_error("commit a renewal"))?;
+        Ok(outcome)
+    }
+
+    async fn authenticate(&self, authentication: Authentication<'_>) -> Result<AuthOutcome, StoreError> {
+        let mut tx = self.begin("begin an authentication").await?;
+        let outcome = authenticate(&mut tx, &authentication).await?;
+        tx.commit().await.map_err(query_error("commit an authentication"))?;
+        Ok(outcome)
+    }
+
+    async fn revoke(&self, target: RevokeTarget<'_>, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.begin("begin a revocation").await?;
+        let revoked = revoke(&mut tx, target, now).await?;
+        tx.commit().await.map_err(query_error("commit a revocation"))?;
+        Ok(revoked)
+    }
+
+    async fn device(&self, udid: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        // One snapshot for the device and its certificates.
+        let mut tx = self.begin("read a device").await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error("read a device"))?;
+        let Some(device) = sqlx::query_as::<_, DeviceDb>(
+            "SELECT udid, serial_number, display_name, os_version, platform, created_at_ms FROM devices WHERE udid = $1",
+        )
+        .bind(udid)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(query_error("read a device"))?
+        else {
+            return Ok(None);
+        };
+        let rows = sqlx::query_as::<_, CertDb>(select_certificates!(
+            "WHERE c.device_udid = $1 ORDER BY c.issued_at_ms, c.seq"
+        ))
+        .bind(udid)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(query_error("read a device's certificates"))?;
+        tx.commit().await.map_err(query_error("read a device"))?;
+        device_record(device, rows).map(Some)
+    }
+
+    async fn events(
+        &self,
+        after: i64,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
+        // Only events of transactions older than every running one (see the module
+        // documentation): nothing that can still commit gets an id at or below those.
+        let rows = sqlx::query_as::<_, EventDb>(
+            "SELECT id, published_ms, event_type, outcome, user_name, device_udid, serial, reason, client_id \
+             FROM events WHERE id > $1 \
+             AND id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint * $4 \
+             AND ($3::bigint IS NULL OR id >= (SELECT COALESCE(MIN(id), 9223372036854775807) FROM events \
+                                               WHERE published_ms >= $3)) \
+             ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .bind(since.map(ms))
+        .bind(EVENTS_PER_TRANSACTION)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("read events"))?;
+        rows.into_iter().map(Event::try_from).collect()
+    }
+
+    async fn record(&self, event: NewEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin("record an event").await?;
+        insert_events(&mut tx, std::slice::from_ref(&event)).await?;
+        tx.commit().await.map_err(query_error("record an event"))
+    }
+
+    async fn revoked_unexpired(
+        &self,
+        now: DateTime<Utc>,
+        superseded_cutoff: DateTime<Utc>,
+    ) -> Result<Vec<RevokedEntry>, StoreError> {
+        let rows: Vec<(String, String, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT serial, state, revoked_at_ms, superseded_at_ms FROM certificates \
+             WHERE not_after_ms > $1 AND (state = 'revoked' \
+               OR (state = 'superseded' AND (superseded_at_ms IS NULL OR superseded_at_ms <= $2))) \
+             ORDER BY serial",
+        )
+        .bind(ms(now))
+        .bind(ms(superseded_cutoff))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("list revoked certificates"))?;
+        let grace = now - superseded_cutoff;
+        rows.into_iter().map(|row| revoked_entry(row, superseded_cutoff, grace)).collect()
+    }
+
+    async fn insert_code(&self, code: NewCode, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let g = &code.grant;
+        let mut tx = self.begin("store an authorization code").await?;
+        // Another replica purging at the same moment skips the rows this one holds.
+        sqlx::query(
+            "DELETE FROM oidc_codes WHERE code_sha256 IN (SELECT code_sha256 FROM oidc_codes \
+             WHERE purge_after_ms <= $1 ORDER BY purge_after_ms LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(ms(now))
+        .bind(PURGE_BATCH)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error("purge authorization codes"))?;
+        sqlx::query(
+            "INSERT INTO oidc_codes (code_sha256, client_id, redirect_uri, code_challenge, nonce, login_hint, serial, \
+             auth_time_ms, expires_at_ms, purge_after_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&code.code_sha256)
+        .bind(&g.client_id)
+        .bind(&g.redirect_uri)
+        .bind(&g.code_challenge)
+        .bind(&g.nonce)
+        .bind(&g.login_hint)
+        .bind(&g.serial)
+        .bind(ms(g.auth_time))
+        .bind(ms(g.expires_at))
+        .bind(ms(code.purge_after))
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error("store an authorization code"))?;
+        tx.commit().await.map_err(query_error("store an authorization code"))
+    }
+
+    async fn redeem_code(
+        &self,
+        code_sha256: &str,
+        client_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Redemption, StoreError> {
+        let mut tx = self.begin("redeem an authorization code").await?;
+        let row = sqlx::query_as::<_, CodeDb>(select_code!("WHERE code_sha256 = $1 FOR UPDATE"))
+            .bind(code_sha256)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(query_error("read an authorization code"))?;
+        let Some(row) = row.filter(|row| row.client_id == client_id) else {
+            return Ok(Redemption::Unknown);
+        };
+        let first = row.redeemed_at_ms.is_none();
+        let sql = if first {
+            "UPDATE oidc_codes SET redeemed_at_ms = $1 WHERE code_sha256 = $2"
+        } else {
+            "UPDATE oidc_codes SET replayed_at_ms = COALESCE(replayed_at_ms, $1) WHERE code_sha256 = $2"
+        };
+        sqlx::query(sql)
+            .bind(ms(now))
+            .bind(code_sha256)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error("redeem an authorization code"))?;
+        tx.commit().await.map_err(query_error("redeem an authorization code"))?;
+        let grant = row.grant()?;
+        Ok(if first { Redemption::First(grant) } else { Redemption::Replayed(grant) })
+    }
+
+    async fn code(&self, code_sha256: &str) -> Result<Option<CodeRow>, StoreError> {
+        let row = sqlx::query_as::<_, CodeDb>(select_code!("WHERE code_sha256 = $1"))
+            .bind(code_sha256)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error("read an authorization code"))?;
+        row.map(|row| {
+            let replayed = row.replayed_at_ms.is_some();
+            Ok(CodeRow { grant: row.grant()?, replayed })
+        })
+        .transpose()
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
