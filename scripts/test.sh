@@ -3,7 +3,8 @@
 #
 # The end-to-end tests drive real programs: headless Chromium (Debian `chromium`), the NSS
 # tools (`certutil`, `pk12util` from `libnss3-tools`), `openssl`, `python3`, and for the
-# relying-party test the reverse proxies `nginx` and `caddy` and Node's `jose` (a JOSE
+# relying-party test the reverse proxies `nginx` and `caddy`, PostgreSQL (`initdb`,
+# `postgres`) for the store and replica tests, and Node's `jose` (a JOSE
 # library other than the CA's), for the OpenID Connect test Node's `openid-client`, and
 # `systemd-analyze` (Debian `systemd`) for the systemd units. When one is missing and this runs as root with apt-get, it
 # is installed (idempotently); otherwise the script stops and names what is missing. It
@@ -15,6 +16,14 @@ cd "$(dirname "$0")/.."
 source scripts/lib/require-tools.sh
 require_tools chromium:chromium certutil:libnss3-tools pk12util:libnss3-tools openssl:openssl python3:python3 \
   nginx:nginx caddy:caddy node:nodejs npm:npm systemd-analyze:systemd
+
+# PostgreSQL's server programs (initdb, postgres), for the store suite and the replica
+# tests: each test starts a throwaway cluster of its own in a temporary directory, on a Unix
+# socket only, and stops it (testkit/src/postgres.rs). Debian keeps them off PATH, under
+# /usr/lib/postgresql/<version>/bin.
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null 2>&1; then
+  require_tools /usr/lib/postgresql/initdb:postgresql
+fi
 
 # nginx must have auth_request and ssl_ocsp (1.19 or later); Debian's package has both.
 nginx_version=$(nginx -v 2>&1 | sed -n 's|^nginx version: nginx/\([0-9.]*\).*|\1|p')

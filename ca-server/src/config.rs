@@ -48,6 +48,9 @@ pub struct Config {
     /// `[oidc]`: the OpenID Connect provider and its clients.
     #[serde(default)]
     pub oidc: OidcSettings,
+    /// `[ops]`: an optional plain-HTTP listener for `/healthz`, `/readyz` and `/metrics`.
+    #[serde(default)]
+    pub ops: Option<OpsListener>,
 }
 
 /// Why the configuration could not be read.
@@ -309,6 +312,15 @@ pub struct CertAuthListener {
 #[serde(deny_unknown_fields)]
 pub struct HttpListener {
     /// `listen`: its address.
+    pub listen: SocketAddr,
+}
+
+/// `[ops]`: the operations listener. Plain HTTP, for the monitoring network only: bind it
+/// to loopback or an internal address, never where clients reach the API.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsListener {
+    /// `listen`: its address, such as `127.0.0.1:9100`.
     pub listen: SocketAddr,
 }
 

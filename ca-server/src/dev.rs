@@ -101,9 +101,18 @@ pub struct DevEnvironment {
     /// The dev OpenID Connect client's secret, once
     /// [`DevEnvironment::register_oidc_client`] made it.
     pub oidc_client_secret: Option<SecretString>,
+    /// The operations listener's base URL, once [`DevEnvironment::serve_ops`] set it.
+    pub ops_url: Option<String>,
 }
 
 impl DevEnvironment {
+    /// Records that the operations listener (`/healthz`, `/readyz`, `/metrics`) is bound at
+    /// `addr`.
+    pub fn serve_ops(&mut self, addr: SocketAddr) {
+        self.config.ops = Some(crate::config::OpsListener { listen: addr });
+        self.ops_url = Some(format!("http://{addr}"));
+    }
+
     /// Records that the relying parties' own TLS listener is bound at `addr` (for the ready
     /// line).
     pub fn serve_relying_parties(&mut self, addr: SocketAddr) {
@@ -157,6 +166,7 @@ impl DevEnvironment {
             "dataDir": self.data_dir,
             "httpUrl": self.http_url,
             "relyingPartyUrl": self.relying_party_url,
+            "opsUrl": self.ops_url,
             "jwksUrl": format!("{}{}", self.url, crate::api::JWKS_PATH),
             "oidcIssuer": self.oidc_client_secret.as_ref().map(|_| &self.config.server.cert_auth_domain),
             "oidcClientId": self.oidc_client_secret.as_ref().map(|_| OIDC_CLIENT_ID),
@@ -236,6 +246,7 @@ pub fn prepare(options: &DevOptions, local_addr: SocketAddr) -> Result<DevEnviro
         mdm,
         relying_party: RelyingPartySettings::default(),
         http: None,
+        ops: None,
         oidc: OidcSettings::default(),
     };
     Ok(DevEnvironment {
@@ -250,6 +261,7 @@ pub fn prepare(options: &DevOptions, local_addr: SocketAddr) -> Result<DevEnviro
         http_url: None,
         relying_party_url: None,
         oidc_client_secret: None,
+        ops_url: None,
     })
 }
 

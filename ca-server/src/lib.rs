@@ -42,6 +42,7 @@ pub mod fsutil;
 mod jwt;
 pub mod mdm;
 pub mod oidc;
+pub mod ops;
 pub mod relying_party;
 pub mod secret;
 pub mod server;

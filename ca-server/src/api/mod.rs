@@ -72,6 +72,7 @@ pub fn router(ca: Arc<Ca>) -> Router {
         .route("/api/v1/admin/events", get(admin::events))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(ca.clone(), crate::ops::count_requests))
         .with_state(ca)
 }
 
@@ -85,6 +86,7 @@ pub fn cert_auth_router(ca: Arc<Ca>) -> Router {
         .merge(oidc::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(ca.clone(), crate::ops::count_requests))
         .with_state(ca)
 }
 
@@ -100,6 +102,7 @@ pub fn http_router(ca: Arc<Ca>) -> Router {
         .route(&format!("{OCSP_PATH}/{{*request}}"), get(relying_party::ocsp_get))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(ca.clone(), crate::ops::count_requests))
         .with_state(ca)
 }
 
@@ -110,6 +113,7 @@ pub fn relying_party_router(ca: Arc<Ca>) -> Router {
         .merge(relying_party_routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(ca.clone(), crate::ops::count_requests))
         .with_state(ca)
 }
 
@@ -148,6 +152,7 @@ fn json_response_cached(status: StatusCode, body: &impl serde::Serialize, cache:
 fn error_response(error: &ApiError) -> Response {
     let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = json_response(status, &error.body());
+    response.extensions_mut().insert(crate::ops::RefusalCode(error.code_str()));
     if let ApiError::RateLimited { retry_after_secs } = error {
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
     }
@@ -215,7 +220,7 @@ async fn read_bytes(ca: &Ca, headers: &HeaderMap, body: Body, limit: usize) -> R
         tokio::time::timeout(std::time::Duration::from_secs(secs), Limited::new(body, limit).collect())
             .await
             .map_err(|_| {
-                ca.metrics().body_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ca.metrics().body_timeouts.inc();
                 ApiError::RequestTimeout { secs }
             })?;
     let bytes = match collected {

@@ -30,8 +30,20 @@ use crate::service::Ca;
 #[derive(Debug, Parser)]
 #[command(name = "devicetrust-ca", version, about)]
 pub struct Cli {
+    /// Log lines on stderr as text, or as one JSON object per line (for a log collector).
+    #[arg(long, value_name = "FORMAT", default_value = "text", global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line: time, level, target, message and fields.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,7 +99,7 @@ pub fn main() -> ExitCode {
     #[cfg(unix)]
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     // The admin commands print their results; their log is for -v-like debugging only.
-    init_logging(if matches!(cli.command, Command::Admin(_)) { "warn" } else { "info" });
+    init_logging(if matches!(cli.command, Command::Admin(_)) { "warn" } else { "info" }, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -104,9 +116,13 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(default: &str) {
+fn init_logging(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    if format == LogFormat::Json {
+        tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
+        return;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -135,7 +151,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cert_auth = bind_optional(config.cert_auth.as_ref().map(|l| l.listen)).await?;
             let http = bind_optional(config.http.as_ref().map(|l| l.listen)).await?;
             let relying_party = bind_optional(config.relying_party.listen).await?;
-            server::serve_listeners(Listeners { main, cert_auth, http, relying_party }, ca, shutdown).await?;
+            let ops = bind_optional(config.ops.as_ref().map(|l| l.listen)).await?;
+            server::serve_listeners(Listeners { main, cert_auth, http, relying_party, ops }, ca, shutdown)
+                .await?;
         }
         Command::Dev {
             listen,
@@ -158,6 +176,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let http = bind_optional(http_listen).await?;
             let relying_party = bind_optional(relying_parties.as_ref().and_then(|rp| rp.listen)).await?;
+            // The operations listener, always, on loopback (a free port): `opsUrl`.
+            let ops = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
             let mut env = dev::prepare(&DevOptions { data_dir, managed_devices }, local)
                 .context("cannot prepare the data directory")?;
             if let Some(limits) = limits {
@@ -174,6 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     listener.local_addr().context("cannot read the listening address")?,
                 );
             }
+            env.serve_ops(ops.local_addr().context("cannot read the listening address")?);
             if !oidc_redirect_uri.is_empty() {
                 env.register_oidc_client(oidc_redirect_uri)
                     .context("cannot register the dev openid connect client")?;
@@ -191,7 +212,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .and_then(|()| stdout.flush())
                 .context("cannot write to stdout")?;
             drop(stdout);
-            let listeners = Listeners { main: listener, cert_auth: None, http, relying_party };
+            let listeners =
+                Listeners { main: listener, cert_auth: None, http, relying_party, ops: Some(ops) };
             server::serve_listeners(listeners, ca, shutdown).await?;
         }
     }

@@ -8,10 +8,10 @@
 //! IPv6 clients are counted per /64, the smallest block a single host is usually given, so
 //! that one host cannot pick a fresh address for every request.
 
+use prometheus_client::metrics::counter::Counter;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -47,26 +47,26 @@ impl From<IpAddr> for AddressKey {
 pub struct Metrics {
     /// Refusals of requests that did not authenticate (no or a wrong token, no or an
     /// unknown client certificate): logged and counted, never written as events.
-    pub(crate) unauthenticated_refusals: AtomicU64,
+    pub(crate) unauthenticated_refusals: Counter,
     /// Requests refused by a client address's request or failure budget.
-    pub(crate) address_rate_limited: AtomicU64,
+    pub(crate) address_rate_limited: Counter,
     /// Authenticated requests refused by a device's or certificate's budget: logged and
     /// counted, not written as events (each would be a row the flood wrote).
-    pub(crate) rate_limited_refusals: AtomicU64,
+    pub(crate) rate_limited_refusals: Counter,
     /// Connections closed at once because a connection cap was reached.
-    pub(crate) connections_refused: AtomicU64,
+    pub(crate) connections_refused: Counter,
     /// Relying-party checks answered (`relying_party_*`: all of them, those answered from
     /// the decision cache, those refused, and the microseconds they took in all).
-    pub(crate) relying_party_checks: AtomicU64,
-    pub(crate) relying_party_cache_hits: AtomicU64,
-    pub(crate) relying_party_refusals: AtomicU64,
-    pub(crate) relying_party_micros: AtomicU64,
+    pub(crate) relying_party_checks: Counter,
+    pub(crate) relying_party_cache_hits: Counter,
+    pub(crate) relying_party_refusals: Counter,
+    pub(crate) relying_party_micros: Counter,
     /// Requests answered `mdm_unavailable` because every MDM lookup slot stayed busy.
-    pub(crate) mdm_queue_full: AtomicU64,
+    pub(crate) mdm_queue_full: Counter,
     /// Request bodies that did not arrive within the body read timeout.
-    pub(crate) body_timeouts: AtomicU64,
+    pub(crate) body_timeouts: Counter,
     /// OpenID Connect sign-ins: codes redeemed for tokens.
-    pub(crate) oidc_sign_ins: AtomicU64,
+    pub(crate) oidc_sign_ins: Counter,
 }
 
 /// The values of [`Metrics`] at one moment.
@@ -98,9 +98,57 @@ pub struct MetricsSnapshot {
 }
 
 impl Metrics {
+    /// Registers every counter for `/metrics` (`devicetrust_<name>_total`).
+    pub(crate) fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        let counters: [(&str, &str, &Counter); 11] = [
+            (
+                "unauthenticated_refusals",
+                "Refusals of requests that did not authenticate (not stored)",
+                &self.unauthenticated_refusals,
+            ),
+            (
+                "address_rate_limited",
+                "Requests refused by a client address's budget",
+                &self.address_rate_limited,
+            ),
+            (
+                "rate_limited_refusals",
+                "Authenticated requests refused by a device's budget",
+                &self.rate_limited_refusals,
+            ),
+            (
+                "connections_refused",
+                "Connections closed at once at a connection cap",
+                &self.connections_refused,
+            ),
+            ("relying_party_checks", "Relying-party checks answered", &self.relying_party_checks),
+            (
+                "relying_party_cache_hits",
+                "Relying-party checks answered from the decision cache",
+                &self.relying_party_cache_hits,
+            ),
+            ("relying_party_refusals", "Relying-party checks refused", &self.relying_party_refusals),
+            (
+                "relying_party_micros",
+                "Microseconds spent answering relying-party checks",
+                &self.relying_party_micros,
+            ),
+            (
+                "mdm_queue_full",
+                "Requests refused because every MDM lookup slot stayed busy",
+                &self.mdm_queue_full,
+            ),
+            ("body_timeouts", "Request bodies that did not arrive in time", &self.body_timeouts),
+            ("oidc_sign_ins", "OpenID Connect codes redeemed for tokens", &self.oidc_sign_ins),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
+    }
+
     /// The counters now.
     pub fn snapshot(&self) -> MetricsSnapshot {
-        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let read = |counter: &Counter| counter.get();
         MetricsSnapshot {
             unauthenticated_refusals: read(&self.unauthenticated_refusals),
             address_rate_limited: read(&self.address_rate_limited),

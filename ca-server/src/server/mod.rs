@@ -46,6 +46,8 @@ use crate::service::{Ca, PresentedCertificate};
 /// `Content-Length`; 16 KiB holds every request line and header a client needs, and bounds
 /// what a connection that never finishes its headers can make the CA hold.
 pub const MAX_BUFFER: usize = 16 * 1024;
+/// Connections the operations listener takes at once (scrapers and probes are few).
+const OPS_MAX_CONNECTIONS: u32 = 64;
 /// How often quiet devices are dropped from the rate limiter.
 const RATE_LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -71,6 +73,10 @@ pub struct Listeners {
     /// TLS, for relying parties only: the check, the JWKS, OCSP and the CRL
     /// (`[relying_party] listen`).
     pub relying_party: Option<TcpListener>,
+    /// Plain HTTP, for operations only: `/healthz`, `/readyz`, `/metrics` (`[ops] listen`).
+    /// Its connections have a cap of their own, so that a flood at the API cannot keep the
+    /// monitoring out.
+    pub ops: Option<TcpListener>,
 }
 
 /// Serves every endpoint on `listener` until `shutdown` completes, then drains and closes
@@ -81,7 +87,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     serve_listeners(
-        Listeners { main: listener, cert_auth: None, http: None, relying_party: None },
+        Listeners { main: listener, cert_auth: None, http: None, relying_party: None, ops: None },
         ca,
         shutdown,
     )
@@ -140,6 +146,24 @@ pub async fn serve_listeners(
         api::relying_party_router,
         "relying parties",
     )?;
+    let ops_connections = Connections::new(&crate::config::LimitSettings {
+        max_connections: OPS_MAX_CONNECTIONS,
+        max_connections_per_address: OPS_MAX_CONNECTIONS,
+        ..ca.limits().clone()
+    });
+    let ops = match listeners.ops.as_ref() {
+        Some(listener) => {
+            let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
+            tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
+            Some(Endpoint {
+                acceptor: None,
+                router: crate::ops::router(ca.clone()),
+                connections: ops_connections.clone(),
+                timeouts,
+            })
+        }
+        None => None,
+    };
     tracing::info!(addr = %main_addr, "serving");
 
     let pruner = {
@@ -161,17 +185,22 @@ pub async fn serve_listeners(
             (accepted, endpoint) = accept_optional(listeners.cert_auth.as_ref(), cert_auth.as_ref()) => (accepted, endpoint),
             (accepted, endpoint) = accept_optional(listeners.http.as_ref(), http.as_ref()) => (accepted, endpoint),
             (accepted, endpoint) = accept_optional(listeners.relying_party.as_ref(), relying_party.as_ref()) => (accepted, endpoint),
+            (accepted, endpoint) = accept_optional(listeners.ops.as_ref(), ops.as_ref()) => (accepted, endpoint),
         };
         match accepted {
-            Ok((stream, peer)) => match connections.open(peer.ip()) {
+            Ok((stream, peer)) => match endpoint.connections.open(peer.ip()) {
                 Ok(permit) => {
                     let endpoint = endpoint.clone();
-                    tokio::spawn(async move { endpoint.connection(stream, peer, permit).await });
+                    let open = OpenConnection::new(ca.telemetry().open_connections.clone());
+                    tokio::spawn(async move {
+                        endpoint.connection(stream, peer, permit).await;
+                        drop(open);
+                    });
                 }
                 Err(refused) => {
                     // Closed before the handshake: a flood of connections costs the CA an
                     // accept and a close each, and never a descriptor for long.
-                    ca.metrics().connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    ca.metrics().connections_refused.inc();
                     tracing::debug!(%peer, ?refused, "connection cap reached; closing the connection");
                     drop(stream);
                 }
@@ -188,12 +217,30 @@ pub async fn serve_listeners(
     drop(listeners);
     pruner.abort();
     connections.begin_shutdown();
+    ops_connections.begin_shutdown();
     if tokio::time::timeout(ca.shutdown_grace(), connections.all_closed()).await.is_err() {
         tracing::warn!("requests still in flight after the grace period; closing anyway");
     }
     ca.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// One open connection in `devicetrust_open_connections`, until dropped (also when its
+/// task panics).
+struct OpenConnection(prometheus_client::metrics::gauge::Gauge);
+
+impl OpenConnection {
+    fn new(gauge: prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Accepts on an optional listener; never completes without one.

@@ -221,6 +221,8 @@ pub struct Ca {
     superseded_grace: Duration,
     limits: LimitSettings,
     metrics: Metrics,
+    telemetry: Arc<crate::ops::Telemetry>,
+    mdm_description: String,
     read_only: AtomicBool,
     cert_auth_domain: String,
     learn_more_url: Option<String>,
@@ -393,6 +395,14 @@ impl CaBuilder {
             None => tls_main.clone(),
         };
 
+        let metrics = Metrics::default();
+        let telemetry = Arc::new(crate::ops::Telemetry::new(&metrics));
+        let store: Arc<dyn Store> = Arc::new(crate::store::Metered::new(store, telemetry.clone()));
+        let mdm_description = match &config.mdm {
+            crate::mdm::MdmSettings::AllowAll => "ok: allow_all (every device counts as managed)".to_owned(),
+            crate::mdm::MdmSettings::StaticList { path } => format!("ok: static_list {}", path.display()),
+            crate::mdm::MdmSettings::Jamf(jamf) => format!("ok: jamf {}", jamf.url),
+        };
         let per_minute = NonZeroU32::new(config.limits.enrollments_per_minute).unwrap_or(NonZeroU32::MIN);
         Ok(Arc::new(Ca {
             authority,
@@ -406,7 +416,9 @@ impl CaBuilder {
             mdm_slots: tokio::sync::Semaphore::new(config.limits.mdm_concurrent_lookups as usize),
             superseded_grace: Duration::days(i64::from(config.ca.superseded_grace_days)),
             limits: config.limits.clone(),
-            metrics: Metrics::default(),
+            metrics,
+            telemetry,
+            mdm_description,
             read_only: AtomicBool::new(config.server.read_only),
             cert_auth_domain: config.server.cert_auth_domain.trim_end_matches('/').to_owned(),
             learn_more_url: config.server.learn_more_url.clone(),
@@ -499,13 +511,29 @@ impl Ca {
         &self.metrics
     }
 
+    /// Every metric, for `/metrics`.
+    pub fn telemetry(&self) -> &crate::ops::Telemetry {
+        &self.telemetry
+    }
+
+    /// Whether the store answers (`/readyz`).
+    pub async fn store_ping(&self) -> Result<(), crate::store::StoreError> {
+        self.store.ping().await
+    }
+
+    /// `ok: <which MDM is asked>` (`/readyz`): building the CA already refused an MDM
+    /// whose settings or secret are missing, so a running CA always has one.
+    pub fn mdm_description(&self) -> String {
+        self.mdm_description.clone()
+    }
+
     /// The per-address request budget, taken at the start of every enroll, renew and admin
     /// request, before any token or body is looked at; an address that spent its budget of
     /// authentication failures is refused here too.
     pub fn admit(&self, client: Option<std::net::IpAddr>) -> Result<(), ApiError> {
         let Some(client) = client else { return Ok(()) };
         self.guard.admit(client).map_err(|retry_after_secs| {
-            self.metrics.address_rate_limited.fetch_add(1, Ordering::Relaxed);
+            self.metrics.address_rate_limited.inc();
             ApiError::RateLimited { retry_after_secs }
         })
     }
@@ -583,13 +611,22 @@ impl Ca {
         {
             Ok(Ok(slot)) => slot,
             Ok(Err(_)) | Err(_) => {
-                self.metrics.mdm_queue_full.fetch_add(1, Ordering::Relaxed);
+                self.metrics.mdm_queue_full.inc();
                 return Err(ApiError::MdmUnavailable(mdm::MdmError::unavailable(
                     "every mdm lookup slot stayed busy",
                 )));
             }
         };
-        match self.mdm.check(serial_number, udid).await {
+        let started = std::time::Instant::now();
+        let verdict = self.mdm.check(serial_number, udid).await;
+        self.telemetry.mdm_seconds.observe(started.elapsed().as_secs_f64());
+        let outcome = match &verdict {
+            Ok(MdmVerdict::Managed) => "managed",
+            Ok(MdmVerdict::NotManaged(_)) => "not_managed",
+            Err(_) => "unavailable",
+        };
+        self.telemetry.mdm_lookups.get_or_create(&crate::ops::OutcomeLabels { outcome }).inc();
+        match verdict {
             Ok(MdmVerdict::Managed) => {
                 self.management.record(udid, true, self.clock.now());
                 Ok(())
@@ -649,6 +686,7 @@ impl Ca {
             .await?;
         match outcome {
             EnrollOutcome::Issued(row) => {
+                self.telemetry.issued.get_or_create(&crate::ops::KindLabels { kind: "enroll" }).inc();
                 tracing::info!(serial = %row.serial, udid = %row.device_udid, user = %row.user, "issued a certificate");
                 Ok(self.reply(&row, true))
             }
@@ -731,6 +769,7 @@ impl Ca {
             .await?;
         match outcome {
             RenewOutcome::Issued(row) => {
+                self.telemetry.issued.get_or_create(&crate::ops::KindLabels { kind: "renew" }).inc();
                 tracing::info!(serial = %row.serial, renewed = %old.serial, udid = %row.device_udid, "renewed a certificate");
                 Ok(self.reply(&row, true))
             }
@@ -878,7 +917,7 @@ impl Ca {
     pub fn admit_relying_party(&self, client: Option<std::net::IpAddr>) -> Result<(), ApiError> {
         let Some(client) = client else { return Ok(()) };
         self.guard.not_blocked(client).map_err(|retry_after_secs| {
-            self.metrics.address_rate_limited.fetch_add(1, Ordering::Relaxed);
+            self.metrics.address_rate_limited.inc();
             ApiError::RateLimited { retry_after_secs }
         })
     }
@@ -898,7 +937,7 @@ impl Ca {
         user: Option<&str>,
     ) -> Result<(TrustedDevice, String), ApiError> {
         let started = std::time::Instant::now();
-        self.metrics.relying_party_checks.fetch_add(1, Ordering::Relaxed);
+        self.metrics.relying_party_checks.inc();
         let result = match self.judge_for_relying_party(index, der, user).await {
             Ok(Judged::Cached { device, assertion }) => Ok((device, assertion)),
             Ok(Judged::Fresh { device, generation, now }) => self
@@ -925,10 +964,10 @@ impl Ca {
             Err(e) => Err(e),
         };
         if result.is_err() {
-            self.metrics.relying_party_refusals.fetch_add(1, Ordering::Relaxed);
+            self.metrics.relying_party_refusals.inc();
         }
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.metrics.relying_party_micros.fetch_add(micros, Ordering::Relaxed);
+        self.metrics.relying_party_micros.inc_by(micros);
         result
     }
 
@@ -952,7 +991,7 @@ impl Ca {
         // Read before the store: a revocation from here on makes this answer stale.
         let generation = self.revocations.load(Ordering::SeqCst);
         if let Some((device, assertion)) = self.decisions.get(index, sha256, user, generation, now) {
-            self.metrics.relying_party_cache_hits.fetch_add(1, Ordering::Relaxed);
+            self.metrics.relying_party_cache_hits.inc();
             return Ok(Judged::Cached { device, assertion });
         }
         let row = self
@@ -1093,12 +1132,12 @@ impl Ca {
         }
         if !context.authenticated {
             // Written nowhere: a request that proved nothing gets a log line and a count.
-            self.metrics.unauthenticated_refusals.fetch_add(1, Ordering::Relaxed);
+            self.metrics.unauthenticated_refusals.inc();
             return;
         }
         if matches!(error, ApiError::RateLimited { .. }) {
             // A spent budget is a flood, and recording each refusal would be the flood's row.
-            self.metrics.rate_limited_refusals.fetch_add(1, Ordering::Relaxed);
+            self.metrics.rate_limited_refusals.inc();
             return;
         }
         let Some(event_type) = context.event_type else { return };

@@ -3,8 +3,6 @@
 //! and userinfo. The requests arrive checked by [`crate::oidc`]; what is decided here needs
 //! the certificate, the MDM or the store.
 
-use std::sync::atomic::Ordering;
-
 use chrono::Duration;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
@@ -236,7 +234,7 @@ impl Ca {
                 now,
             )
             .map_err(|e| internal(&e))?;
-        self.metrics.oidc_sign_ins.fetch_add(1, Ordering::Relaxed);
+        self.metrics.oidc_sign_ins.inc();
         tracing::info!(client = client.id(), user = %owner, udid = %row.device_udid, serial = %row.serial, "signed in a trusted device");
         Ok(tokens)
     }

@@ -10,6 +10,7 @@
 //! several replicas share. The trait speaks in protocol types and plain values (no SQL
 //! types); the rows both read back and their conversions live in one private module.
 
+mod metered;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
@@ -22,6 +23,7 @@ use ca_client::protocol::{CertificateState, DeviceInfo, DeviceRecord, Event, Eve
 use chrono::{DateTime, Utc};
 
 use crate::authority::{Issued, RevokedEntry};
+pub(crate) use metered::Metered;
 
 /// Why the store failed. Internal: clients see `internal`.
 #[derive(Debug, thiserror::Error)]
@@ -464,6 +466,9 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// A stored code by its hash (the access token's `jti`).
     async fn code(&self, code_sha256: &str) -> Result<Option<CodeRow>, StoreError>;
+
+    /// Whether the database answers a trivial query (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
 
     /// Finishes pending work and closes the database.
     async fn close(&self);

@@ -752,6 +752,11 @@ impl Store for PostgresStore {
         .transpose()
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(query_error("answer a ping"))?;
+        Ok(())
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }

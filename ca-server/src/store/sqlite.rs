@@ -936,6 +936,11 @@ impl Store for SqliteStore {
         rows.into_iter().map(|row| revoked_entry(row, superseded_cutoff, grace)).collect()
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.reader).await.map_err(query_error("answer a ping"))?;
+        Ok(())
+    }
+
     async fn close(&self) {
         let checkpointer = self.checkpointer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some((stop, task)) = checkpointer {

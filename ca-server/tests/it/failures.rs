@@ -52,6 +52,9 @@ impl Store for BrokenStore {
     async fn record(&self, _: NewEvent) -> Result<(), StoreError> {
         Err(broken())
     }
+    async fn ping(&self) -> Result<(), StoreError> {
+        Err(broken())
+    }
     async fn revoked_unexpired(
         &self,
         _: DateTime<Utc>,

@@ -121,7 +121,13 @@ impl TestCa {
         let ca = builder.build().await.expect("build the CA");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(ca_server::serve_listeners(
-            Listeners { main: listener, cert_auth: second, http: None, relying_party: rp_listener },
+            Listeners {
+                main: listener,
+                cert_auth: second,
+                http: None,
+                relying_party: rp_listener,
+                ops: None,
+            },
             ca.clone(),
             async {
                 let _ = stopped.await;

@@ -18,5 +18,6 @@ mod oidc;
 mod process;
 mod relying_party;
 mod renew;
+mod replicas;
 mod store;
 mod tls;
