@@ -1090,7 +1090,9 @@ impl Ca {
         }
     }
 
-    /// The DER CRL, regenerated after a revocation and at least every minute.
+    /// The DER CRL, regenerated after a revocation on this replica and at least every
+    /// [`CRL_CACHE_SECS`] (so a revocation on another replica is in this one's CRL within
+    /// that time).
     pub async fn crl(&self) -> Result<Arc<Vec<u8>>, ApiError> {
         let now = self.clock.now();
         let generation = self.revocations.load(Ordering::SeqCst);
@@ -1103,9 +1105,23 @@ impl Ca {
             return Ok(crl.der.clone());
         }
         let revoked = self.store.revoked_unexpired(now, self.superseded_cutoff(now)).await?;
-        // CRL numbers must increase; the clock keeps them increasing across restarts.
-        let number =
+        // CRL numbers must increase across every replica and restart: the store hands them
+        // out, at least this replica's next one and the time in seconds (so that a restored
+        // older backup cannot go back).
+        let issuer = hex::encode(&self.authority.issuer_hashes().key_sha256);
+        // A store that cannot write (a read-only standby, maintenance) must not take the CRL
+        // down with it: then this replica counts on from its own last number and the clock,
+        // as a single CA always did.
+        let local =
             cached.as_ref().map_or(0, |c| c.number + 1).max(u64::try_from(now.timestamp()).unwrap_or(0));
+        let number = match self.store.next_crl_number(&issuer, i64::try_from(local).unwrap_or(i64::MAX)).await
+        {
+            Ok(number) => u64::try_from(number).unwrap_or(local),
+            Err(e) => {
+                tracing::warn!(error = %ErrorChain(&e), "cannot take a CRL number from the store; counting locally");
+                local
+            }
+        };
         let der = Arc::new(self.authority.crl(&revoked, now, now + self.crl_validity, number)?);
         *cached = Some(CachedCrl { der: der.clone(), number, generated_at: now, generation });
         Ok(der)

@@ -103,6 +103,10 @@ impl Store for Metered {
         timed!(self, "code", self.inner.code(code_sha256))
     }
 
+    async fn next_crl_number(&self, issuer: &str, at_least: i64) -> Result<i64, StoreError> {
+        timed!(self, "next_crl_number", self.inner.next_crl_number(issuer, at_least))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         timed!(self, "ping", self.inner.ping())
     }

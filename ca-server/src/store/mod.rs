@@ -467,6 +467,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// A stored code by its hash (the access token's `jti`).
     async fn code(&self, code_sha256: &str) -> Result<Option<CodeRow>, StoreError>;
 
+    /// A CRL number for `issuer` (the hex SHA-256 of its key) above every one given out
+    /// before, on any replica, and at least `at_least` (the CA passes the time, so numbers
+    /// also keep increasing across a restore from an older backup).
+    async fn next_crl_number(&self, issuer: &str, at_least: i64) -> Result<i64, StoreError>;
+
     /// Whether the database answers a trivial query (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -752,6 +752,20 @@ impl Store for PostgresStore {
         .transpose()
     }
 
+    async fn next_crl_number(&self, issuer: &str, at_least: i64) -> Result<i64, StoreError> {
+        // One statement: the row lock serialises replicas asking at the same moment.
+        sqlx::query_scalar(
+            "INSERT INTO crl_numbers (issuer_key_sha256, last_number) VALUES ($1, $2) \
+             ON CONFLICT (issuer_key_sha256) DO UPDATE \
+             SET last_number = GREATEST(crl_numbers.last_number + 1, excluded.last_number) RETURNING last_number",
+        )
+        .bind(issuer)
+        .bind(at_least)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error("take a CRL number"))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(query_error("answer a ping"))?;
         Ok(())

@@ -120,6 +120,10 @@ enum Work {
         now: DateTime<Utc>,
     },
     Record(NewEvent),
+    CrlNumber {
+        issuer: String,
+        at_least: i64,
+    },
     InsertCode(NewCode, DateTime<Utc>),
     RedeemCode {
         code_sha256: String,
@@ -137,6 +141,7 @@ enum Done {
     Authenticate(AuthOutcome),
     Revoke(Vec<String>),
     Record,
+    CrlNumber(i64),
     InsertCode,
     RedeemCode(Redemption),
     Shutdown,
@@ -339,6 +344,19 @@ async fn transaction<'a>(
             Work::Record(event) => {
                 insert_events(&mut tx, std::slice::from_ref(event)).await?;
                 Done::Record
+            }
+            Work::CrlNumber { issuer, at_least } => {
+                let number = sqlx::query_scalar(
+                    "INSERT INTO crl_numbers (issuer_key_sha256, last_number) VALUES (?1, ?2) \
+                     ON CONFLICT (issuer_key_sha256) DO UPDATE \
+                     SET last_number = MAX(last_number + 1, excluded.last_number) RETURNING last_number",
+                )
+                .bind(issuer)
+                .bind(at_least)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(query_error("take a CRL number"))?;
+                Done::CrlNumber(number)
             }
             Work::InsertCode(code, now) => {
                 insert_code(&mut tx, code, *now).await?;
@@ -934,6 +952,13 @@ impl Store for SqliteStore {
         .map_err(query_error("list revoked certificates"))?;
         let grace = now - superseded_cutoff;
         rows.into_iter().map(|row| revoked_entry(row, superseded_cutoff, grace)).collect()
+    }
+
+    async fn next_crl_number(&self, issuer: &str, at_least: i64) -> Result<i64, StoreError> {
+        match self.write(Work::CrlNumber { issuer: issuer.to_owned(), at_least }).await? {
+            Done::CrlNumber(number) => Ok(number),
+            _ => Err(mismatch()),
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -55,6 +55,9 @@ impl Store for BrokenStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Err(broken())
     }
+    async fn next_crl_number(&self, _: &str, _: i64) -> Result<i64, StoreError> {
+        Err(broken())
+    }
     async fn revoked_unexpired(
         &self,
         _: DateTime<Utc>,

@@ -72,6 +72,7 @@ const CASES: &[(&str, Case)] = cases! {
     "ok/replicas-racing-one-device-keep-the-limit" => replicas_racing_keep_the_limit,
     "ok/replicas-renewing-one-certificate-leave-one-successor" => replicas_renewing_leave_one_successor,
     "ok/events-read-while-written-skip-none" => events_read_while_written_skip_none,
+    "ok/crl-numbers-increase-across-replicas" => crl_numbers_increase,
     "ok/a-closed-store-refuses-writes" => closed_store_refuses_writes,
 };
 
@@ -471,6 +472,23 @@ async fn events_read_while_written_skip_none(db: Db) {
     assert_eq!(all.len(), 400, "two events per enrollment");
     assert_eq!(seen, all, "the follower saw every event once, in order");
     reader.close().await;
+}
+
+async fn crl_numbers_increase(db: Db) {
+    let store = db.open().await;
+    assert_eq!(store.next_crl_number("issuer-a", 100).await.expect("number"), 100);
+    assert_eq!(store.next_crl_number("issuer-a", 50).await.expect("number"), 101, "never lower");
+    assert_eq!(store.next_crl_number("issuer-a", 500).await.expect("number"), 500, "at least what was asked");
+    assert_eq!(store.next_crl_number("issuer-b", 7).await.expect("number"), 7, "per issuer");
+    store.close().await;
+    // 40 numbers taken at once on two replicas: all different.
+    let mut numbers = on_two_replicas(&db, 40, |store, _| async move {
+        store.next_crl_number("issuer-a", 0).await.expect("number")
+    })
+    .await;
+    numbers.sort_unstable();
+    numbers.dedup();
+    assert_eq!((numbers.len(), numbers.first().copied()), (40, Some(501)));
 }
 
 async fn closed_store_refuses_writes(db: Db) {

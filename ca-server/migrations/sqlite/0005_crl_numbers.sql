@@ -1,0 +1,7 @@
+-- CRL numbers, in the store: RFC 5280 wants them to increase for each issuer, and every
+-- replica (or a restarted CA) signs CRLs, so the last number given out lives here, one row
+-- per issuer (by the lowercase hex SHA-256 of its public key).
+CREATE TABLE crl_numbers (
+    issuer_key_sha256 TEXT PRIMARY KEY NOT NULL,
+    last_number       INTEGER NOT NULL
+);
