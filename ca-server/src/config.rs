@@ -636,7 +636,8 @@ pub struct PostgresSettings {
     /// `password_file`: the role's password (mode 0600); none for peer, trust or
     /// certificate authentication.
     pub password_file: Option<PathBuf>,
-    /// `max_connections` (default 16): the pool of this replica.
+    /// `max_connections` (default 8): the pool of this replica. The database does best with
+    /// a few connections per core in all (`docs/operations.md` section 6).
     pub max_connections: u32,
     /// `acquire_timeout_secs` (default 5): how long a request waits for a pooled
     /// connection (or for the database to come back) before it is answered 503.
@@ -690,7 +691,7 @@ impl TryFrom<RawStore> for StoreSettings {
                 Ok(Self::Postgres(PostgresSettings {
                     url,
                     password_file: raw.password_file,
-                    max_connections: raw.max_connections.unwrap_or(16),
+                    max_connections: raw.max_connections.unwrap_or(8),
                     acquire_timeout_secs: raw.acquire_timeout_secs.unwrap_or(5),
                     statement_timeout_secs: raw.statement_timeout_secs.unwrap_or(10),
                 }))
@@ -774,6 +775,67 @@ mod tests {
         assert_eq!(config.limits.enrollments_per_minute, 60);
         assert_eq!(config.mdm, MdmSettings::AllowAll);
         assert!(config.cert_auth.is_none());
+    }
+
+    #[test]
+    fn store_tables() {
+        const SHARED: &str = "[ca]\ncertificate = 'ca.pem'\nprivate_key = 'ca.key'\n\
+                              [relying_party]\nassertion_keys = ['assertion.pem']\n";
+        // (name, [store] keys, shared keys, the setting refused, or a parse error's text)
+        let cases: [(&str, &str, bool, Option<&str>); 9] = [
+            ("ok/default-is-sqlite", "", false, None),
+            ("ok/url-implies-postgres", "url = 'postgres://ca@db/devicetrust'", true, None),
+            (
+                "ok/postgresql-scheme-and-kind",
+                "kind = 'postgres'\nurl = 'postgresql://ca@db:5433/dt?sslmode=require'",
+                true,
+                None,
+            ),
+            ("fail/password-in-url", "url = 'postgres://ca:secret@db/devicetrust'", true, Some("store.url")),
+            (
+                "fail/password-parameter",
+                "url = 'postgres://ca@db/devicetrust?password=secret'",
+                true,
+                Some("store.url"),
+            ),
+            ("fail/no-database", "url = 'postgres://ca@db'", true, Some("store.url")),
+            (
+                "fail/replicas-need-a-shared-ca",
+                "url = 'postgres://ca@db/devicetrust'",
+                false,
+                Some("ca.certificate"),
+            ),
+            (
+                "fail/sqlite-with-url",
+                "kind = 'sqlite'\nurl = 'postgres://ca@db/dt'",
+                true,
+                Some("PostgreSQL settings"),
+            ),
+            (
+                "fail/postgres-with-path",
+                "url = 'postgres://ca@db/dt'\npath = 'x.sqlite3'",
+                true,
+                Some("SQLite settings"),
+            ),
+        ];
+        for (name, store, shared, refused) in cases {
+            let text = format!("{MINIMAL}\n{}\n[store]\n{store}\n", if shared { SHARED } else { "" });
+            let result = Config::parse(&text).map_err(|e| e.to_string()).and_then(|c| {
+                c.validate().map_err(|e| match e {
+                    ConfigError::Invalid { setting, .. } => setting.to_owned(),
+                    other => other.to_string(),
+                })?;
+                Ok(c)
+            });
+            match (refused, result) {
+                (None, Ok(config)) => {
+                    let postgres = matches!(config.store, StoreSettings::Postgres(_));
+                    assert_eq!(postgres, store.contains("url"), "{name}");
+                }
+                (Some(want), Err(got)) => assert!(got.contains(want), "{name}: {got}"),
+                (want, got) => panic!("{name}: want {want:?}, got {got:?}"),
+            }
+        }
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct DevInfo {
     pub issuer_certificate: PathBuf,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// The operations listener (`/healthz`, `/readyz`, `/metrics`), plain HTTP on loopback.
+    pub ops_url: String,
     /// The plain-HTTP listener (OCSP, CRL, JWKS), with `--http-listen`.
     #[serde(default)]
     pub http_url: Option<String>,

@@ -27,6 +27,14 @@
 //!   id a reader has been given. Ids are increasing but not dense. `docs/protocol.md` says
 //!   the same to clients.
 //!
+//! **Round trips** are what a write costs here, on both sides (each is a wake-up of the
+//! CA's task and of a database backend), so writes keep them few: an enrollment, the hot
+//! path when a fleet enrolls at once, is one call of the `devicetrust_enroll` function
+//! (migration 0003: the same lock-then-read steps, server side); a renewal or a binding is
+//! the lock, one probe, and one statement whose data-modifying `WITH` queries write the
+//! certificate, its lineage and its events together; pooled connections are not pinged
+//! before use.
+//!
 //! Connection failures (the database restarting, failing over, or out of connections) are
 //! [`StoreError::Unavailable`], which clients see as 503; the pool reconnects on its own, so
 //! the CA recovers without a restart.
@@ -34,7 +42,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ca_client::protocol::{CertificateState, DeviceInfo, DeviceRecord, Event, EventType, Outcome, Platform};
+use ca_client::protocol::{CertificateState, DeviceRecord, Event, EventType, Outcome};
 use chrono::{DateTime, Utc};
 use sqlx::ConnectOptions as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
@@ -115,10 +123,14 @@ impl PostgresStore {
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
-            .min_connections(0)
+            // A quarter of the pool is kept open, so that the first requests after a start
+            // (or a database restart) do not each wait for a new connection.
+            .min_connections((options.max_connections / 4).max(1))
             .acquire_timeout(options.acquire_timeout)
-            // A connection the database closed (a restart) is found out before use.
-            .test_before_acquire(true)
+            // No ping before each use (a round trip per operation): a connection the
+            // database closed (a restart) fails its next statement, which is answered 503,
+            // and the pool replaces it.
+            .test_before_acquire(false)
             .connect_lazy_with(connect);
         migrate(&pool, &location).await?;
         Ok(Self { pool })
@@ -181,14 +193,19 @@ async fn lock_device(conn: &mut PgConnection, udid: &str) -> Result<(), StoreErr
     Ok(())
 }
 
-/// The device a stored certificate belongs to, read without a lock (a certificate never
-/// moves to another device, so this is safe to lock on).
-async fn device_of(conn: &mut PgConnection, serial: &str) -> Result<Option<String>, StoreError> {
-    sqlx::query_scalar("SELECT device_udid FROM certificates WHERE serial = $1")
-        .bind(serial)
-        .fetch_optional(conn)
-        .await
-        .map_err(query_error("read a certificate's device"))
+/// Takes the lock of the device that certificate `serial` belongs to, in one statement (a
+/// certificate never moves to another device); false when there is no such certificate.
+async fn lock_device_of(conn: &mut PgConnection, serial: &str) -> Result<bool, StoreError> {
+    let locked: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM (SELECT pg_advisory_xact_lock($1, hashtext(device_udid)) FROM certificates \
+         WHERE serial = $2) AS locked",
+    )
+    .bind(DEVICE_LOCK_CLASS)
+    .bind(serial)
+    .fetch_optional(conn)
+    .await
+    .map_err(query_error("lock a certificate's device"))?;
+    Ok(locked.is_some())
 }
 
 async fn certificate_by_serial(
@@ -211,76 +228,88 @@ async fn existing(conn: &mut PgConnection, serial: &str) -> Result<CertificateRo
     })
 }
 
-/// Appends `events` in one statement, with ids from the transaction's id (see the module
-/// documentation). A transaction calls this once at most, so ordinals start at 0.
-async fn insert_events(conn: &mut PgConnection, events: &[NewEvent]) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Ok(());
-    }
+/// The statement that appends events with ids from the transaction's id (see the module
+/// documentation), its nine parameters numbered from `$first` on. A transaction appends
+/// events once at most, so ordinals start at 0. Writes put their other changes before it
+/// as data-modifying `WITH` queries: one round trip for the whole write.
+fn events_sql(first: usize) -> String {
+    let p: Vec<String> = (first..first + 9).map(|n| format!("${n}")).collect();
+    format!(
+        "INSERT INTO events (id, published_ms, event_type, outcome, user_name, device_udid, serial, reason, client_id) \
+         SELECT pg_current_xact_id()::text::bigint * {} + t.ordinal - 1, \
+                t.published_ms, t.event_type, t.outcome, t.user_name, t.device_udid, t.serial, t.reason, t.client_id \
+         FROM UNNEST({}::bigint[], {}::text[], {}::text[], {}::text[], {}::text[], {}::text[], {}::text[], {}::text[]) \
+           WITH ORDINALITY AS t(published_ms, event_type, outcome, user_name, device_udid, serial, reason, client_id, ordinal)",
+        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]
+    )
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds the parameters of [`events_sql`].
+fn bind_events<'q>(query: PgQuery<'q>, events: &'q [NewEvent]) -> Result<PgQuery<'q>, StoreError> {
     if i64::try_from(events.len()).map_or(true, |n| n > EVENTS_PER_TRANSACTION) {
         return Err(StoreError::Corrupt {
             what: "events in one transaction",
             value: events.len().to_string(),
         });
     }
-    let column = |f: fn(&NewEvent) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
-    sqlx::query(
-        "INSERT INTO events (id, published_ms, event_type, outcome, user_name, device_udid, serial, reason, client_id) \
-         SELECT pg_current_xact_id()::text::bigint * $1 + t.ordinal - 1, \
-                t.published_ms, t.event_type, t.outcome, t.user_name, t.device_udid, t.serial, t.reason, t.client_id \
-         FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[]) \
-           WITH ORDINALITY AS t(published_ms, event_type, outcome, user_name, device_udid, serial, reason, client_id, ordinal)",
-    )
-    .bind(EVENTS_PER_TRANSACTION)
-    .bind(events.iter().map(|e| ms(e.published)).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| outcome_str(e.outcome)).collect::<Vec<_>>())
-    .bind(column(|e| e.user.clone()))
-    .bind(column(|e| e.udid.clone()))
-    .bind(column(|e| e.serial.clone()))
-    .bind(column(|e| e.reason.clone()))
-    .bind(column(|e| e.client_id.clone()))
-    .execute(conn)
-    .await
-    .map_err(query_error("record an event"))?;
+    let column = |f: fn(&NewEvent) -> Option<&str>| events.iter().map(f).collect::<Vec<_>>();
+    Ok(query
+        .bind(EVENTS_PER_TRANSACTION)
+        .bind(events.iter().map(|e| ms(e.published)).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| outcome_str(e.outcome)).collect::<Vec<_>>())
+        .bind(column(|e| e.user.as_deref()))
+        .bind(column(|e| e.udid.as_deref()))
+        .bind(column(|e| e.serial.as_deref()))
+        .bind(column(|e| e.reason.as_deref()))
+        .bind(column(|e| e.client_id.as_deref())))
+}
+
+/// Appends `events` (a write that changes nothing else).
+async fn insert_events(conn: &mut PgConnection, events: &[NewEvent]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let sql = events_sql(1);
+    bind_events(sqlx::query(&sql), events)?.execute(conn).await.map_err(query_error("record an event"))?;
     Ok(())
 }
 
-/// Stores a new certificate (and its device, and the two success events) in one statement.
-#[allow(clippy::too_many_arguments)]
-async fn insert_certificate(
-    conn: &mut PgConnection,
-    cert: &Issued,
-    udid: &str,
-    user: &str,
-    bound_user: Option<&str>,
+/// `WITH cert AS (INSERT INTO certificates ... VALUES ($1 .. $13))`: a new certificate,
+/// bound by [`bind_certificate`].
+const INSERT_CERTIFICATE: &str = "cert AS (INSERT INTO certificates (serial, device_udid, user_name, bound_user, \
+     spki_sha256, fingerprint, state, not_before_ms, not_after_ms, issued_at_ms, renewed_from, lineage, certificate_pem) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING 1)";
+
+/// A certificate to insert, in [`INSERT_CERTIFICATE`]'s order.
+struct NewCertificate<'a> {
+    cert: &'a Issued,
+    udid: &'a str,
+    user: &'a str,
+    bound_user: Option<&'a str>,
     state: CertificateState,
-    renewed_from: Option<&str>,
-    lineage: &str,
+    renewed_from: Option<&'a str>,
+    lineage: &'a str,
     now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO certificates (serial, device_udid, user_name, bound_user, spki_sha256, fingerprint, state, \
-         not_before_ms, not_after_ms, issued_at_ms, renewed_from, lineage, certificate_pem) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(&cert.serial)
-    .bind(udid)
-    .bind(user)
-    .bind(bound_user)
-    .bind(&cert.spki_sha256)
-    .bind(&cert.fingerprint)
-    .bind(state.as_str())
-    .bind(ms(cert.not_before))
-    .bind(ms(cert.not_after))
-    .bind(ms(now))
-    .bind(renewed_from)
-    .bind(lineage)
-    .bind(&cert.pem)
-    .execute(conn)
-    .await
-    .map_err(query_error("store a certificate"))?;
-    Ok(())
+}
+
+fn bind_certificate<'q>(query: PgQuery<'q>, c: &NewCertificate<'q>) -> PgQuery<'q> {
+    query
+        .bind(&c.cert.serial)
+        .bind(c.udid)
+        .bind(c.user)
+        .bind(c.bound_user)
+        .bind(&c.cert.spki_sha256)
+        .bind(&c.cert.fingerprint)
+        .bind(c.state.as_str())
+        .bind(ms(c.cert.not_before))
+        .bind(ms(c.cert.not_after))
+        .bind(ms(c.now))
+        .bind(c.renewed_from)
+        .bind(c.lineage)
+        .bind(&c.cert.pem)
 }
 
 fn issue_events(kind: EventType, cert: &Issued, udid: &str, user: &str, now: DateTime<Utc>) -> [NewEvent; 2] {
@@ -297,85 +326,58 @@ fn issue_events(kind: EventType, cert: &Issued, udid: &str, user: &str, now: Dat
     [event(kind), event(EventType::Issue)]
 }
 
-async fn enroll(conn: &mut PgConnection, e: &Enrollment<'_>) -> Result<EnrollOutcome, StoreError> {
+/// An enrollment, in one call of `devicetrust_enroll` (migration 0003: the same steps as
+/// the other writes, lock first, in one round trip); the stored row is read back only when
+/// an earlier enrollment answers this one.
+async fn enroll(pool: &PgPool, e: &Enrollment<'_>) -> Result<EnrollOutcome, StoreError> {
     let (device, cert, user, now) = (e.device, e.certificate, e.user, e.now);
-    lock_device(conn, &device.udid).await?;
-    let (existing_serial, unbound): (Option<String>, i64) = sqlx::query_as(
-        "SELECT \
-           (SELECT serial FROM certificates WHERE device_udid = $1 AND spki_sha256 = $2 \
-              AND state IN ('unbound', 'bound') AND not_after_ms > $3 ORDER BY issued_at_ms DESC, seq DESC LIMIT 1), \
-           (SELECT COUNT(*) FROM certificates WHERE device_udid = $1 AND state = 'unbound' AND not_after_ms > $3)",
+    let (outcome, serial): (String, Option<String>) = sqlx::query_as(
+        "SELECT outcome, serial FROM devicetrust_enroll($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+         $15, $16)",
     )
-    .bind(&device.udid)
-    .bind(&cert.spki_sha256)
+    .bind(DEVICE_LOCK_CLASS)
+    .bind(EVENTS_PER_TRANSACTION)
+    .bind(i64::from(e.max_unbound))
     .bind(ms(now))
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(query_error("check idempotency and the unbound count"))?;
-    if let Some(serial) = existing_serial {
-        let row = existing(conn, &serial).await?;
-        insert_events(conn, &[success(EventType::Enroll, &row, user, now)]).await?;
-        return Ok(EnrollOutcome::Existing(row));
-    }
-    if count(unbound) >= e.max_unbound {
-        return Ok(EnrollOutcome::LimitReached);
-    }
-    upsert_device(conn, device, e.platform, now).await?;
-    insert_certificate(
-        conn,
-        cert,
-        &device.udid,
-        user,
-        None,
-        CertificateState::Unbound,
-        None,
-        &cert.serial,
-        now,
-    )
-    .await?;
-    insert_events(conn, &issue_events(EventType::Enroll, cert, &device.udid, user, now)).await?;
-    Ok(EnrollOutcome::Issued(new_row(
-        cert,
-        &device.udid,
-        &device.serial_number,
-        user,
-        None,
-        CertificateState::Unbound,
-        now,
-    )))
-}
-
-async fn upsert_device(
-    conn: &mut PgConnection,
-    device: &DeviceInfo,
-    platform: Platform,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO devices (udid, serial_number, display_name, os_version, platform, created_at_ms, updated_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $6) \
-         ON CONFLICT (udid) DO UPDATE SET serial_number = excluded.serial_number, \
-         display_name = excluded.display_name, os_version = excluded.os_version, \
-         platform = excluded.platform, updated_at_ms = excluded.updated_at_ms",
-    )
     .bind(&device.udid)
     .bind(&device.serial_number)
     .bind(&device.display_name)
     .bind(&device.os_version)
-    .bind(platform.as_str())
-    .bind(ms(now))
-    .execute(conn)
+    .bind(e.platform.as_str())
+    .bind(user)
+    .bind(&cert.serial)
+    .bind(&cert.spki_sha256)
+    .bind(&cert.fingerprint)
+    .bind(ms(cert.not_before))
+    .bind(ms(cert.not_after))
+    .bind(&cert.pem)
+    .fetch_one(pool)
     .await
-    .map_err(query_error("store a device"))?;
-    Ok(())
+    .map_err(query_error("store a certificate"))?;
+    match (outcome.as_str(), serial) {
+        ("issued", _) => Ok(EnrollOutcome::Issued(new_row(
+            cert,
+            &device.udid,
+            &device.serial_number,
+            user,
+            None,
+            CertificateState::Unbound,
+            now,
+        ))),
+        ("existing", Some(serial)) => {
+            let mut conn = pool.acquire().await.map_err(query_error("open a connection"))?;
+            Ok(EnrollOutcome::Existing(existing(&mut conn, &serial).await?))
+        }
+        ("limit_reached", _) => Ok(EnrollOutcome::LimitReached),
+        (other, _) => Err(StoreError::Corrupt { what: "enrollment outcome", value: other.to_owned() }),
+    }
 }
 
 async fn renew(conn: &mut PgConnection, r: &Renewal<'_>) -> Result<RenewOutcome, StoreError> {
     let (cert, now) = (r.certificate, r.now);
-    let Some(udid) = device_of(conn, r.presented_serial).await? else {
+    if !lock_device_of(conn, r.presented_serial).await? {
         return Ok(RenewOutcome::Unknown);
-    };
-    lock_device(conn, &udid).await?;
+    }
     // The same probe as SQLite's: the presented certificate, an active certificate of the
     // device for the new key, the unbound count outside this lineage, and the binding of the
     // lineage's active certificate. Read under the lock, so it is the latest.
@@ -422,30 +424,30 @@ async fn renew(conn: &mut PgConnection, r: &Renewal<'_>) -> Result<RenewOutcome,
     if state == CertificateState::Unbound && count(probe.unbound) >= r.max_unbound {
         return Ok(RenewOutcome::LimitReached);
     }
-    insert_certificate(
-        conn,
+    // One statement: the successor, the lineage's other active certificates superseded
+    // (the successor is not among them: the UPDATE sees the rows from before the
+    // statement), and both events.
+    let sql = format!(
+        "WITH {INSERT_CERTIFICATE}, superseded AS (UPDATE certificates SET state = 'superseded', \
+         superseded_by = $1, superseded_at_ms = $10 WHERE device_udid = $2 AND lineage = $12 \
+         AND state IN ('unbound', 'bound') AND serial != $1 RETURNING 1) {}",
+        events_sql(14)
+    );
+    let new = NewCertificate {
         cert,
-        &old.device_udid,
-        &old.user,
-        bound_user.as_deref(),
+        udid: &old.device_udid,
+        user: &old.user,
+        bound_user: bound_user.as_deref(),
         state,
-        Some(&old.serial),
-        &probe.lineage,
+        renewed_from: Some(&old.serial),
+        lineage: &probe.lineage,
         now,
-    )
-    .await?;
-    sqlx::query(
-        "UPDATE certificates SET state = 'superseded', superseded_by = $1, superseded_at_ms = $2 \
-         WHERE device_udid = $3 AND lineage = $4 AND state IN ('unbound', 'bound') AND serial != $1",
-    )
-    .bind(&cert.serial)
-    .bind(ms(now))
-    .bind(&old.device_udid)
-    .bind(&probe.lineage)
-    .execute(&mut *conn)
-    .await
-    .map_err(query_error("supersede a lineage"))?;
-    insert_events(conn, &issue_events(EventType::Renew, cert, &old.device_udid, &old.user, now)).await?;
+    };
+    let events = issue_events(EventType::Renew, cert, &old.device_udid, &old.user, now);
+    bind_events(bind_certificate(sqlx::query(&sql), &new), &events)?
+        .execute(&mut *conn)
+        .await
+        .map_err(query_error("store a renewal"))?;
     Ok(RenewOutcome::Issued(new_row(
         cert,
         &old.device_udid,
@@ -459,13 +461,10 @@ async fn renew(conn: &mut PgConnection, r: &Renewal<'_>) -> Result<RenewOutcome,
 
 async fn authenticate(conn: &mut PgConnection, a: &Authentication<'_>) -> Result<AuthOutcome, StoreError> {
     let now = a.now;
-    let Some(udid) = device_of(conn, a.serial).await? else {
-        return Ok(AuthOutcome::Unknown);
-    };
     // Binding changes what a renewal of the device copies, so it takes the device's lock.
     // A read-only check (no binding possible) does not need it.
-    if a.bind {
-        lock_device(conn, &udid).await?;
+    if a.bind && !lock_device_of(conn, a.serial).await? {
+        return Ok(AuthOutcome::Unknown);
     }
     let Some(mut row) = certificate_by_serial(conn, a.serial).await? else {
         return Ok(AuthOutcome::Unknown);
@@ -477,25 +476,28 @@ async fn authenticate(conn: &mut PgConnection, a: &Authentication<'_>) -> Result
         Standing::OtherUser => return Ok(AuthOutcome::OtherUser(row)),
         Standing::Trusted { owner, unbound } => (owner, unbound),
     };
-    if a.bind && unbound {
+    let binds = a.bind && unbound;
+    if binds {
         // First use binds; a superseded certificate records the user but stays superseded.
         if row.state == CertificateState::Unbound {
             row.state = CertificateState::Bound;
         }
         row.bound_user = Some(owner.clone());
-        sqlx::query("UPDATE certificates SET state = $1, bound_user = $2 WHERE serial = $3")
-            .bind(row.state.as_str())
-            .bind(&row.bound_user)
-            .bind(&row.serial)
-            .execute(&mut *conn)
-            .await
-            .map_err(query_error("bind a certificate"))?;
     }
-    let event = NewEvent {
+    let events = [NewEvent {
         client_id: a.client_id.map(str::to_owned),
         ..success(EventType::Authenticate, &row, &owner, now)
-    };
-    insert_events(conn, &[event]).await?;
+    }];
+    if binds {
+        let sql = format!(
+            "WITH bound AS (UPDATE certificates SET state = $1, bound_user = $2 WHERE serial = $3 RETURNING 1) {}",
+            events_sql(4)
+        );
+        let query = sqlx::query(&sql).bind(row.state.as_str()).bind(&row.bound_user).bind(&row.serial);
+        bind_events(query, &events)?.execute(&mut *conn).await.map_err(query_error("bind a certificate"))?;
+    } else {
+        insert_events(conn, &events).await?;
+    }
     Ok(AuthOutcome::Trusted(row))
 }
 
@@ -567,10 +569,7 @@ impl Store for PostgresStore {
     }
 
     async fn enroll(&self, enrollment: Enrollment<'_>) -> Result<EnrollOutcome, StoreError> {
-        let mut tx = self.begin("begin an enrollment").await?;
-        let outcome = enroll(&mut tx, &enrollment).await?;
-        tx.commit().await.map_err(query_error("commit an enrollment"))?;
-        Ok(outcome)
+        enroll(&self.pool, &enrollment).await
     }
 
     async fn renew(&self, renewal: Renewal<'_>) -> Result<RenewOutcome, StoreError> {

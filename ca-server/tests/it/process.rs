@@ -55,6 +55,20 @@ fn dev_prints_one_json_line_warns_and_stops_on_sigterm() {
             assert_eq!(mode & 0o777, 0o600, "{secret}");
         }
     }
+    // The operations listener answers over plain HTTP, on loopback.
+    assert!(info.ops_url.starts_with("http://127.0.0.1:"), "{}", info.ops_url);
+    let ops = info.ops_url.trim_start_matches("http://").to_owned();
+    let healthz = run_bounded(
+        Command::new("python3").args([
+            "-c",
+            "import sys,urllib.request; print(urllib.request.urlopen('http://'+sys.argv[1]+'/healthz').read().decode())",
+            &ops,
+        ]),
+        None,
+        HANG_LIMIT,
+        "GET /healthz",
+    );
+    assert_eq!(healthz.expect_success().stdout.trim(), "ok");
     let stderr = dev.stderr();
     assert!(stderr.contains("every device counts as managed"), "{stderr}");
     assert!(!stderr.contains(&info.enrollment_token), "no token in logs");

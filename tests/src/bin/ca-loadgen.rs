@@ -81,13 +81,27 @@ struct Args {
     /// Print the table header.
     #[arg(long)]
     header: bool,
-    /// The CA's process id, to report its CPU time per request.
+    /// A CA process id, to report its CPU time per request (repeat for several replicas:
+    /// each is reported on its own).
     #[arg(long)]
-    ca_pid: Option<u32>,
+    ca_pid: Vec<u32>,
+    /// Another replica's base URL (same host, same CA and tokens), repeatable: requests are
+    /// spread over the dev line's URL and these, round robin.
+    #[arg(long, value_name = "URL")]
+    replica_url: Vec<url::Url>,
+    /// The database server's process id (PostgreSQL's postmaster): its CPU time and that of
+    /// its children (the backends) per request is reported too.
+    #[arg(long)]
+    db_pid: Option<u32>,
+    /// Enrollments per second to aim at in the enroll phase (open loop: each request has a
+    /// scheduled time and its latency counts from then); default as fast as possible.
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 struct Target {
-    port: u16,
+    /// One port per replica.
+    ports: Vec<u16>,
     host: String,
     token: String,
     roots: Arc<rustls::RootCertStore>,
@@ -105,8 +119,26 @@ struct Phase {
     latencies: Vec<Duration>,
     errors: usize,
     elapsed: Duration,
-    ca_cpu: Option<Duration>,
+    ca_cpu: Vec<Option<Duration>>,
+    db_cpu: Option<Duration>,
     own_cpu: Option<Duration>,
+}
+
+/// CPU time of a process and its children now, from `/proc` (the database's backends are
+/// its children and live as long as the CA's pooled connections).
+fn tree_cpu_time(pid: u32) -> Option<Duration> {
+    let mut total = cpu_time(&pid.to_string())?;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(child) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        let ppid =
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            total += cpu_time(child).unwrap_or_default();
+        }
+    }
+    Some(total)
 }
 
 /// CPU time (user + system, all threads, finished ones included) of a process, from
@@ -120,19 +152,27 @@ fn cpu_time(pid: &str) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
-/// Measures the CPU time of the CA and of this process across `phase`.
-async fn measured<T>(
-    ca_pid: Option<u32>,
-    phase: impl std::future::Future<Output = T>,
-) -> (T, Option<Duration>, Option<Duration>) {
-    let ca = ca_pid.map(|p| p.to_string());
-    let ca_before = ca.as_deref().and_then(cpu_time);
+/// What a phase cost in CPU: each CA process, the database, and this process.
+struct Cpu {
+    ca: Vec<Option<Duration>>,
+    db: Option<Duration>,
+    own: Option<Duration>,
+}
+
+/// Measures the CPU time of the CAs, the database and this process across `phase`.
+async fn measured<T>(args: &Args, phase: impl std::future::Future<Output = T>) -> (T, Cpu) {
+    let pids: Vec<String> = args.ca_pid.iter().map(u32::to_string).collect();
+    let ca_before: Vec<_> = pids.iter().map(|p| cpu_time(p)).collect();
+    let db_before = args.db_pid.and_then(tree_cpu_time);
     let own_before = cpu_time("self");
     let out = phase.await;
-    let ca_cpu =
-        ca.as_deref().and_then(cpu_time).zip(ca_before).map(|(after, before)| after.saturating_sub(before));
-    let own_cpu = cpu_time("self").zip(own_before).map(|(after, before)| after.saturating_sub(before));
-    (out, ca_cpu, own_cpu)
+    let since = |after: Option<Duration>, before: Option<Duration>| {
+        after.zip(before).map(|(a, b)| a.saturating_sub(b))
+    };
+    let ca = pids.iter().zip(ca_before).map(|(p, before)| since(cpu_time(p), before)).collect();
+    let db = since(args.db_pid.and_then(tree_cpu_time), db_before);
+    let own = since(cpu_time("self"), own_before);
+    (out, Cpu { ca, db, own })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -150,8 +190,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for cert in CertificateDer::pem_file_iter(info["caBundle"].as_str().context("caBundle")?)? {
         roots.add(cert?)?;
     }
+    let mut ports = vec![url.port().context("port")?];
+    for replica in &args.replica_url {
+        ports.push(replica.port().context("replica port")?);
+    }
     let target = Arc::new(Target {
-        port: url.port().context("port")?,
+        ports,
         host: url.host_str().context("host")?.to_owned(),
         token: info["enrollmentToken"].as_str().context("enrollmentToken")?.to_owned(),
         roots: Arc::new(roots),
@@ -166,33 +210,35 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Connections::KeepAlive => "keep-alive",
         Connections::Fresh => "new TLS connection each",
     };
-    let (enroll, ca_cpu, own_cpu) = measured(args.ca_pid, enroll_phase(&target, &devices, &args, mode)).await;
+    let (enroll, cpu) = measured(&args, enroll_phase(&target, &devices, &args, mode)).await;
     let (mut enroll, certs) = enroll?;
-    (enroll.ca_cpu, enroll.own_cpu) = (ca_cpu, own_cpu);
+    (enroll.ca_cpu, enroll.db_cpu, enroll.own_cpu) = (cpu.ca, cpu.db, cpu.own);
     let mut phases = vec![enroll];
     if !args.no_renew {
         let configs = renew_configs(&target, &devices, &certs)?;
-        let (renew, ca_cpu, own_cpu) =
-            measured(args.ca_pid, renew_phase(&target, &devices, configs, &args)).await;
+        let (renew, cpu) = measured(&args, renew_phase(&target, &devices, configs, &args)).await;
         let mut renew = renew?;
-        (renew.ca_cpu, renew.own_cpu) = (ca_cpu, own_cpu);
+        (renew.ca_cpu, renew.db_cpu, renew.own_cpu) = (cpu.ca, cpu.db, cpu.own);
         phases.push(renew);
     }
     if args.checks > 0 {
         let path = args.check_secret_file.as_deref().context("--checks needs --check-secret-file")?;
         let secret = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
         let headers = Arc::new(check_headers(&certs, args.check_devices)?);
-        let (check, ca_cpu, own_cpu) =
-            measured(args.ca_pid, check_phase(&target, secret.trim(), headers, &args)).await;
+        let (check, cpu) = measured(&args, check_phase(&target, secret.trim(), headers, &args)).await;
         let mut check = check?;
-        (check.ca_cpu, check.own_cpu) = (ca_cpu, own_cpu);
+        (check.ca_cpu, check.db_cpu, check.own_cpu) = (cpu.ca, cpu.db, cpu.own);
         phases.push(check);
     }
     if args.header {
         println!(
-            "| phase | requests | errors | requests/s | p50 ms | p99 ms | max ms | CA CPU ms/req | load generator CPU ms/req |"
+            "| phase | requests | errors | requests/s | p50 ms | p99 ms | max ms | CA CPU ms/req | {}load generator CPU ms/req |",
+            if args.db_pid.is_some() { "database CPU ms/req | " } else { "" }
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!(
+            "|---|---:|---:|---:|---:|---:|---:|---:|{}---:|",
+            if args.db_pid.is_some() { "---:|" } else { "" }
+        );
     }
     for phase in &phases {
         let mut sorted = phase.latencies.clone();
@@ -212,8 +258,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 |cpu| format!("{:.2}", cpu.as_secs_f64() * 1000.0 / requests.max(1) as f64),
             )
         };
+        // Per CA process (replicas each their own, as "a + b"), per request of the phase.
+        let ca = if phase.ca_cpu.is_empty() {
+            "-".to_owned()
+        } else {
+            phase.ca_cpu.iter().map(|cpu| per_request(*cpu)).collect::<Vec<_>>().join(" + ")
+        };
+        let db =
+            if args.db_pid.is_some() { format!("{} | ", per_request(phase.db_cpu)) } else { String::new() };
         println!(
-            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {ca} | {db}{} |",
             phase.name,
             requests,
             phase.errors,
@@ -221,7 +275,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             pct(0.50),
             pct(0.99),
             pct(1.0),
-            per_request(phase.ca_cpu),
             per_request(phase.own_cpu),
         );
     }
@@ -304,11 +357,14 @@ fn client_config(
     Ok(Arc::new(config))
 }
 
+/// Connects to the replica of request (or worker) `n`, round robin.
 async fn connect(
     target: &Target,
+    n: usize,
     config: Arc<rustls::ClientConfig>,
 ) -> anyhow::Result<SendRequest<Full<Bytes>>> {
-    let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+    let port = target.ports[n % target.ports.len()];
+    let tcp = TcpStream::connect((target.host.as_str(), port)).await?;
     tcp.set_nodelay(true)?;
     let name = ServerName::try_from(target.host.clone())?;
     let tls = TlsConnector::from(config).connect(name, tcp).await?;
@@ -326,7 +382,7 @@ async fn post(
 ) -> anyhow::Result<(u16, Bytes)> {
     sender.ready().await?;
     let mut request = Request::post(path)
-        .header(header::HOST, format!("{}:{}", target.host, target.port))
+        .header(header::HOST, target.host.as_str())
         .header(header::CONTENT_TYPE, "application/json");
     if let Some(token) = bearer {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
@@ -348,10 +404,10 @@ async fn enroll_phase(
     let anonymous = client_config(target, None)?;
     let start = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..args.concurrency {
+    for worker in 0..args.concurrency {
         let (target, devices, next, config) =
             (target.clone(), devices.clone(), next.clone(), anonymous.clone());
-        let connections = args.connections;
+        let (connections, rate) = (args.connections, args.rate);
         workers.push(tokio::spawn(async move {
             let mut out = Vec::new();
             let mut sender = None;
@@ -360,10 +416,21 @@ async fn enroll_phase(
                 if i >= devices.len() {
                     break;
                 }
-                let began = Instant::now();
+                // Open loop at --rate: request i is due at start + i / rate, and its latency
+                // counts from then, so that a CA falling behind shows in the figures.
+                let began = match rate {
+                    Some(rate) => {
+                        let due = start + Duration::from_secs_f64(i as f64 / rate);
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
                 let result = async {
                     if connections == Connections::Fresh || sender.is_none() {
-                        sender = Some(connect(&target, config.clone()).await?);
+                        // Keep-alive workers stay on one replica; fresh connections go round.
+                        let n = if connections == Connections::Fresh { i } else { worker };
+                        sender = Some(connect(&target, n, config.clone()).await?);
                     }
                     let Some(s) = sender.as_mut() else { bail!("no connection") };
                     post(s, &target, "/api/v1/enroll", devices[i].enroll_body.clone(), Some(&target.token))
@@ -406,7 +473,7 @@ async fn enroll_phase(
     }
     let elapsed = start.elapsed();
     let name = format!("enroll ({mode})");
-    Ok((Phase { name, latencies, errors, elapsed, ca_cpu: None, own_cpu: None }, certs))
+    Ok((Phase { name, latencies, errors, elapsed, ca_cpu: Vec::new(), db_cpu: None, own_cpu: None }, certs))
 }
 
 type Configs = Arc<Vec<Option<Arc<rustls::ClientConfig>>>>;
@@ -449,7 +516,7 @@ async fn renew_phase(
                 };
                 let began = Instant::now();
                 let result = async {
-                    let mut sender = connect(&target, config).await?;
+                    let mut sender = connect(&target, i, config).await?;
                     post(&mut sender, &target, "/api/v1/renew", devices[i].renew_body.clone(), None).await
                 }
                 .await;
@@ -475,7 +542,8 @@ async fn renew_phase(
         latencies,
         errors,
         elapsed: start.elapsed(),
-        ca_cpu: None,
+        ca_cpu: Vec::new(),
+        db_cpu: None,
         own_cpu: None,
     })
 }
@@ -513,7 +581,7 @@ async fn check_phase(
     let anonymous = client_config(target, None)?;
     let start = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..args.concurrency {
+    for worker in 0..args.concurrency {
         let (target, headers, next, config, bearer) =
             (target.clone(), headers.clone(), next.clone(), anonymous.clone(), bearer.clone());
         workers.push(tokio::spawn(async move {
@@ -527,12 +595,12 @@ async fn check_phase(
                 let began = Instant::now();
                 let result = async {
                     if sender.is_none() {
-                        sender = Some(connect(&target, config.clone()).await?);
+                        sender = Some(connect(&target, worker, config.clone()).await?);
                     }
                     let Some(s) = sender.as_mut() else { bail!("no connection") };
                     s.ready().await?;
                     let request = Request::get("/api/v1/relying-party/check")
-                        .header(header::HOST, format!("{}:{}", target.host, target.port))
+                        .header(header::HOST, target.host.as_str())
                         .header(header::AUTHORIZATION, bearer.as_str())
                         .header("x-devicetrust-client-cert", headers[i % headers.len()].as_str())
                         .body(Full::new(Bytes::new()))?;
@@ -565,7 +633,8 @@ async fn check_phase(
         latencies,
         errors,
         elapsed: start.elapsed(),
-        ca_cpu: None,
+        ca_cpu: Vec::new(),
+        db_cpu: None,
         own_cpu: None,
     })
 }
