@@ -3,9 +3,9 @@
 //!
 //! [`Telemetry`] owns every metric (prometheus-client types, so encoding is the crate's
 //! OpenMetrics text, not ours). The API routers count requests by route and status through
-//! [`count_requests`]; refusals are counted by the error code that
+//! `count_requests`; refusals are counted by the error code that
 //! [`crate::api`] attaches to each error response; the store is timed per operation by
-//! [`crate::store::Metered`]; MDM lookups, issuance and open connections are counted where
+//! `store::Metered`; MDM lookups, issuance and open connections are counted where
 //! they happen. Labels take only bounded values: route templates (never a raw path), status
 //! codes, error codes, operation names.
 //!

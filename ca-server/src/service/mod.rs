@@ -310,14 +310,27 @@ impl CaBuilder {
         };
         check_cert_auth_domain(&config, &tls_main_files.0, tls_cert_auth_files.as_ref().map(|f| &f.0))?;
         let relying_parties = RelyingParties::load(&config.relying_party)?;
-        let store_password = match &config.store {
-            StoreSettings::Postgres(pg) => pg
+        // A PostgreSQL store is opened (and migrated) before anything is created here: a
+        // database that cannot be reached, or one a newer version migrated, leaves nothing
+        // behind either.
+        let mut store = self.store;
+        if let (None, StoreSettings::Postgres(pg)) = (&store, &config.store) {
+            let password = pg
                 .password_file
                 .as_deref()
                 .map(|path| crate::secret::read_password_file(path, "PostgreSQL password"))
-                .transpose()?,
-            _ => None,
-        };
+                .transpose()?;
+            store = Some(Arc::new(
+                PostgresStore::open(&PostgresOptions {
+                    url: pg.url.clone(),
+                    password,
+                    max_connections: pg.max_connections,
+                    acquire_timeout: StdDuration::from_secs(pg.acquire_timeout_secs),
+                    statement_timeout: StdDuration::from_secs(pg.statement_timeout_secs),
+                })
+                .await?,
+            ));
+        }
 
         let data_dir = &config.server.data_dir;
         fsutil::create_private_dir(data_dir).map_err(SetupError::DataDir)?;
@@ -365,27 +378,16 @@ impl CaBuilder {
             );
         }
 
-        let store: Arc<dyn Store> = match self.store {
-            Some(store) => store,
-            None => match &config.store {
-                StoreSettings::Sqlite { path, read_connections } => {
-                    let path: PathBuf = data_dir.join(path);
-                    Arc::new(
-                        SqliteStore::open(&SqliteOptions { path, read_connections: *read_connections })
-                            .await?,
-                    )
-                }
-                StoreSettings::Postgres(pg) => Arc::new(
-                    PostgresStore::open(&PostgresOptions {
-                        url: pg.url.clone(),
-                        password: store_password,
-                        max_connections: pg.max_connections,
-                        acquire_timeout: StdDuration::from_secs(pg.acquire_timeout_secs),
-                        statement_timeout: StdDuration::from_secs(pg.statement_timeout_secs),
-                    })
-                    .await?,
-                ),
-            },
+        let store: Arc<dyn Store> = match (store, &config.store) {
+            (Some(store), _) => store,
+            (None, StoreSettings::Sqlite { path, read_connections }) => {
+                let path: PathBuf = data_dir.join(path);
+                Arc::new(
+                    SqliteStore::open(&SqliteOptions { path, read_connections: *read_connections }).await?,
+                )
+            }
+            // Opened above, before the data directory was created: `store` is set.
+            (None, StoreSettings::Postgres(_)) => unreachable!("the PostgreSQL store is opened above"),
         };
 
         let verifier = IssuedCertVerifier::new(authority.certificate_der().clone(), clock.clone())?;
@@ -1091,7 +1093,7 @@ impl Ca {
     }
 
     /// The DER CRL, regenerated after a revocation on this replica and at least every
-    /// [`CRL_CACHE_SECS`] (so a revocation on another replica is in this one's CRL within
+    /// `CRL_CACHE_SECS` (so a revocation on another replica is in this one's CRL within
     /// that time).
     pub async fn crl(&self) -> Result<Arc<Vec<u8>>, ApiError> {
         let now = self.clock.now();

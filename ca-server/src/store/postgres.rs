@@ -6,7 +6,7 @@
 //! them are serialised by the database, not by the process:
 //!
 //! - **Per device.** Enrollment, renewal, binding at first use and revocation first take a
-//!   transaction-scoped advisory lock on the device's UDID ([`lock_device`]) and only then
+//!   transaction-scoped advisory lock on the device's UDID (`lock_device`) and only then
 //!   read what they decide on (the idempotency key, the unbound count, the lineage's active
 //!   certificate, the presented certificate's state). Two replicas enrolling the same
 //!   device therefore run one after the other: the second sees the first's certificate and

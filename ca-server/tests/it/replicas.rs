@@ -460,3 +460,20 @@ async fn a_replica_refuses_a_database_with_newer_migrations() {
     });
     expect_refused(&config);
 }
+
+#[test]
+fn an_unreachable_database_stops_the_start_and_creates_nothing() {
+    let shared = Shared::make();
+    let empty = tempfile::tempdir().expect("tempdir");
+    let store =
+        format!("url = \"postgres://devicetrust@localhost/devicetrust?host={}\"", empty.path().display());
+    let config = shared.config("replica", &store);
+    let mut command = serve(&config, &config.with_extension("log"));
+    let finished = testkit::run(command.stderr(Stdio::piped()));
+    assert_eq!(finished.code(), Some(1), "{finished}");
+    assert!(
+        finished.stderr.contains("cannot open the database at postgres://devicetrust@localhost/devicetrust"),
+        "{finished}"
+    );
+    assert!(!shared.dir.path().join("replica").exists(), "no data directory was created");
+}
