@@ -48,12 +48,13 @@ use sqlx::ConnectOptions as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use super::rows::{
-    CertDb, CodeDb, DeviceDb, EventDb, RenewProbe, count, device_record, ms, new_row, outcome_str,
-    revoked_entry, select_certificates, select_code, success,
+    CertDb, CodeDb, DeviceDb, EventDb, RenewProbe, authentication_event, count, device_record,
+    judge_authentication, ms, new_row, outcome_str, renewal_refusal, revocation_events, revoked_entry,
+    select_certificates, select_code, success,
 };
 use super::{
     AuthOutcome, Authentication, CertificateRow, CodeRow, EnrollOutcome, Enrollment, NewCode, NewEvent,
-    Redemption, RenewOutcome, Renewal, RevokeTarget, Standing, Store, StoreError,
+    Redemption, RenewOutcome, Renewal, RevokeTarget, Store, StoreError,
 };
 use crate::authority::{Issued, RevokedEntry};
 use crate::secret::SecretString;
@@ -402,16 +403,10 @@ async fn renew(conn: &mut PgConnection, r: &Renewal<'_>) -> Result<RenewOutcome,
     let Some(probe) = probe else {
         return Ok(RenewOutcome::Unknown);
     };
-    let old = CertificateRow::try_from(probe.old)?;
-    if old.state == CertificateState::Revoked {
-        return Ok(RenewOutcome::Revoked(old));
-    }
-    if old.is_expired(now) {
-        return Ok(RenewOutcome::Expired(old));
-    }
-    if old.is_superseded_before(r.superseded_cutoff) {
-        return Ok(RenewOutcome::Superseded(old));
-    }
+    let old = match renewal_refusal(CertificateRow::try_from(probe.old)?, r.superseded_cutoff, now) {
+        std::ops::ControlFlow::Continue(old) => old,
+        std::ops::ControlFlow::Break(refused) => return Ok(refused),
+    };
     if let Some(serial) = probe.existing_serial {
         let row = existing(conn, &serial).await?;
         insert_events(conn, &[success(EventType::Renew, &row, &old.user, now)]).await?;
@@ -460,35 +455,21 @@ async fn renew(conn: &mut PgConnection, r: &Renewal<'_>) -> Result<RenewOutcome,
 }
 
 async fn authenticate(conn: &mut PgConnection, a: &Authentication<'_>) -> Result<AuthOutcome, StoreError> {
-    let now = a.now;
     // Binding changes what a renewal of the device copies, so it takes the device's lock.
     // A read-only check (no binding possible) does not need it.
     if a.bind && !lock_device_of(conn, a.serial).await? {
         return Ok(AuthOutcome::Unknown);
     }
-    let Some(mut row) = certificate_by_serial(conn, a.serial).await? else {
+    let Some(row) = certificate_by_serial(conn, a.serial).await? else {
         return Ok(AuthOutcome::Unknown);
     };
-    let (owner, unbound) = match row.standing(a.bind_user, a.required_user, a.superseded_cutoff, now) {
-        Standing::Revoked => return Ok(AuthOutcome::Revoked(row)),
-        Standing::Expired => return Ok(AuthOutcome::Expired(row)),
-        Standing::Superseded => return Ok(AuthOutcome::Superseded(row)),
-        Standing::OtherUser => return Ok(AuthOutcome::OtherUser(row)),
-        Standing::Trusted { owner, unbound } => (owner, unbound),
+    let judged = match judge_authentication(row, a) {
+        std::ops::ControlFlow::Continue(judged) => judged,
+        std::ops::ControlFlow::Break(refused) => return Ok(refused),
     };
-    let binds = a.bind && unbound;
-    if binds {
-        // First use binds; a superseded certificate records the user but stays superseded.
-        if row.state == CertificateState::Unbound {
-            row.state = CertificateState::Bound;
-        }
-        row.bound_user = Some(owner.clone());
-    }
-    let events = [NewEvent {
-        client_id: a.client_id.map(str::to_owned),
-        ..success(EventType::Authenticate, &row, &owner, now)
-    }];
-    if binds {
+    let events = [authentication_event(&judged, a)];
+    let row = judged.row;
+    if judged.binds {
         let sql = format!(
             "WITH bound AS (UPDATE certificates SET state = $1, bound_user = $2 WHERE serial = $3 RETURNING 1) {}",
             events_sql(4)
@@ -541,20 +522,7 @@ async fn revoke(
     .await
     .map_err(query_error("revoke certificates"))?;
     revoked.sort();
-    let events: Vec<_> = revoked
-        .iter()
-        .map(|(serial, udid, user)| NewEvent {
-            published: now,
-            event_type: EventType::Revoke,
-            outcome: Outcome::Success,
-            user: Some(user.clone()),
-            udid: Some(udid.clone()),
-            serial: Some(serial.clone()),
-            reason: None,
-            client_id: None,
-        })
-        .collect();
-    insert_events(conn, &events).await?;
+    insert_events(conn, &revocation_events(&revoked, now)).await?;
     Ok(revoked.into_iter().map(|(serial, _, _)| serial).collect())
 }
 
@@ -734,8 +702,7 @@ impl Store for PostgresStore {
             .await
             .map_err(query_error("redeem an authorization code"))?;
         tx.commit().await.map_err(query_error("redeem an authorization code"))?;
-        let grant = row.grant()?;
-        Ok(if first { Redemption::First(grant) } else { Redemption::Replayed(grant) })
+        row.redemption()
     }
 
     async fn code(&self, code_sha256: &str) -> Result<Option<CodeRow>, StoreError> {
@@ -744,11 +711,7 @@ impl Store for PostgresStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(query_error("read an authorization code"))?;
-        row.map(|row| {
-            let replayed = row.replayed_at_ms.is_some();
-            Ok(CodeRow { grant: row.grant()?, replayed })
-        })
-        .transpose()
+        row.map(CodeDb::into_code_row).transpose()
     }
 
     async fn next_crl_number(&self, issuer: &str, at_least: i64) -> Result<i64, StoreError> {

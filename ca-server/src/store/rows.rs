@@ -2,6 +2,7 @@
 //! database), their conversion into the store's types, and the time encoding (integer
 //! milliseconds since the Unix epoch, UTC, so that comparisons are numeric in both).
 
+use std::ops::ControlFlow;
 use std::str::FromStr as _;
 
 use ca_client::protocol::{
@@ -9,7 +10,10 @@ use ca_client::protocol::{
 };
 use chrono::{DateTime, Utc};
 
-use super::{CertificateRow, CodeGrant, NewEvent, StoreError};
+use super::{
+    AuthOutcome, Authentication, CertificateRow, CodeGrant, CodeRow, NewEvent, Redemption, RenewOutcome,
+    Standing, StoreError,
+};
 use crate::authority::{Issued, RevocationReason, RevokedEntry};
 
 /// `SELECT <certificate columns> [, extra columns] FROM certificates c JOIN devices d <rest>`.
@@ -300,4 +304,98 @@ pub(super) fn revoked_entry(
             reason: RevocationReason::Superseded,
         }
     })
+}
+
+/// A renewal's refusals by the presented certificate's own state, in the contract's order
+/// (revoked, expired, superseded past its grace period): `Break` with the refusal, or
+/// `Continue` with the certificate when none applies.
+pub(super) fn renewal_refusal(
+    old: CertificateRow,
+    superseded_cutoff: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> ControlFlow<RenewOutcome, CertificateRow> {
+    if old.state == CertificateState::Revoked {
+        return ControlFlow::Break(RenewOutcome::Revoked(old));
+    }
+    if old.is_expired(now) {
+        return ControlFlow::Break(RenewOutcome::Expired(old));
+    }
+    if old.is_superseded_before(superseded_cutoff) {
+        return ControlFlow::Break(RenewOutcome::Superseded(old));
+    }
+    ControlFlow::Continue(old)
+}
+
+/// What an authentication decided before it writes anything.
+pub(super) struct Judged {
+    /// The row, bound in memory when `binds`.
+    pub(super) row: CertificateRow,
+    /// Whom the certificate belongs to.
+    pub(super) owner: String,
+    /// Whether this authentication binds it (the caller writes that).
+    pub(super) binds: bool,
+}
+
+/// Judges a presented certificate by [`CertificateRow::standing`]: `Break` with the refusal
+/// to return at once, or `Continue` with the row as it is to be stored. First use binds (when `bind`); a superseded
+/// certificate records the user but stays superseded.
+pub(super) fn judge_authentication(
+    mut row: CertificateRow,
+    a: &Authentication<'_>,
+) -> ControlFlow<AuthOutcome, Judged> {
+    let (owner, unbound) = match row.standing(a.bind_user, a.required_user, a.superseded_cutoff, a.now) {
+        Standing::Revoked => return ControlFlow::Break(AuthOutcome::Revoked(row)),
+        Standing::Expired => return ControlFlow::Break(AuthOutcome::Expired(row)),
+        Standing::Superseded => return ControlFlow::Break(AuthOutcome::Superseded(row)),
+        Standing::OtherUser => return ControlFlow::Break(AuthOutcome::OtherUser(row)),
+        Standing::Trusted { owner, unbound } => (owner, unbound),
+    };
+    let binds = a.bind && unbound;
+    if binds {
+        if row.state == CertificateState::Unbound {
+            row.state = CertificateState::Bound;
+        }
+        row.bound_user = Some(owner.clone());
+    }
+    ControlFlow::Continue(Judged { row, owner, binds })
+}
+
+/// The success event of an authentication.
+pub(super) fn authentication_event(judged: &Judged, a: &Authentication<'_>) -> NewEvent {
+    NewEvent {
+        client_id: a.client_id.map(str::to_owned),
+        ..success(EventType::Authenticate, &judged.row, &judged.owner, a.now)
+    }
+}
+
+/// One `pki.cert.revoke` event per revoked `(serial, udid, user)`.
+pub(super) fn revocation_events(revoked: &[(String, String, String)], now: DateTime<Utc>) -> Vec<NewEvent> {
+    revoked
+        .iter()
+        .map(|(serial, udid, user)| NewEvent {
+            published: now,
+            event_type: EventType::Revoke,
+            outcome: Outcome::Success,
+            user: Some(user.clone()),
+            udid: Some(udid.clone()),
+            serial: Some(serial.clone()),
+            reason: None,
+            client_id: None,
+        })
+        .collect()
+}
+
+impl CodeDb {
+    /// The code as the userinfo endpoint checks it.
+    pub(super) fn into_code_row(self) -> Result<CodeRow, StoreError> {
+        let replayed = self.replayed_at_ms.is_some();
+        Ok(CodeRow { grant: self.grant()?, replayed })
+    }
+
+    /// What redeeming it now means: the first redemption, or a replay.
+    pub(super) fn redemption(self) -> Result<Redemption, StoreError> {
+        let first = self.redeemed_at_ms.is_none();
+        let grant = self.grant()?;
+        Ok(if first { Redemption::First(grant) } else { Redemption::Replayed(grant) })
+    }
 }

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ca_client::protocol::{CertificateState, DeviceInfo, DeviceRecord, Event, EventType, Outcome, Platform};
+use ca_client::protocol::{CertificateState, DeviceInfo, DeviceRecord, Event, EventType, Platform};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -44,12 +44,13 @@ use sqlx::{ConnectOptions as _, Connection as _};
 use tokio::sync::{mpsc, oneshot};
 
 use super::rows::{
-    CertDb, CodeDb, DeviceDb, EventDb, RenewProbe, count, device_record, ms, new_row, outcome_str,
-    query_error, revoked_entry, select_certificates, select_code, success,
+    CertDb, CodeDb, DeviceDb, EventDb, RenewProbe, authentication_event, count, device_record,
+    judge_authentication, ms, new_row, outcome_str, query_error, renewal_refusal, revocation_events,
+    revoked_entry, select_certificates, select_code, success,
 };
 use super::{
     AuthOutcome, Authentication, CertificateRow, CodeRow, EnrollOutcome, Enrollment, NewCode, NewEvent,
-    Redemption, RenewOutcome, Renewal, RevokeTarget, Standing, Store, StoreError,
+    Redemption, RenewOutcome, Renewal, RevokeTarget, Store, StoreError,
 };
 use crate::authority::{Issued, RevokedEntry};
 
@@ -329,14 +330,16 @@ async fn transaction<'a>(
                 client_id,
                 now,
             } => {
-                let check = AuthCheck {
+                let authentication = Authentication {
+                    serial,
                     bind_user: bind_user.as_deref(),
                     required_user: required_user.as_deref(),
                     bind: *bind,
                     superseded_cutoff: *superseded_cutoff,
                     client_id: client_id.as_deref(),
+                    now: *now,
                 };
-                Done::Authenticate(authenticate(&mut tx, serial, check, *now).await?)
+                Done::Authenticate(authenticate(&mut tx, &authentication).await?)
             }
             Work::Revoke { user, udid, now } => {
                 Done::Revoke(revoke(&mut tx, user.as_deref(), udid.as_deref(), *now).await?)
@@ -540,16 +543,10 @@ async fn renew(
     let Some(probe) = probe else {
         return Ok(RenewOutcome::Unknown);
     };
-    let old = CertificateRow::try_from(probe.old)?;
-    if old.state == CertificateState::Revoked {
-        return Ok(RenewOutcome::Revoked(old));
-    }
-    if old.is_expired(now) {
-        return Ok(RenewOutcome::Expired(old));
-    }
-    if old.is_superseded_before(superseded_cutoff) {
-        return Ok(RenewOutcome::Superseded(old));
-    }
+    let old = match renewal_refusal(CertificateRow::try_from(probe.old)?, superseded_cutoff, now) {
+        std::ops::ControlFlow::Continue(old) => old,
+        std::ops::ControlFlow::Break(refused) => return Ok(refused),
+    };
     if let Some(serial) = probe.existing_serial {
         let row = existing(conn, &serial).await?;
         insert_events(conn, &[success(EventType::Renew, &row, &old.user, now)]).await?;
@@ -619,42 +616,20 @@ async fn renew(
     )))
 }
 
-/// What [`authenticate`] checks and may change, besides the serial.
-#[derive(Debug, Clone, Copy)]
-struct AuthCheck<'a> {
-    bind_user: Option<&'a str>,
-    required_user: Option<&'a str>,
-    bind: bool,
-    superseded_cutoff: DateTime<Utc>,
-    client_id: Option<&'a str>,
-}
-
 async fn authenticate(
     conn: &mut SqliteConnection,
-    serial: &str,
-    check: AuthCheck<'_>,
-    now: DateTime<Utc>,
+    a: &Authentication<'_>,
 ) -> Result<AuthOutcome, StoreError> {
-    let Some(mut row) = certificate_by_serial(conn, serial).await? else {
+    let Some(row) = certificate_by_serial(conn, a.serial).await? else {
         return Ok(AuthOutcome::Unknown);
     };
-    let (owner, unbound) =
-        match row.standing(check.bind_user, check.required_user, check.superseded_cutoff, now) {
-            Standing::Revoked => return Ok(AuthOutcome::Revoked(row)),
-            Standing::Expired => return Ok(AuthOutcome::Expired(row)),
-            Standing::Superseded => return Ok(AuthOutcome::Superseded(row)),
-            Standing::OtherUser => return Ok(AuthOutcome::OtherUser(row)),
-            Standing::Trusted { owner, unbound } => (owner, unbound),
-        };
-    let binds = check.bind && unbound;
-    if binds {
-        // First use binds; a superseded certificate records the user but stays superseded.
-        if row.state == CertificateState::Unbound {
-            row.state = CertificateState::Bound;
-        }
-        row.bound_user = Some(owner.clone());
-    }
-    if binds {
+    let judged = match judge_authentication(row, a) {
+        std::ops::ControlFlow::Continue(judged) => judged,
+        std::ops::ControlFlow::Break(refused) => return Ok(refused),
+    };
+    if judged.binds {
+        // One round trip: the binding and its event.
+        let row = &judged.row;
         sqlx::query(
             "UPDATE certificates SET state = ?, bound_user = ? WHERE serial = ?; \
              INSERT INTO events (published_ms, event_type, outcome, user_name, device_udid, serial, reason, client_id) \
@@ -663,22 +638,18 @@ async fn authenticate(
         .bind(row.state.as_str())
         .bind(&row.bound_user)
         .bind(&row.serial)
-        .bind(ms(now))
-        .bind(&owner)
+        .bind(ms(a.now))
+        .bind(&judged.owner)
         .bind(&row.device_udid)
         .bind(&row.serial)
-        .bind(check.client_id)
+        .bind(a.client_id)
         .execute(&mut *conn)
         .await
         .map_err(query_error("bind a certificate"))?;
     } else {
-        let event = NewEvent {
-            client_id: check.client_id.map(str::to_owned),
-            ..success(EventType::Authenticate, &row, &owner, now)
-        };
-        insert_events(conn, &[event]).await?;
+        insert_events(conn, &[authentication_event(&judged, a)]).await?;
     }
-    Ok(AuthOutcome::Trusted(row))
+    Ok(AuthOutcome::Trusted(judged.row))
 }
 
 /// Codes deleted per insertion at most: insertions outnumber the codes that fall due, so
@@ -741,8 +712,7 @@ async fn redeem_code(
         .execute(&mut *conn)
         .await
         .map_err(query_error("redeem an authorization code"))?;
-    let grant = row.grant()?;
-    Ok(if first { Redemption::First(grant) } else { Redemption::Replayed(grant) })
+    row.redemption()
 }
 
 async fn revoke(
@@ -763,20 +733,7 @@ async fn revoke(
     .await
     .map_err(query_error("revoke certificates"))?;
     revoked.sort();
-    let events: Vec<_> = revoked
-        .iter()
-        .map(|(serial, udid, user)| NewEvent {
-            published: now,
-            event_type: EventType::Revoke,
-            outcome: Outcome::Success,
-            user: Some(user.clone()),
-            udid: Some(udid.clone()),
-            serial: Some(serial.clone()),
-            reason: None,
-            client_id: None,
-        })
-        .collect();
-    insert_events(conn, &events).await?;
+    insert_events(conn, &revocation_events(&revoked, now)).await?;
     Ok(revoked.into_iter().map(|(serial, _, _)| serial).collect())
 }
 
@@ -927,11 +884,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.reader)
             .await
             .map_err(query_error("read an authorization code"))?;
-        row.map(|row| {
-            let replayed = row.replayed_at_ms.is_some();
-            Ok(CodeRow { grant: row.grant()?, replayed })
-        })
-        .transpose()
+        row.map(CodeDb::into_code_row).transpose()
     }
 
     async fn revoked_unexpired(
