@@ -493,38 +493,58 @@ async fn revoke(
     };
     // Lock every device concerned first (sorted, so that two revocations cannot deadlock),
     // so that a renewal in flight on another replica either finishes before (and its
-    // successor is revoked here) or starts after (and sees the revocation).
-    let mut devices: Vec<String> = match udid {
-        Some(udid) => vec![udid.to_owned()],
-        None => sqlx::query_scalar(
-            "SELECT DISTINCT device_udid FROM certificates WHERE (user_name = $1 OR bound_user = $1) \
-             AND state != 'revoked' AND not_after_ms > $2",
+    // successor is revoked here) or starts after (and sees the revocation). A user's device
+    // enrolled between the lookup and the locks is not locked, and a renewal on it could
+    // slip a successor past the revocation: so look again after revoking, and lock and
+    // revoke whatever is still active (bounded; each round only finds devices enrolled
+    // during the one before).
+    let mut locked = std::collections::BTreeSet::new();
+    let mut revoked: Vec<(String, String, String)> = Vec::new();
+    for round in 0..REVOKE_ROUNDS {
+        let devices: Vec<String> = match udid {
+            Some(udid) => vec![udid.to_owned()],
+            None => sqlx::query_scalar(
+                "SELECT DISTINCT device_udid FROM certificates WHERE (user_name = $1 OR bound_user = $1) \
+                 AND state != 'revoked' AND not_after_ms > $2 ORDER BY device_udid",
+            )
+            .bind(user)
+            .bind(ms(now))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(query_error("find a user's devices"))?,
+        };
+        let new: Vec<String> = devices.into_iter().filter(|device| !locked.contains(device)).collect();
+        if new.is_empty() && round > 0 {
+            break;
+        }
+        for device in new {
+            lock_device(conn, &device).await?;
+            locked.insert(device);
+        }
+        let round: Vec<(String, String, String)> = sqlx::query_as(
+            "UPDATE certificates SET state = 'revoked', revoked_at_ms = $1 \
+             WHERE (user_name = $2 OR bound_user = $2 OR device_udid = $3) AND state != 'revoked' AND not_after_ms > $1 \
+             RETURNING serial, device_udid, user_name",
         )
-        .bind(user)
         .bind(ms(now))
+        .bind(user)
+        .bind(udid)
         .fetch_all(&mut *conn)
         .await
-        .map_err(query_error("find a user's devices"))?,
-    };
-    devices.sort();
-    for device in &devices {
-        lock_device(conn, device).await?;
+        .map_err(query_error("revoke certificates"))?;
+        revoked.extend(round);
+        if udid.is_some() {
+            break;
+        }
     }
-    let mut revoked: Vec<(String, String, String)> = sqlx::query_as(
-        "UPDATE certificates SET state = 'revoked', revoked_at_ms = $1 \
-         WHERE (user_name = $2 OR bound_user = $2 OR device_udid = $3) AND state != 'revoked' AND not_after_ms > $1 \
-         RETURNING serial, device_udid, user_name",
-    )
-    .bind(ms(now))
-    .bind(user)
-    .bind(udid)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(query_error("revoke certificates"))?;
     revoked.sort();
     insert_events(conn, &revocation_events(&revoked, now)).await?;
     Ok(revoked.into_iter().map(|(serial, _, _)| serial).collect())
 }
+
+/// Rounds of a user's revocation at most (see [`revoke`]); a round finds only devices
+/// enrolled during the one before, so the second is almost always the last.
+const REVOKE_ROUNDS: usize = 4;
 
 /// Codes deleted per insertion at most (as in SQLite).
 const PURGE_BATCH: i64 = 64;
