@@ -140,7 +140,8 @@ impl Config {
             }
             MdmSettings::AllowAll => {}
         }
-        // The SQLite path is relative to the data directory, not to the file.
+        // The SQLite path is relative to the data directory, not to the file; the
+        // PostgreSQL password file is relative to the file, like every other secret.
         if let StoreSettings::Postgres(postgres) = &mut self.store
             && let Some(path) = &mut postgres.password_file
         {

@@ -19,8 +19,9 @@
 //! - **Event ids never skip.** A sequence would hand out ids in the order transactions
 //!   *ask*, not the order they *commit*: a reader could see id 11 while the transaction
 //!   holding 10 is still open, move its cursor past 10 and never see it. So an event's id
-//!   is its transaction's id (`pg_current_xact_id()`, 64 bits, never reused) times
-//!   [`EVENTS_PER_TRANSACTION`] plus the event's ordinal in its transaction, and
+//!   is its transaction's id (`pg_current_xact_id()`, 64 bits, never reused) plus a base
+//!   (0, raised at start after a restore into another cluster: migration 0004), times
+//!   [`EVENTS_PER_TRANSACTION`], plus the event's ordinal in its transaction, and
 //!   [`Store::events`] returns only events of transactions older than the oldest one still
 //!   running (`pg_snapshot_xmin(pg_current_snapshot())`). Every transaction that can still
 //!   commit has an id at or above that bound, so each of its events gets an id above every
@@ -117,7 +118,12 @@ impl PostgresStore {
         let statement_timeout = format!("{}ms", options.statement_timeout.as_millis());
         connect = connect
             .application_name("devicetrust-ca")
-            .options([("statement_timeout", statement_timeout.as_str())])
+            // A session that stops in the middle of a transaction (a replica's host gone)
+            // would hold its device locks and the event log's horizon until TCP noticed.
+            .options([
+                ("statement_timeout", statement_timeout.as_str()),
+                ("idle_in_transaction_session_timeout", statement_timeout.as_str()),
+            ])
             // A statement per request is logged at debug only: the pool's own log of slow
             // statements is enough at info.
             .log_statements(tracing::log::LevelFilter::Debug)
@@ -134,6 +140,17 @@ impl PostgresStore {
             .test_before_acquire(false)
             .connect_lazy_with(connect);
         migrate(&pool, &location).await?;
+        // After a restore into another cluster, its transaction ids start below the stored
+        // events' ids: raise the base so that new ids land above every stored one (and the
+        // stored events stay listed). Unchanged in the cluster that wrote them.
+        sqlx::query(
+            "UPDATE event_id_base SET base = GREATEST(base, \
+             (SELECT COALESCE(MAX(id), 0) FROM events) / $1 + 1 - pg_current_xact_id()::text::bigint)",
+        )
+        .bind(EVENTS_PER_TRANSACTION)
+        .execute(&pool)
+        .await
+        .map_err(|e| StoreError::Open { path: location.clone().into(), source: Box::new(e) })?;
         Ok(Self { pool })
     }
 
@@ -158,7 +175,8 @@ async fn migrate(pool: &PgPool, location: &str) -> Result<(), StoreError> {
 
 /// A query error, or [`StoreError::Unavailable`] when the database could not be reached or
 /// is going away (connection errors, pool timeouts, SQLSTATE class 08, shutdown and
-/// recovery 57P0x, too many connections 53300, serialization and deadlock 40001/40P01).
+/// recovery 57P0x, too many connections 53300, serialization and deadlock 40001/40P01, a
+/// statement timeout 57014, a read-only standby 25006).
 fn query_error(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |e| {
         let unavailable = match &e {
@@ -169,7 +187,9 @@ fn query_error(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreErro
             sqlx::Error::Database(db) => db.code().is_some_and(|code| {
                 code.starts_with("08")
                     || code.starts_with("57P0")
-                    || matches!(&*code, "53300" | "40001" | "40P01")
+                    // too many connections, serialization failure, deadlock, statement timeout
+                    // (a lock wait included), read-only transaction (a standby after failover)
+                    || matches!(&*code, "53300" | "40001" | "40P01" | "57014" | "25006")
             }),
             sqlx::Error::Protocol(_) => true,
             _ => false,
@@ -237,7 +257,7 @@ fn events_sql(first: usize) -> String {
     let p: Vec<String> = (first..first + 9).map(|n| format!("${n}")).collect();
     format!(
         "INSERT INTO events (id, published_ms, event_type, outcome, user_name, device_udid, serial, reason, client_id) \
-         SELECT pg_current_xact_id()::text::bigint * {} + t.ordinal - 1, \
+         SELECT (pg_current_xact_id()::text::bigint + (SELECT base FROM event_id_base)) * {} + t.ordinal - 1, \
                 t.published_ms, t.event_type, t.outcome, t.user_name, t.device_udid, t.serial, t.reason, t.client_id \
          FROM UNNEST({}::bigint[], {}::text[], {}::text[], {}::text[], {}::text[], {}::text[], {}::text[], {}::text[]) \
            WITH ORDINALITY AS t(published_ms, event_type, outcome, user_name, device_udid, serial, reason, client_id, ordinal)",
@@ -460,7 +480,20 @@ async fn authenticate(conn: &mut PgConnection, a: &Authentication<'_>) -> Result
     if a.bind && !lock_device_of(conn, a.serial).await? {
         return Ok(AuthOutcome::Unknown);
     }
-    let Some(row) = certificate_by_serial(conn, a.serial).await? else {
+    // Without the device lock, the row is read FOR SHARE: a revocation waits for this
+    // authentication's event, so the log never shows a success after the revocation.
+    let row = if a.bind {
+        certificate_by_serial(conn, a.serial).await?
+    } else {
+        sqlx::query_as::<_, CertDb>(select_certificates!("WHERE c.serial = $1 FOR SHARE OF c"))
+            .bind(a.serial)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(query_error("read a certificate"))?
+            .map(CertificateRow::try_from)
+            .transpose()?
+    };
+    let Some(row) = row else {
         return Ok(AuthOutcome::Unknown);
     };
     let judged = match judge_authentication(row, a) {
@@ -620,7 +653,7 @@ impl Store for PostgresStore {
         let rows = sqlx::query_as::<_, EventDb>(
             "SELECT id, published_ms, event_type, outcome, user_name, device_udid, serial, reason, client_id \
              FROM events WHERE id > $1 \
-             AND id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint * $4 \
+             AND id < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint + (SELECT base FROM event_id_base)) * $4 \
              AND ($3::bigint IS NULL OR id >= (SELECT COALESCE(MIN(id), 9223372036854775807) FROM events \
                                                WHERE published_ms >= $3)) \
              ORDER BY id LIMIT $2",

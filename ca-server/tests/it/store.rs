@@ -507,3 +507,56 @@ async fn closed_store_refuses_writes(db: Db) {
     let error = store.record(event).await.expect_err("closed");
     assert!(matches!(error, StoreError::Closed | StoreError::Unavailable { .. }), "{error:?}");
 }
+
+/// What only PostgreSQL has to get right, step by step rather than by chance: an event is
+/// held back while an older transaction is still open (a follower could otherwise move
+/// past an id that commits later), and after a restore into a cluster whose transaction ids
+/// are lower, the stored events stay listed and new ones come after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_events_wait_for_older_transactions_and_survive_a_restore() {
+    use sqlx::{Connection as _, Executor as _};
+    let mut cluster = tokio::task::block_in_place(PgCluster::start);
+    let url = tokio::task::block_in_place(|| cluster.create_database());
+    let db = Db::Postgres { url: url.clone(), password: cluster.password() };
+    let store = db.open().await;
+    let event = |reason: &str| NewEvent {
+        published: now(),
+        event_type: EventType::Enroll,
+        outcome: Outcome::Failure,
+        user: None,
+        udid: None,
+        serial: None,
+        reason: Some(reason.into()),
+        client_id: None,
+    };
+    let options = url.parse::<sqlx::postgres::PgConnectOptions>().expect("url").password(cluster.password());
+    let mut older = sqlx::PgConnection::connect_with(&options).await.expect("connect");
+    older.execute("BEGIN").await.expect("begin");
+    older.execute("SELECT pg_current_xact_id()").await.expect("take a transaction id");
+    store.record(event("first")).await.expect("record");
+    assert!(
+        store.events(0, None, 100).await.expect("events").is_empty(),
+        "held back behind the open transaction"
+    );
+    older.execute("COMMIT").await.expect("commit");
+    let listed = store.events(0, None, 100).await.expect("events");
+    assert_eq!(listed.len(), 1, "listed once the older transaction ended");
+
+    // A restore into another cluster: stored ids far above this cluster's transaction ids.
+    older
+        .execute(
+            "INSERT INTO events (id, published_ms, event_type, outcome, reason) \
+             VALUES ((pg_current_xact_id()::text::bigint + 1000000) * 1048576, 0, 'user.credential.enroll', \
+             'FAILURE', 'restored')",
+        )
+        .await
+        .expect("insert a restored event");
+    store.close().await;
+    let store = db.open().await;
+    store.record(event("after the restore")).await.expect("record");
+    let listed = store.events(0, None, 100).await.expect("events");
+    let reasons: Vec<_> = listed.iter().map(|e| e.reason.as_deref().unwrap_or("")).collect();
+    assert_eq!(reasons, ["first", "restored", "after the restore"], "{listed:?}");
+    store.close().await;
+    older.close().await.expect("close");
+}
