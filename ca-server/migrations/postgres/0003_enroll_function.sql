@@ -1,3 +1,19 @@
+-- Event ids that survive a move to another PostgreSQL cluster.
+--
+-- An event's id is its transaction's id times 2^20 plus its ordinal (0001). Transaction ids
+-- belong to the cluster: restored into a new cluster (pg_dump and pg_restore, a logical
+-- replication move), the database would hand out ids below the ones it holds, hide the
+-- restored events from the log, and collide with them. So ids count from a base:
+-- (transaction id + base) * 2^20 + ordinal, where the store raises `base` at start, when
+-- the events already stored are at or above what the cluster's transaction ids would give
+-- (ca-server/src/store/postgres.rs, `PostgresStore::open`). In the cluster that wrote them
+-- the base stays 0.
+CREATE TABLE event_id_base (
+    only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+    base     BIGINT NOT NULL
+);
+INSERT INTO event_id_base (base) VALUES (0);
+
 -- Enrollment in one round trip. An enrollment is the hot path when a fleet enrolls (a
 -- policy pushed to every Mac at once); as a transaction of separate statements it took five
 -- round trips (BEGIN, the device lock, the probe, the write, COMMIT), and each round trip
@@ -12,8 +28,8 @@
 -- 3. else the unbound limit refuses it;
 -- 4. else the device, the certificate and both success events are written.
 --
--- Event ids follow the store's rule: the transaction's id times events_per_transaction,
--- plus the event's ordinal.
+-- Event ids follow the store's rule: the transaction's id plus the base below, times
+-- events_per_transaction, plus the event's ordinal.
 CREATE FUNCTION devicetrust_enroll(
     lock_class integer,
     events_per_transaction bigint,
@@ -39,7 +55,7 @@ DECLARE
     first_id bigint;
 BEGIN
     PERFORM pg_advisory_xact_lock(lock_class, hashtext(p_udid));
-    first_id := pg_current_xact_id()::text::bigint * events_per_transaction;
+    first_id := (pg_current_xact_id()::text::bigint + (SELECT base FROM event_id_base)) * events_per_transaction;
     SELECT c.serial INTO found_serial FROM certificates c
      WHERE c.device_udid = p_udid AND c.spki_sha256 = p_spki_sha256
        AND c.state IN ('unbound', 'bound') AND c.not_after_ms > now_ms

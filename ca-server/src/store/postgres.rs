@@ -20,7 +20,7 @@
 //!   *ask*, not the order they *commit*: a reader could see id 11 while the transaction
 //!   holding 10 is still open, move its cursor past 10 and never see it. So an event's id
 //!   is its transaction's id (`pg_current_xact_id()`, 64 bits, never reused) plus a base
-//!   (0, raised at start after a restore into another cluster: migration 0004), times
+//!   (0, raised at start after a restore into another cluster: migration 0003), times
 //!   [`EVENTS_PER_TRANSACTION`], plus the event's ordinal in its transaction, and
 //!   [`Store::events`] returns only events of transactions older than the oldest one still
 //!   running (`pg_snapshot_xmin(pg_current_snapshot())`). Every transaction that can still
