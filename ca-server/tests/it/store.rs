@@ -162,6 +162,18 @@ async fn renew(
         .expect("renew")
 }
 
+/// The serials of a stored device's certificates, oldest first; with `active_only`, only
+/// the bound and unbound ones.
+async fn device_serials(store: &dyn Store, udid: &str, active_only: bool) -> Vec<String> {
+    let record = store.device(udid).await.expect("device").expect("stored");
+    record
+        .certificates
+        .into_iter()
+        .filter(|c| !active_only || matches!(c.state, CertificateState::Bound | CertificateState::Unbound))
+        .map(|c| c.serial_number)
+        .collect()
+}
+
 fn auth(serial: &str, now: DateTime<Utc>) -> Authentication<'_> {
     Authentication {
         serial,
@@ -204,15 +216,7 @@ async fn enroll_stops_at_the_unbound_limit(db: Db) {
     assert!(matches!(store.authenticate(auth("10", t)).await.expect("auth"), AuthOutcome::Trusted(_)));
     assert!(matches!(enroll(&*store, "UDID-1", "21", "k9", t).await, EnrollOutcome::Issued(_)));
     // Oldest first, in the order issued, even within one millisecond.
-    let serials: Vec<_> = store
-        .device("UDID-1")
-        .await
-        .expect("device")
-        .expect("stored")
-        .certificates
-        .into_iter()
-        .map(|c| c.serial_number)
-        .collect();
+    let serials = device_serials(&*store, "UDID-1", false).await;
     assert_eq!(serials, ["10", "11", "12", "13", "14", "21"]);
     store.close().await;
 }
@@ -234,16 +238,7 @@ async fn renew_supersedes_the_lineage(db: Db) {
         matches!(renew(&*store, "0a", "0c", "k2", t).await, RenewOutcome::Existing(row) if row.serial == "0b")
     );
     assert!(matches!(renew(&*store, "0a", "0d", "k3", t).await, RenewOutcome::Issued(_)));
-    let active: Vec<_> = store
-        .device("UDID-1")
-        .await
-        .expect("device")
-        .expect("stored")
-        .certificates
-        .into_iter()
-        .filter(|c| matches!(c.state, CertificateState::Bound | CertificateState::Unbound))
-        .map(|c| c.serial_number)
-        .collect();
+    let active = device_serials(&*store, "UDID-1", true).await;
     assert_eq!(active, ["0d"]);
     store.close().await;
 }
@@ -423,16 +418,8 @@ async fn replicas_renewing_leave_one_successor(db: Db) {
     .await;
     assert!(outcomes.iter().all(|o| matches!(o, RenewOutcome::Issued(_))), "{outcomes:?}");
     let store = db.open().await;
-    let active = store
-        .device("UDID-1")
-        .await
-        .expect("device")
-        .expect("stored")
-        .certificates
-        .into_iter()
-        .filter(|c| matches!(c.state, CertificateState::Bound | CertificateState::Unbound))
-        .count();
-    assert_eq!(active, 1, "one active certificate per lineage");
+    let active = device_serials(&*store, "UDID-1", true).await;
+    assert_eq!(active.len(), 1, "one active certificate per lineage: {active:?}");
     store.close().await;
 }
 
