@@ -31,7 +31,7 @@ mod cli;
 mod app;
 mod autoselect;
 mod config;
-mod decision;
+pub mod decision;
 mod exit;
 mod https_ca;
 mod lifecycle;

@@ -9,26 +9,26 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 /// The delay after the first failure.
-pub(crate) const BASE: TimeDelta = TimeDelta::hours(1);
+pub const BASE: TimeDelta = TimeDelta::hours(1);
 
 /// The longest delay, however many failures came before.
-pub(crate) const CAP: TimeDelta = TimeDelta::hours(24);
+pub const CAP: TimeDelta = TimeDelta::hours(24);
 
 /// A fraction in `[0, 1)` (in units of 1/65536) of the delay's jitter range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub(crate) struct Jitter(pub u16);
+pub struct Jitter(pub u16);
 
 impl Jitter {
     #[cfg(test)]
     /// No jitter: the full delay.
-    pub(crate) const NONE: Self = Self(0);
+    pub const NONE: Self = Self(0);
 }
 
 /// How long to wait after `failures` consecutive failures (0 failures: no wait).
 ///
 /// For a fixed jitter the delay never shrinks as failures grow, and it never exceeds
 /// [`CAP`]; jitter takes off at most a quarter.
-pub(crate) fn delay(failures: u32, jitter: Jitter) -> TimeDelta {
+pub fn delay(failures: u32, jitter: Jitter) -> TimeDelta {
     if failures == 0 {
         return TimeDelta::zero();
     }
@@ -44,7 +44,7 @@ pub(crate) fn delay(failures: u32, jitter: Jitter) -> TimeDelta {
 /// The persisted memory of failed attempts, shared by enrollment and renewal.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct BackoffState {
+pub struct BackoffState {
     /// Consecutive failures since the last success.
     pub failures: u32,
     /// When the last attempt (successful or not) was made.
@@ -57,7 +57,7 @@ pub(crate) struct BackoffState {
 
 impl BackoffState {
     /// The state after a failure at `now`.
-    pub(crate) fn after_failure(&self, now: DateTime<Utc>, jitter: Jitter, error: impl Into<String>) -> Self {
+    pub fn after_failure(&self, now: DateTime<Utc>, jitter: Jitter, error: impl Into<String>) -> Self {
         let failures = self.failures.saturating_add(1);
         Self {
             failures,
@@ -70,7 +70,7 @@ impl BackoffState {
     /// The state after a failure at `now` that waiting cannot cure (a wrong token, a server
     /// certificate the agent does not trust): recorded, but with no wait, so that the next
     /// attempt after the fix goes ahead at once.
-    pub(crate) fn after_permanent_failure(&self, now: DateTime<Utc>, error: impl Into<String>) -> Self {
+    pub fn after_permanent_failure(&self, now: DateTime<Utc>, error: impl Into<String>) -> Self {
         Self {
             failures: self.failures.saturating_add(1),
             last_attempt: Some(now),
@@ -80,12 +80,12 @@ impl BackoffState {
     }
 
     /// The state after a success at `now`: no failures, no waiting.
-    pub(crate) fn after_success(now: DateTime<Utc>) -> Self {
+    pub fn after_success(now: DateTime<Utc>) -> Self {
         Self { failures: 0, last_attempt: Some(now), last_error: None, next_attempt: None }
     }
 
     /// The time before which automatic attempts wait, if it is still ahead of `now`.
-    pub(crate) fn waiting_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub fn waiting_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.next_attempt.filter(|next| *next > now)
     }
 }

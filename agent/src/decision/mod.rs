@@ -4,19 +4,22 @@
 //! configuration, the persisted backoff state and the time. It performs no I/O: it does not
 //! read files, talk to the CA, look at the clock or draw random numbers by itself (the
 //! backoff's [`backoff::Jitter`] is handed in), so every rule is tested with a fixed time and
-//! property tests. The commands ([`crate::app`]) gather the inputs,
-//! call it, and carry out the decision through [`crate::lifecycle`].
+//! property tests. The agent's commands gather the inputs, call it, and carry out the
+//! decision through the crash-safe lifecycle.
+//!
+//! The module is public so that the fleet simulator (`tests/src/bin/devicetrust-fleet-sim.rs`)
+//! drives the very rules the agent runs; the agent itself is its only other user.
 
-pub(crate) mod backoff;
-pub(crate) mod schedule;
+pub mod backoff;
+pub mod schedule;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-pub(crate) use backoff::BackoffState;
+pub use backoff::BackoffState;
 
 /// Whether the device's own MDM enrollment check says it is managed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum MdmEnrollment {
+pub enum MdmEnrollment {
     /// The device reports an MDM enrollment.
     #[cfg_attr(not(target_os = "macos"), allow(dead_code, reason = "only the macOS backend uses it"))]
     Enrolled,
@@ -28,7 +31,7 @@ pub(crate) enum MdmEnrollment {
 
 /// The validity of a certificate, as far as the core cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct CertFacts {
+pub struct CertFacts {
     /// Start of validity.
     pub not_before: DateTime<Utc>,
     /// End of validity.
@@ -37,7 +40,7 @@ pub(crate) struct CertFacts {
 
 /// What the device holds locally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum LocalIdentity {
+pub enum LocalIdentity {
     /// Nothing at all.
     None,
     /// Only a key persisted before an enrollment request whose answer was never stored; an
@@ -55,7 +58,7 @@ pub(crate) enum LocalIdentity {
 impl LocalIdentity {
     #[cfg(test)]
     /// The identity in use, if any.
-    pub(crate) const fn current(&self) -> Option<&CertFacts> {
+    pub const fn current(&self) -> Option<&CertFacts> {
         match self {
             Self::Enrolled(facts) | Self::Renewing { current: facts } => Some(facts),
             Self::None | Self::PendingKey => None,
@@ -65,7 +68,7 @@ impl LocalIdentity {
 
 /// What the CA last said about the current certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub(crate) enum CaVerdict {
+pub enum CaVerdict {
     /// Not asked yet, or the CA could not be reached.
     #[default]
     Unknown,
@@ -80,7 +83,7 @@ pub(crate) enum CaVerdict {
 
 /// The command that asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Intent {
+pub enum Intent {
     /// `run`: the periodic job; enrolls, renews or does nothing, as due.
     Run,
     /// `enroll`: an explicit request to enroll; does nothing when already enrolled.
@@ -94,7 +97,7 @@ pub(crate) enum Intent {
 
 /// Everything the decision depends on, except the time.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Inputs {
+pub struct Inputs {
     /// What the device holds.
     pub identity: LocalIdentity,
     /// What the CA last said about the current certificate.
@@ -115,7 +118,7 @@ pub(crate) struct Inputs {
 
 /// Why a renewal happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum RenewReason {
+pub enum RenewReason {
     /// The due time has passed.
     Due,
     /// `renew --force`.
@@ -126,7 +129,7 @@ pub(crate) enum RenewReason {
 
 /// Why nothing can be done now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Blocked {
+pub enum Blocked {
     /// `renew` without an identity.
     NotEnrolled,
     /// Enrollment is needed but no token was supplied.
@@ -144,7 +147,7 @@ pub(crate) enum Blocked {
 
 /// What to do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Decision {
+pub enum Decision {
     /// Enroll (with the pending key when one is left, so no CA slot is wasted).
     Enroll,
     /// Renew the current identity.
@@ -167,7 +170,7 @@ pub(crate) enum Decision {
 }
 
 /// Decides what to do at `now`.
-pub(crate) fn decide_at(inputs: &Inputs, now: DateTime<Utc>) -> Decision {
+pub fn decide_at(inputs: &Inputs, now: DateTime<Utc>) -> Decision {
     match inputs.identity {
         LocalIdentity::None | LocalIdentity::PendingKey => decide_without_identity(inputs, now),
         LocalIdentity::Enrolled(current) => decide_with_identity(inputs, current, false, now),

@@ -12,14 +12,14 @@ use sha2::{Digest, Sha256};
 use super::CertFacts;
 
 /// The largest per-device offset.
-pub(crate) const MAX_DEVICE_OFFSET: TimeDelta = TimeDelta::days(7);
+pub const MAX_DEVICE_OFFSET: TimeDelta = TimeDelta::days(7);
 
 /// The renewal window when the configuration says nothing.
-pub(crate) const DEFAULT_RENEW_BEFORE: TimeDelta = TimeDelta::days(30);
+pub const DEFAULT_RENEW_BEFORE: TimeDelta = TimeDelta::days(30);
 
 /// This device's offset in `[0, 7 days]`, derived from its UDID by SHA-256 so that it is the
 /// same at every run and spread evenly across a fleet.
-pub(crate) fn device_offset(udid: &str) -> TimeDelta {
+pub fn device_offset(udid: &str) -> TimeDelta {
     let digest = Sha256::digest(udid.as_bytes());
     let mut first = [0_u8; 8];
     first.copy_from_slice(&digest[..8]);
@@ -29,12 +29,23 @@ pub(crate) fn device_offset(udid: &str) -> TimeDelta {
     TimeDelta::seconds(i64::try_from(secs).unwrap_or(0))
 }
 
+/// The first minute (local time, from midnight) of the daily window of the calendar run.
+pub const DAILY_WINDOW_START: u16 = 9 * 60;
+
+/// The daily window's length in minutes (09:00 to 16:59).
+pub const DAILY_WINDOW_MINUTES: u16 = 8 * 60;
+
+/// The local minute of the day (from midnight) of this device's daily calendar run: the
+/// offset, counted in minutes, folded into 09:00–16:59, when Macs are usually awake and
+/// online.
+pub fn daily_run_minute(device_offset: TimeDelta) -> u16 {
+    let minutes = device_offset.num_minutes().unsigned_abs() % u64::from(DAILY_WINDOW_MINUTES);
+    // `minutes` < 480.
+    DAILY_WINDOW_START + u16::try_from(minutes).unwrap_or(0)
+}
+
 /// When the renewal of `cert` is due.
-pub(crate) fn renewal_due(
-    cert: &CertFacts,
-    renew_before: TimeDelta,
-    device_offset: TimeDelta,
-) -> DateTime<Utc> {
+pub fn renewal_due(cert: &CertFacts, renew_before: TimeDelta, device_offset: TimeDelta) -> DateTime<Utc> {
     let third = ((cert.not_after - cert.not_before) / 3).max(TimeDelta::zero());
     let window = renew_before.max(TimeDelta::zero()).min(third);
     let offset = device_offset.max(TimeDelta::zero()).min(third);

@@ -22,11 +22,6 @@ use super::BUNDLE_ID;
 /// The job's label, also the plist's file stem.
 pub(crate) const LABEL: &str = BUNDLE_ID;
 
-/// The first hour of the daily window.
-const WINDOW_START_HOUR: u16 = 9;
-/// The window's length in minutes (09:00 to 16:59).
-const WINDOW_MINUTES: u16 = 8 * 60;
-
 /// Why the plist could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -61,16 +56,12 @@ pub(crate) struct DailyTime {
 }
 
 impl DailyTime {
-    /// The time for the `n`-th minute of the daily window (wrapping).
-    fn in_window(n: u64) -> Self {
-        let m = (n % u64::from(WINDOW_MINUTES)) as u16;
-        let hour = WINDOW_START_HOUR + m / 60;
-        Self { hour: hour as u8, minute: (m % 60) as u8 }
-    }
-
-    /// A stable time from the decision core's per-device offset, counted in minutes.
+    /// The decision core's daily run time for this per-device offset.
     pub(crate) fn from_offset(offset: Duration) -> Self {
-        Self::in_window(offset.as_secs() / 60)
+        let offset = chrono::TimeDelta::from_std(offset).unwrap_or_default();
+        let minute = crate::decision::schedule::daily_run_minute(offset);
+        // `minute` < 24 * 60.
+        Self { hour: (minute / 60) as u8, minute: (minute % 60) as u8 }
     }
 }
 
