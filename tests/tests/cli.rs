@@ -169,6 +169,7 @@ Issuer:           [..]
 Valid from:       [..]Z
 Valid until:      [..]Z (364 days left)
 Renewal due:      [..]Z
+Daily run:        [..]:[..] local time
 Last attempt:     [..]Z
 Last error:       none
 CA:               https://127.0.0.1:[..]

@@ -92,7 +92,8 @@ impl Agent {
             intent,
             token_given: token.is_some(),
             renew_before: self.config.renew_before()?,
-            device_offset: self.device_offset(current.as_ref()),
+            slot: self.device_slot(current.as_ref()),
+            utc_offset: self.platform.clock.utc_offset(now),
             backoff: state.backoff.clone(),
             mdm: MdmEnrollment::Unknown,
         };

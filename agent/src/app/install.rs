@@ -103,11 +103,7 @@ impl Agent {
             .and_then(std::fs::canonicalize)
             .map_err(|e| PlatformError::io("could not find", "the agent binary", e))?;
         let config = if self.config.explicit { self.config.path.as_deref() } else { None };
-        let spec = ScheduleSpec {
-            program: &program,
-            config,
-            device_offset: self.device_offset(current).to_std().unwrap_or_default(),
-        };
+        let spec = ScheduleSpec { program: &program, config, slot: self.device_slot(current) };
         Ok(self.platform.scheduler.install(&spec)?)
     }
 

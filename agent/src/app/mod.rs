@@ -308,13 +308,13 @@ impl Agent {
         }
     }
 
-    /// The per-device offset: from the UDID the certificate names, else the device's.
-    pub(crate) fn device_offset(&self, current: Option<&Current>) -> TimeDelta {
+    /// The device's slot: from the UDID the certificate names, else the device's.
+    pub(crate) fn device_slot(&self, current: Option<&Current>) -> decision::Slot {
         let udid = current
             .and_then(|c| c.info.device_udid().map(str::to_owned))
             .or_else(|| self.device_udid().ok())
             .unwrap_or_default();
-        decision::schedule::device_offset(&udid)
+        decision::Slot::for_device(&udid)
     }
 
     /// The device's serial number: the configured one, else the platform's.

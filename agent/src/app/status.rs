@@ -74,6 +74,9 @@ pub(super) struct CertificateReport {
 pub(super) struct RenewalReport {
     /// When renewal is due.
     pub due_at: Option<String>,
+    /// The local time (`HH:MM`) of the daily run, the device's slot: a renewal that is due
+    /// but not urgent waits for it.
+    pub daily_run: String,
     /// The last enrollment or renewal attempt.
     pub last_attempt: Option<String>,
     /// What went wrong last, if the last attempt failed.
@@ -197,7 +200,13 @@ pub(super) fn gather(agent: &Agent) -> StatusReport {
     let mut report = StatusReport {
         state: State::NotEnrolled,
         certificate: None,
-        renewal: RenewalReport { due_at: None, last_attempt: None, last_error: None, next_attempt: None },
+        renewal: RenewalReport {
+            due_at: None,
+            daily_run: agent.device_slot(None).time_of_day().format("%H:%M").to_string(),
+            last_attempt: None,
+            last_error: None,
+            next_attempt: None,
+        },
         ca: CaReport { url: agent.config.config.ca_url.clone() },
         browsers: BTreeMap::new(),
         origins: Vec::new(),
@@ -271,9 +280,14 @@ fn fill(agent: &Agent, now: DateTime<Utc>, report: &mut StatusReport) -> Result<
     report.store.identity = true;
     let info = &current.info;
     let facts = CertFacts { not_before: info.not_before(), not_after: info.not_after() };
-    let due =
-        schedule::renewal_due(&facts, agent.config.renew_before()?, agent.device_offset(Some(&current)));
+    let due = schedule::renewal_due(
+        &facts,
+        agent.config.renew_before()?,
+        agent.device_slot(Some(&current)),
+        agent.platform.clock.utc_offset(now),
+    );
     report.renewal.due_at = Some(rfc3339(due));
+    report.renewal.daily_run = agent.device_slot(Some(&current)).time_of_day().format("%H:%M").to_string();
     report.certificate = Some(CertificateReport {
         serial_number: info.serial_number().to_owned(),
         subject: info.subject_cn().map(str::to_owned),
@@ -391,6 +405,7 @@ fn plain_lines(report: &StatusReport) -> Vec<(String, String)> {
         ));
     }
     lines.push(("Renewal due".to_owned(), or(&report.renewal.due_at, "-")));
+    lines.push(("Daily run".to_owned(), format!("{} local time", report.renewal.daily_run)));
     if let Some(revoked) = &report.revoked {
         lines.push(("Revoked".to_owned(), revoked.clone()));
     }

@@ -464,7 +464,7 @@ fn ok_revocation_uninstalls_then_reenrollment_works() {
             .install(&ScheduleSpec {
                 program: std::path::Path::new("/bin/true"),
                 config: None,
-                device_offset: std::time::Duration::ZERO,
+                slot: crate::decision::Slot::FIRST,
             })
             .expect("schedule");
     }
@@ -669,7 +669,7 @@ fn status_json_has_the_contract_shape() {
         keys(&json["certificate"]),
         ["daysRemaining", "issuer", "notAfter", "notBefore", "serialNumber", "subject"]
     );
-    assert_eq!(keys(&json["renewal"]), ["dueAt", "lastAttempt", "lastError", "nextAttempt"]);
+    assert_eq!(keys(&json["renewal"]), ["dailyRun", "dueAt", "lastAttempt", "lastError", "nextAttempt"]);
     assert_eq!(keys(&json["ca"]), ["url"]);
     assert_eq!(json["certificate"]["issuer"], crate::testing::ISSUER_CN);
     assert_eq!(json["certificate"]["daysRemaining"], 306);

@@ -13,9 +13,10 @@
 pub mod backoff;
 pub mod schedule;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
 
 pub use backoff::BackoffState;
+pub use schedule::Slot;
 
 /// Whether the device's own MDM enrollment check says it is managed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,8 +109,10 @@ pub struct Inputs {
     pub token_given: bool,
     /// The configured renewal window (`renew_before_days`).
     pub renew_before: TimeDelta,
-    /// This device's stable offset ([`schedule::device_offset`]).
-    pub device_offset: TimeDelta,
+    /// This device's place in the working week ([`Slot::for_device`]).
+    pub slot: Slot,
+    /// The device's local time, as an offset from UTC, now.
+    pub utc_offset: FixedOffset,
     /// Failures remembered across runs.
     pub backoff: BackoffState,
     /// The device's own MDM enrollment check.
@@ -119,7 +122,7 @@ pub struct Inputs {
 /// Why a renewal happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RenewReason {
-    /// The due time has passed.
+    /// The due time has passed, and the run is in the device's slot or the grace is over.
     Due,
     /// `renew --force`.
     Forced,
@@ -152,10 +155,10 @@ pub enum Decision {
     Enroll,
     /// Renew the current identity.
     Renew(RenewReason),
-    /// Nothing is due; the next renewal is due at `next_due`, or now if already enrolled
-    /// and an explicit `enroll` asked.
+    /// Nothing to do now. `next_due` is when the current certificate's renewal is due; for a
+    /// periodic run after that, when it waits for its slot, the earliest time a run renews.
     Nothing {
-        /// When the current certificate's renewal is due.
+        /// When the next run may renew.
         next_due: DateTime<Utc>,
     },
     /// The CA revoked the certificate: remove every artifact.
@@ -209,13 +212,24 @@ fn decide_with_identity(inputs: &Inputs, current: CertFacts, renewing: bool, now
     if inputs.ca == CaVerdict::ReenrollRequired {
         return Decision::Blocked(Blocked::ReenrollRequired);
     }
-    let due = schedule::renewal_due(&current, inputs.renew_before, inputs.device_offset);
+    let due = schedule::renewal_due(&current, inputs.renew_before, inputs.slot, inputs.utc_offset);
     let reason = match inputs.intent {
         Intent::Enroll => return Decision::Nothing { next_due: due },
         Intent::Renew { force: true } => RenewReason::Forced,
         Intent::Run | Intent::Renew { force: false } if renewing => RenewReason::Resume,
-        Intent::Run | Intent::Renew { force: false } if now >= due => RenewReason::Due,
-        Intent::Run | Intent::Renew { force: false } => return Decision::Nothing { next_due: due },
+        Intent::Run | Intent::Renew { force: false } if now < due => {
+            return Decision::Nothing { next_due: due };
+        }
+        // A person asking renews once due; so does the periodic run in its slot, or anywhere
+        // once the grace is over ([`schedule`] says why).
+        Intent::Renew { force: false } => RenewReason::Due,
+        Intent::Run if !schedule::spread(&current, inputs.renew_before) => RenewReason::Due,
+        Intent::Run if now >= due + schedule::GRACE => RenewReason::Due,
+        Intent::Run if schedule::in_slot(now, inputs.slot, inputs.utc_offset) => RenewReason::Due,
+        Intent::Run => {
+            let slot = schedule::next_slot_start(now, inputs.slot, inputs.utc_offset);
+            return Decision::Nothing { next_due: slot.min(due + schedule::GRACE) };
+        }
     };
     if inputs.mdm == MdmEnrollment::NotEnrolled {
         return Decision::Blocked(Blocked::DeviceNotManaged);

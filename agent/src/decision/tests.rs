@@ -1,6 +1,6 @@
 //! Table tests and property tests of the decision rules.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
 use proptest::prelude::*;
 
 use super::backoff::Jitter;
@@ -10,9 +10,19 @@ fn at(days: i64) -> DateTime<Utc> {
     DateTime::<Utc>::UNIX_EPOCH + TimeDelta::days(20_000 + days)
 }
 
-/// A one-year certificate from day 0 to day 365, due at day 335 with no offset.
+/// A one-year certificate from day 0 (Friday 2024-10-04) to day 365 (Saturday 2025-10-04).
 fn year() -> CertFacts {
     CertFacts { not_before: at(0), not_after: at(365) }
+}
+
+/// Its due time with the first slot in UTC: the window opens at day 335 (Thursday 00:00),
+/// before the slot's 09:00, so the previous workday (Wednesday) at 09:00.
+fn due() -> DateTime<Utc> {
+    at(334) + TimeDelta::hours(9)
+}
+
+fn utc() -> FixedOffset {
+    FixedOffset::east_opt(0).expect("utc")
 }
 
 fn inputs(identity: LocalIdentity, intent: Intent) -> Inputs {
@@ -22,7 +32,8 @@ fn inputs(identity: LocalIdentity, intent: Intent) -> Inputs {
         intent,
         token_given: false,
         renew_before: TimeDelta::days(30),
-        device_offset: TimeDelta::zero(),
+        slot: Slot::FIRST,
+        utc_offset: utc(),
         backoff: BackoffState::default(),
         mdm: MdmEnrollment::Unknown,
     }
@@ -96,10 +107,56 @@ fn decision_table() {
             "ok/already-enrolled",
             with(inputs(L::Enrolled(year()), Intent::Enroll), &|i| i.token_given = true),
             at(1),
-            Decision::Nothing { next_due: at(335) },
+            Decision::Nothing { next_due: due() },
         ),
-        ("ok/not-due", inputs(L::Enrolled(year()), run), at(334), Decision::Nothing { next_due: at(335) }),
-        ("ok/due", inputs(L::Enrolled(year()), run), at(335), Decision::Renew(RenewReason::Due)),
+        ("ok/not-due", inputs(L::Enrolled(year()), run), at(334), Decision::Nothing { next_due: due() }),
+        ("ok/due-at-the-slot", inputs(L::Enrolled(year()), run), due(), Decision::Renew(RenewReason::Due)),
+        (
+            "ok/due-in-the-afternoon",
+            inputs(L::Enrolled(year()), run),
+            due() + TimeDelta::hours(7),
+            Decision::Renew(RenewReason::Due),
+        ),
+        (
+            "ok/due-run-after-work-waits-for-tomorrows-slot",
+            inputs(L::Enrolled(year()), run),
+            due() + TimeDelta::hours(8),
+            Decision::Nothing { next_due: due() + TimeDelta::days(1) },
+        ),
+        (
+            "ok/due-run-at-login-waits-for-the-slot",
+            inputs(L::Enrolled(year()), run),
+            at(336) + TimeDelta::hours(8),
+            Decision::Nothing { next_due: at(336) + TimeDelta::hours(9) },
+        ),
+        (
+            "ok/renew-command-does-not-wait-for-the-slot",
+            inputs(L::Enrolled(year()), renew),
+            at(336) + TimeDelta::hours(8),
+            Decision::Renew(RenewReason::Due),
+        ),
+        (
+            "ok/grace-over-any-run-renews",
+            inputs(L::Enrolled(year()), run),
+            due() + schedule::GRACE + TimeDelta::hours(10),
+            Decision::Renew(RenewReason::Due),
+        ),
+        (
+            "ok/slot-in-local-time",
+            // In UTC+9 the window opens on Thursday at 09:00 local (day 335, 00:00 UTC), the
+            // slot's own time: due then, a day later than in UTC.
+            with(inputs(L::Enrolled(year()), run), &|i| {
+                i.utc_offset = FixedOffset::east_opt(9 * 3600).expect("tz")
+            }),
+            at(335),
+            Decision::Renew(RenewReason::Due),
+        ),
+        (
+            "ok/short-lifetime-renews-at-any-run",
+            inputs(L::Enrolled(CertFacts { not_before: at(0), not_after: at(30) }), run),
+            at(20) + TimeDelta::hours(20),
+            Decision::Renew(RenewReason::Due),
+        ),
         (
             "ok/renew-command-due",
             inputs(L::Enrolled(year()), renew),
@@ -110,13 +167,20 @@ fn decision_table() {
             "ok/renew-command-not-due",
             inputs(L::Enrolled(year()), renew),
             at(10),
-            Decision::Nothing { next_due: at(335) },
+            Decision::Nothing { next_due: due() },
         ),
         (
-            "ok/offset-moves-due-earlier",
-            with(inputs(L::Enrolled(year()), run), &|i| i.device_offset = TimeDelta::days(7)),
-            at(328),
+            "ok/slot-moves-due-earlier-in-workdays",
+            // Four workdays before Wednesday: the Thursday before, 10:00.
+            with(inputs(L::Enrolled(year()), run), &|i| i.slot = Slot::new(4, 60).expect("slot")),
+            at(328) + TimeDelta::hours(10),
             Decision::Renew(RenewReason::Due),
+        ),
+        (
+            "ok/slot-not-yet",
+            with(inputs(L::Enrolled(year()), run), &|i| i.slot = Slot::new(4, 60).expect("slot")),
+            at(328) + TimeDelta::hours(9),
+            Decision::Nothing { next_due: at(328) + TimeDelta::hours(10) },
         ),
         ("ok/force", inputs(L::Enrolled(year()), force), at(1), Decision::Renew(RenewReason::Forced)),
         (
@@ -159,7 +223,7 @@ fn decision_table() {
             "ok/not-managed-but-not-due",
             with(inputs(L::Enrolled(year()), run), &|i| i.mdm = MdmEnrollment::NotEnrolled),
             at(1),
-            Decision::Nothing { next_due: at(335) },
+            Decision::Nothing { next_due: due() },
         ),
         (
             "ok/revoked-uninstalls",
@@ -216,8 +280,8 @@ fn decision_table() {
 #[test]
 fn the_same_inputs_decide_by_the_time() {
     let i = inputs(LocalIdentity::Enrolled(year()), Intent::Run);
-    assert_eq!(decide_at(&i, at(1)), Decision::Nothing { next_due: at(335) });
-    assert_eq!(decide_at(&i, at(336)), Decision::Renew(RenewReason::Due));
+    assert_eq!(decide_at(&i, at(1)), Decision::Nothing { next_due: due() });
+    assert_eq!(decide_at(&i, at(336) + TimeDelta::hours(10)), Decision::Renew(RenewReason::Due));
 }
 
 fn arb_time() -> impl Strategy<Value = DateTime<Utc>> {
@@ -259,18 +323,27 @@ fn arb_inputs() -> impl Strategy<Value = Inputs> {
     let backoff = (0u32..12, arb_time(), any::<u16>()).prop_map(|(failures, last, jitter)| {
         (0..failures).fold(BackoffState::default(), |b, _| b.after_failure(last, Jitter(jitter), "failed"))
     });
-    (arb_identity(), ca, intent, any::<bool>(), 0i64..400, 0i64..(7 * 86_400), backoff, mdm).prop_map(
-        |(identity, ca, intent, token_given, window_days, offset_secs, backoff, mdm)| Inputs {
+    (arb_identity(), ca, intent, any::<bool>(), 0i64..400, arb_slot(), arb_utc_offset(), backoff, mdm)
+        .prop_map(|(identity, ca, intent, token_given, window_days, slot, utc_offset, backoff, mdm)| Inputs {
             identity,
             ca,
             intent,
             token_given,
             renew_before: TimeDelta::days(window_days),
-            device_offset: TimeDelta::seconds(offset_secs),
+            slot,
+            utc_offset,
             backoff,
             mdm,
-        },
-    )
+        })
+}
+
+fn arb_slot() -> impl Strategy<Value = Slot> {
+    (0..schedule::SPREAD_WORKDAYS, 0..schedule::WORKDAY_MINUTES)
+        .prop_map(|(workdays, minute)| Slot::new(workdays, minute).expect("in range"))
+}
+
+fn arb_utc_offset() -> impl Strategy<Value = FixedOffset> {
+    (-12 * 60..=14 * 60).prop_map(|minutes: i32| FixedOffset::east_opt(minutes * 60).expect("in range"))
 }
 
 proptest! {
@@ -295,7 +368,7 @@ proptest! {
             prop_assert!(current.is_some(), "renewal without an identity");
             let Some(current) = current else { return Ok(()) };
             prop_assert!(now < current.not_after, "renewed an expired certificate");
-            let due = schedule::renewal_due(&current, i.renew_before, i.device_offset);
+            let due = schedule::renewal_due(&current, i.renew_before, i.slot, i.utc_offset);
             match reason {
                 RenewReason::Due => prop_assert!(now >= due),
                 RenewReason::Forced => prop_assert_eq!(i.intent, Intent::Renew { force: true }),
@@ -348,5 +421,73 @@ proptest! {
         {
             prop_assert!(next_due > now);
         }
+    }
+
+    #[test]
+    fn nothing_holds_until_the_time_it_names(i in arb_inputs(), now in arb_time(), fraction in 0.0f64..1.0) {
+        // What the periodic run says it waits for is true at every run before then: no
+        // renewal slips in earlier, and the time is a real bound, not a guess.
+        if let Decision::Nothing { next_due } = decide_at(&i, now)
+            && i.intent == Intent::Run
+        {
+            let later = now + TimeDelta::seconds(((next_due - now).num_seconds() as f64 * fraction) as i64);
+            prop_assert!(matches!(decide_at(&i, later), Decision::Nothing { .. }), "{:?} at {later}", decide_at(&i, later));
+        }
+    }
+
+    #[test]
+    fn after_the_grace_any_run_renews(
+        cert in arb_cert(),
+        window_days in 0i64..400,
+        slot in arb_slot(),
+        tz in arb_utc_offset(),
+        at_fraction in 0.0f64..1.0,
+    ) {
+        let mut i = inputs(LocalIdentity::Enrolled(cert), Intent::Run);
+        i.renew_before = TimeDelta::days(window_days);
+        i.slot = slot;
+        i.utc_offset = tz;
+        let due = schedule::renewal_due(&cert, i.renew_before, slot, tz);
+        let from = if schedule::spread(&cert, i.renew_before) { due + schedule::GRACE } else { due };
+        prop_assume!(from < cert.not_after);
+        let now = from + TimeDelta::seconds(((cert.not_after - from).num_seconds() as f64 * at_fraction) as i64);
+        prop_assume!(now < cert.not_after);
+        prop_assert_eq!(decide_at(&i, now), Decision::Renew(RenewReason::Due));
+    }
+
+    #[test]
+    fn a_mac_awake_an_hour_a_week_renews_in_time(
+        start in 0i64..(10 * 365 * 86_400),
+        lifetime_days in 42i64..(3 * 365),
+        window_days in 14i64..120,
+        slot in arb_slot(),
+        tz in arb_utc_offset(),
+        awake_at in 0i64..(7 * 86_400),
+    ) {
+        // One run a week, at a fixed time of the week (its login or its wake), never more.
+        let not_before = at(0) + TimeDelta::seconds(start);
+        let cert = CertFacts { not_before, not_after: not_before + TimeDelta::days(lifetime_days) };
+        let mut i = inputs(LocalIdentity::Enrolled(cert), Intent::Run);
+        i.renew_before = TimeDelta::days(window_days);
+        i.slot = slot;
+        i.utc_offset = tz;
+        prop_assume!(schedule::spread(&cert, i.renew_before));
+        let mut run = not_before + TimeDelta::seconds(awake_at);
+        let mut renewed = None;
+        // A bounded walk: at most the lifetime in weeks.
+        for _ in 0..=(lifetime_days / 7 + 1) {
+            match decide_at(&i, run) {
+                Decision::Renew(_) => {
+                    renewed = Some(run);
+                    break;
+                }
+                Decision::Nothing { .. } => run += TimeDelta::weeks(1),
+                other => prop_assert!(false, "{other:?} at {run}"),
+            }
+        }
+        let renewed = renewed.expect("renewed before the end");
+        // At the latest a week after the grace: with a window of at least two weeks, days
+        // before the end.
+        prop_assert!(cert.not_after - renewed >= schedule::MIN_SPREAD_WINDOW - schedule::GRACE - TimeDelta::weeks(1));
     }
 }

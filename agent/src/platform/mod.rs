@@ -28,12 +28,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use ca_client::signer::KeySigner;
 
-use crate::decision::MdmEnrollment;
-use chrono::{DateTime, Utc};
+use crate::decision::{MdmEnrollment, Slot};
+use chrono::{DateTime, FixedOffset, Offset as _, TimeZone as _, Utc};
 
 #[cfg(any(not(target_os = "macos"), test))]
 pub(crate) mod file_store;
@@ -161,6 +160,10 @@ impl PlatformError {
 pub(crate) trait Clock: Send + Sync + fmt::Debug {
     /// The current time.
     fn now(&self) -> DateTime<Utc>;
+
+    /// The local time's offset from UTC at `at` (the device's time zone), for the slot of
+    /// the working day the renewal waits for.
+    fn utc_offset(&self, at: DateTime<Utc>) -> FixedOffset;
 }
 
 /// The system's wall clock.
@@ -170,6 +173,12 @@ pub(crate) struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
+    }
+
+    fn utc_offset(&self, at: DateTime<Utc>) -> FixedOffset {
+        // `TZ`, else /etc/localtime (both platforms), as launchd and systemd read it for
+        // the calendar run.
+        chrono::Local.offset_from_utc_datetime(&at.naive_utc()).fix()
     }
 }
 
@@ -196,6 +205,11 @@ impl FixedClock {
 impl Clock for FixedClock {
     fn now(&self) -> DateTime<Utc> {
         *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// UTC, so that the tests' times are the device's local times.
+    fn utc_offset(&self, _at: DateTime<Utc>) -> FixedOffset {
+        Utc.fix()
     }
 }
 
@@ -419,8 +433,8 @@ pub(crate) struct ScheduleSpec<'a> {
     pub program: &'a Path,
     /// The configuration file to pass with `--config`, if one was given explicitly.
     pub config: Option<&'a Path>,
-    /// A stable per-device offset, for spreading a fleet's daily runs.
-    pub device_offset: Duration,
+    /// The device's slot: the daily run fires at its minute of the day, local time.
+    pub slot: Slot,
 }
 
 /// Whether the periodic run is installed.

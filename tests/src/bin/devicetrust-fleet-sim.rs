@@ -24,9 +24,11 @@
 //! - 1% of devices are awake one hour a week only (a random workday and hour).
 //! - A morning start is a login (the agent's `RunAtLoad` run, or the user manager starting
 //!   the service on Linux) with a probability of 20%, else a wake from sleep.
-//! - The daily run (launchd's `StartCalendarInterval`, systemd's `OnCalendar=`) fires at its
-//!   time when the Mac is awake; one missed while the Mac slept fires on wake (launchd
-//!   coalesces missed events into one; systemd's `Persistent=` does the same).
+//! - The daily run (launchd's `StartCalendarInterval`, systemd's `OnCalendar=`, both at the
+//!   minute of the device's [`Slot`]) fires at its time when the Mac is awake; one missed
+//!   while the Mac slept fires on wake (launchd coalesces missed events into one; a systemd
+//!   timer with `Persistent=` fires once on resume or at boot). macOS and Linux install the
+//!   same two triggers, so one model serves both.
 //!
 //! # What it prints
 //!
@@ -42,22 +44,15 @@
 
 use std::path::PathBuf;
 
-use agent::decision::{self, BackoffState, CaVerdict, CertFacts, Decision, Inputs, Intent, LocalIdentity};
+use agent::decision::{
+    self, BackoffState, CaVerdict, CertFacts, Decision, Inputs, Intent, LocalIdentity, Slot,
+};
 use anyhow::Context as _;
-use chrono::{DateTime, Datelike as _, NaiveDate, NaiveTime, TimeDelta, Utc, Weekday};
-use clap::{Parser, ValueEnum};
+use chrono::{DateTime, Datelike as _, FixedOffset, NaiveDate, NaiveTime, TimeDelta, Utc, Weekday};
+use clap::Parser;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use rand_distr::{Distribution as _, Normal};
-
-/// The daily run's trigger, as the platform's scheduler sets it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Scheduler {
-    /// macOS: `RunAtLoad` and `StartCalendarInterval` at the core's daily run time.
-    Launchd,
-    /// Linux: the login run and a timer `OnCalendar=daily` with `RandomizedDelaySec=1h`.
-    Systemd,
-}
 
 /// Simulates a fleet renewing with the agent's decision core.
 #[derive(Debug, Parser)]
@@ -78,9 +73,6 @@ struct Args {
     /// The agent's `renew_before_days`.
     #[arg(long, default_value_t = 30)]
     renew_before_days: i64,
-    /// Which scheduler triggers the runs.
-    #[arg(long, value_enum, default_value_t = Scheduler::Launchd)]
-    scheduler: Scheduler,
     /// Seed of the device model.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -281,20 +273,13 @@ fn awake_on(h: &Habits, day: i64, date: NaiveDate, rng: &mut StdRng, out: &mut V
     }
 }
 
-/// The scheduler's daily trigger on local day `midnight` (seconds since the epoch of local midnight).
-fn daily_trigger(args: &Args, daily_minute: i64, midnight: i64, rng: &mut StdRng) -> i64 {
-    match args.scheduler {
-        Scheduler::Launchd => midnight + daily_minute * MINUTE,
-        // OnCalendar=daily, RandomizedDelaySec=1h: a fresh random delay for every elapse.
-        Scheduler::Systemd => midnight + rng.random_range(0..HOUR),
-    }
-}
-
 fn simulate(args: &Args, device: u32, origin: i64, tally: &mut Tally) {
     let mut rng = StdRng::seed_from_u64(args.seed ^ (u64::from(device) << 20) ^ 0x5EED);
     let h = habits(args, device, &mut rng);
-    let offset = decision::schedule::device_offset(&h.udid);
-    let daily_minute = i64::from(decision::schedule::daily_run_minute(offset));
+    let slot = Slot::for_device(&h.udid);
+    let daily_minute = i64::from(slot.daily_minute());
+    let utc_offset =
+        i32::try_from(h.utc_offset).ok().and_then(FixedOffset::east_opt).expect("a valid offset");
     let lifetime = TimeDelta::days(args.lifetime_days);
     let base = Inputs {
         identity: LocalIdentity::None,
@@ -302,7 +287,8 @@ fn simulate(args: &Args, device: u32, origin: i64, tally: &mut Tally) {
         intent: Intent::Run,
         token_given: false,
         renew_before: TimeDelta::days(args.renew_before_days),
-        device_offset: offset,
+        slot,
+        utc_offset,
         backoff: BackoffState::default(),
         mdm: decision::MdmEnrollment::Unknown,
     };
@@ -330,9 +316,8 @@ fn simulate(args: &Args, device: u32, origin: i64, tally: &mut Tally) {
         }
         awake_on(&h, day, date, &mut rng, &mut awake);
         // The daily triggers of yesterday, today and tomorrow cover every interval of today.
-        let triggers: [i64; 3] = std::array::from_fn(|i| {
-            daily_trigger(args, daily_minute, midnight + (i as i64 - 1) * DAY, &mut rng)
-        });
+        let triggers: [i64; 3] =
+            std::array::from_fn(|i| midnight + (i as i64 - 1) * DAY + daily_minute * MINUTE);
         for span in &awake {
             week_minutes += (span.to - span.from) / MINUTE;
             let mut runs: Vec<i64> = Vec::with_capacity(3);
@@ -380,14 +365,8 @@ fn simulate(args: &Args, device: u32, origin: i64, tally: &mut Tally) {
 fn report(args: &Args, origin: i64, tally: &Tally, elapsed: std::time::Duration) -> anyhow::Result<()> {
     let total: u64 = tally.per_hour.iter().map(|&n| u64::from(n)).sum();
     println!(
-        "devices {}  days {}  scheduler {:?}  enrolled {}  lifetime {} d  renew_before {} d  seed {}",
-        args.devices,
-        args.days,
-        args.scheduler,
-        args.enroll_date,
-        args.lifetime_days,
-        args.renew_before_days,
-        args.seed
+        "devices {}  days {}  enrolled {}  lifetime {} d  renew_before {} d  seed {}",
+        args.devices, args.days, args.enroll_date, args.lifetime_days, args.renew_before_days, args.seed
     );
     println!(
         "decisions {}  renewals {}  simulated in {:.1} s",
@@ -481,10 +460,7 @@ fn plot(
     let top = f64::from(wave.iter().copied().max().unwrap_or(1)).max(mean_working_hour * 1.6);
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!(
-                "renewals per UTC hour: {} devices enrolled {} ({:?})",
-                args.devices, args.enroll_date, args.scheduler
-            ),
+            format!("renewals per UTC hour: {} devices enrolled {}", args.devices, args.enroll_date),
             ("sans-serif", 20),
         )
         .margin(12)

@@ -424,7 +424,7 @@ impl Scheduler for LinuxScheduler {
     fn install(&self, spec: &ScheduleSpec<'_>) -> Result<Vec<String>, PlatformError> {
         let report = self
             .units()?
-            .install(spec.program, spec.config)
+            .install(spec.program, spec.config, spec.slot)
             .map_err(|e| PlatformError::backend("could not install the systemd user timer", e))?;
         let mut lines: Vec<String> =
             report.written.iter().map(|p| format!("wrote {}", p.display())).collect();

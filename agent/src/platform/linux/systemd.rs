@@ -13,6 +13,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::decision::Slot;
 use crate::util::exec::{self, ExecError};
 
 /// The service unit's file name.
@@ -125,10 +126,10 @@ impl Systemctl for SystemctlCommand {
 /// The service unit: one `run` of the agent, no secrets (the agent reads its own store).
 ///
 /// `WantedBy=default.target` makes the user manager start it when it starts, i.e. at login.
-/// That login run is deliberately not on the timer: a timer's `RandomizedDelaySec=` applies to
-/// every trigger, and a login run delayed by up to an hour would leave a freshly logged-in
-/// user without a renewed certificate. Nothing orders `default.target` after this unit, so
-/// login never waits for the CA.
+/// That login run is not the timer's: it checks the certificate with the CA (how a revocation
+/// reaches the device) and renews one that is close to its end, while a renewal that is merely
+/// due waits for the timer's run at the device's slot (the decision core's `schedule`).
+/// Nothing orders `default.target` after this unit, so login never waits for the CA.
 pub(super) fn service_unit(binary: &Path, config: Option<&Path>) -> Result<String, SystemdError> {
     if !binary.is_absolute() {
         return Err(SystemdError::RelativeBinary { path: binary.to_owned() });
@@ -154,18 +155,21 @@ pub(super) fn service_unit(binary: &Path, config: Option<&Path>) -> Result<Strin
     ))
 }
 
-/// The timer unit: daily, catching up after the machine was off or asleep (`Persistent=`),
-/// spread over an hour so that a fleet does not hit the CA at midnight together.
-pub(super) fn timer_unit() -> String {
+/// The timer unit: daily at the device's slot, local time, catching up after the machine was
+/// off or asleep (`Persistent=`; a run that fires late outside the slot renews nothing that
+/// can wait). No `RandomizedDelaySec=`: the slot already spreads a fleet over the working
+/// day, and a random delay would push runs out of it, to midnight for the old `daily`.
+pub(super) fn timer_unit(slot: Slot) -> String {
+    let minute = slot.daily_minute();
+    let (hour, minute) = (minute / 60, minute % 60);
     format!(
         "# Written by devicetrust-agent install; removed by devicetrust-agent uninstall.\n\
          [Unit]\n\
          Description=Daily DeviceTrust agent run\n\
          \n\
          [Timer]\n\
-         OnCalendar=daily\n\
+         OnCalendar=*-*-* {hour:02}:{minute:02}:00\n\
          Persistent=true\n\
-         RandomizedDelaySec=1h\n\
          Unit={SERVICE}\n\
          \n\
          [Install]\n\
@@ -260,9 +264,10 @@ impl UserUnits {
         &self,
         binary: &Path,
         config: Option<&Path>,
+        slot: Slot,
     ) -> Result<InstallReport, SystemdError> {
         let service = service_unit(binary, config)?;
-        let timer = timer_unit();
+        let timer = timer_unit(slot);
         create_dir(&self.dir)?;
         let written = vec![self.write(SERVICE, &service)?, self.write(TIMER, &timer)?];
 
@@ -466,11 +471,11 @@ mod tests {
 
     #[test]
     fn timer_unit_keys() {
-        let unit = timer_unit();
+        let unit = timer_unit(Slot::new(2, 107).unwrap());
+        assert!(!unit.contains("RandomizedDelaySec"), "{unit}");
         for (section, key, value) in [
-            ("Timer", "OnCalendar", "daily"),
+            ("Timer", "OnCalendar", "*-*-* 10:47:00"),
             ("Timer", "Persistent", "true"),
-            ("Timer", "RandomizedDelaySec", "1h"),
             ("Timer", "Unit", SERVICE),
             ("Install", "WantedBy", "timers.target"),
         ] {
@@ -489,7 +494,7 @@ mod tests {
         let binary = std::env::current_exe().unwrap();
         let config = tmp.path().join("a b%.toml");
         fs::write(tmp.path().join(SERVICE), service_unit(&binary, Some(&config)).unwrap()).unwrap();
-        fs::write(tmp.path().join(TIMER), timer_unit()).unwrap();
+        fs::write(tmp.path().join(TIMER), timer_unit(Slot::for_device("E2E-DEVICE"))).unwrap();
         let out = exec::run(
             &analyze,
             &[
@@ -539,7 +544,7 @@ mod tests {
     fn ok_install_and_uninstall_with_manager() {
         let fake = FakeSystemctl::new(Ok(()));
         let (_tmp, units) = units(&fake);
-        let report = units.install(Path::new("/usr/bin/devicetrust-agent"), None).unwrap();
+        let report = units.install(Path::new("/usr/bin/devicetrust-agent"), None, Slot::FIRST).unwrap();
         assert_eq!(report.activation, Activation::Enabled);
         assert_eq!(report.written, [units.dir().join(SERVICE), units.dir().join(TIMER)]);
         assert!(units.installed());
@@ -558,7 +563,7 @@ mod tests {
         );
 
         // Reinstalling rewrites the same files.
-        units.install(Path::new("/usr/bin/devicetrust-agent"), None).unwrap();
+        units.install(Path::new("/usr/bin/devicetrust-agent"), None, Slot::FIRST).unwrap();
 
         let report = units.uninstall().unwrap();
         assert_eq!(report.removed, [units.dir().join(SERVICE), units.dir().join(TIMER)]);
@@ -576,14 +581,14 @@ mod tests {
     fn ok_install_without_manager_links_for_next_login() {
         let fake = FakeSystemctl::new(Err(SystemctlFailure::Unreachable("Failed to connect to bus".into())));
         let (_tmp, units) = units(&fake);
-        let report = units.install(Path::new("/usr/bin/devicetrust-agent"), None).unwrap();
+        let report = units.install(Path::new("/usr/bin/devicetrust-agent"), None, Slot::FIRST).unwrap();
         assert!(matches!(report.activation, Activation::AtNextLogin { .. }), "{report:?}");
         assert_eq!(fake.calls(), ["daemon-reload"]);
         let timer_link = units.dir().join(TIMER_WANTS).join(TIMER);
         let service_link = units.dir().join(SERVICE_WANTS).join(SERVICE);
         assert_eq!(fs::read_link(&timer_link).unwrap(), units.dir().join(TIMER));
         assert_eq!(fs::read_link(&service_link).unwrap(), units.dir().join(SERVICE));
-        units.install(Path::new("/usr/bin/devicetrust-agent"), None).unwrap();
+        units.install(Path::new("/usr/bin/devicetrust-agent"), None, Slot::FIRST).unwrap();
 
         let report = units.uninstall().unwrap();
         assert_eq!(report.removed.len(), 4, "{report:?}");
@@ -596,10 +601,10 @@ mod tests {
     fn fail_manager_refuses() {
         let fake = FakeSystemctl::new(Err(SystemctlFailure::Failed("Access denied".into())));
         let (_tmp, units) = units(&fake);
-        let err = units.install(Path::new("/usr/bin/devicetrust-agent"), None).unwrap_err();
+        let err = units.install(Path::new("/usr/bin/devicetrust-agent"), None, Slot::FIRST).unwrap_err();
         assert!(matches!(err, SystemdError::Systemctl { .. }), "{err:?}");
         assert!(matches!(
-            units.install(Path::new("devicetrust-agent"), None),
+            units.install(Path::new("devicetrust-agent"), None, Slot::FIRST),
             Err(SystemdError::RelativeBinary { .. })
         ));
     }
@@ -610,7 +615,7 @@ mod tests {
         let systemctl = SystemctlCommand { program: tmp.path().join("no-systemctl"), ..Default::default() };
         assert!(matches!(systemctl.user(&["daemon-reload"]), Err(SystemctlFailure::Unreachable(_))));
         let units = UserUnits::new(tmp.path().join("units"), Box::new(systemctl));
-        let report = units.install(Path::new("/usr/bin/devicetrust-agent"), None).unwrap();
+        let report = units.install(Path::new("/usr/bin/devicetrust-agent"), None, Slot::FIRST).unwrap();
         assert!(matches!(report.activation, Activation::AtNextLogin { .. }));
     }
 

@@ -3,9 +3,10 @@
 //! It runs `devicetrust-agent run` at every login (`RunAtLoad`) and once a day at a time of
 //! its own (`StartCalendarInterval`). A calendar interval, unlike the `StartInterval` of the
 //! task we replace, is run on wake when the Mac slept through it, and a per-device minute
-//! keeps a fleet from calling the CA in the same minute. The time falls in 09:00–16:59 local
-//! time, when Macs are usually awake and online, so that the run seldom lands in the first
-//! seconds after a wake, before the network is back.
+//! keeps a fleet from calling the CA in the same minute. The time is the minute of the
+//! device's slot (09:00–16:59 local, from the decision core's `schedule`), when Macs are
+//! usually awake and online: the run that fires there is the one that renews a due
+//! certificate, while the run at login and one fired on wake wait for it.
 //!
 //! The plist is a small serde struct written with the `plist` crate. The `launchd` crate
 //! (0.3.0) is not used: it writes the key `StartCalendarIntervals`, which launchd ignores.
@@ -13,11 +14,11 @@
 //! it identical.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Serialize;
 
 use super::BUNDLE_ID;
+use crate::decision::Slot;
 
 /// The job's label, also the plist's file stem.
 pub(crate) const LABEL: &str = BUNDLE_ID;
@@ -56,10 +57,9 @@ pub(crate) struct DailyTime {
 }
 
 impl DailyTime {
-    /// The decision core's daily run time for this per-device offset.
-    pub(crate) fn from_offset(offset: Duration) -> Self {
-        let offset = chrono::TimeDelta::from_std(offset).unwrap_or_default();
-        let minute = crate::decision::schedule::daily_run_minute(offset);
+    /// The time of day of the device's slot, when the decision core renews.
+    pub(crate) fn from_slot(slot: Slot) -> Self {
+        let minute = slot.daily_minute();
         // `minute` < 24 * 60.
         Self { hour: (minute / 60) as u8, minute: (minute % 60) as u8 }
     }
@@ -150,7 +150,7 @@ mod tests {
 
     /// The time `install` gives a device: from the decision core's per-device offset.
     fn for_device(udid: &str) -> DailyTime {
-        DailyTime::from_offset(crate::decision::schedule::device_offset(udid).to_std().unwrap())
+        DailyTime::from_slot(Slot::for_device(udid))
     }
 
     fn example_spec() -> LaunchAgentSpec<'static> {
@@ -260,10 +260,10 @@ mod tests {
         // 2000 devices spread over most of the 480 minutes, not a handful.
         assert!(seen.len() > 400, "{}", seen.len());
 
-        assert_eq!(DailyTime::from_offset(Duration::ZERO), DailyTime { hour: 9, minute: 0 });
-        assert_eq!(DailyTime::from_offset(Duration::from_secs(61 * 60)), DailyTime { hour: 10, minute: 1 });
-        assert_eq!(DailyTime::from_offset(Duration::from_secs(479 * 60)), DailyTime { hour: 16, minute: 59 });
-        assert_eq!(DailyTime::from_offset(Duration::from_secs(480 * 60)), DailyTime { hour: 9, minute: 0 });
+        for (slot, want) in [((0, 0), (9, 0)), ((3, 61), (10, 1)), ((4, 479), (16, 59))] {
+            let slot = Slot::new(slot.0, slot.1).unwrap();
+            assert_eq!(DailyTime::from_slot(slot), DailyTime { hour: want.0, minute: want.1 });
+        }
     }
 
     #[test]

@@ -140,7 +140,7 @@ impl Scheduler for LaunchAgentScheduler {
             program: spec.program,
             config: spec.config,
             home: &self.home,
-            time: DailyTime::from_offset(spec.device_offset),
+            time: DailyTime::from_slot(spec.slot),
         })
         .map_err(|e| PlatformError::backend("could not make the launchagent", e))?;
 
