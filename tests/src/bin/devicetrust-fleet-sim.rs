@@ -38,7 +38,8 @@
 //! week). The mean working hour is the wave's renewals (the days that hold the middle 90%
 //! of them) over its working hours, each UTC hour weighed by the share of the fleet for
 //! whom it is a working hour (Monday to Friday, 09:00–16:59 local): a perfectly even
-//! spread over the fleet's working time gives a ratio of at most 1.
+//! spread over the fleet's working time gives a ratio of at most 1. It also names the hour
+//! furthest above its share of such a spread.
 //!
 //! It writes an SVG plot of renewals per hour (`--plot`).
 
@@ -430,6 +431,22 @@ fn report(args: &Args, origin: i64, tally: &Tally, elapsed: std::time::Duration)
         mean_working_hour,
         f64::from(peak) / mean_working_hour
     );
+    // The hour furthest above its share of an even spread, among the hours when at least a
+    // tenth of the fleet is at work (the edges of the working day carry a few devices only).
+    let share = |h: usize| f64::from(tally.working[first + h]) / f64::from(args.devices);
+    if let Some((h, over)) = (0..wave.len())
+        .filter(|&h| share(h) >= 0.1)
+        .map(|h| (h, f64::from(wave[h]) / (mean_working_hour * share(h))))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+    {
+        println!(
+            "furthest above an even spread: {} UTC, {} renewals where an even spread gives {:.0} ({:.2} times)",
+            time(first + h).format("%a %Y-%m-%d %H:00"),
+            wave[h],
+            mean_working_hour * share(h),
+            over
+        );
+    }
     println!(
         "expired before renewal: {} of the {} devices awake at least an hour every week, {} of the {} others",
         tally.expired.0,
@@ -491,7 +508,12 @@ fn plot(
         ))?
         .label("renewals")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], RGBColor(200, 40, 40)));
-    chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.9)).draw()?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.9))
+        .draw()?;
     root.present()?;
     Ok(())
 }
