@@ -19,7 +19,7 @@ set -euo pipefail
 name=$1
 shift
 root=$(pwd)
-out="$root/bench/fleet"
+out=bench/fleet
 mkdir -p "$out"
 # shellcheck source=bench/machine.sh
 source bench/machine.sh
@@ -38,8 +38,13 @@ if [[ -n "${REV:-}" ]]; then
     src=$worktree
 fi
 
-# One target directory for every revision: only what changed is rebuilt.
-CARGO_TARGET_DIR="$root/target/fleet-sim" cargo build --release --quiet --locked \
+# A target directory per revision: cargo tells a path dependency's builds apart by their
+# files' times, not by where they are, so two trees sharing one would mix their crates.
+target="$root/target"
+if [[ -n "$worktree" ]]; then
+    target="$root/target/fleet-sim/$(git -C "$src" rev-parse --short HEAD)"
+fi
+CARGO_TARGET_DIR="$target" cargo build --release --quiet --locked \
     --manifest-path "$src/Cargo.toml" -p tests --bin devicetrust-fleet-sim
 
 {
@@ -50,5 +55,5 @@ CARGO_TARGET_DIR="$root/target/fleet-sim" cargo build --release --quiet --locked
     fi
     echo "- command: ${REV:+REV=$REV }bench/fleet.sh $name $*"
     echo
-    "$root/target/fleet-sim/release/devicetrust-fleet-sim" --plot "$out/$name.svg" "$@"
+    "$target/release/devicetrust-fleet-sim" --plot "$out/$name.svg" "$@"
 } | tee "$out/$name.txt"
