@@ -21,7 +21,8 @@
 //! - `util`: atomic private files, the bounded tool runner and the PEM codec.
 //!
 //! The library exists so that the binary, the tests and the benchmarks drive the same code;
-//! its public surface is only what `main` and the cross-process tests need.
+//! its public surface is only what `main`, the cross-process tests and the fleet simulator
+//! (`decision`) need.
 
 // Table tests (`ok/...`, `fail/...`) spell out their row types inline, where a reader needs them.
 #![cfg_attr(test, allow(clippy::type_complexity, reason = "table tests spell out their row types"))]

@@ -29,7 +29,9 @@ impl Agent {
 
     /// `run`.
     pub(crate) fn run(&self, token: Option<Secret>, out: &mut dyn Write) -> Result<(), AgentError> {
-        self.cycle(Intent::Run, token.as_ref(), out)
+        let result = self.cycle(Intent::Run, token.as_ref(), out);
+        self.refresh_schedule();
+        result
     }
 
     /// `renew [--force]`.
@@ -126,7 +128,7 @@ impl Agent {
                 } else if intent != Intent::Run {
                     writeln!(out, "nothing to do: renewal is due at {}", rfc3339(next_due))?;
                 } else {
-                    tracing::info!(due = %rfc3339(next_due), serial = c.info.serial_number(), "nothing to do");
+                    tracing::info!(next = %rfc3339(next_due), serial = c.info.serial_number(), "nothing to do until then");
                 }
                 if intent == Intent::Run && status_error.is_none() && now < c.info.not_after() {
                     self.refresh_metadata(cached.as_ref(), &mut state, now, out)?;

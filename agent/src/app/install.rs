@@ -107,6 +107,24 @@ impl Agent {
         Ok(self.platform.scheduler.install(&spec)?)
     }
 
+    /// After a `run`: a schedule written by an earlier version fires at another minute than the
+    /// device's slot (or, on Linux, at midnight), which would leave its renewals to the grace;
+    /// bring it to the slot, keeping what it runs. Logged, never fatal: the run's own result is
+    /// what it reports.
+    pub(crate) fn refresh_schedule(&self) {
+        let current = self.current().ok().flatten();
+        match self.platform.scheduler.refresh(self.device_slot(current.as_ref())) {
+            Ok(lines) => {
+                for line in lines {
+                    tracing::info!("{line}");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "could not bring the schedule to the device's slot")
+            }
+        }
+    }
+
     /// After an `enroll`: a device is only working with its scheduled run (renewal, revocation
     /// checks), so one that has none gets it, as `install` would (after a revocation removed it,
     /// say). A failure here does not undo the enrollment; it says what to run.

@@ -164,6 +164,10 @@ impl Scheduler for FakeScheduler {
         let installed = *self.installed.lock().expect("installed");
         Ok(SchedulerStatus { installed, detail: format!("fake timer installed={installed}") })
     }
+    fn refresh(&self, _slot: crate::decision::Slot) -> Result<Vec<String>, PlatformError> {
+        self.log.lock().expect("log").push("refresh".into());
+        Ok(Vec::new())
+    }
 }
 
 #[derive(Debug)]
@@ -350,7 +354,8 @@ fn enrolled() -> Harness {
 }
 
 fn late() -> DateTime<Utc> {
-    // Past any due time (Nov 25 .. Dec 2 for the fake's certificates), before expiry.
+    // Past any due time and its grace (the fake's certificates end on 2027-01-01: due from
+    // Nov 24 to Dec 1 at a slot, the grace at most five days later), before expiry.
     Utc.with_ymd_and_hms(2026, 12, 20, 0, 0, 0).single().expect("date")
 }
 
@@ -405,6 +410,37 @@ fn ok_run_renews_when_due_and_tells_the_user() {
     let (result, out) = output(|o| h.agent().renew(false, o));
     result.expect("renew not due");
     assert!(out.starts_with("nothing to do: renewal is due at 2026-1"), "{out}");
+}
+
+#[test]
+fn ok_run_renews_at_the_slot_and_not_before() {
+    let h = enrolled();
+    let first = h.serial();
+    let agent = h.agent();
+    let current = agent.current().expect("read").expect("an identity");
+    let facts =
+        decision::CertFacts { not_before: current.info.not_before(), not_after: current.info.not_after() };
+    let slot = agent.device_slot(Some(&current));
+    // The fake clock's local time is UTC.
+    let due = decision::schedule::renewal_due(
+        &facts,
+        agent.config.renew_before().expect("window"),
+        slot,
+        chrono::FixedOffset::east_opt(0).expect("utc"),
+    );
+    // The day after the due day, a minute before the slot (the login run, say): it waits.
+    h.clock.set(due + TimeDelta::days(1) - TimeDelta::minutes(1));
+    let (result, out) = output(|o| h.agent().run(None, o));
+    result.expect("run before the slot");
+    assert_eq!(out, "", "nothing to do, nothing said");
+    assert_eq!(h.serial(), first);
+    assert_eq!(h.logged("refresh"), 1, "the run brings the schedule to the slot");
+    // At the slot it renews.
+    h.clock.set(due + TimeDelta::days(1));
+    let (result, out) = output(|o| h.agent().run(None, o));
+    result.expect("run at the slot");
+    assert!(out.starts_with("renewed: certificate "), "{out}");
+    assert_ne!(h.serial(), first);
 }
 
 #[test]

@@ -22,7 +22,6 @@ pub use schedule::Slot;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MdmEnrollment {
     /// The device reports an MDM enrollment.
-    #[cfg_attr(not(target_os = "macos"), allow(dead_code, reason = "only the macOS backend uses it"))]
     Enrolled,
     /// The device reports none: enrollment and renewal are pointless (the CA would refuse).
     NotEnrolled,
@@ -224,11 +223,15 @@ fn decide_with_identity(inputs: &Inputs, current: CertFacts, renewing: bool, now
         // once the grace is over ([`schedule`] says why).
         Intent::Renew { force: false } => RenewReason::Due,
         Intent::Run if !schedule::spread(&current, inputs.renew_before) => RenewReason::Due,
-        Intent::Run if now >= due + schedule::GRACE => RenewReason::Due,
         Intent::Run if schedule::in_slot(now, inputs.slot, inputs.utc_offset) => RenewReason::Due,
         Intent::Run => {
-            let slot = schedule::next_slot_start(now, inputs.slot, inputs.utc_offset);
-            return Decision::Nothing { next_due: slot.min(due + schedule::GRACE) };
+            let grace_end = schedule::grace_end(due, inputs.utc_offset);
+            if now >= grace_end {
+                RenewReason::Due
+            } else {
+                let slot = schedule::next_slot_start(now, inputs.slot, inputs.utc_offset);
+                return Decision::Nothing { next_due: slot.min(grace_end) };
+            }
         }
     };
     if inputs.mdm == MdmEnrollment::NotEnrolled {

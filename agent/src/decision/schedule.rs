@@ -12,15 +12,21 @@
 //! fell due at a weekend into Monday's first hour). The agent's daily run fires at the same
 //! minute every day (launchd's `StartCalendarInterval`, systemd's `OnCalendar=`).
 //!
-//! A run after the due time renews only in the device's part of the working day, from its
-//! slot's minute to 17:00 local ([`in_slot`]): a run at login, or one the scheduler fires
-//! on wake for a run missed in the night, does not renew until the slot comes round, so the
-//! Monday morning does not collect the renewals of Friday afternoon. Once [`GRACE`] has
-//! passed since the due time, any run renews: a Mac that is never awake at its slot (awake
-//! an hour a week, say) still renews at least [`MIN_SPREAD_WINDOW`] − [`GRACE`] − one week
-//! before its certificate ends.
+//! A periodic run after the due time renews only in the device's part of the day
+//! ([`in_slot`]: from its slot's minute to 17:00 local, and at least [`MIN_IN_SLOT`]), on any
+//! day of the week: a run at login, or one the scheduler fires on wake for a run missed in
+//! the night, does not renew until the slot comes round, so the Monday morning does not
+//! collect the renewals of Friday afternoon. Once [`GRACE_WORKDAYS`] workdays have passed
+//! since the due time ([`grace_end`]), any run renews: a Mac that is never awake at its slot
+//! (awake an hour a week, say) still renews at least [`MIN_SPREAD_WINDOW`] less the grace
+//! (at most five days with a weekend) less a week, nine days, before its certificate ends. Counting the grace in workdays
+//! keeps the grace's renewals on the workday mornings after it, not all on a Monday.
 //!
-//! Certificates whose window is shorter than [`MIN_SPREAD_WINDOW`] (a lifetime under six
+//! Local time is the offset in force at the run. Across a daylight saving change the due
+//! time moves by the hour of the shift; every run recomputes it, so decisions stay
+//! consistent.
+//!
+//! Certificates whose window is shorter than [`MIN_SPREAD_WINDOW`] (a lifetime under nine
 //! weeks, or a short `renew_before`) have no room for a week of slots and a grace: they
 //! are due at the window's start less a wall-clock offset of up to seven days (capped at a
 //! third of the lifetime, so a fresh certificate is never due), and any run after it renews.
@@ -44,11 +50,17 @@ pub const WORKDAY_MINUTES: u16 = 8 * 60;
 /// How many workdays before the window the slots spread over.
 pub const SPREAD_WORKDAYS: u8 = 5;
 
-/// After this long past the due time any run renews, at the slot or not.
-pub const GRACE: TimeDelta = TimeDelta::days(3);
+/// After this many workdays past the due time any run renews, at the slot or not.
+pub const GRACE_WORKDAYS: u8 = 3;
 
-/// The shortest window (after the cap at a third of the lifetime) that is spread over slots.
-pub const MIN_SPREAD_WINDOW: TimeDelta = TimeDelta::days(14);
+/// The shortest part of the day a due renewal may run in, from the slot's minute on: a slot
+/// late in the afternoon keeps two hours after it.
+pub const MIN_IN_SLOT: TimeDelta = TimeDelta::hours(2);
+
+/// The shortest window (after the cap at a third of the lifetime) that is spread over slots:
+/// after a grace of three workdays (five days over a weekend) and a week between two runs of
+/// a Mac awake once a week, nine days are left before the end.
+pub const MIN_SPREAD_WINDOW: TimeDelta = TimeDelta::days(21);
 
 /// The largest wall-clock offset of a certificate whose window is too short for slots.
 pub const MAX_SHORT_OFFSET: TimeDelta = TimeDelta::days(7);
@@ -93,10 +105,17 @@ impl Slot {
         WORKDAY_START + self.minute
     }
 
+    /// The local hour and minute of the daily run and of the renewal, for the schedulers.
+    pub const fn hour_minute(self) -> (u8, u8) {
+        let minute = self.daily_minute();
+        // Below 17:00: both fit.
+        ((minute / 60) as u8, (minute % 60) as u8)
+    }
+
     /// The local time of day of the daily run and of the renewal.
     pub fn time_of_day(self) -> NaiveTime {
-        let minute = u32::from(self.daily_minute());
-        NaiveTime::from_hms_opt(minute / 60, minute % 60, 0).unwrap_or(NaiveTime::MIN)
+        let (hour, minute) = self.hour_minute();
+        NaiveTime::from_hms_opt(u32::from(hour), u32::from(minute), 0).unwrap_or(NaiveTime::MIN)
     }
 
     /// Workdays before the window's own.
@@ -126,6 +145,15 @@ pub fn spread(cert: &CertFacts, renew_before: TimeDelta) -> bool {
 
 fn is_workday(date: NaiveDate) -> bool {
     !matches!(date.weekday(), Weekday::Sat | Weekday::Sun)
+}
+
+fn next_workday(mut date: NaiveDate) -> NaiveDate {
+    loop {
+        date = date.succ_opt().unwrap_or(NaiveDate::MAX);
+        if is_workday(date) || date == NaiveDate::MAX {
+            return date;
+        }
+    }
 }
 
 fn previous_workday(mut date: NaiveDate) -> NaiveDate {
@@ -165,12 +193,25 @@ pub fn renewal_due(
     due.max(opens - third)
 }
 
-/// Whether `now` is in the device's part of the working day: from its slot's minute to the
-/// end of the working day, local time.
+/// Whether `now` is in the device's part of the day, local time: from its slot's minute to
+/// the end of the working day (17:00), and at least [`MIN_IN_SLOT`] (a 16:30 slot runs to
+/// 18:30), on any day of the week.
 pub fn in_slot(now: DateTime<Utc>, slot: Slot, utc_offset: FixedOffset) -> bool {
     let local = now.with_timezone(&utc_offset);
-    let minute = local.hour() * 60 + local.minute();
-    (u32::from(slot.daily_minute())..u32::from(WORKDAY_START + WORKDAY_MINUTES)).contains(&minute)
+    let minute = i64::from(local.hour() * 60 + local.minute());
+    let start = i64::from(slot.daily_minute());
+    let end = i64::from(WORKDAY_START + WORKDAY_MINUTES).max(start + MIN_IN_SLOT.num_minutes());
+    (start..end).contains(&minute)
+}
+
+/// When the grace after `due` ends: [`GRACE_WORKDAYS`] workdays later, local time.
+pub fn grace_end(due: DateTime<Utc>, utc_offset: FixedOffset) -> DateTime<Utc> {
+    let local = due.with_timezone(&utc_offset).naive_local();
+    let mut date = local.date();
+    for _ in 0..GRACE_WORKDAYS {
+        date = next_workday(date);
+    }
+    (date.and_time(local.time()) - utc_offset).and_utc()
 }
 
 /// The next start of the device's slot after `now` (tomorrow's, when today's has begun).
@@ -181,8 +222,27 @@ pub fn next_slot_start(now: DateTime<Utc>, slot: Slot, utc_offset: FixedOffset) 
     (next - utc_offset).and_utc()
 }
 
+/// Proptest strategies for the schedule's inputs, shared with the decision's tests.
+#[cfg(test)]
+pub(super) mod strategies {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Any slot.
+    pub(in crate::decision) fn slot() -> impl Strategy<Value = Slot> {
+        (0..SPREAD_WORKDAYS, 0..WORKDAY_MINUTES)
+            .prop_map(|(workdays, minute)| Slot::new(workdays, minute).expect("in range"))
+    }
+
+    /// Any offset from UTC that a time zone has, to the minute.
+    pub(in crate::decision) fn utc_offset() -> impl Strategy<Value = FixedOffset> {
+        (-12 * 60..=14 * 60).prop_map(|minutes: i32| FixedOffset::east_opt(minutes * 60).expect("in range"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::strategies::{slot as arb_slot, utc_offset as arb_offset};
     use super::*;
     use proptest::prelude::*;
 
@@ -282,11 +342,40 @@ mod tests {
             ("ok/afternoon", hm(monday, 16, 59), true),
             ("fail/after-work", hm(monday, 17, 0), false),
             ("fail/morning-wake", hm(monday, 8, 30), false),
+            ("ok/saturday-too", hm(day(2027, 11, 13), 11, 0), true),
         ] {
             assert_eq!(in_slot(now, s, utc()), want, "{name}");
         }
+        // A late slot keeps two hours.
+        let late = slot(0, 450); // 16:30
+        assert!(in_slot(hm(monday, 18, 29), late, utc()));
+        assert!(!in_slot(hm(monday, 18, 30), late, utc()));
+        // Local time: 10:47 in UTC−5 is 15:47 UTC.
+        let new_york = FixedOffset::west_opt(5 * 3600).unwrap();
+        assert!(!in_slot(hm(monday, 10, 47), s, new_york));
+        assert!(in_slot(hm(monday, 15, 47), s, new_york));
         assert_eq!(next_slot_start(hm(monday, 8, 0), s, utc()), hm(monday, 10, 47));
         assert_eq!(next_slot_start(hm(monday, 10, 47), s, utc()), hm(monday, 34, 47));
+        assert_eq!(next_slot_start(hm(monday, 8, 0), s, new_york), hm(monday, 15, 47));
+    }
+
+    #[test]
+    fn grace_end_counts_workdays() {
+        let new_york = FixedOffset::west_opt(5 * 3600).unwrap();
+        for (name, due, tz, want) in [
+            ("ok/monday-to-thursday", hm(day(2027, 11, 8), 10, 47), utc(), hm(day(2027, 11, 11), 10, 47)),
+            (
+                "ok/wednesday-over-the-weekend",
+                hm(day(2027, 11, 10), 9, 0),
+                utc(),
+                hm(day(2027, 11, 15), 9, 0),
+            ),
+            ("ok/friday-to-wednesday", hm(day(2027, 11, 12), 16, 59), utc(), hm(day(2027, 11, 17), 16, 59)),
+            // Friday 09:00 in New York is 14:00 UTC: Wednesday 14:00 UTC.
+            ("ok/local-time", hm(day(2027, 11, 12), 14, 0), new_york, hm(day(2027, 11, 17), 14, 0)),
+        ] {
+            assert_eq!(grace_end(due, tz), want, "{name}");
+        }
     }
 
     #[test]
@@ -303,14 +392,6 @@ mod tests {
             let n = slots.iter().filter(|s| s.daily_minute() / 60 == hour).count();
             assert!((520..730).contains(&n), "hour {hour}: {n}");
         }
-    }
-
-    fn arb_slot() -> impl Strategy<Value = Slot> {
-        (0..SPREAD_WORKDAYS, 0..WORKDAY_MINUTES).prop_map(|(w, m)| slot(w, m))
-    }
-
-    fn arb_offset() -> impl Strategy<Value = FixedOffset> {
-        (-12 * 60..=14 * 60).prop_map(|m: i32| FixedOffset::east_opt(m * 60).unwrap())
     }
 
     proptest! {
@@ -340,8 +421,8 @@ mod tests {
         #[test]
         fn spread_due_is_at_the_slot_on_a_workday_within_the_week_before_the_window(
             start in 0i64..(20 * 365 * 86_400),
-            lifetime_days in 42i64..(3 * 365),
-            window_days in 14i64..400,
+            lifetime_days in 63i64..(3 * 365),
+            window_days in 21i64..400,
             slot in arb_slot(),
             tz in arb_offset(),
         ) {

@@ -136,10 +136,23 @@ fn decision_table() {
             Decision::Renew(RenewReason::Due),
         ),
         (
+            // Due on Wednesday: the grace of three workdays ends on Monday at 09:00.
+            "ok/before-the-grace-the-weekend-waits-for-the-slot",
+            inputs(L::Enrolled(year()), run),
+            at(337),
+            Decision::Nothing { next_due: at(337) + TimeDelta::hours(9) },
+        ),
+        (
             "ok/grace-over-any-run-renews",
             inputs(L::Enrolled(year()), run),
-            due() + schedule::GRACE + TimeDelta::hours(10),
+            at(339) + TimeDelta::hours(19),
             Decision::Renew(RenewReason::Due),
+        ),
+        (
+            "ok/grace-ends-at-the-slot-time",
+            inputs(L::Enrolled(year()), run),
+            at(339) + TimeDelta::hours(8),
+            Decision::Nothing { next_due: at(339) + TimeDelta::hours(9) },
         ),
         (
             "ok/slot-in-local-time",
@@ -338,12 +351,11 @@ fn arb_inputs() -> impl Strategy<Value = Inputs> {
 }
 
 fn arb_slot() -> impl Strategy<Value = Slot> {
-    (0..schedule::SPREAD_WORKDAYS, 0..schedule::WORKDAY_MINUTES)
-        .prop_map(|(workdays, minute)| Slot::new(workdays, minute).expect("in range"))
+    schedule::strategies::slot()
 }
 
 fn arb_utc_offset() -> impl Strategy<Value = FixedOffset> {
-    (-12 * 60..=14 * 60).prop_map(|minutes: i32| FixedOffset::east_opt(minutes * 60).expect("in range"))
+    schedule::strategies::utc_offset()
 }
 
 proptest! {
@@ -436,6 +448,48 @@ proptest! {
     }
 
     #[test]
+    fn the_time_nothing_names_is_when_the_run_renews(
+        cert in arb_cert(),
+        window_days in 0i64..400,
+        slot in arb_slot(),
+        tz in arb_utc_offset(),
+        now in arb_time(),
+    ) {
+        // With nothing else in the way (no backoff, not revoked, managed), the periodic run
+        // renews exactly at the time its `Nothing` names: the bound is the real one.
+        let mut i = inputs(LocalIdentity::Enrolled(cert), Intent::Run);
+        i.renew_before = TimeDelta::days(window_days);
+        i.slot = slot;
+        i.utc_offset = tz;
+        if let Decision::Nothing { next_due } = decide_at(&i, now)
+            && next_due < cert.not_after
+        {
+            prop_assert_eq!(decide_at(&i, next_due), Decision::Renew(RenewReason::Due), "at {}", next_due);
+        }
+    }
+
+    #[test]
+    fn a_due_run_outside_the_slot_waits_until_the_grace_ends(
+        cert in arb_cert(),
+        window_days in 0i64..400,
+        slot in arb_slot(),
+        tz in arb_utc_offset(),
+        fraction in 0.0f64..1.0,
+    ) {
+        let renew_before = TimeDelta::days(window_days);
+        prop_assume!(schedule::spread(&cert, renew_before));
+        let due = schedule::renewal_due(&cert, renew_before, slot, tz);
+        let grace_end = schedule::grace_end(due, tz);
+        let now = due + TimeDelta::seconds(((grace_end - due).num_seconds() as f64 * fraction) as i64);
+        let mut i = inputs(LocalIdentity::Enrolled(cert), Intent::Run);
+        i.renew_before = renew_before;
+        i.slot = slot;
+        i.utc_offset = tz;
+        let renews = decide_at(&i, now) == Decision::Renew(RenewReason::Due);
+        prop_assert_eq!(renews, schedule::in_slot(now, slot, tz) || now >= grace_end, "at {}", now);
+    }
+
+    #[test]
     fn after_the_grace_any_run_renews(
         cert in arb_cert(),
         window_days in 0i64..400,
@@ -448,7 +502,7 @@ proptest! {
         i.slot = slot;
         i.utc_offset = tz;
         let due = schedule::renewal_due(&cert, i.renew_before, slot, tz);
-        let from = if schedule::spread(&cert, i.renew_before) { due + schedule::GRACE } else { due };
+        let from = if schedule::spread(&cert, i.renew_before) { schedule::grace_end(due, tz) } else { due };
         prop_assume!(from < cert.not_after);
         let now = from + TimeDelta::seconds(((cert.not_after - from).num_seconds() as f64 * at_fraction) as i64);
         prop_assume!(now < cert.not_after);
@@ -458,8 +512,8 @@ proptest! {
     #[test]
     fn a_mac_awake_an_hour_a_week_renews_in_time(
         start in 0i64..(10 * 365 * 86_400),
-        lifetime_days in 42i64..(3 * 365),
-        window_days in 14i64..120,
+        lifetime_days in 63i64..(3 * 365),
+        window_days in 21i64..120,
         slot in arb_slot(),
         tz in arb_utc_offset(),
         awake_at in 0i64..(7 * 86_400),
@@ -486,8 +540,9 @@ proptest! {
             }
         }
         let renewed = renewed.expect("renewed before the end");
-        // At the latest a week after the grace: with a window of at least two weeks, days
-        // before the end.
-        prop_assert!(cert.not_after - renewed >= schedule::MIN_SPREAD_WINDOW - schedule::GRACE - TimeDelta::weeks(1));
+        // At the latest a week after the grace (at most five days): with a spread window of
+        // at least three weeks, nine days before the end.
+        prop_assert!(cert.not_after - renewed >= schedule::MIN_SPREAD_WINDOW - TimeDelta::days(5) - TimeDelta::weeks(1));
+        prop_assert!(cert.not_after - renewed >= TimeDelta::days(9));
     }
 }

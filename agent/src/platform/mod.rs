@@ -464,6 +464,10 @@ pub(crate) trait Scheduler: Send + Sync + fmt::Debug {
     fn uninstall(&self) -> Result<Removal, PlatformError>;
     /// Whether it is installed.
     fn status(&self) -> Result<SchedulerStatus, PlatformError>;
+    /// Brings an installed schedule's daily time to `slot`'s, keeping what it runs (a
+    /// schedule written by an earlier version fires at another minute); a line per change.
+    /// Nothing installed, or already at the slot: nothing to do.
+    fn refresh(&self, slot: Slot) -> Result<Vec<String>, PlatformError>;
 }
 
 /// Tells the user what needs their action.

@@ -27,19 +27,21 @@
 //! - The daily run (launchd's `StartCalendarInterval`, systemd's `OnCalendar=`, both at the
 //!   minute of the device's [`Slot`]) fires at its time when the Mac is awake; one missed
 //!   while the Mac slept fires on wake (launchd coalesces missed events into one; a systemd
-//!   timer with `Persistent=` fires once on resume or at boot). macOS and Linux install the
-//!   same two triggers, so one model serves both.
+//!   calendar timer elapsed during suspend fires once on resume, and `Persistent=` covers
+//!   power-off). macOS and Linux install the same two triggers, so one model serves both.
 //!
 //! # What it prints
 //!
 //! Renewals per UTC hour for the days of the renewal wave (a row per day, 24 columns),
 //! renewals per day, the peak hour over the mean working hour, and how many certificates
 //! expired before renewal (split by whether the device was awake at least an hour in every
-//! week). The mean working hour is the wave's renewals (the days that hold the middle 90%
-//! of them) over its working hours, each UTC hour weighed by the share of the fleet for
-//! whom it is a working hour (Monday to Friday, 09:00–16:59 local): a perfectly even
-//! spread over the fleet's working time gives a ratio of at most 1. It also names the hour
-//! furthest above its share of such a spread.
+//! week). The mean working hour is all renewals over 40, the working hours (Monday to
+//! Friday, 09:00–16:59 local) of the one week every device's renewal is meant to spread
+//! over: it does not depend on the rules measured. Because the fleet works in several time
+//! zones, the share of it at work in a UTC hour (weighed by the minutes of that hour) is
+//! below one; an even spread gives that hour the mean working hour times the share. The
+//! simulator names the hour furthest above its even share, among the hours when at least a
+//! tenth of the fleet is at work, the stricter figure.
 //!
 //! It writes an SVG plot of renewals per hour (`--plot`).
 
@@ -62,8 +64,8 @@ struct Args {
     /// Devices in the fleet.
     #[arg(long, default_value_t = 100_000)]
     devices: u32,
-    /// Simulated days from the enrollment day.
-    #[arg(long, default_value_t = 400)]
+    /// Simulated days from the enrollment day (at least 2).
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(2..))]
     days: u32,
     /// The day every device enrolls (local date in each device's time zone).
     #[arg(long, default_value = "2027-01-05")]
@@ -127,8 +129,8 @@ struct Tally {
     weekly_devices: u64,
     /// Calls of the decision core.
     decisions: u64,
-    /// Working-time weight per UTC hour (devices for whom it is a working hour).
-    working: Vec<u32>,
+    /// Working minutes per UTC hour, summed over the devices.
+    working: Vec<u64>,
 }
 
 impl Tally {
@@ -301,6 +303,7 @@ fn simulate(args: &Args, device: u32, origin: i64, tally: &mut Tally) {
     let mut last_asleep_from = i64::MIN;
     let mut week_minutes = 0_i64;
     let mut every_week = true;
+    let mut expired = 0;
     for day in 0..i64::from(args.days) {
         let date = args.enroll_date + TimeDelta::days(day);
         let midnight = date.and_time(NaiveTime::MIN).and_utc().timestamp() - h.utc_offset;
@@ -308,11 +311,18 @@ fn simulate(args: &Args, device: u32, origin: i64, tally: &mut Tally) {
             every_week &= week_minutes >= 60;
             week_minutes = 0;
         }
-        if !matches!(date.weekday(), Weekday::Sat | Weekday::Sun)
-            && let Some(first) = hour_of(midnight + 9 * HOUR)
-        {
-            for hour in first..(first + 8).min(tally.working.len()) {
-                tally.working[hour] += 1;
+        if !matches!(date.weekday(), Weekday::Sat | Weekday::Sun) {
+            // 09:00–17:00 local, by the minutes of each UTC hour it covers (a half-hour
+            // offset covers two hours in part).
+            let (from, to) = (midnight + 9 * HOUR, midnight + 17 * HOUR);
+            let mut t = from;
+            while t < to {
+                let hour_end = origin + ((t - origin) / HOUR + 1) * HOUR;
+                let end = hour_end.min(to);
+                if let Some(slot) = hour_of(t).and_then(|hour| tally.working.get_mut(hour)) {
+                    *slot += u64::try_from((end - t) / MINUTE).unwrap_or(0);
+                }
+                t = end;
             }
         }
         awake_on(&h, day, date, &mut rng, &mut awake);
@@ -346,11 +356,7 @@ fn simulate(args: &Args, device: u32, origin: i64, tally: &mut Tally) {
                     }
                     Decision::Expired { .. } => {
                         // Counted once; the admin re-enrolls it on the spot.
-                        if every_week {
-                            tally.expired.0 += 1;
-                        } else {
-                            tally.expired.1 += 1;
-                        }
+                        expired += 1;
                         cert = Some(CertFacts { not_before: at(t), not_after: at(t) + lifetime });
                     }
                     _ => {}
@@ -358,8 +364,18 @@ fn simulate(args: &Args, device: u32, origin: i64, tally: &mut Tally) {
             }
         }
     }
+    // The last, partial week counts as a week too; and a certificate that ended with no run
+    // after it has expired as well.
+    every_week &= week_minutes >= 60;
+    let end = origin + DAY + i64::from(args.days) * DAY;
+    if cert.is_some_and(|c| c.not_after <= at(end)) {
+        expired += 1;
+    }
     if every_week {
         tally.weekly_devices += 1;
+        tally.expired.0 += expired;
+    } else {
+        tally.expired.1 += expired;
     }
 }
 
@@ -392,9 +408,7 @@ fn report(args: &Args, origin: i64, tally: &Tally, elapsed: std::time::Duration)
     let last = (quantile(0.95).unwrap_or(0) / 24 + 1) * 24;
     let wave = &tally.per_hour[first..last];
     let in_wave: u64 = wave.iter().map(|&n| u64::from(n)).sum();
-    let weight: f64 =
-        tally.working[first..last].iter().map(|&n| f64::from(n) / f64::from(args.devices)).sum();
-    let mean_working_hour = in_wave as f64 / weight;
+    let mean_working_hour = total as f64 / 40.0;
     let (peak_index, peak) =
         wave.iter().enumerate().max_by_key(|&(_, n)| *n).map(|(i, n)| (i, *n)).unwrap_or((0, 0));
     let time =
@@ -433,7 +447,7 @@ fn report(args: &Args, origin: i64, tally: &Tally, elapsed: std::time::Duration)
     );
     // The hour furthest above its share of an even spread, among the hours when at least a
     // tenth of the fleet is at work (the edges of the working day carry a few devices only).
-    let share = |h: usize| f64::from(tally.working[first + h]) / f64::from(args.devices);
+    let share = |h: usize| tally.working[first + h] as f64 / 60.0 / f64::from(args.devices);
     if let Some((h, over)) = (0..wave.len())
         .filter(|&h| share(h) >= 0.1)
         .map(|h| (h, f64::from(wave[h]) / (mean_working_hour * share(h))))
@@ -467,7 +481,7 @@ fn plot(
     args: &Args,
     first: usize,
     wave: &[u32],
-    working: &[u32],
+    working: &[u64],
     mean_working_hour: f64,
     time: &dyn Fn(usize) -> DateTime<Utc>,
 ) -> anyhow::Result<()> {
@@ -496,7 +510,7 @@ fn plot(
     let even = working
         .iter()
         .enumerate()
-        .map(|(h, &n)| (h, mean_working_hour * f64::from(n) / f64::from(args.devices)));
+        .map(|(h, &n)| (h, mean_working_hour * n as f64 / 60.0 / f64::from(args.devices)));
     chart
         .draw_series(AreaSeries::new(even, 0.0, RGBColor(200, 220, 240).mix(0.6)))?
         .label("an even spread over the fleet's working hours")

@@ -24,6 +24,7 @@ use ca_client::cert::CertificateInfo;
 use ca_client::signer::{KeySigner as _, SoftwareKey};
 
 use crate::autoselect::{self, OurEntry};
+use crate::decision::Slot;
 use crate::platform::file_store::FileIdentityStore;
 use crate::platform::{
     BrowserIntegration, BrowserStatus, BrowserTarget, DeviceFacts, Identity, IdentityStore as _,
@@ -435,6 +436,14 @@ impl Scheduler for LinuxScheduler {
             }
         });
         Ok(lines)
+    }
+
+    fn refresh(&self, slot: Slot) -> Result<Vec<String>, PlatformError> {
+        let written = self
+            .units()?
+            .refresh_timer(slot)
+            .map_err(|e| PlatformError::backend("could not bring the systemd user timer up to date", e))?;
+        Ok(written.into_iter().map(|p| format!("wrote {} (the daily run's new time)", p.display())).collect())
     }
 
     fn uninstall(&self) -> Result<Removal, PlatformError> {

@@ -127,8 +127,8 @@ impl Systemctl for SystemctlCommand {
 ///
 /// `WantedBy=default.target` makes the user manager start it when it starts, i.e. at login.
 /// That login run is not the timer's: it checks the certificate with the CA (how a revocation
-/// reaches the device) and renews one that is close to its end, while a renewal that is merely
-/// due waits for the timer's run at the device's slot (the decision core's `schedule`).
+/// reaches the device); a due renewal waits for the device's slot (the decision core's
+/// `schedule`) unless the login falls in it or the grace after the due time is over.
 /// Nothing orders `default.target` after this unit, so login never waits for the CA.
 pub(super) fn service_unit(binary: &Path, config: Option<&Path>) -> Result<String, SystemdError> {
     if !binary.is_absolute() {
@@ -160,8 +160,7 @@ pub(super) fn service_unit(binary: &Path, config: Option<&Path>) -> Result<Strin
 /// can wait). No `RandomizedDelaySec=`: the slot already spreads a fleet over the working
 /// day, and a random delay would push runs out of it, to midnight for the old `daily`.
 pub(super) fn timer_unit(slot: Slot) -> String {
-    let minute = slot.daily_minute();
-    let (hour, minute) = (minute / 60, minute % 60);
+    let (hour, minute) = slot.hour_minute();
     format!(
         "# Written by devicetrust-agent install; removed by devicetrust-agent uninstall.\n\
          [Unit]\n\
@@ -289,6 +288,29 @@ impl UserUnits {
             }
         };
         Ok(InstallReport { written, activation })
+    }
+
+    /// Rewrites the timer when it is installed with another content than `slot`'s (a timer
+    /// written by an earlier version: `OnCalendar=daily`, or another minute), then reloads the
+    /// user manager, which recomputes the next elapse. Returns the path written; nothing when
+    /// no timer is installed (that is `install`'s job) or it is already right. A user manager
+    /// that cannot be reached reads the file at its next start.
+    pub(crate) fn refresh_timer(&self, slot: Slot) -> Result<Option<PathBuf>, SystemdError> {
+        let path = self.dir.join(TIMER);
+        let want = timer_unit(slot);
+        match fs::read_to_string(&path) {
+            Ok(have) if have == want => return Ok(None),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("read", &path, e)),
+        }
+        let written = self.write(TIMER, &want)?;
+        match self.systemctl.user(&["daemon-reload"]) {
+            Ok(()) | Err(SystemctlFailure::Unreachable(_)) => Ok(Some(written)),
+            Err(SystemctlFailure::Failed(diagnostics)) => {
+                Err(SystemdError::Systemctl { command: "daemon-reload".into(), diagnostics })
+            }
+        }
     }
 
     /// Disables and removes the units and their links; a second run removes nothing and
@@ -538,6 +560,38 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = unit_dir(Some(tmp.path()), None).unwrap();
         (tmp, UserUnits::new(dir, Box::new(fake.clone())))
+    }
+
+    #[test]
+    fn refresh_brings_an_older_timer_to_the_slot() {
+        let fake = FakeSystemctl::new(Ok(()));
+        let (_tmp, units) = units(&fake);
+        let slot = Slot::new(2, 107).unwrap();
+        assert_eq!(units.refresh_timer(slot).unwrap(), None, "ok/nothing-installed-nothing-written");
+        assert!(fake.calls().is_empty());
+
+        units.install(Path::new("/usr/bin/devicetrust-agent"), None, slot).unwrap();
+        let service = fs::read_to_string(units.dir().join(SERVICE)).unwrap();
+        let calls = fake.calls().len();
+        assert_eq!(units.refresh_timer(slot).unwrap(), None, "ok/already-at-the-slot");
+        assert_eq!(fake.calls().len(), calls, "no reload when nothing changed");
+
+        // The timer an earlier version wrote: at midnight, with a random delay.
+        let old = timer_unit(slot)
+            .replace("OnCalendar=*-*-* 10:47:00\n", "OnCalendar=daily\nRandomizedDelaySec=1h\n");
+        fs::write(units.dir().join(TIMER), old).unwrap();
+        assert_eq!(
+            units.refresh_timer(slot).unwrap(),
+            Some(units.dir().join(TIMER)),
+            "ok/old-timer-rewritten"
+        );
+        assert_eq!(fs::read_to_string(units.dir().join(TIMER)).unwrap(), timer_unit(slot));
+        assert_eq!(fake.calls().last().map(String::as_str), Some("daemon-reload"));
+        assert_eq!(
+            fs::read_to_string(units.dir().join(SERVICE)).unwrap(),
+            service,
+            "the service is left as it is"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! keeps a fleet from calling the CA in the same minute. The time is the minute of the
 //! device's slot (09:00–16:59 local, from the decision core's `schedule`), when Macs are
 //! usually awake and online: the run that fires there is the one that renews a due
-//! certificate, while the run at login and one fired on wake wait for it.
+//! certificate, while a run at login or on wake before the slot's minute waits for it.
 //!
 //! The plist is a small serde struct written with the `plist` crate. The `launchd` crate
 //! (0.3.0) is not used: it writes the key `StartCalendarIntervals`, which launchd ignores.
@@ -59,9 +59,8 @@ pub(crate) struct DailyTime {
 impl DailyTime {
     /// The time of day of the device's slot, when the decision core renews.
     pub(crate) fn from_slot(slot: Slot) -> Self {
-        let minute = slot.daily_minute();
-        // `minute` < 24 * 60.
-        Self { hour: (minute / 60) as u8, minute: (minute % 60) as u8 }
+        let (hour, minute) = slot.hour_minute();
+        Self { hour, minute }
     }
 }
 
@@ -138,6 +137,19 @@ pub(crate) fn render(spec: &LaunchAgentSpec<'_>) -> Result<Vec<u8>, LaunchAgentE
         .map_err(|e| LaunchAgentError::Serialize { reason: e.to_string() })?;
     out.push(b'\n');
     Ok(out)
+}
+
+/// What an installed plist runs: its program and the `--config` it passes, as [`render`]
+/// writes them; `None` for a plist that is not of that shape (edited by someone else).
+pub(crate) fn installed_command(bytes: &[u8]) -> Option<(PathBuf, Option<PathBuf>)> {
+    let value = plist::Value::from_reader_xml(bytes).ok()?;
+    let args = value.as_dictionary()?.get("ProgramArguments")?.as_array()?;
+    let args: Vec<&str> = args.iter().map(plist::Value::as_string).collect::<Option<_>>()?;
+    match args.as_slice() {
+        [program, "run"] => Some((PathBuf::from(program), None)),
+        [program, "run", "--config", config] => Some((PathBuf::from(program), Some(PathBuf::from(config)))),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -264,6 +276,26 @@ mod tests {
             let slot = Slot::new(slot.0, slot.1).unwrap();
             assert_eq!(DailyTime::from_slot(slot), DailyTime { hour: want.0, minute: want.1 });
         }
+    }
+
+    #[test]
+    fn installed_command_reads_what_render_wrote() {
+        let config = Path::new("/etc/devicetrust/agent.toml");
+        for (name, spec, want) in [
+            ("ok/plain", example_spec(), Some((PathBuf::from(AGENT_BINARY), None))),
+            (
+                "ok/with-config",
+                LaunchAgentSpec { config: Some(config), ..example_spec() },
+                Some((PathBuf::from(AGENT_BINARY), Some(config.to_path_buf()))),
+            ),
+        ] {
+            assert_eq!(installed_command(&render(&spec).unwrap()), want, "{name}");
+        }
+        let other = String::from_utf8(render(&example_spec()).unwrap())
+            .unwrap()
+            .replace("<string>run</string>", "<string>status</string>");
+        assert_eq!(installed_command(other.as_bytes()), None, "fail/another-command");
+        assert_eq!(installed_command(b"not a plist"), None, "fail/not-a-plist");
     }
 
     #[test]

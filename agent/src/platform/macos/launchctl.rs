@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use super::btm::{self, LoginItem};
 use super::launch_agent::{self, DailyTime, LABEL, LaunchAgentSpec};
 use super::launchd_wait::{self, Attempt};
+use crate::decision::Slot;
 use crate::platform::{PlatformError, Removal, ScheduleSpec, Scheduler, SchedulerStatus};
 use crate::util::exec;
 use crate::util::files;
@@ -133,16 +134,37 @@ impl LaunchAgentScheduler {
     }
 }
 
-impl Scheduler for LaunchAgentScheduler {
-    fn install(&self, spec: &ScheduleSpec<'_>) -> Result<Vec<String>, PlatformError> {
-        let plist = self.plist();
-        let bytes = launch_agent::render(&LaunchAgentSpec {
+impl LaunchAgentScheduler {
+    fn render(&self, spec: &ScheduleSpec<'_>) -> Result<Vec<u8>, PlatformError> {
+        launch_agent::render(&LaunchAgentSpec {
             program: spec.program,
             config: spec.config,
             home: &self.home,
             time: DailyTime::from_slot(spec.slot),
         })
-        .map_err(|e| PlatformError::backend("could not make the launchagent", e))?;
+        .map_err(|e| PlatformError::backend("could not make the launchagent", e))
+    }
+}
+
+impl Scheduler for LaunchAgentScheduler {
+    fn refresh(&self, slot: Slot) -> Result<Vec<String>, PlatformError> {
+        let plist = self.plist();
+        let Some(old) = files::read_optional(&plist)? else { return Ok(Vec::new()) };
+        let Some((program, config)) = launch_agent::installed_command(&old) else {
+            tracing::warn!(path = %plist.display(), "the launch agent does not run the agent as it writes it; leaving it");
+            return Ok(Vec::new());
+        };
+        let spec = ScheduleSpec { program: &program, config: config.as_deref(), slot };
+        if self.render(&spec)? == old {
+            return Ok(Vec::new());
+        }
+        // Running as the job, `install` writes the file and launchd reads it at the next login.
+        self.install(&spec)
+    }
+
+    fn install(&self, spec: &ScheduleSpec<'_>) -> Result<Vec<String>, PlatformError> {
+        let plist = self.plist();
+        let bytes = self.render(spec)?;
 
         let mut changes = Vec::new();
         // launchd does not create the log directory, and refuses to start a job whose log
