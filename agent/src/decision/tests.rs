@@ -39,6 +39,11 @@ fn inputs(identity: LocalIdentity, intent: Intent) -> Inputs {
     }
 }
 
+/// The periodic run's inputs for an identity, nothing else in the way.
+fn periodic(cert: CertFacts, renew_before: TimeDelta, slot: Slot, utc_offset: FixedOffset) -> Inputs {
+    Inputs { renew_before, slot, utc_offset, ..inputs(LocalIdentity::Enrolled(cert), Intent::Run) }
+}
+
 fn failing_since(day: i64) -> BackoffState {
     BackoffState::default().after_failure(at(day), Jitter::NONE, "ca down")
 }
@@ -457,10 +462,7 @@ proptest! {
     ) {
         // With nothing else in the way (no backoff, not revoked, managed), the periodic run
         // renews exactly at the time its `Nothing` names: the bound is the real one.
-        let mut i = inputs(LocalIdentity::Enrolled(cert), Intent::Run);
-        i.renew_before = TimeDelta::days(window_days);
-        i.slot = slot;
-        i.utc_offset = tz;
+        let i = periodic(cert, TimeDelta::days(window_days), slot, tz);
         if let Decision::Nothing { next_due } = decide_at(&i, now)
             && next_due < cert.not_after
         {
@@ -481,10 +483,7 @@ proptest! {
         let due = schedule::renewal_due(&cert, renew_before, slot, tz);
         let grace_end = schedule::grace_end(due, tz);
         let now = due + TimeDelta::seconds(((grace_end - due).num_seconds() as f64 * fraction) as i64);
-        let mut i = inputs(LocalIdentity::Enrolled(cert), Intent::Run);
-        i.renew_before = renew_before;
-        i.slot = slot;
-        i.utc_offset = tz;
+        let i = periodic(cert, renew_before, slot, tz);
         let renews = decide_at(&i, now) == Decision::Renew(RenewReason::Due);
         prop_assert_eq!(renews, schedule::in_slot(now, slot, tz) || now >= grace_end, "at {}", now);
     }
@@ -497,10 +496,7 @@ proptest! {
         tz in arb_utc_offset(),
         at_fraction in 0.0f64..1.0,
     ) {
-        let mut i = inputs(LocalIdentity::Enrolled(cert), Intent::Run);
-        i.renew_before = TimeDelta::days(window_days);
-        i.slot = slot;
-        i.utc_offset = tz;
+        let i = periodic(cert, TimeDelta::days(window_days), slot, tz);
         let due = schedule::renewal_due(&cert, i.renew_before, slot, tz);
         let from = if schedule::spread(&cert, i.renew_before) { schedule::grace_end(due, tz) } else { due };
         prop_assume!(from < cert.not_after);
@@ -521,10 +517,7 @@ proptest! {
         // One run a week, at a fixed time of the week (its login or its wake), never more.
         let not_before = at(0) + TimeDelta::seconds(start);
         let cert = CertFacts { not_before, not_after: not_before + TimeDelta::days(lifetime_days) };
-        let mut i = inputs(LocalIdentity::Enrolled(cert), Intent::Run);
-        i.renew_before = TimeDelta::days(window_days);
-        i.slot = slot;
-        i.utc_offset = tz;
+        let i = periodic(cert, TimeDelta::days(window_days), slot, tz);
         prop_assume!(schedule::spread(&cert, i.renew_before));
         let mut run = not_before + TimeDelta::seconds(awake_at);
         let mut renewed = None;
