@@ -1,7 +1,8 @@
 //! The decision core: what the agent should do now.
 //!
 //! [`decide_at`] is a pure function of the local identity state, what the CA last said, the
-//! configuration, the persisted backoff state and the time. It performs no I/O: it does not
+//! configuration, the persisted backoff state, the time and the local offset from UTC (for
+//! the device's slot, [`schedule`]). It performs no I/O: it does not
 //! read files, talk to the CA, look at the clock or draw random numbers by itself (the
 //! backoff's [`backoff::Jitter`] is handed in), so every rule is tested with a fixed time and
 //! property tests. The agent's commands gather the inputs, call it, and carry out the
