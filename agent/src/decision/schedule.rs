@@ -19,8 +19,9 @@
 //! collect the renewals of Friday afternoon. Once [`GRACE_WORKDAYS`] workdays have passed
 //! since the due time ([`grace_end`]), any run renews: a Mac that is never awake at its slot
 //! (awake an hour a week, say) still renews at least [`MIN_SPREAD_WINDOW`] less the grace
-//! (at most five days with a weekend) less a week, nine days, before its certificate ends. Counting the grace in workdays
-//! keeps the grace's renewals on the workday mornings after it, not all on a Monday.
+//! (at most five days with a weekend) less a week, nine days, before its certificate ends.
+//! Counting the grace in workdays keeps the grace's renewals on the workday mornings after
+//! it, not all on a Monday.
 //!
 //! Local time is the offset in force at the run. Across a daylight saving change the due
 //! time moves by the hour of the shift; every run recomputes it, so decisions stay
