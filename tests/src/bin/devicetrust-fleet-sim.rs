@@ -35,7 +35,7 @@
 //! Renewals per UTC hour for the days of the renewal wave (a row per day, 24 columns),
 //! renewals per day, the peak hour over the mean working hour, and how many certificates
 //! expired before renewal (split by whether the device was awake at least an hour in every
-//! week). The mean working hour is all renewals over 40, the working hours (Monday to
+//! week). The mean working hour is the fleet's devices over 40, the working hours (Monday to
 //! Friday, 09:00–16:59 local) of the one week every device's renewal is meant to spread
 //! over: it does not depend on the rules measured. Because the fleet works in several time
 //! zones, the share of it at work in a UTC hour (weighed by the minutes of that hour) is
@@ -70,7 +70,8 @@ struct Args {
     /// The day every device enrolls (local date in each device's time zone).
     #[arg(long, default_value = "2027-01-05")]
     enroll_date: NaiveDate,
-    /// Certificate lifetime in days (the CA's `certificate_lifetime_days`).
+    /// Certificate lifetime in days (the CA's `certificate_lifetime_days`). The report reads
+    /// one renewal wave: keep `--days` under twice the lifetime.
     #[arg(long, default_value_t = 365)]
     lifetime_days: i64,
     /// The agent's `renew_before_days`.
@@ -408,7 +409,8 @@ fn report(args: &Args, origin: i64, tally: &Tally, elapsed: std::time::Duration)
     let last = (quantile(0.95).unwrap_or(0) / 24 + 1) * 24;
     let wave = &tally.per_hour[first..last];
     let in_wave: u64 = wave.iter().map(|&n| u64::from(n)).sum();
-    let mean_working_hour = total as f64 / 40.0;
+    // Every device renews once in a wave: an even spread over its week's 40 working hours.
+    let mean_working_hour = f64::from(args.devices) / 40.0;
     let (peak_index, peak) =
         wave.iter().enumerate().max_by_key(|&(_, n)| *n).map(|(i, n)| (i, *n)).unwrap_or((0, 0));
     let time =
