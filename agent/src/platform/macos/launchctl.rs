@@ -132,9 +132,8 @@ impl LaunchAgentScheduler {
         let url = format!("file://{}", self.plist().display());
         btm::login_item(&out.stdout, self.uid, LABEL, &url)
     }
-}
 
-impl LaunchAgentScheduler {
+    /// The plist `install` writes for `spec`.
     fn render(&self, spec: &ScheduleSpec<'_>) -> Result<Vec<u8>, PlatformError> {
         launch_agent::render(&LaunchAgentSpec {
             program: spec.program,
