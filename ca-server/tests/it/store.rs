@@ -296,19 +296,28 @@ async fn revoke_fills_the_crl(db: Db) {
     store.close().await;
 }
 
+/// An event that names no device: a refused enrollment, now, for `reason`.
+fn failed_enrollment(reason: &str) -> NewEvent {
+    NewEvent {
+        published: now(),
+        event_type: EventType::Enroll,
+        outcome: Outcome::Failure,
+        user: None,
+        udid: None,
+        serial: None,
+        reason: Some(reason.into()),
+        client_id: None,
+    }
+}
+
 async fn events_page_by_id_and_since(db: Db) {
     let store = db.open().await;
     let t = now();
     for n in 0..5 {
         let event = NewEvent {
             published: t + Duration::seconds(n),
-            event_type: EventType::Enroll,
-            outcome: Outcome::Failure,
-            user: None,
             udid: Some(format!("UDID-{n}")),
-            serial: None,
-            reason: Some("invalid_token".into()),
-            client_id: None,
+            ..failed_enrollment("invalid_token")
         };
         store.record(event).await.expect("record");
     }
@@ -481,17 +490,7 @@ async fn crl_numbers_increase(db: Db) {
 async fn closed_store_refuses_writes(db: Db) {
     let store = db.open().await;
     store.close().await;
-    let event = NewEvent {
-        published: now(),
-        event_type: EventType::Enroll,
-        outcome: Outcome::Failure,
-        user: None,
-        udid: None,
-        serial: None,
-        reason: Some("invalid_token".into()),
-        client_id: None,
-    };
-    let error = store.record(event).await.expect_err("closed");
+    let error = store.record(failed_enrollment("invalid_token")).await.expect_err("closed");
     assert!(matches!(error, StoreError::Closed | StoreError::Unavailable { .. }), "{error:?}");
 }
 
@@ -506,21 +505,11 @@ async fn postgres_events_wait_for_older_transactions_and_survive_a_restore() {
     let url = tokio::task::block_in_place(|| cluster.create_database());
     let db = Db::Postgres { url: url.clone(), password: cluster.password() };
     let store = db.open().await;
-    let event = |reason: &str| NewEvent {
-        published: now(),
-        event_type: EventType::Enroll,
-        outcome: Outcome::Failure,
-        user: None,
-        udid: None,
-        serial: None,
-        reason: Some(reason.into()),
-        client_id: None,
-    };
     let options = url.parse::<sqlx::postgres::PgConnectOptions>().expect("url").password(cluster.password());
     let mut older = sqlx::PgConnection::connect_with(&options).await.expect("connect");
     older.execute("BEGIN").await.expect("begin");
     older.execute("SELECT pg_current_xact_id()").await.expect("take a transaction id");
-    store.record(event("first")).await.expect("record");
+    store.record(failed_enrollment("first")).await.expect("record");
     assert!(
         store.events(0, None, 100).await.expect("events").is_empty(),
         "held back behind the open transaction"
@@ -540,7 +529,7 @@ async fn postgres_events_wait_for_older_transactions_and_survive_a_restore() {
         .expect("insert a restored event");
     store.close().await;
     let store = db.open().await;
-    store.record(event("after the restore")).await.expect("record");
+    store.record(failed_enrollment("after the restore")).await.expect("record");
     let listed = store.events(0, None, 100).await.expect("events");
     let reasons: Vec<_> = listed.iter().map(|e| e.reason.as_deref().unwrap_or("")).collect();
     assert_eq!(reasons, ["first", "restored", "after the restore"], "{listed:?}");
