@@ -29,9 +29,7 @@ impl Agent {
 
     /// `run`.
     pub(crate) fn run(&self, token: Option<Secret>, out: &mut dyn Write) -> Result<(), AgentError> {
-        let result = self.cycle(Intent::Run, token.as_ref(), out);
-        self.refresh_schedule();
-        result
+        self.cycle(Intent::Run, token.as_ref(), out)
     }
 
     /// `renew [--force]`.
@@ -109,6 +107,10 @@ impl Agent {
             decision = decision::decide_at(&inputs, now);
         }
         tracing::debug!(?decision, "decided");
+        // The periodic run keeps its own schedule at the slot (an uninstall removes it anyway).
+        if intent == Intent::Run && decision != Decision::Uninstall {
+            self.refresh_schedule(inputs.slot);
+        }
 
         match decision {
             Decision::Enroll => {

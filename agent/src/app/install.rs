@@ -107,13 +107,12 @@ impl Agent {
         Ok(self.platform.scheduler.install(&spec)?)
     }
 
-    /// After a `run`: a schedule written by an earlier version fires at another minute than the
-    /// device's slot (or, on Linux, at midnight), which would leave its renewals to the grace;
+    /// In a `run`: a schedule written by an earlier version fires at another minute than the
+    /// device's `slot` (or, on Linux, at midnight), which would leave its renewals to the grace;
     /// bring it to the slot, keeping what it runs. Logged, never fatal: the run's own result is
     /// what it reports.
-    pub(crate) fn refresh_schedule(&self) {
-        let current = self.current().ok().flatten();
-        match self.platform.scheduler.refresh(self.device_slot(current.as_ref())) {
+    pub(crate) fn refresh_schedule(&self, slot: crate::decision::Slot) {
+        match self.platform.scheduler.refresh(slot) {
             Ok(lines) => {
                 for line in lines {
                     tracing::info!("{line}");

@@ -280,14 +280,15 @@ fn fill(agent: &Agent, now: DateTime<Utc>, report: &mut StatusReport) -> Result<
     report.store.identity = true;
     let info = &current.info;
     let facts = CertFacts { not_before: info.not_before(), not_after: info.not_after() };
+    let slot = agent.device_slot(Some(&current));
     let due = schedule::renewal_due(
         &facts,
         agent.config.renew_before()?,
-        agent.device_slot(Some(&current)),
+        slot,
         agent.platform.clock.utc_offset(now),
     );
     report.renewal.due_at = Some(rfc3339(due));
-    report.renewal.daily_run = agent.device_slot(Some(&current)).time_of_day().format("%H:%M").to_string();
+    report.renewal.daily_run = slot.time_of_day().format("%H:%M").to_string();
     report.certificate = Some(CertificateReport {
         serial_number: info.serial_number().to_owned(),
         subject: info.subject_cn().map(str::to_owned),
